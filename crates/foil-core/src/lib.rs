@@ -1,0 +1,24 @@
+//! The shared vocabulary of foil.
+//!
+//! Every other crate of the workspace speaks in these terms:
+//!
+//! - the traits [`Denoiser`], [`Classifier`] and [`ImageEncoder`] that the methods are generic
+//!   over, so the same sampler runs with a toy analytic model in a test and with a published
+//!   network in production;
+//! - image ↔ tensor conversion ([`image_io`]): `u8` RGB or gray images become NCHW `f32`
+//!   tensors in `[-1, 1]`, and back, in one place;
+//! - explicit, seeded randomness ([`Noise`]): nothing in foil draws from a hidden global RNG;
+//! - the [`Error`] type, whose messages say what was expected and what was found.
+//!
+//! All of it is generic over a burn [`Backend`](burn::tensor::backend::Backend).
+
+mod error;
+pub mod image_io;
+mod noise;
+pub mod tensor;
+pub mod toy;
+mod traits;
+
+pub use error::{Error, Result};
+pub use noise::Noise;
+pub use traits::{Classifier, Denoiser, DenoiserOutput, ImageEncoder};

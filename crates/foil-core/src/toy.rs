@@ -1,0 +1,197 @@
+//! Analytic models whose behaviour is known in closed form, for tests, examples and docs.
+//!
+//! They implement the real traits, so every sampler can be checked against exact answers
+//! before it meets a trained network.
+
+use burn::tensor::{Tensor, backend::Backend};
+
+use crate::tensor::{fmt_dims, per_sample};
+use crate::{Denoiser, DenoiserOutput, Error, Noise, Result};
+
+fn check_cond<B: Backend>(cond: &Option<Tensor<B, 2>>, batch: usize, dim: usize) -> Result<()> {
+    match cond {
+        Some(c) if c.dims() != [batch, dim] => Err(Error::shape(
+            "condition",
+            fmt_dims(&[batch, dim]),
+            fmt_dims(&c.dims()),
+        )),
+        None if dim > 0 => Err(Error::format("condition", "this denoiser needs one")),
+        _ => Ok(()),
+    }
+}
+
+/// `eps = (a + b t / 1000) x_t + <c, w>`: linear in `x_t` and in the condition `c`.
+#[derive(Debug, Clone)]
+pub struct LinearDenoiser {
+    /// Image channels.
+    pub channels: usize,
+    /// Weights `w` of the condition (its width is `w.len()`).
+    pub w: Vec<f64>,
+    /// Slope in `x_t` at `t = 0`.
+    pub a: f64,
+    /// Growth of the slope per 1000 timesteps.
+    pub b: f64,
+}
+
+impl<B: Backend> Denoiser<B> for LinearDenoiser {
+    fn channels(&self) -> usize {
+        self.channels
+    }
+    fn learned_variance(&self) -> bool {
+        false
+    }
+    fn condition_dim(&self) -> Option<usize> {
+        Some(self.w.len())
+    }
+    fn forward(
+        &self,
+        x: Tensor<B, 4>,
+        t: &[usize],
+        cond: Option<Tensor<B, 2>>,
+    ) -> Result<DenoiserOutput<B>> {
+        let [n, ..] = x.dims();
+        check_cond(&cond, n, self.w.len())?;
+        let dev = x.device();
+        let slope: Vec<f64> = t
+            .iter()
+            .map(|&t| self.a + self.b * t as f64 / 1000.0)
+            .collect();
+        let mut eps = x * per_sample::<B>(&slope, &dev);
+        if let Some(c) = cond {
+            let w = Tensor::<B, 1>::from_floats(
+                self.w
+                    .iter()
+                    .map(|&v| v as f32)
+                    .collect::<Vec<_>>()
+                    .as_slice(),
+                &dev,
+            );
+            let shift = (c * w.unsqueeze_dim(0)).sum_dim(1); // [N, 1]
+            eps = eps + shift.reshape([n, 1, 1, 1]);
+        }
+        Ok(DenoiserOutput::eps(eps))
+    }
+}
+
+/// `eps = tanh(P vec(x_t) + Q c + t / 1000)` with fixed random projections `P` and `Q`:
+/// smooth, bounded and thoroughly nonlinear in both the image and the condition.
+#[derive(Debug, Clone)]
+pub struct TanhDenoiser<B: Backend> {
+    shape: [usize; 3],
+    p: Tensor<B, 2>,
+    q: Option<Tensor<B, 2>>,
+}
+
+impl<B: Backend> TanhDenoiser<B> {
+    /// A denoiser for `[C, H, W]` images and `cond_dim`-wide conditions (0: unconditional),
+    /// with projections drawn from `seed`.
+    pub fn new(shape: [usize; 3], cond_dim: usize, seed: u64, device: &B::Device) -> Self {
+        let f: usize = shape.iter().product();
+        let mut noise = Noise::new(seed);
+        let p = noise.normal::<B, 2>([f, f], device) * (1.5 / (f as f64).sqrt());
+        let q = (cond_dim > 0).then(|| {
+            noise.normal::<B, 2>([cond_dim, f], device) * (1.0 / (cond_dim as f64).sqrt())
+        });
+        Self { shape, p, q }
+    }
+}
+
+impl<B: Backend> Denoiser<B> for TanhDenoiser<B> {
+    fn channels(&self) -> usize {
+        self.shape[0]
+    }
+    fn learned_variance(&self) -> bool {
+        false
+    }
+    fn condition_dim(&self) -> Option<usize> {
+        self.q.as_ref().map(|q| q.dims()[0])
+    }
+    fn forward(
+        &self,
+        x: Tensor<B, 4>,
+        t: &[usize],
+        cond: Option<Tensor<B, 2>>,
+    ) -> Result<DenoiserOutput<B>> {
+        let [n, c, h, w] = x.dims();
+        if [c, h, w] != self.shape {
+            return Err(Error::shape(
+                "x_t",
+                fmt_dims(&[n, self.shape[0], self.shape[1], self.shape[2]]),
+                fmt_dims(&x.dims()),
+            ));
+        }
+        check_cond(&cond, n, self.condition_dim().unwrap_or(0))?;
+        let dev = x.device();
+        let mut pre = x.reshape([n, c * h * w]).matmul(self.p.clone());
+        if let (Some(q), Some(cond)) = (&self.q, cond) {
+            pre = pre + cond.matmul(q.clone());
+        }
+        let tt: Vec<f64> = t.iter().map(|&t| t as f64 / 1000.0).collect();
+        let pre = pre + per_sample::<B>(&tt, &dev).reshape([n, 1]);
+        Ok(DenoiserOutput::eps(pre.tanh().reshape([n, c, h, w])))
+    }
+}
+
+/// The exact denoiser for Gaussian data `x0 ~ N(mean, std^2 I)`: its Tweedie estimate is the
+/// true posterior mean `E[x0 | x_t]`, so samplers can be checked against closed forms.
+#[derive(Debug, Clone)]
+pub struct GaussianDenoiser<B: Backend> {
+    mean: Tensor<B, 4>,
+    std: f64,
+    abar: Vec<f64>,
+}
+
+impl<B: Backend> GaussianDenoiser<B> {
+    /// `mean` is `[1, C, H, W]`; `alphas_cumprod` is the training schedule's `abar` (indexed
+    /// by the network timestep).
+    pub fn new(mean: Tensor<B, 4>, std: f64, alphas_cumprod: Vec<f64>) -> Self {
+        Self {
+            mean,
+            std,
+            abar: alphas_cumprod,
+        }
+    }
+}
+
+impl<B: Backend> Denoiser<B> for GaussianDenoiser<B> {
+    fn channels(&self) -> usize {
+        self.mean.dims()[1]
+    }
+    fn learned_variance(&self) -> bool {
+        false
+    }
+    fn condition_dim(&self) -> Option<usize> {
+        None
+    }
+    fn forward(
+        &self,
+        x: Tensor<B, 4>,
+        t: &[usize],
+        _cond: Option<Tensor<B, 2>>,
+    ) -> Result<DenoiserOutput<B>> {
+        let dev = x.device();
+        let [n, ..] = x.dims();
+        if t.len() != n {
+            return Err(Error::shape("timesteps", n, t.len()));
+        }
+        if let Some(&bad) = t.iter().find(|&&t| t >= self.abar.len()) {
+            return Err(Error::out_of_range(
+                "timestep",
+                format!("below {}", self.abar.len()),
+                bad,
+            ));
+        }
+        let s2 = self.std * self.std;
+        // E[eps | x_t] = sqrt(1 - a) (x_t - sqrt(a) mean) / (a s^2 + 1 - a)
+        let k: Vec<f64> = t
+            .iter()
+            .map(|&t| {
+                let a = self.abar[t];
+                (1.0 - a).sqrt() / (a * s2 + 1.0 - a)
+            })
+            .collect();
+        let r: Vec<f64> = t.iter().map(|&t| self.abar[t].sqrt()).collect();
+        let eps = (x - self.mean.clone() * per_sample::<B>(&r, &dev)) * per_sample::<B>(&k, &dev);
+        Ok(DenoiserOutput::eps(eps))
+    }
+}

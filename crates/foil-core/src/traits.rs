@@ -1,0 +1,131 @@
+//! The three model roles the methods are generic over.
+
+use burn::tensor::{Tensor, backend::Backend};
+
+use crate::Result;
+
+/// What a denoiser predicts for a batch of noisy images.
+#[derive(Debug, Clone)]
+pub struct DenoiserOutput<B: Backend> {
+    /// The predicted noise `eps`, shaped like `x_t` (`[N, C, H, W]`).
+    pub eps: Tensor<B, 4>,
+    /// The learned-variance channels `v` in `[-1, 1]` (`[N, C, H, W]`), for networks that
+    /// predict them (guided-diffusion with `learn_sigma`, the Kandinsky 2.2 decoder's second
+    /// half of its 8 output channels); `None` for fixed-variance networks.
+    pub variance: Option<Tensor<B, 4>>,
+}
+
+impl<B: Backend> DenoiserOutput<B> {
+    /// An output with noise prediction only.
+    pub fn eps(eps: Tensor<B, 4>) -> Self {
+        Self {
+            eps,
+            variance: None,
+        }
+    }
+
+    /// Splits a `2C`-channel network output into `eps` (first `C`) and variance (last `C`),
+    /// the layout of guided-diffusion and the Kandinsky 2.2 decoder.
+    pub fn split_learned(out: Tensor<B, 4>) -> Result<Self> {
+        let [n, c2, h, w] = out.dims();
+        if c2 % 2 != 0 || c2 == 0 {
+            return Err(crate::Error::shape(
+                "learned-variance output",
+                "an even, non-zero channel count (eps then v)",
+                format!("[{n}, {c2}, {h}, {w}]"),
+            ));
+        }
+        let c = c2 / 2;
+        Ok(Self {
+            eps: out.clone().narrow(1, 0, c),
+            variance: Some(out.narrow(1, c, c)),
+        })
+    }
+}
+
+/// A noise-prediction network: `eps_theta(x_t, t, cond)`.
+///
+/// Timesteps are per sample and in the network's own (training) numbering, so a batch may mix
+/// steps. `cond` is an optional conditioning tensor `[N, D]` (an image embedding for the
+/// Kandinsky decoder); unconditional networks ignore it.
+pub trait Denoiser<B: Backend> {
+    /// Number of image channels the network denoises (3 for RGB, 4 for MoVQ latents, ...).
+    fn channels(&self) -> usize;
+
+    /// Whether [`DenoiserOutput::variance`] is filled.
+    fn learned_variance(&self) -> bool;
+
+    /// Width `D` of the conditioning vectors, or `None` for an unconditional network.
+    fn condition_dim(&self) -> Option<usize>;
+
+    /// Predicts the noise in `x_t` (`[N, C, H, W]`) at per-sample timesteps `t` (length `N`).
+    fn forward(
+        &self,
+        x_t: Tensor<B, 4>,
+        t: &[usize],
+        cond: Option<Tensor<B, 2>>,
+    ) -> Result<DenoiserOutput<B>>;
+}
+
+/// A classifier under explanation, or an oracle: images in `[-1, 1]` to logits.
+pub trait Classifier<B: Backend> {
+    /// Number of logits per image. A one-logit binary classifier returns 1.
+    fn num_logits(&self) -> usize;
+
+    /// Logits `[N, num_logits]` for images `[N, C, H, W]` in `[-1, 1]`.
+    fn logits(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 2>>;
+}
+
+/// An image encoder (CLIP vision, a face-recognition net, an Inception pool layer, ...).
+pub trait ImageEncoder<B: Backend> {
+    /// Width of the embeddings.
+    fn embedding_dim(&self) -> usize;
+
+    /// A stable name of the encoder and its weights, stored beside statistics computed with it
+    /// so they are never mixed with another encoder's.
+    fn identity(&self) -> String;
+
+    /// Embeddings `[N, D]` for images `[N, C, H, W]` in `[-1, 1]`.
+    fn encode(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 2>>;
+}
+
+impl<B: Backend, T: Denoiser<B> + ?Sized> Denoiser<B> for &T {
+    fn channels(&self) -> usize {
+        (**self).channels()
+    }
+    fn learned_variance(&self) -> bool {
+        (**self).learned_variance()
+    }
+    fn condition_dim(&self) -> Option<usize> {
+        (**self).condition_dim()
+    }
+    fn forward(
+        &self,
+        x_t: Tensor<B, 4>,
+        t: &[usize],
+        cond: Option<Tensor<B, 2>>,
+    ) -> Result<DenoiserOutput<B>> {
+        (**self).forward(x_t, t, cond)
+    }
+}
+
+impl<B: Backend, T: Classifier<B> + ?Sized> Classifier<B> for &T {
+    fn num_logits(&self) -> usize {
+        (**self).num_logits()
+    }
+    fn logits(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 2>> {
+        (**self).logits(images)
+    }
+}
+
+impl<B: Backend, T: ImageEncoder<B> + ?Sized> ImageEncoder<B> for &T {
+    fn embedding_dim(&self) -> usize {
+        (**self).embedding_dim()
+    }
+    fn identity(&self) -> String {
+        (**self).identity()
+    }
+    fn encode(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 2>> {
+        (**self).encode(images)
+    }
+}

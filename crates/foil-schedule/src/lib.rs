@@ -1,0 +1,20 @@
+//! Diffusion noise schedules and the step math both foil methods run on.
+//!
+//! Two layers:
+//!
+//! - [`NoiseSchedule`]: the training schedule, `betas` and `abar` (the cumulative product of
+//!   `1 - beta`) over `T` steps, built from a [`BetaSchedule`]. Scalar math is `f64`.
+//! - [`Steps`]: the steps a sampler actually visits, each with the timestep to feed the
+//!   network, its `abar_t` and the `abar` of the step it moves to. Built either by
+//!   guided-diffusion respacing ([`Steps::respaced`], [`space_timesteps`]) or by diffusers-style
+//!   spacing for `N` inference steps ([`Steps::inference`]). All tensor math (q_sample, the
+//!   Tweedie estimate, posteriors, learned variance, DDPM and DDIM steps) lives here, on any
+//!   burn backend, with per-sample step indices and the noise always passed in.
+//!
+//! Step indices `k` run `0..len` with `k = 0` the least noisy; samplers walk `k` downwards.
+
+mod schedule;
+mod steps;
+
+pub use schedule::{BetaSchedule, NoiseSchedule, space_timesteps};
+pub use steps::{Spacing, StepOutput, Steps, VarianceType};

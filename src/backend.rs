@@ -1,0 +1,53 @@
+//! The burn backends compiled into this build, chosen by cargo features.
+//!
+//! Library crates below the facade are generic over `B: Backend`; binaries pick one here.
+
+/// The default CPU backend (burn-ndarray), with autodiff available through [`CpuAutodiff`].
+#[cfg(feature = "ndarray")]
+pub type Cpu = burn::backend::NdArray<f32>;
+
+/// [`Cpu`] with reverse-mode autodiff, for gradient-guided samplers and training.
+#[cfg(feature = "ndarray")]
+pub type CpuAutodiff = burn::backend::Autodiff<Cpu>;
+
+/// The pure-Rust SIMD CPU backend (burn-flex).
+#[cfg(feature = "flex")]
+pub type Flex = burn::backend::Flex;
+
+/// wgpu (Vulkan, Metal, DX12; lavapipe on CPU-only Linux).
+#[cfg(feature = "wgpu")]
+pub type Wgpu = burn::backend::Wgpu;
+
+/// NVIDIA GPUs through CUDA.
+#[cfg(feature = "cuda")]
+pub type Cuda = burn::backend::Cuda;
+
+/// Whether the CUDA driver library can be loaded on this machine.
+///
+/// burn 0.21's CUDA backend panics ("Unable to dynamically load the cuda shared library") when
+/// the driver is missing; call this (or [`require_cuda`]) first to get an error instead.
+#[cfg(feature = "cuda")]
+pub fn cuda_available() -> bool {
+    ["libcuda.so.1", "libcuda.so", "nvcuda.dll"]
+        .iter()
+        .any(|name| {
+            // SAFETY: loading the driver library runs only its own initialisers, exactly what
+            // cudarc does a moment later when the device is created.
+            unsafe { libloading::Library::new(name) }.is_ok()
+        })
+}
+
+/// Returns [`foil_core::Error::Backend`] unless the CUDA driver can be loaded.
+#[cfg(feature = "cuda")]
+pub fn require_cuda() -> foil_core::Result<()> {
+    if cuda_available() {
+        Ok(())
+    } else {
+        Err(foil_core::Error::Backend {
+            backend: "cuda".into(),
+            reason: "the CUDA driver library (libcuda.so.1) cannot be loaded; install the NVIDIA \
+                     driver or use another device"
+                .into(),
+        })
+    }
+}

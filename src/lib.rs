@@ -1,0 +1,24 @@
+//! # foil: visual counterfactuals with diffusion models
+//!
+//! Given an image of class A, foil produces the smallest natural-looking change that makes it
+//! class B, and measures how good that change is. This facade re-exports the workspace's
+//! library crates and chooses the burn backends compiled in (cargo features `ndarray`
+//! (default), `flex`, `wgpu`, `cuda`):
+//!
+//! - [`core`]: the `Denoiser` / `Classifier` / `ImageEncoder` traits, image ↔ tensor
+//!   conversion, seeded noise, the error type;
+//! - [`schedule`]: noise schedules, respacing, posteriors, DDPM and DDIM steps.
+//!
+//! ```
+//! use foil::schedule::{NoiseSchedule, BetaSchedule, Steps, Spacing};
+//! // The Kandinsky 2.2 decoder's sampling schedule.
+//! let s = NoiseSchedule::new(&BetaSchedule::Linear { start: 0.00085, end: 0.012 }, 1000)?;
+//! let steps = Steps::inference(&s, 100, Spacing::Leading, 1, false)?;
+//! assert_eq!(steps.timesteps_desc()[..3], [991, 981, 971]);
+//! # Ok::<(), foil::core::Error>(())
+//! ```
+
+pub use foil_core as core;
+pub use foil_schedule as schedule;
+
+pub mod backend;
