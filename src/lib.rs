@@ -7,7 +7,8 @@
 //!
 //! - [`core`]: the `Denoiser` / `Classifier` / `ImageEncoder` traits, image ↔ tensor
 //!   conversion, seeded noise, the error type;
-//! - [`schedule`]: noise schedules, respacing, posteriors, DDPM and DDIM steps.
+//! - [`schedule`]: noise schedules, respacing, posteriors, DDPM and DDIM steps;
+//! - [`invert`]: edit-friendly DDPM inversion and regeneration (DIFFusion's editing engine).
 //!
 //! ```
 //! use foil::schedule::{NoiseSchedule, BetaSchedule, Steps, Spacing};
@@ -19,6 +20,7 @@
 //! ```
 
 pub use foil_core as core;
+pub use foil_invert as invert;
 pub use foil_schedule as schedule;
 
 pub mod backend;

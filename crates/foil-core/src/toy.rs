@@ -195,3 +195,103 @@ impl<B: Backend> Denoiser<B> for GaussianDenoiser<B> {
         Ok(DenoiserOutput::eps(eps))
     }
 }
+
+/// Settings of a [`ConvDenoiser`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvDenoiserConfig {
+    /// Image channels.
+    pub channels: usize,
+    /// Hidden feature maps.
+    pub hidden: usize,
+    /// Width of the conditioning vectors (0: unconditional).
+    pub cond_dim: usize,
+}
+
+impl ConvDenoiserConfig {
+    /// Builds the network with burn's default (random) initialisation on `device`.
+    /// Seed the backend (`B::seed`) first for reproducible weights.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> ConvDenoiser<B> {
+        use burn::nn::{LinearConfig, PaddingConfig2d, conv::Conv2dConfig};
+        let conv = |i, o| {
+            Conv2dConfig::new([i, o], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(device)
+        };
+        ConvDenoiser {
+            conv_in: conv(self.channels, self.hidden),
+            conv_mid: conv(self.hidden, self.hidden),
+            conv_out: conv(self.hidden, self.channels),
+            time: LinearConfig::new(TIME_FEATURES, self.hidden).init(device),
+            cond: (self.cond_dim > 0)
+                .then(|| LinearConfig::new(self.cond_dim, self.hidden).init(device)),
+        }
+    }
+}
+
+const TIME_FEATURES: usize = 8;
+
+/// A small convolutional denoiser (three 3x3 convolutions, SiLU, sinusoidal timestep features
+/// and a linear condition embedding added to the first feature maps), for tests and examples
+/// that need a real network with random weights rather than a closed form.
+#[derive(burn::module::Module, Debug)]
+pub struct ConvDenoiser<B: Backend> {
+    conv_in: burn::nn::conv::Conv2d<B>,
+    conv_mid: burn::nn::conv::Conv2d<B>,
+    conv_out: burn::nn::conv::Conv2d<B>,
+    time: burn::nn::Linear<B>,
+    cond: Option<burn::nn::Linear<B>>,
+}
+
+impl<B: Backend> Denoiser<B> for ConvDenoiser<B> {
+    fn channels(&self) -> usize {
+        self.conv_in.weight.dims()[1]
+    }
+    fn learned_variance(&self) -> bool {
+        false
+    }
+    fn condition_dim(&self) -> Option<usize> {
+        self.cond.as_ref().map(|c| c.weight.dims()[0])
+    }
+    fn forward(
+        &self,
+        x: Tensor<B, 4>,
+        t: &[usize],
+        cond: Option<Tensor<B, 2>>,
+    ) -> Result<DenoiserOutput<B>> {
+        use burn::tensor::activation::silu;
+        let [n, c, ..] = x.dims();
+        if c != <Self as Denoiser<B>>::channels(self) || t.len() != n {
+            return Err(Error::shape(
+                "x_t and timesteps",
+                format!(
+                    "[N, {}, H, W] and N timesteps",
+                    <Self as Denoiser<B>>::channels(self)
+                ),
+                format!("{} and {} timesteps", fmt_dims(&x.dims()), t.len()),
+            ));
+        }
+        check_cond(&cond, n, self.condition_dim().unwrap_or(0))?;
+        let dev = x.device();
+        let feats: Vec<f32> = t
+            .iter()
+            .flat_map(|&t| {
+                (0..TIME_FEATURES / 2).flat_map(move |i| {
+                    let arg = t as f32 / 10f32.powi(i as i32);
+                    [arg.sin(), arg.cos()]
+                })
+            })
+            .collect();
+        let feats = Tensor::<B, 2>::from_data(
+            burn::tensor::TensorData::new(feats, [n, TIME_FEATURES]),
+            &dev,
+        );
+        let mut bias = self.time.forward(feats);
+        if let (Some(layer), Some(cond)) = (&self.cond, cond) {
+            bias = bias + layer.forward(cond);
+        }
+        let hidden = bias.dims()[1];
+        let h = silu(self.conv_in.forward(x) + bias.reshape([n, hidden, 1, 1]));
+        let h = silu(self.conv_mid.forward(h));
+        Ok(DenoiserOutput::eps(self.conv_out.forward(h)))
+    }
+}

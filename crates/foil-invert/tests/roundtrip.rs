@@ -315,3 +315,56 @@ fn inversion_is_reproducible_from_the_seed() {
     assert_eq!(max_abs(a.z(3), b.z(3)), 0.0);
     assert!(max_abs(a.z(3), d.z(3)) > 1e-3);
 }
+
+fn conv_round_trip<B: Backend>() -> (f32, f32) {
+    let dev = Default::default();
+    B::seed(&dev, 7);
+    let model = foil_core::toy::ConvDenoiserConfig {
+        channels: 3,
+        hidden: 8,
+        cond_dim: COND,
+    }
+    .init::<B>(&dev);
+    let mut noise = Noise::new(11);
+    let x0: Tensor<B, 4> = noise.normal([2, 3, 8, 8], &dev).tanh();
+    let cond: Tensor<B, 2> = noise.normal([2, COND], &dev);
+    let c = Case {
+        kind: BetaSchedule::Linear {
+            start: 0.00085,
+            end: 0.012,
+        },
+        n: 20,
+        eta: 1.0,
+        guidance: 4.0,
+        skip_frac: 0.0,
+        seed: 0,
+    };
+    let config = EfInverterConfig {
+        eta: 1.0,
+        source_guidance: 4.0,
+        target_guidance: 4.0,
+    };
+    let inv = config
+        .init(steps(&c), Some(Tensor::zeros([1, COND], &dev)))
+        .unwrap();
+    let maps = inv
+        .invert(&model, x0.clone(), Some(cond.clone()), &mut noise)
+        .unwrap();
+    let rec = inv.generate(&model, &maps, Some(cond.clone()), 0).unwrap();
+    let edited = inv.generate(&model, &maps, Some(cond.neg()), 0).unwrap();
+    (max_abs(&rec, &x0), max_abs(&edited, &x0))
+}
+
+#[test]
+fn conv_network_round_trip_on_both_backends() {
+    for (backend, (err, edit)) in [
+        ("ndarray", conv_round_trip::<NdArray>()),
+        ("flex", conv_round_trip::<Flex>()),
+    ] {
+        assert!(err <= 1e-5, "{backend}: reconstruction error {err}");
+        assert!(
+            edit > 1e-3,
+            "{backend}: another condition changed nothing ({edit})"
+        );
+    }
+}
