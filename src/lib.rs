@@ -8,7 +8,8 @@
 //! - [`core`]: the `Denoiser` / `Classifier` / `ImageEncoder` traits, image ↔ tensor
 //!   conversion, seeded noise, the error type;
 //! - [`schedule`]: noise schedules, respacing, posteriors, DDPM and DDIM steps;
-//! - [`invert`]: edit-friendly DDPM inversion and regeneration (DIFFusion's editing engine).
+//! - [`invert`]: edit-friendly DDPM inversion and regeneration (DIFFusion's editing engine);
+//! - [`embed`]: class statistics, directions, bias removal and DIFFusion's edit search.
 //!
 //! ```
 //! use foil::schedule::{NoiseSchedule, BetaSchedule, Steps, Spacing};
@@ -20,6 +21,7 @@
 //! ```
 
 pub use foil_core as core;
+pub use foil_embed as embed;
 pub use foil_invert as invert;
 pub use foil_schedule as schedule;
 

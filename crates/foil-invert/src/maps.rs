@@ -111,6 +111,37 @@ impl<B: Backend> NoiseMaps<B> {
         })
     }
 
+    /// The maps of the batch items `indices` (in that order).
+    pub fn select(&self, indices: &[usize]) -> Result<Self> {
+        if let Some(&bad) = indices.iter().find(|&&i| i >= self.batch_size()) {
+            return Err(Error::out_of_range(
+                "batch index",
+                format!("below {}", self.batch_size()),
+                bad,
+            ));
+        }
+        if indices.is_empty() {
+            return Err(Error::Empty {
+                what: "batch indices".into(),
+                hint: "select at least one item".into(),
+            });
+        }
+        let device = self.xs[0].device();
+        let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+        let idx = Tensor::<B, 1, burn::tensor::Int>::from_data(
+            burn::tensor::TensorData::new(idx, [indices.len()]),
+            &device,
+        );
+        let pick =
+            |v: &[Tensor<B, 4>]| v.iter().map(|t| t.clone().select(0, idx.clone())).collect();
+        Ok(Self {
+            xs: pick(&self.xs),
+            zs: pick(&self.zs),
+            timesteps: self.timesteps.clone(),
+            eta: self.eta,
+        })
+    }
+
     /// Writes the maps to a safetensors file (`x.{k}`, `z.{k}` as `f32`; timesteps and eta in
     /// the metadata), atomically.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
