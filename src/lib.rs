@@ -9,7 +9,8 @@
 //!   conversion, seeded noise, the error type;
 //! - [`schedule`]: noise schedules, respacing, posteriors, DDPM and DDIM steps;
 //! - [`invert`]: edit-friendly DDPM inversion and regeneration (DIFFusion's editing engine);
-//! - [`embed`]: class statistics, directions, bias removal and DIFFusion's edit search.
+//! - [`embed`]: class statistics, directions, bias removal and DIFFusion's edit search;
+//! - [`guide`]: MaskDiME, FastDiME and DiME, one gradient-guided sampler with presets.
 //!
 //! ```
 //! use foil::schedule::{NoiseSchedule, BetaSchedule, Steps, Spacing};
@@ -22,6 +23,7 @@
 
 pub use foil_core as core;
 pub use foil_embed as embed;
+pub use foil_guide as guide;
 pub use foil_invert as invert;
 pub use foil_schedule as schedule;
 

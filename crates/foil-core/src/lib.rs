@@ -21,4 +21,4 @@ mod traits;
 
 pub use error::{Error, Result};
 pub use noise::Noise;
-pub use traits::{Classifier, Denoiser, DenoiserOutput, ImageEncoder};
+pub use traits::{Classifier, Denoiser, DenoiserOutput, FeatureExtractor, ImageEncoder};

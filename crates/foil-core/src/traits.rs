@@ -89,6 +89,13 @@ pub trait ImageEncoder<B: Backend> {
     fn encode(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 2>>;
 }
 
+/// A perceptual feature extractor (VGG or AlexNet layers, ...): images in `[-1, 1]` to a list
+/// of feature maps, compared layer by layer by perceptual losses.
+pub trait FeatureExtractor<B: Backend> {
+    /// Feature maps `[N, C_l, H_l, W_l]`, one per layer.
+    fn features(&self, images: Tensor<B, 4>) -> Result<Vec<Tensor<B, 4>>>;
+}
+
 impl<B: Backend, T: Denoiser<B> + ?Sized> Denoiser<B> for &T {
     fn channels(&self) -> usize {
         (**self).channels()
