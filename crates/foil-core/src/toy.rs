@@ -295,3 +295,68 @@ impl<B: Backend> Denoiser<B> for ConvDenoiser<B> {
         Ok(DenoiserOutput::eps(self.conv_out.forward(h)))
     }
 }
+
+/// A one-logit classifier that looks only at a rectangle: `logit = sum_R w x - bias`, with
+/// distinct positive weights inside the rectangle `R` and zero elsewhere. Its gradient, and so
+/// any gradient mask built from it, is known exactly.
+#[derive(Debug, Clone)]
+pub struct RegionClassifier {
+    height: usize,
+    width: usize,
+    weights: Vec<f32>,
+    bias: f32,
+}
+
+impl RegionClassifier {
+    /// A classifier of `height x width` images (any channel count; channels are summed) that
+    /// weighs rows `rows` and columns `cols`.
+    pub fn new(
+        height: usize,
+        width: usize,
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+        bias: f32,
+    ) -> Self {
+        let mut weights = vec![0.0; height * width];
+        let cells = (rows.len() * cols.len()).max(1) as f32;
+        let mut rank = 0.0;
+        for r in rows.clone() {
+            for c in cols.clone() {
+                if r < height && c < width {
+                    weights[r * width + c] = 0.5 + rank / cells;
+                    rank += 1.0;
+                }
+            }
+        }
+        Self {
+            height,
+            width,
+            weights,
+            bias,
+        }
+    }
+
+    /// The weight of each pixel, row-major.
+    pub fn weights(&self) -> &[f32] {
+        &self.weights
+    }
+}
+
+impl<B: Backend> crate::Classifier<B> for RegionClassifier {
+    fn num_logits(&self) -> usize {
+        1
+    }
+    fn logits(&self, x: Tensor<B, 4>) -> Result<Tensor<B, 2>> {
+        let [n, c, h, w] = x.dims();
+        if (h, w) != (self.height, self.width) {
+            return Err(Error::shape(
+                "images",
+                format!("[N, C, {}, {}]", self.height, self.width),
+                fmt_dims(&[n, c, h, w]),
+            ));
+        }
+        let weights =
+            crate::tensor::from_vec::<B, 4>(self.weights.clone(), [1, 1, h, w], &x.device())?;
+        Ok((x * weights).reshape([n, c * h * w]).sum_dim(1) - self.bias)
+    }
+}

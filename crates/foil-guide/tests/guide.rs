@@ -4,8 +4,8 @@
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use foil_core::tensor::{from_vec, to_vec_f32};
-use foil_core::toy::GaussianDenoiser;
+use foil_core::tensor::to_vec_f32;
+use foil_core::toy::{GaussianDenoiser, RegionClassifier};
 use foil_core::{Classifier, Noise, Result};
 use foil_guide::{
     CleanEstimate, Dilation, Guide, GuideConfig, MaskPolicy, dual_masks, selected_count,
@@ -15,33 +15,9 @@ use proptest::prelude::*;
 
 const H: usize = 8;
 
-/// `logit = sum_R w x - bias`, `w` distinct and positive inside rows/cols 2..6, zero elsewhere.
-struct RegionClassifier {
-    weights: Vec<f32>,
-    bias: f32,
-}
-
-impl RegionClassifier {
-    fn new(bias: f32) -> Self {
-        let mut weights = vec![0.0; H * H];
-        for r in 2..6 {
-            for c in 2..6 {
-                weights[r * H + c] = 0.5 + (r * 7 + c * 3) as f32 / 50.0;
-            }
-        }
-        Self { weights, bias }
-    }
-}
-
-impl<B: Backend> Classifier<B> for RegionClassifier {
-    fn num_logits(&self) -> usize {
-        1
-    }
-    fn logits(&self, x: Tensor<B, 4>) -> Result<Tensor<B, 2>> {
-        let n = x.dims()[0];
-        let w: Tensor<B, 4> = from_vec(self.weights.clone(), [1, 1, H, H], &x.device())?;
-        Ok((x * w).reshape([n, H * H]).sum_dim(1) - self.bias)
-    }
+/// `logit = sum_R w x - bias` over rows and columns 2..6 of 8 x 8 images.
+fn region(bias: f32) -> RegionClassifier {
+    RegionClassifier::new(H, H, 2..6, 2..6, bias)
 }
 
 fn steps() -> Steps {
@@ -61,7 +37,7 @@ fn denoiser<B: Backend>() -> GaussianDenoiser<B> {
     )
 }
 
-/// Inputs drawn from the data distribution, all of class 0 for `RegionClassifier::new(2.0)`.
+/// Inputs drawn from the data distribution, all of class 0 for `region(2.0)`.
 fn inputs<B: Backend>(n: usize) -> Tensor<B, 4> {
     (Noise::new(42).normal::<B, 4>([n, 1, H, H], &Default::default()) * 0.3).clamp(-1.0, 1.0) - 0.2
 }
@@ -81,7 +57,7 @@ fn maskdime(tau: usize) -> GuideConfig {
 
 fn maskdime_flips_inside_its_mask<B: AutodiffBackend>() {
     let model = denoiser::<B::InnerBackend>();
-    let clf = RegionClassifier::new(2.0);
+    let clf = region(2.0);
     let x = inputs::<B::InnerBackend>(3);
     let before = foil_guide::predicted_labels::<B::InnerBackend, _>(&clf, x.clone()).unwrap();
     assert_eq!(before, vec![0, 0, 0], "inputs start in class 0");
@@ -155,7 +131,7 @@ fn calls(config: GuideConfig) -> (usize, usize) {
     type B = Autodiff<NdArray>;
     let model = denoiser::<NdArray>();
     // A bias no image reaches: every input goes through every scale.
-    let clf = RegionClassifier::new(1e6);
+    let clf = region(1e6);
     let guide = Guide::<B, _, _>::new(
         GuideConfig {
             scales: vec![1.0],
@@ -203,7 +179,7 @@ fn dime_calls_grow_quadratically_and_maskdime_linearly() {
 fn the_same_seed_gives_the_same_output() {
     type B = Autodiff<Flex>;
     let model = denoiser::<Flex>();
-    let clf = RegionClassifier::new(2.0);
+    let clf = region(2.0);
     let config = GuideConfig {
         tau: 8,
         lambda_perc: 0.0,
@@ -221,7 +197,7 @@ fn the_same_seed_gives_the_same_output() {
 fn the_ladder_retries_only_unflipped_inputs() {
     type B = Autodiff<NdArray>;
     let model = denoiser::<NdArray>();
-    let clf = RegionClassifier::new(2.0);
+    let clf = region(2.0);
     let dev = Default::default();
     // Input 0 is already far into class 1 and stays there without guidance; input 1 needs it.
     let x: Tensor<NdArray, 4> =
@@ -243,7 +219,7 @@ fn the_ladder_retries_only_unflipped_inputs() {
 fn fastdime_flips_and_masks_only_after_warmup() {
     type B = Autodiff<NdArray>;
     let model = denoiser::<NdArray>();
-    let clf = RegionClassifier::new(2.0);
+    let clf = region(2.0);
     let fast = |warmup| GuideConfig {
         tau: 20,
         mask: MaskPolicy::Difference {
@@ -286,7 +262,7 @@ impl<B: Backend> Classifier<B> for Broken {
 fn bad_inputs_are_typed_errors() {
     type B = Autodiff<NdArray>;
     let model = denoiser::<NdArray>();
-    let clf = RegionClassifier::new(2.0);
+    let clf = region(2.0);
     let new = |c: GuideConfig| Guide::<B, _, _>::new(c, steps(), &model, &clf).map(|_| ());
     assert!(
         new(GuideConfig {
