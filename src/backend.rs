@@ -2,7 +2,8 @@
 //!
 //! Library crates below the facade are generic over `B: Backend`; binaries pick one here.
 
-/// The default CPU backend (burn-ndarray), with autodiff available through [`CpuAutodiff`].
+/// The default CPU backend (burn-ndarray; SIMD and threads with the default features), with
+/// autodiff through [`CpuAutodiff`].
 #[cfg(feature = "ndarray")]
 pub type Cpu = burn::backend::NdArray<f32>;
 

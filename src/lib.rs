@@ -10,7 +10,8 @@
 //! - [`schedule`]: noise schedules, respacing, posteriors, DDPM and DDIM steps;
 //! - [`invert`]: edit-friendly DDPM inversion and regeneration (DIFFusion's editing engine);
 //! - [`embed`]: class statistics, directions, bias removal and DIFFusion's edit search;
-//! - [`guide`]: MaskDiME, FastDiME and DiME, one gradient-guided sampler with presets.
+//! - [`guide`]: MaskDiME, FastDiME and DiME, one gradient-guided sampler with presets;
+//! - [`metrics`]: success ratio, FID / sFID, COUT, MNAC, cosine similarities, diversity.
 //!
 //! ```
 //! use foil::schedule::{NoiseSchedule, BetaSchedule, Steps, Spacing};
@@ -25,6 +26,7 @@ pub use foil_core as core;
 pub use foil_embed as embed;
 pub use foil_guide as guide;
 pub use foil_invert as invert;
+pub use foil_metrics as metrics;
 pub use foil_schedule as schedule;
 
 pub mod backend;

@@ -1,0 +1,20 @@
+//! Metrics for visual counterfactuals, from both papers, for any method.
+//!
+//! - [`flips`]: success / flip ratio over all inputs, per direction and overall;
+//! - [`fid`]: Fréchet distance of Gaussian fits to features of any `ImageEncoder` (FID), and
+//!   the split-half protocol (sFID);
+//! - [`cout`]: COUT, the insertion curve of counterfactual pixels ordered by change;
+//! - [`mnac`]: MNAC, how many attributes of a multi-attribute oracle change;
+//! - [`similarity`]: cosine similarities of encoder embeddings (FS / FVA / S3);
+//! - [`diversity`]: mean pairwise distance between counterfactuals made with different seeds;
+//! - [`Evaluation`]: one report per run, printed as a table or written as JSON.
+
+pub mod cout;
+pub mod diversity;
+pub mod fid;
+pub mod flips;
+pub mod mnac;
+mod report;
+pub mod similarity;
+
+pub use report::Evaluation;
