@@ -1,5 +1,6 @@
 //! Metrics for visual counterfactuals, from both papers, for any method.
 //!
+//! - [`lpips`]: LPIPS (AlexNet) with the published weights, also a perceptual feature extractor;
 //! - [`flips`]: success / flip ratio over all inputs, per direction and overall;
 //! - [`fid`]: Fréchet distance of Gaussian fits to features of any `ImageEncoder` (FID), and
 //!   the split-half protocol (sFID);
@@ -13,6 +14,7 @@ pub mod cout;
 pub mod diversity;
 pub mod fid;
 pub mod flips;
+pub mod lpips;
 pub mod mnac;
 mod report;
 pub mod similarity;

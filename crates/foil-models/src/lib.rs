@@ -1,0 +1,9 @@
+//! Networks that load published weights by their original tensor names.
+//!
+//! - [`alexnet`]: torchvision's AlexNet feature stack, the backbone of LPIPS, with a width
+//!   configuration for tiny parity tests;
+//! - [`weights`]: a safetensors reader that hands out tensors by name and shape and reports every
+//!   missing, unexpected and wrongly shaped tensor at once.
+
+pub mod alexnet;
+pub mod weights;

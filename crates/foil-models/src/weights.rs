@@ -1,0 +1,161 @@
+//! Named tensors from safetensors files, with one error listing everything that did not fit.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use burn::module::Param;
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use foil_core::tensor::fmt_dims;
+use foil_core::{Error, Result};
+use safetensors::{Dtype, SafeTensors};
+
+/// The tensors of a safetensors file, taken out by name as a network is built.
+///
+/// Every `take` that fails is recorded rather than returned at once; [`finish`](Self::finish)
+/// then reports all missing, wrongly shaped and unexpected tensors together.
+#[derive(Debug)]
+pub struct TensorFile {
+    what: String,
+    tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    used: BTreeSet<String>,
+    missing: Vec<String>,
+    mismatched: Vec<String>,
+}
+
+impl TensorFile {
+    /// Reads all tensors (F32, F16, BF16 or F64, converted to `f32`) of a safetensors file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(&bytes, path.display().to_string())
+    }
+
+    /// Reads tensors from safetensors bytes; `what` names them in errors.
+    pub fn from_bytes(bytes: &[u8], what: impl Into<String>) -> Result<Self> {
+        let what = what.into();
+        let st = SafeTensors::deserialize(bytes).map_err(|e| Error::format(&what, e))?;
+        let mut tensors = BTreeMap::new();
+        for (name, view) in st.tensors() {
+            let data = view.data();
+            let values: Vec<f32> = match view.dtype() {
+                Dtype::F32 => data
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+                Dtype::F64 => data
+                    .chunks_exact(8)
+                    .map(|b| {
+                        f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
+                    })
+                    .collect(),
+                Dtype::F16 => data
+                    .chunks_exact(2)
+                    .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+                    .collect(),
+                Dtype::BF16 => data
+                    .chunks_exact(2)
+                    .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
+                    .collect(),
+                other => {
+                    return Err(Error::format(
+                        &what,
+                        format!("{name}: unsupported dtype {other:?}"),
+                    ));
+                }
+            };
+            tensors.insert(name, (view.shape().to_vec(), values));
+        }
+        Ok(Self {
+            what,
+            tensors,
+            used: BTreeSet::new(),
+            missing: Vec::new(),
+            mismatched: Vec::new(),
+        })
+    }
+
+    /// Whether a tensor of this name exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// Takes tensor `name` with `shape`; on failure records it and returns zeros so building can
+    /// go on and every problem is reported by [`finish`](Self::finish).
+    pub fn take<B: Backend, const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Param<Tensor<B, D>> {
+        let tensor = match self.tensors.get(name) {
+            None => {
+                self.missing.push(format!("{name} {}", fmt_dims(&shape)));
+                Tensor::zeros(shape, device)
+            }
+            Some((found, _)) if found.as_slice() != shape.as_slice() => {
+                self.mismatched.push(format!(
+                    "{name}: expected {}, found {}",
+                    fmt_dims(&shape),
+                    fmt_dims(found)
+                ));
+                self.used.insert(name.to_string());
+                Tensor::zeros(shape, device)
+            }
+            Some((_, values)) => {
+                self.used.insert(name.to_string());
+                Tensor::from_data(TensorData::new(values.clone(), shape), device)
+            }
+        };
+        Param::from_tensor(tensor)
+    }
+
+    /// Marks tensors as known but unused (buffers the network recomputes), so they are not
+    /// reported as unexpected.
+    pub fn ignore(&mut self, names: impl IntoIterator<Item = impl Into<String>>) {
+        self.used.extend(names.into_iter().map(Into::into));
+    }
+
+    /// Succeeds if every requested tensor was found with its shape and none was left over;
+    /// otherwise one [`Error::Format`] lists the missing, mismatched and unexpected tensors.
+    pub fn finish(self) -> Result<()> {
+        let unexpected: Vec<&String> = self
+            .tensors
+            .keys()
+            .filter(|k| !self.used.contains(*k))
+            .collect();
+        if self.missing.is_empty() && self.mismatched.is_empty() && unexpected.is_empty() {
+            return Ok(());
+        }
+        let mut detail = String::from("the weights do not fit the network:");
+        for (label, list) in [
+            ("missing", &self.missing),
+            ("wrong shape", &self.mismatched),
+        ] {
+            if !list.is_empty() {
+                detail.push_str(&format!("\n  {label}: {}", list.join(", ")));
+            }
+        }
+        if !unexpected.is_empty() {
+            let names: Vec<&str> = unexpected.iter().map(|s| s.as_str()).collect();
+            detail.push_str(&format!("\n  unexpected: {}", names.join(", ")));
+        }
+        Err(Error::format(self.what, detail))
+    }
+}
+
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let frac = (h & 0x3ff) as u32;
+    let bits = match (exp, frac) {
+        (0, 0) => sign,
+        (0, f) => {
+            // Subnormal: renormalise.
+            let shift = f.leading_zeros() - 21;
+            sign | ((113 - shift) << 23) | ((f << shift) & 0x3ff) << 13
+        }
+        (0x1f, f) => sign | 0x7f80_0000 | (f << 13),
+        (e, f) => sign | ((e + 112) << 23) | (f << 13),
+    };
+    f32::from_bits(bits)
+}
