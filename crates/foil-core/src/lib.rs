@@ -21,4 +21,6 @@ mod traits;
 
 pub use error::{Error, Result};
 pub use noise::Noise;
-pub use traits::{Classifier, Denoiser, DenoiserOutput, FeatureExtractor, ImageEncoder};
+pub use traits::{
+    Classifier, Denoiser, DenoiserOutput, FeatureExtractor, ImageEncoder, predicted_labels,
+};

@@ -76,6 +76,38 @@ pub trait Classifier<B: Backend> {
     fn logits(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 2>>;
 }
 
+/// The labels a classifier gives: `logit > 0` (sigmoid above 0.5) for a one-logit classifier,
+/// the arg-max otherwise.
+pub fn predicted_labels<B: Backend, C: Classifier<B> + ?Sized>(
+    classifier: &C,
+    images: Tensor<B, 4>,
+) -> Result<Vec<usize>> {
+    let [n, ..] = images.dims();
+    let logits = classifier.logits(images)?;
+    let [rows, k] = logits.dims();
+    if rows != n || k == 0 {
+        return Err(crate::Error::shape(
+            "classifier logits",
+            format!("[{n}, K >= 1]"),
+            crate::tensor::fmt_dims(&[rows, k]),
+        ));
+    }
+    let values = crate::tensor::to_vec_f32(&logits)?;
+    if values.iter().any(|v| v.is_nan()) {
+        return Err(crate::Error::non_finite("classifier logits", ""));
+    }
+    Ok(values
+        .chunks_exact(k)
+        .map(|row| {
+            if k == 1 {
+                usize::from(row[0] > 0.0)
+            } else {
+                (0..k).fold(0, |best, i| if row[i] > row[best] { i } else { best })
+            }
+        })
+        .collect())
+}
+
 /// An image encoder (CLIP vision, a face-recognition net, an Inception pool layer, ...).
 pub trait ImageEncoder<B: Backend> {
     /// Width of the embeddings.

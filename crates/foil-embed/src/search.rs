@@ -1,7 +1,6 @@
 //! DIFFusion's edit search: gentle edits first, stronger ones only where needed.
 
 use burn::tensor::{Tensor, backend::Backend};
-use foil_core::tensor::{fmt_dims, to_vec_f32};
 use foil_core::{Classifier, Denoiser, Error, ImageEncoder, Noise, Result};
 use foil_invert::{EfInverter, NoiseMaps};
 
@@ -66,42 +65,9 @@ impl<B: Backend, D: Denoiser<B>> Regenerator<B> for EfRegenerator<'_, B, D> {
     }
 }
 
-/// The labels an oracle gives: `logit > 0` (sigmoid above 0.5) for a one-logit classifier,
-/// the arg-max otherwise.
-pub fn oracle_labels<B: Backend, C: Classifier<B>>(
-    oracle: &C,
-    images: Tensor<B, 4>,
-) -> Result<Vec<usize>> {
-    let [n, ..] = images.dims();
-    let logits = oracle.logits(images)?;
-    let k = logits.dims()[1];
-    if logits.dims()[0] != n || k == 0 {
-        return Err(Error::shape(
-            "oracle logits",
-            format!("[{n}, K >= 1]"),
-            fmt_dims(&logits.dims()),
-        ));
-    }
-    let values = to_vec_f32(&logits)?;
-    if values.iter().any(|v| v.is_nan()) {
-        return Err(Error::non_finite("oracle logits", ""));
-    }
-    Ok(values
-        .chunks_exact(k)
-        .map(|row| {
-            if k == 1 {
-                usize::from(row[0] > 0.0)
-            } else {
-                row.iter()
-                    .enumerate()
-                    .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-                        if v > best.1 { (i, v) } else { best }
-                    })
-                    .0
-            }
-        })
-        .collect())
-}
+/// The labels an oracle gives (`foil_core::predicted_labels`): `logit > 0` for one logit, the
+/// arg-max otherwise.
+pub use foil_core::predicted_labels as oracle_labels;
 
 /// Settings of the edit search.
 #[derive(Debug, Clone, PartialEq)]

@@ -20,5 +20,6 @@ mod masks;
 mod sampler;
 
 pub use config::{ClassLoss, CleanEstimate, GuideConfig, MaskPolicy};
+pub use foil_core::predicted_labels;
 pub use masks::{Dilation, DualMasks, difference_mask, dual_masks, selected_count};
-pub use sampler::{Counterfactuals, Guide, Outcome, predicted_labels};
+pub use sampler::{Counterfactuals, Guide, Outcome};

@@ -2,8 +2,8 @@
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData, activation};
-use foil_core::tensor::{ensure_finite, fmt_dims, per_sample, to_vec_f32};
-use foil_core::{Classifier, Denoiser, Error, FeatureExtractor, Noise, Result};
+use foil_core::tensor::{ensure_finite, fmt_dims, per_sample};
+use foil_core::{Classifier, Denoiser, Error, FeatureExtractor, Noise, Result, predicted_labels};
 use foil_schedule::{Steps, VarianceType};
 
 use crate::config::{ClassLoss, CleanEstimate, GuideConfig, MaskPolicy};
@@ -46,26 +46,6 @@ impl<B: Backend> Counterfactuals<B> {
         self.outcomes.iter().filter(|o| o.flipped).count() as f64
             / self.outcomes.len().max(1) as f64
     }
-}
-
-/// The labels a classifier gives: `logit > 0` for one logit, the arg-max otherwise.
-pub fn predicted_labels<B: Backend, C: Classifier<B>>(
-    classifier: &C,
-    images: Tensor<B, 4>,
-) -> Result<Vec<usize>> {
-    let logits = classifier.logits(images)?;
-    let k = logits.dims()[1];
-    let values = to_vec_f32(&logits)?;
-    Ok(values
-        .chunks_exact(k.max(1))
-        .map(|row| {
-            if k == 1 {
-                usize::from(row[0] > 0.0)
-            } else {
-                (0..k).fold(0, |best, i| if row[i] > row[best] { i } else { best })
-            }
-        })
-        .collect())
 }
 
 /// The guided sampler: a configuration, its steps, and the models it runs.
