@@ -11,7 +11,8 @@
 //! - [`invert`]: edit-friendly DDPM inversion and regeneration (DIFFusion's editing engine);
 //! - [`embed`]: class statistics, directions, bias removal and DIFFusion's edit search;
 //! - [`guide`]: MaskDiME, FastDiME and DiME, one gradient-guided sampler with presets;
-//! - [`metrics`]: success ratio, FID / sFID, COUT, MNAC, cosine similarities, diversity.
+//! - [`metrics`]: success ratio, LPIPS, FID / sFID, COUT, MNAC, cosine similarities, diversity;
+//! - [`models`]: networks that load published weights by their original names.
 //!
 //! ```
 //! use foil::schedule::{NoiseSchedule, BetaSchedule, Steps, Spacing};
@@ -27,6 +28,7 @@ pub use foil_embed as embed;
 pub use foil_guide as guide;
 pub use foil_invert as invert;
 pub use foil_metrics as metrics;
+pub use foil_models as models;
 pub use foil_schedule as schedule;
 
 pub mod backend;

