@@ -2,10 +2,13 @@
 //!
 //! - [`alexnet`]: torchvision's AlexNet feature stack, the backbone of LPIPS, with a width
 //!   configuration for tiny parity tests;
+//! - [`clip`]: CLIP's vision tower with projection (transformers' `CLIPVisionModelWithProjection`:
+//!   ViT-B/32, ViT-L/14, ViT-bigG/14) and CLIP's image preprocessing;
 //! - [`vgg`]: torchvision's VGG16 feature stack, LPIPS's other backbone;
 //! - [`weights`]: a safetensors reader that hands out tensors by name and shape and reports every
 //!   missing, unexpected and wrongly shaped tensor at once.
 
 pub mod alexnet;
+pub mod clip;
 pub mod vgg;
 pub mod weights;
