@@ -182,14 +182,14 @@ impl ClipVisionConfig {
                 ));
             }
         }
-        if self.hidden_size % self.num_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_heads) {
             return Err(Error::out_of_range(
                 "CLIP vision config num_heads",
                 format!("a divisor of hidden_size {}", self.hidden_size),
                 self.num_heads,
             ));
         }
-        if self.image_size % self.patch_size != 0 {
+        if !self.image_size.is_multiple_of(self.patch_size) {
             return Err(Error::out_of_range(
                 "CLIP vision config patch_size",
                 format!("a divisor of image_size {}", self.image_size),
@@ -622,6 +622,8 @@ impl<B: Backend> ImageEncoder<B> for ClipVision<B> {
 /// The mean CLIP normalises with (OpenAI's, also used by OpenCLIP and Kandinsky 2.2).
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// The standard deviation CLIP normalises with.
+// The digits as published (OpenAI's CLIP, transformers' OPENAI_CLIP_STD).
+#[allow(clippy::excessive_precision)]
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// CLIP's image preprocessing (transformers' `CLIPImageProcessor` with its defaults): resize

@@ -182,8 +182,7 @@ fn wrong_or_missing_tensors_are_all_reported() {
         )),
     );
     let err = load_bytes::<B>(&ClipVisionConfig::tiny(), &bytes)
-        .err()
-        .expect("broken weights must not load")
+        .expect_err("broken weights must not load")
         .to_string();
     eprintln!("{err}");
     for needle in [
@@ -200,8 +199,7 @@ fn wrong_or_missing_tensors_are_all_reported() {
     wide.num_layers = 3;
     let err = wide
         .load_file::<B>(fixture("clip_tiny.safetensors"), &Default::default())
-        .err()
-        .expect("a mismatched config must not load")
+        .expect_err("a mismatched config must not load")
         .to_string();
     assert!(
         err.contains("visual_projection.weight: expected [8, 32], found [16, 32]"),
