@@ -102,7 +102,7 @@ fn tiny_clip_vision_matches_transformers_on_ndarray_and_flex() {
 /// The fixture's tensors, with `edit` applied: `None` drops a tensor, `Some` replaces it.
 type Edit = dyn Fn(&str, &[usize], &[f32]) -> Option<(Vec<usize>, Vec<f32>)>;
 
-fn rewritten(edit: &Edit, extra: Option<(&str, Vec<usize>, Vec<f32>)>) -> Vec<u8> {
+fn rewritten(edit: &Edit, extra: Vec<(String, Vec<usize>, Vec<f32>)>) -> Vec<u8> {
     let bytes = std::fs::read(fixture("clip_tiny.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let mut out: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
@@ -118,9 +118,9 @@ fn rewritten(edit: &Edit, extra: Option<(&str, Vec<usize>, Vec<f32>)>) -> Vec<u8
             out.push((name, shape, data));
         }
     }
-    if let Some((name, shape, values)) = extra {
+    for (name, shape, values) in extra {
         let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        out.push((name.to_string(), shape, data));
+        out.push((name, shape, data));
     }
     let views: Vec<(String, TensorView)> = out
         .iter()
@@ -156,7 +156,7 @@ fn a_perturbed_weight_breaks_parity() {
             }
             Some((shape.to_vec(), values))
         },
-        None,
+        Vec::new(),
     );
     let model = load_bytes::<B>(&ClipVisionConfig::tiny(), &bytes).unwrap();
     let embeds = model.image_embeds(io.pixel_values).unwrap();
@@ -175,11 +175,11 @@ fn wrong_or_missing_tensors_are_all_reported() {
             }
             _ => Some((shape.to_vec(), values.to_vec())),
         },
-        Some((
-            "vision_model.encoder.layers.2.mlp.fc1.bias",
+        vec![(
+            "vision_model.encoder.layers.2.mlp.fc1.bias".into(),
             vec![64],
             vec![0.0; 64],
-        )),
+        )],
     );
     let err = load_bytes::<B>(&ClipVisionConfig::tiny(), &bytes)
         .expect_err("broken weights must not load")
@@ -391,4 +391,75 @@ fn as_an_image_encoder_it_preprocesses_then_projects() {
     let named = model.with_identity("kandinsky-2-2-prior/image_encoder");
     assert_eq!(named.identity(), "kandinsky-2-2-prior/image_encoder");
     assert_eq!(ClipVisionConfig::vit_bigg14().name(), "clip-vit-bigg14");
+}
+
+#[test]
+fn the_vision_tower_loads_out_of_a_full_clip_model_file() {
+    type B = NdArray;
+    // The non-vision names of transformers' CLIPModel state dict (tiny text tower, 2 layers).
+    let mut text = vec![
+        ("logit_scale".to_string(), vec![1]),
+        ("text_projection.weight".to_string(), vec![16, 32]),
+        (
+            "text_model.embeddings.token_embedding.weight".to_string(),
+            vec![10, 32],
+        ),
+        (
+            "text_model.embeddings.position_embedding.weight".to_string(),
+            vec![7, 32],
+        ),
+        ("text_model.final_layer_norm.weight".to_string(), vec![32]),
+        ("text_model.final_layer_norm.bias".to_string(), vec![32]),
+    ];
+    for i in 0..2 {
+        for (part, shape) in [
+            ("self_attn.q_proj", [32, 32]),
+            ("self_attn.k_proj", [32, 32]),
+            ("self_attn.v_proj", [32, 32]),
+            ("self_attn.out_proj", [32, 32]),
+            ("mlp.fc1", [64, 32]),
+            ("mlp.fc2", [32, 64]),
+        ] {
+            let base = format!("text_model.encoder.layers.{i}.{part}");
+            text.push((format!("{base}.weight"), shape.to_vec()));
+            text.push((format!("{base}.bias"), vec![shape[0]]));
+        }
+        for ln in ["layer_norm1", "layer_norm2"] {
+            let base = format!("text_model.encoder.layers.{i}.{ln}");
+            text.push((format!("{base}.weight"), vec![32]));
+            text.push((format!("{base}.bias"), vec![32]));
+        }
+    }
+    let extra = text
+        .into_iter()
+        .map(|(name, shape)| {
+            let n = shape.iter().product();
+            (name, shape, vec![0.5; n])
+        })
+        .collect();
+    let bytes = rewritten(
+        &|_, shape, values| Some((shape.to_vec(), values.to_vec())),
+        extra,
+    );
+    let path =
+        std::env::temp_dir().join(format!("foil_clip_full_{}.safetensors", std::process::id()));
+    std::fs::write(&path, &bytes).unwrap();
+    let dev = Default::default();
+    let strict = ClipVisionConfig::tiny().load_file::<B>(&path, &dev);
+    let full = ClipVisionConfig::tiny().load_clip_model_file::<B>(&path, &dev);
+    std::fs::remove_file(&path).unwrap();
+    let err = strict
+        .expect_err("text tensors are unexpected for a vision-only load")
+        .to_string();
+    assert!(
+        err.contains("unexpected: logit_scale, text_model."),
+        "{err}"
+    );
+    let model = full.unwrap();
+    let io = tiny_io::<B>();
+    let d = max_diff(
+        &model.image_embeds(io.pixel_values).unwrap(),
+        &io.image_embeds,
+    );
+    assert!(d <= 1e-4, "{d:e}");
 }
