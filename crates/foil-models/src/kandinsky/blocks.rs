@@ -44,9 +44,32 @@ impl<'a> Source<'a> {
         }
     }
 
+    /// Whether the weight file (if any) holds a tensor of this name.
+    pub fn contains(&self, name: &str) -> bool {
+        self.file.as_ref().is_some_and(|f| f.contains(name))
+    }
+
     fn init(&self) -> Option<Initializer> {
         // When loading, skip random initialisation: the values are replaced at once.
         (self.zeros || self.file.is_some()).then_some(Initializer::Zeros)
+    }
+
+    /// A plain tensor parameter named `name` (random values in `[-1, 1]` when not loading).
+    pub fn param<B: Backend, const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Param<Tensor<B, D>> {
+        match self.file.as_deref_mut() {
+            Some(file) => file.take(name, shape, device),
+            None if self.zeros => Initializer::Zeros.init(shape, device),
+            None => Initializer::Uniform {
+                min: -1.0,
+                max: 1.0,
+            }
+            .init(shape, device),
+        }
     }
 
     /// A torch `nn.Linear(d_in, d_out, bias)` named `name` (weights `[out, in]`, transposed).
