@@ -187,9 +187,9 @@ impl MoVqConfig {
         // Encoder.
         let mut down = Vec::with_capacity(levels);
         let mut c_out = ch[0];
-        for i in 0..levels {
+        for (i, &width) in ch.iter().enumerate() {
             let c_in = c_out;
-            c_out = ch[i];
+            c_out = width;
             let name = format!("encoder.down_blocks.{i}");
             let mut resnets = Vec::new();
             let mut attentions = Vec::new();
@@ -241,9 +241,9 @@ impl MoVqConfig {
         let mut up = Vec::with_capacity(levels);
         let rev: Vec<usize> = ch.iter().rev().copied().collect();
         let mut c_out = rev[0];
-        for i in 0..levels {
+        for (i, &width) in rev.iter().enumerate() {
             let c_in = c_out;
-            c_out = rev[i];
+            c_out = width;
             let name = format!("decoder.up_blocks.{i}");
             let mut resnets = Vec::new();
             let mut attentions = Vec::new();
