@@ -6,7 +6,8 @@ Pinned versions: torch 2.15.0, diffusers 0.31.0, safetensors (tools/requirements
    (addition_embed_type="image", encoder_hid_dim_type="image_proj", resnet_time_scale_shift=
    "scale_shift", simple cross-attention with added K/V) at a tiny width, random weights (norm
    affines randomised too), its state dict (diffusers names) plus inputs and output, to
-   crates/foil-models/tests/fixtures/kandinsky_unet_tiny.safetensors.
+   crates/foil-models/tests/fixtures/kandinsky_unet_tiny.safetensors. The weights are rounded
+   to float16 values before the run and stored as float16 (exactly), inputs/outputs as float32.
 2. MoVQ: diffusers `VQModel` with norm_type="spatial" at a tiny width, same recipe, to
    crates/foil-models/tests/fixtures/kandinsky_movq_tiny.safetensors (encode = encoder +
    quant_conv, decode = post_quant_conv + spatial-norm decoder with force_not_quantize=True).
@@ -99,8 +100,9 @@ MOVQ_FULL = dict(
 
 MOVQ_TINY = dict(
     MOVQ_FULL,
-    # The decoder's SpatialNorm always uses 32 groups: widths must be multiples of 32.
-    block_out_channels=[32, 32],
+    # The decoder's SpatialNorm always uses 32 groups: widths must be multiples of 32. Unequal
+    # widths put a 1x1 shortcut in an encoder and a decoder resnet.
+    block_out_channels=[64, 32],
     down_block_types=["DownEncoderBlock2D", "AttnDownEncoderBlock2D"],
     up_block_types=["AttnUpDecoderBlock2D", "UpDecoderBlock2D"],
     layers_per_block=1,
@@ -121,14 +123,23 @@ def randomise_norms(model, gen):
                     p.copy_(0.2 * torch.randn(p.shape, generator=gen))
 
 
+def to_half_precision_values(model):
+    """Round every weight to a float16 value (the network still runs in float32), so the
+    fixture can store the weights as float16 exactly and stay small."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.half().float())
+
+
 def state(model):
-    return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    return {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
 
 
 def record_unet(gen):
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**UNET_TINY).eval()
     randomise_norms(unet, gen)
+    to_half_precision_values(unet)
     sample = torch.randn(2, 4, 8, 8, generator=gen)
     timesteps = torch.tensor([999, 37], dtype=torch.int64)
     image_embeds = torch.randn(2, UNET_TINY["encoder_hid_dim"], generator=gen)
@@ -152,6 +163,7 @@ def record_movq(gen):
     torch.manual_seed(0)
     movq = VQModel(**MOVQ_TINY).eval()
     randomise_norms(movq, gen)
+    to_half_precision_values(movq)
     image = torch.rand(2, 3, 8, 8, generator=gen) * 2 - 1
     latents_in = torch.randn(2, 4, 4, 4, generator=gen)
     with torch.no_grad():

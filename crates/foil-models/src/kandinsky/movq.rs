@@ -77,12 +77,13 @@ impl MoVqConfig {
         }
     }
 
-    /// The tiny configuration of the parity fixture (`tools/record_kandinsky.py`): widths 32, 32,
-    /// one resnet per encoder block, 8 encoder groups, a 32-vector codebook.
+    /// The tiny configuration of the parity fixture (`tools/record_kandinsky.py`): widths 64, 32
+    /// (so an encoder and a decoder resnet have 1x1 shortcuts), one resnet per encoder block,
+    /// 8 encoder groups, a 32-vector codebook.
     pub fn tiny() -> Self {
         Self {
             num_vq_embeddings: 32,
-            block_out_channels: vec![32, 32],
+            block_out_channels: vec![64, 32],
             down_block_attention: vec![false, true],
             up_block_attention: vec![true, false],
             layers_per_block: 1,
