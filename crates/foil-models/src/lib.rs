@@ -13,7 +13,7 @@
 
 pub mod alexnet;
 pub mod clip;
-pub mod numpy_pickle;
 pub mod kandinsky;
+pub mod numpy_pickle;
 pub mod vgg;
 pub mod weights;

@@ -18,6 +18,7 @@ pub struct TensorFile {
     what: String,
     tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
     used: BTreeSet<String>,
+    taken: BTreeSet<String>,
     missing: Vec<String>,
     mismatched: Vec<String>,
 }
@@ -69,6 +70,7 @@ impl TensorFile {
             what,
             tensors,
             used: BTreeSet::new(),
+            taken: BTreeSet::new(),
             missing: Vec::new(),
             mismatched: Vec::new(),
         })
@@ -87,7 +89,7 @@ impl TensorFile {
         shape: [usize; D],
         device: &B::Device,
     ) -> Param<Tensor<B, D>> {
-        let tensor = match self.tensors.get(name) {
+        let tensor = match self.tensors.get_mut(name) {
             None => {
                 self.missing.push(format!("{name} {}", fmt_dims(&shape)));
                 Tensor::zeros(shape, device)
@@ -101,9 +103,16 @@ impl TensorFile {
                 self.used.insert(name.to_string());
                 Tensor::zeros(shape, device)
             }
+            Some(_) if self.taken.contains(name) => {
+                // The values were moved into the first taker; a second take is a loader bug.
+                self.mismatched.push(format!("{name}: taken twice"));
+                Tensor::zeros(shape, device)
+            }
             Some((_, values)) => {
                 self.used.insert(name.to_string());
-                Tensor::from_data(TensorData::new(values.clone(), shape), device)
+                self.taken.insert(name.to_string());
+                // Move the values out: a large checkpoint is never held twice in memory.
+                Tensor::from_data(TensorData::new(std::mem::take(values), shape), device)
             }
         };
         Param::from_tensor(tensor)
