@@ -18,10 +18,17 @@ as published on PyPI, guided_diffusion/unet.py), torch 2.15.0 (see tools/require
    channel_mult "" -> (1, 1, 2, 3, 4)), built on the meta device (nothing allocated): its state-dict
    names and shapes and its parameter count go to crates/foil-models/tests/fixtures/adm_dime_celeba128_keys.json.
 
-Usage: tools/.venv/bin/python tools/record_adm.py
+3. Optional, not committed (420 MB): `--full-random DIR` builds the full DiME configuration with random
+   weights (zero_module convolutions included), writes DIR/adm_full.pt (a DDP-style `module.`-prefixed state
+   dict, the form DiME publishes) and DIR/adm_full_io.safetensors (2 images 128x128, timesteps 3 and 180, and
+   the output). Convert the .pt with tools/convert_adm.py and run the ignored Rust test:
+       FOIL_ADM_FULL=DIR cargo test -p foil-models --test adm -- --ignored
+
+Usage: tools/.venv/bin/python tools/record_adm.py [--full-random DIR]
 """
 import json
 import pathlib
+import sys
 
 import torch
 from guided_diffusion.script_util import create_model
@@ -110,25 +117,29 @@ def record(name, cfg, seed):
     save_file({k: v.contiguous() for k, v in io.items()}, str(FIX / f"adm_{name}_io.safetensors"))
 
 
+# DiME's README / test.sh / celeba-train.sh flags (AdmConfig::dime_celeba128()).
+FULL_FLAGS = dict(
+    image_size=128,
+    num_channels=128,
+    num_res_blocks=2,
+    channel_mult="",
+    learn_sigma=True,
+    class_cond=False,
+    attention_resolutions="32,16,8",
+    num_heads=4,
+    num_head_channels=-1,
+    num_heads_upsample=-1,
+    use_scale_shift_norm=True,
+    dropout=0.0,
+    resblock_updown=True,
+    use_fp16=False,
+    use_new_attention_order=False,
+)
+
+
 def record_full():
     with torch.device("meta"):
-        model = create_model(
-            image_size=128,
-            num_channels=128,
-            num_res_blocks=2,
-            channel_mult="",
-            learn_sigma=True,
-            class_cond=False,
-            attention_resolutions="32,16,8",
-            num_heads=4,
-            num_head_channels=-1,
-            num_heads_upsample=-1,
-            use_scale_shift_norm=True,
-            dropout=0.0,
-            resblock_updown=True,
-            use_fp16=False,
-            use_new_attention_order=False,
-        )
+        model = create_model(**FULL_FLAGS)
     tensors = [[k, list(v.shape)] for k, v in model.state_dict().items()]
     params = sum(p.numel() for p in model.parameters())
     doc = {
@@ -143,7 +154,31 @@ def record_full():
     print(f"dime_celeba128: {params} params, {len(tensors)} tensors")
 
 
+def record_full_random(out_dir):
+    out_dir = pathlib.Path(out_dir)
+    torch.manual_seed(3)
+    model = create_model(**FULL_FLAGS).eval()
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if p.dim() == 1 and ("norm" in pname or "layers.0" in pname or pname.startswith("out.0")):
+                p.copy_((1.0 if pname.endswith("weight") else 0.0) + 0.1 * torch.randn_like(p))
+            else:
+                fan_in = p[0].numel() if p.dim() > 1 else p.numel()
+                p.copy_(torch.randn_like(p) / fan_in**0.5)
+    torch.save({"module." + k: v for k, v in model.state_dict().items()}, out_dir / "adm_full.pt")
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 3, 128, 128, generator=gen)
+    t = torch.tensor([3, 180])
+    with torch.no_grad():
+        out = model(x, t)
+    save_file({"input.x": x, "input.t": t.float(), "output": out}, str(out_dir / "adm_full_io.safetensors"))
+    print(f"full random: output |max| {out.abs().max():.4f}; now run tools/convert_adm.py {out_dir}/adm_full.pt {out_dir}/adm_full.safetensors")
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--full-random":
+        record_full_random(sys.argv[2])
+        sys.exit()
     FIX.mkdir(parents=True, exist_ok=True)
     record("tiny", TINY, 0)
     record("tiny_cond", TINY_COND, 10)

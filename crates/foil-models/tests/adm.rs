@@ -291,3 +291,37 @@ fn invalid_configurations_are_errors() {
     let out = to_vec_f32(&model.output(x, &[5], None).unwrap()).unwrap();
     assert!(out.iter().all(|v| *v == 0.0));
 }
+
+/// The full DiME configuration with random weights, recorded by
+/// `tools/record_adm.py --full-random DIR` and converted by `tools/convert_adm.py` (420 MB, not
+/// committed): `FOIL_ADM_FULL=DIR cargo test -p foil-models --test adm -- --ignored`.
+#[test]
+#[ignore = "needs FOIL_ADM_FULL=DIR with adm_full.safetensors and adm_full_io.safetensors"]
+fn full_dime_configuration_matches_guided_diffusion() {
+    type B = NdArray;
+    let dir = std::env::var("FOIL_ADM_FULL").expect("FOIL_ADM_FULL=DIR");
+    let dev = Default::default();
+    let cfg = AdmConfig::dime_celeba128();
+    let start = std::time::Instant::now();
+    let model = cfg
+        .load_file::<B>(format!("{dir}/adm_full.safetensors"), &dev)
+        .unwrap();
+    eprintln!("loaded in {:.1} s", start.elapsed().as_secs_f64());
+    let mut f = TensorFile::open(format!("{dir}/adm_full_io.safetensors")).unwrap();
+    let x = f.take::<B, 4>("input.x", [2, 3, 128, 128], &dev).val();
+    let t: Vec<usize> = to_vec_f32(&f.take::<B, 1>("input.t", [2], &dev).val())
+        .unwrap()
+        .iter()
+        .map(|&v| v as usize)
+        .collect();
+    let expected = to_vec_f32(&f.take::<B, 4>("output", [2, 6, 128, 128], &dev).val()).unwrap();
+    f.finish().unwrap();
+    let start = std::time::Instant::now();
+    let out = model.output(x, &t, None).unwrap();
+    let worst = max_diff(&to_vec_f32(&out).unwrap(), &expected);
+    eprintln!(
+        "adm full DiME config (random weights) on NdArray: max |ours - guided-diffusion| = {worst:e} ({:.1} s forward, batch 2)",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(worst <= 1e-3, "{worst}");
+}

@@ -389,6 +389,8 @@ impl<B: Backend> Resample<B> {
 }
 
 /// One element of a `TimestepEmbedSequential`.
+// A few dozen layers per network: the variant size difference costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub(crate) enum Layer<B: Backend> {
     /// The input convolution.
