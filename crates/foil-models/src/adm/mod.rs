@@ -10,9 +10,9 @@
 //! ```no_run
 //! # use burn::backend::NdArray;
 //! use foil_models::adm::AdmConfig;
-//! //! # fn main() -> foil_core::Result<()> {
+//! # fn main() -> foil_core::Result<()> {
 //! let device = Default::default();
-//! let unet = AdmConfig::dime_celeba128()
+//! let _unet = AdmConfig::dime_celeba128()
 //!     .load_file::<NdArray>("assets/dime/ddpm-celeba.safetensors", &device)?;
 //! # Ok(()) }
 //! ```
