@@ -597,6 +597,9 @@ impl<B: Backend> Adm<B> {
     }
 }
 
+/// `eps` is the first `in_channels` output channels, the variance channels `v` the rest (with
+/// `learn_sigma`). An unconditional model ignores `cond`, as the trait documents; a
+/// class-conditional one requires one-hot (or soft) class rows `[N, num_classes]`.
 impl<B: Backend> Denoiser<B> for Adm<B> {
     fn channels(&self) -> usize {
         self.in_channels
