@@ -11,6 +11,7 @@
 
 pub mod alexnet;
 pub mod cnn;
+pub mod efficientnet;
 pub mod mobilenet;
 pub mod resnet;
 pub mod vgg;

@@ -7,6 +7,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{Tensor, backend::Backend};
 use foil_core::Classifier;
 use foil_core::tensor::to_vec_f32;
+use foil_models::efficientnet::EfficientNetConfig;
 use foil_models::mobilenet::MobileNetV2Config;
 use foil_models::resnet::{ResNet, ResNetConfig};
 use foil_models::weights::TensorFile;
@@ -85,6 +86,19 @@ fn mobilenet_v2_matches_torchvision() {
 }
 
 #[test]
+fn efficientnet_matches_torchvision() {
+    type B = NdArray;
+    let mut f = weights("efficientnet");
+    let model = EfficientNetConfig::tiny()
+        .load::<B>(&mut f, &Default::default())
+        .unwrap();
+    f.finish().unwrap();
+    let d = max_diff("efficientnet", &model);
+    eprintln!("efficientnet_b0 tiny (NdArray): max |ours - torchvision| = {d:e}");
+    assert!(d <= 1e-4, "{d}");
+}
+
+#[test]
 fn a_perturbed_weight_breaks_resnet_parity() {
     type B = NdArray;
     let mut model = load_resnet::<B>("resnet", ResNetConfig::tiny());
@@ -115,6 +129,9 @@ fn published_configs_have_torchvisions_parameter_counts() {
     let mobilenet = MobileNetV2Config::default().init::<B>(&dev).unwrap();
     assert_eq!(mobilenet.num_params(), 3_504_872);
     assert!(json.contains("\"mobilenet_v2\": 3504872"));
+    let efficientnet = EfficientNetConfig::b0().init::<B>(&dev).unwrap();
+    assert_eq!(efficientnet.num_params(), 5_288_548);
+    assert!(json.contains("\"efficientnet_b0\": 5288548"));
 }
 
 #[test]
