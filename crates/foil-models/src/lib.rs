@@ -12,6 +12,7 @@
 pub mod alexnet;
 pub mod cnn;
 pub mod efficientnet;
+pub mod ensemble;
 pub mod mobilenet;
 pub mod resnet;
 pub mod vgg;
