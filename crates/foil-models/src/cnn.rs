@@ -206,10 +206,12 @@ impl<'a, B: Backend> Builder<'a, B> {
                     bias: file.take(&format!("{name}.bias"), [c], self.device),
                     running_mean: file
                         .take(&format!("{name}.running_mean"), [c], self.device)
-                        .val(),
+                        .val()
+                        .detach(),
                     running_var: file
                         .take(&format!("{name}.running_var"), [c], self.device)
-                        .val(),
+                        .val()
+                        .detach(),
                     eps: 1e-5,
                 }
             }
@@ -222,7 +224,8 @@ impl<'a, B: Backend> Builder<'a, B> {
         let mut linear = LinearConfig::new(input, output).init(self.device);
         if let Some(file) = self.file.as_deref_mut() {
             let w = file.take::<B, 2>(&format!("{name}.weight"), [output, input], self.device);
-            linear.weight = Param::from_tensor(w.val().transpose());
+            // Detached: a transposed parameter is no leaf, and autodiff backends refuse to track it.
+            linear.weight = Param::from_tensor(w.val().transpose().detach());
             linear.bias = Some(file.take(&format!("{name}.bias"), [output], self.device));
         }
         linear

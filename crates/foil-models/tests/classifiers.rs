@@ -2,7 +2,7 @@
 //! BatchNorm statistics (fixtures from `tools/record_classifiers.py`), parameter counts of the
 //! published configurations, and weight-file errors.
 
-use burn::backend::{Flex, NdArray};
+use burn::backend::{Autodiff, Flex, NdArray};
 use burn::module::{Module, Param};
 use burn::tensor::{Tensor, backend::Backend};
 use foil_core::Classifier;
@@ -70,6 +70,9 @@ fn resnet_parity<B: Backend>(backend: &str) {
 fn resnet_matches_torchvision_on_ndarray_and_flex() {
     resnet_parity::<NdArray>("NdArray");
     resnet_parity::<Flex>("Flex");
+    // Under autodiff BatchNorm must still use the running statistics (burn's own BatchNorm
+    // would switch to batch statistics there).
+    resnet_parity::<Autodiff<NdArray>>("Autodiff<NdArray>");
 }
 
 #[test]
