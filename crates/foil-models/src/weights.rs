@@ -24,7 +24,7 @@ pub struct TensorFile {
 }
 
 impl TensorFile {
-    /// Reads all tensors (F32, F16, BF16 or F64, converted to `f32`) of a safetensors file.
+    /// Reads all tensors (F32, F16, BF16, F64, I64 or I32, converted to `f32`) of a safetensors file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -56,6 +56,17 @@ impl TensorFile {
                 Dtype::BF16 => data
                     .chunks_exact(2)
                     .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
+                    .collect(),
+                // Integer buffers (`num_batches_tracked` of a torch state dict saved as is).
+                Dtype::I64 => data
+                    .chunks_exact(8)
+                    .map(|b| {
+                        i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
+                    })
+                    .collect(),
+                Dtype::I32 => data
+                    .chunks_exact(4)
+                    .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32)
                     .collect(),
                 other => {
                     return Err(Error::format(

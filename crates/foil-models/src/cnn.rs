@@ -1,0 +1,302 @@
+//! Building blocks shared by the torchvision classifiers ([`crate::resnet`],
+//! [`crate::mobilenet`], [`crate::efficientnet`]): eval-mode BatchNorm, input normalisation,
+//! and a builder that makes each layer either with random weights or from a [`TensorFile`] by
+//! torchvision's state-dict names.
+
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use foil_core::{Error, Result, tensor::fmt_dims};
+
+use crate::weights::TensorFile;
+
+/// How a classifier maps foil's `[-1, 1]` images to the input range its weights expect:
+/// `((x + 1) / 2 - mean) / std` per RGB channel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Normalization {
+    /// Per-channel mean in `[0, 1]` units.
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation in `[0, 1]` units.
+    pub std: [f32; 3],
+}
+
+impl Default for Normalization {
+    /// [`Normalization::imagenet`], what torchvision's published weights were trained with.
+    fn default() -> Self {
+        Self::imagenet()
+    }
+}
+
+impl Normalization {
+    /// ImageNet statistics (mean 0.485, 0.456, 0.406; std 0.229, 0.224, 0.225), the
+    /// normalisation of every torchvision classification weight.
+    pub fn imagenet() -> Self {
+        Self {
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+        }
+    }
+
+    /// Mean 0.5, std 0.5: the network sees foil's `[-1, 1]` images unchanged (for classifiers
+    /// trained on `[-1, 1]` inputs, as guided-diffusion's and many counterfactual papers' are).
+    pub fn identity() -> Self {
+        Self {
+            mean: [0.5; 3],
+            std: [0.5; 3],
+        }
+    }
+
+    /// Checks that every std is finite and positive and every mean finite.
+    pub fn validate(&self) -> Result<()> {
+        for c in 0..3 {
+            if !(self.std[c].is_finite() && self.std[c] > 0.0) {
+                return Err(Error::out_of_range(
+                    format!("normalisation std[{c}]"),
+                    "finite and > 0",
+                    self.std[c],
+                ));
+            }
+            if !self.mean[c].is_finite() {
+                return Err(Error::out_of_range(
+                    format!("normalisation mean[{c}]"),
+                    "finite",
+                    self.mean[c],
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `((x + 1) / 2 - mean) / std` to images `[N, 3, H, W]`.
+    pub fn apply<B: Backend>(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let device = x.device();
+        let scale: Vec<f32> = self.std.iter().map(|s| 0.5 / s).collect();
+        let shift: Vec<f32> = (0..3).map(|c| (0.5 - self.mean[c]) / self.std[c]).collect();
+        let scale = Tensor::<B, 1>::from_data(TensorData::new(scale, [3]), &device);
+        let shift = Tensor::<B, 1>::from_data(TensorData::new(shift, [3]), &device);
+        x * scale.reshape([1, 3, 1, 1]) + shift.reshape([1, 3, 1, 1])
+    }
+}
+
+/// BatchNorm2d in evaluation mode: `(x - running_mean) / sqrt(running_var + eps) * weight + bias`,
+/// always with the running statistics, on every backend, autodiff included.
+///
+/// burn's own `BatchNorm` switches to batch statistics whenever the backend tracks gradients,
+/// which would change a classifier's output while a guided sampler differentiates through it;
+/// this one never does. `weight` and `bias` are parameters (counted by `num_params`, like
+/// torchvision's); the running statistics are constants (not counted, not in burn records:
+/// reload them from the weight file).
+#[derive(Module, Debug)]
+pub struct BatchNormEval<B: Backend> {
+    /// Scale (torchvision `weight`).
+    pub weight: Param<Tensor<B, 1>>,
+    /// Shift (torchvision `bias`).
+    pub bias: Param<Tensor<B, 1>>,
+    /// Running mean.
+    pub running_mean: Tensor<B, 1>,
+    /// Running variance.
+    pub running_var: Tensor<B, 1>,
+    /// Added to the variance (torchvision's default 1e-5).
+    pub eps: f64,
+}
+
+impl<B: Backend> BatchNormEval<B> {
+    /// Normalises `[N, C, H, W]` with the running statistics.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let c = self.running_mean.dims()[0];
+        let scale = self.weight.val() / self.running_var.clone().add_scalar(self.eps).sqrt();
+        let shift = self.bias.val() - self.running_mean.clone() * scale.clone();
+        x * scale.reshape([1, c, 1, 1]) + shift.reshape([1, c, 1, 1])
+    }
+}
+
+/// Global average pooling `[N, C, H, W] -> [N, C]`.
+pub fn global_avg_pool<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 2> {
+    let [n, c, h, w] = x.dims();
+    x.reshape([n, c, h * w]).mean_dim(2).reshape([n, c])
+}
+
+/// `min(max(x, 0), 6)`, torch's ReLU6.
+pub fn relu6<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    x.clamp(0.0, 6.0)
+}
+
+/// Checks classifier input `[N >= 1, 3, H >= min, W >= min]`.
+pub fn check_images(what: &str, dims: [usize; 4], min: usize) -> Result<()> {
+    let [n, c, h, w] = dims;
+    if n == 0 || c != 3 || h < min || w < min {
+        return Err(Error::shape(
+            what,
+            format!("[N >= 1, 3, H >= {min}, W >= {min}] (images in [-1, 1])"),
+            fmt_dims(&dims),
+        ));
+    }
+    Ok(())
+}
+
+/// Makes layers with random weights (`file = None`) or with the named tensors of a file.
+pub(crate) struct Builder<'a, B: Backend> {
+    pub(crate) file: Option<&'a mut TensorFile>,
+    pub(crate) device: &'a B::Device,
+}
+
+impl<'a, B: Backend> Builder<'a, B> {
+    /// Random weights.
+    pub(crate) fn random(device: &'a B::Device) -> Self {
+        Self { file: None, device }
+    }
+
+    /// Weights from `file`.
+    pub(crate) fn from_file(file: &'a mut TensorFile, device: &'a B::Device) -> Self {
+        Self {
+            file: Some(file),
+            device,
+        }
+    }
+
+    /// A `k x k` convolution with torch's padding `(k - 1) / 2`, named `{name}.weight` (and
+    /// `{name}.bias` when `bias`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn conv(
+        &mut self,
+        name: &str,
+        input: usize,
+        output: usize,
+        k: usize,
+        stride: usize,
+        groups: usize,
+        bias: bool,
+    ) -> Conv2d<B> {
+        let p = (k - 1) / 2;
+        let mut conv = Conv2dConfig::new([input, output], [k, k])
+            .with_stride([stride, stride])
+            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+            .with_groups(groups)
+            .with_bias(bias)
+            .init(self.device);
+        if let Some(file) = self.file.as_deref_mut() {
+            conv.weight = file.take(
+                &format!("{name}.weight"),
+                [output, input / groups, k, k],
+                self.device,
+            );
+            if bias {
+                conv.bias = Some(file.take(&format!("{name}.bias"), [output], self.device));
+            }
+        }
+        conv
+    }
+
+    /// An eval-mode BatchNorm (eps 1e-5) named `{name}.weight/bias/running_mean/running_var`;
+    /// `{name}.num_batches_tracked` is ignored.
+    pub(crate) fn bn(&mut self, name: &str, c: usize) -> BatchNormEval<B> {
+        match self.file.as_deref_mut() {
+            None => BatchNormEval {
+                weight: Param::from_tensor(Tensor::ones([c], self.device)),
+                bias: Param::from_tensor(Tensor::zeros([c], self.device)),
+                running_mean: Tensor::zeros([c], self.device),
+                running_var: Tensor::ones([c], self.device),
+                eps: 1e-5,
+            },
+            Some(file) => {
+                file.ignore([format!("{name}.num_batches_tracked")]);
+                BatchNormEval {
+                    weight: file.take(&format!("{name}.weight"), [c], self.device),
+                    bias: file.take(&format!("{name}.bias"), [c], self.device),
+                    running_mean: file
+                        .take(&format!("{name}.running_mean"), [c], self.device)
+                        .val()
+                        .detach(),
+                    running_var: file
+                        .take(&format!("{name}.running_var"), [c], self.device)
+                        .val()
+                        .detach(),
+                    eps: 1e-5,
+                }
+            }
+        }
+    }
+
+    /// A linear layer with bias named `{name}.weight` (torch layout `[out, in]`, transposed to
+    /// burn's `[in, out]`) and `{name}.bias`.
+    pub(crate) fn linear(&mut self, name: &str, input: usize, output: usize) -> Linear<B> {
+        let mut linear = LinearConfig::new(input, output).init(self.device);
+        if let Some(file) = self.file.as_deref_mut() {
+            let w = file.take::<B, 2>(&format!("{name}.weight"), [output, input], self.device);
+            // Detached: a transposed parameter is no leaf, and autodiff backends refuse to track it.
+            linear.weight = Param::from_tensor(w.val().transpose().detach());
+            linear.bias = Some(file.take(&format!("{name}.bias"), [output], self.device));
+        }
+        linear
+    }
+}
+
+/// A convolution followed by an eval-mode BatchNorm (torchvision's `Conv2dNormActivation`
+/// without its activation, which the caller applies).
+#[derive(Module, Debug)]
+pub struct ConvBn<B: Backend> {
+    /// The convolution (no bias).
+    pub conv: Conv2d<B>,
+    /// Its BatchNorm.
+    pub bn: BatchNormEval<B>,
+}
+
+impl<B: Backend> ConvBn<B> {
+    /// `bn(conv(x))`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.bn.forward(self.conv.forward(x))
+    }
+}
+
+impl<B: Backend> Builder<'_, B> {
+    /// A bias-free convolution named `{conv}` and BatchNorm named `{bn}`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn conv_bn(
+        &mut self,
+        conv: &str,
+        bn: &str,
+        input: usize,
+        output: usize,
+        k: usize,
+        stride: usize,
+        groups: usize,
+    ) -> ConvBn<B> {
+        ConvBn {
+            conv: self.conv(conv, input, output, k, stride, groups, false),
+            bn: self.bn(bn, output),
+        }
+    }
+
+    /// torchvision's `Conv2dNormActivation` named `{prefix}.0` (conv) and `{prefix}.1` (BN).
+    pub(crate) fn conv_norm(
+        &mut self,
+        prefix: &str,
+        input: usize,
+        output: usize,
+        k: usize,
+        stride: usize,
+        groups: usize,
+    ) -> ConvBn<B> {
+        self.conv_bn(
+            &format!("{prefix}.0"),
+            &format!("{prefix}.1"),
+            input,
+            output,
+            k,
+            stride,
+            groups,
+        )
+    }
+}
+
+/// torchvision's `_make_divisible(v, 8)`: `v` rounded to the nearest multiple of 8 (at least 8),
+/// never more than 10% below `v`.
+pub fn make_divisible(v: f64) -> usize {
+    let d: f64 = 8.0;
+    let mut new_v = d.max(((v + d / 2.0) / d).floor() * d);
+    if new_v < 0.9 * v {
+        new_v += d;
+    }
+    new_v as usize
+}

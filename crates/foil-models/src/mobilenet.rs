@@ -1,0 +1,241 @@
+//! torchvision's MobileNet-V2, loading torchvision's state-dict names
+//! (`features.0.{0,1}`, `features.{i}.conv.{..}`, `features.18.{0,1}`, `classifier.1`).
+//!
+//! BatchNorm always runs in evaluation mode with the running statistics; dropout is the
+//! identity (evaluation).
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::{Tensor, backend::Backend};
+use foil_core::{Classifier, Error, Result};
+
+use crate::cnn::{
+    Builder, ConvBn, Normalization, check_images, global_avg_pool, make_divisible, relu6,
+};
+use crate::weights::TensorFile;
+
+/// torchvision's inverted-residual setting: expansion `t`, channels `c`, repeats `n`, stride `s`.
+const SETTING: [(usize, usize, usize, usize); 7] = [
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+];
+
+/// Configuration of MobileNet-V2.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MobileNetV2Config {
+    /// Width multiplier (torchvision `width_mult`, 1.0 published); channels are rounded to
+    /// multiples of 8 as torchvision does; the last conv keeps 1280 channels for `width_mult <= 1`.
+    pub width_mult: f64,
+    /// Number of logits (ImageNet: 1000; a one-logit binary classifier: 1).
+    pub num_outputs: usize,
+    /// Mapping from foil's `[-1, 1]` images to the network's input (ImageNet for torchvision's
+    /// weights).
+    pub normalization: Normalization,
+}
+
+impl Default for MobileNetV2Config {
+    /// torchvision's `mobilenet_v2()`: width 1.0, 1000 outputs, ImageNet normalisation
+    /// (3,504,872 parameters).
+    fn default() -> Self {
+        Self {
+            width_mult: 1.0,
+            num_outputs: 1000,
+            normalization: Normalization::imagenet(),
+        }
+    }
+}
+
+impl MobileNetV2Config {
+    /// A tiny MobileNet-V2 for tests: `width_mult` 0.1, 3 outputs.
+    pub fn tiny() -> Self {
+        Self {
+            width_mult: 0.1,
+            num_outputs: 3,
+            ..Self::default()
+        }
+    }
+
+    /// Sets the number of logits.
+    pub fn with_outputs(self, num_outputs: usize) -> Self {
+        Self {
+            num_outputs,
+            ..self
+        }
+    }
+
+    /// Sets the input normalisation.
+    pub fn with_normalization(self, normalization: Normalization) -> Self {
+        Self {
+            normalization,
+            ..self
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !(self.width_mult.is_finite() && self.width_mult > 0.0) {
+            return Err(Error::out_of_range(
+                "MobileNet-V2 width_mult",
+                "finite and > 0",
+                self.width_mult,
+            ));
+        }
+        if self.num_outputs == 0 {
+            return Err(Error::out_of_range(
+                "MobileNet-V2 num_outputs",
+                ">= 1",
+                self.num_outputs,
+            ));
+        }
+        self.normalization.validate()
+    }
+
+    /// The network with random weights (BatchNorm at identity statistics).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<MobileNetV2<B>> {
+        self.validate()?;
+        Ok(self.build(&mut Builder::random(device)))
+    }
+
+    /// The network with weights from `file`, by torchvision's names; call
+    /// [`TensorFile::finish`] afterwards for one error listing every missing, wrongly shaped and
+    /// unexpected tensor.
+    pub fn load<B: Backend>(
+        &self,
+        file: &mut TensorFile,
+        device: &B::Device,
+    ) -> Result<MobileNetV2<B>> {
+        self.validate()?;
+        Ok(self.build(&mut Builder::from_file(file, device)))
+    }
+
+    /// [`MobileNetV2Config::load`] from a safetensors file, checking that every tensor was used.
+    pub fn load_file<B: Backend>(
+        &self,
+        path: impl AsRef<std::path::Path>,
+        device: &B::Device,
+    ) -> Result<MobileNetV2<B>> {
+        let mut file = TensorFile::open(path)?;
+        let net = self.load(&mut file, device)?;
+        file.finish()?;
+        Ok(net)
+    }
+
+    fn build<B: Backend>(&self, b: &mut Builder<'_, B>) -> MobileNetV2<B> {
+        let w = self.width_mult;
+        let mut input = make_divisible(32.0 * w);
+        let last = make_divisible(1280.0 * w.max(1.0));
+        let stem = b.conv_norm("features.0", 3, input, 3, 2, 1);
+        let mut blocks = Vec::new();
+        let mut idx = 1;
+        for &(t, c, n, s) in &SETTING {
+            let output = make_divisible(c as f64 * w);
+            for i in 0..n {
+                let stride = if i == 0 { s } else { 1 };
+                let p = format!("features.{idx}.conv");
+                let hidden = input * t;
+                let (expand, next) = if t != 1 {
+                    (
+                        Some(b.conv_norm(&format!("{p}.0"), input, hidden, 1, 1, 1)),
+                        1,
+                    )
+                } else {
+                    (None, 0)
+                };
+                let depthwise =
+                    b.conv_norm(&format!("{p}.{next}"), hidden, hidden, 3, stride, hidden);
+                let project = b.conv_bn(
+                    &format!("{p}.{}", next + 1),
+                    &format!("{p}.{}", next + 2),
+                    hidden,
+                    output,
+                    1,
+                    1,
+                    1,
+                );
+                blocks.push(InvertedResidual {
+                    expand,
+                    depthwise,
+                    project,
+                    residual: stride == 1 && input == output,
+                });
+                input = output;
+                idx += 1;
+            }
+        }
+        let head = b.conv_norm(&format!("features.{idx}"), input, last, 1, 1, 1);
+        let classifier = b.linear("classifier.1", last, self.num_outputs);
+        MobileNetV2 {
+            stem,
+            blocks,
+            head,
+            classifier,
+            normalization: self.normalization,
+        }
+    }
+}
+
+/// torchvision's `InvertedResidual`: 1x1 expansion (ReLU6, absent for `t = 1`), 3x3 depthwise
+/// (ReLU6), linear 1x1 projection, residual when stride 1 and widths match.
+#[derive(Module, Debug)]
+pub struct InvertedResidual<B: Backend> {
+    expand: Option<ConvBn<B>>,
+    depthwise: ConvBn<B>,
+    project: ConvBn<B>,
+    residual: bool,
+}
+
+impl<B: Backend> InvertedResidual<B> {
+    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let mut h = x.clone();
+        if let Some(expand) = &self.expand {
+            h = relu6(expand.forward(h));
+        }
+        let h = self.project.forward(relu6(self.depthwise.forward(h)));
+        if self.residual { x + h } else { h }
+    }
+}
+
+/// MobileNet-V2 classifier, see [`MobileNetV2Config`].
+#[derive(Module, Debug)]
+pub struct MobileNetV2<B: Backend> {
+    stem: ConvBn<B>,
+    blocks: Vec<InvertedResidual<B>>,
+    head: ConvBn<B>,
+    classifier: Linear<B>,
+    #[module(skip)]
+    normalization: Normalization,
+}
+
+impl<B: Backend> MobileNetV2<B> {
+    /// Logits `[N, K]` for already normalised inputs `[N, 3, H, W]` (torchvision's `forward`).
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        let mut h = relu6(self.stem.forward(x));
+        for block in &self.blocks {
+            h = block.forward(h);
+        }
+        let h = relu6(self.head.forward(h));
+        self.classifier.forward(global_avg_pool(h))
+    }
+
+    /// The input normalisation applied by [`Classifier::logits`].
+    pub fn normalization(&self) -> Normalization {
+        self.normalization
+    }
+}
+
+impl<B: Backend> Classifier<B> for MobileNetV2<B> {
+    fn num_logits(&self) -> usize {
+        self.classifier.weight.dims()[1]
+    }
+
+    /// Normalises images in `[-1, 1]` (see [`MobileNetV2Config::normalization`]) and runs the
+    /// net.
+    fn logits(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 2>> {
+        check_images("MobileNet-V2 input", images.dims(), 1)?;
+        Ok(self.forward(self.normalization.apply(images)))
+    }
+}
