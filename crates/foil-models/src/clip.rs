@@ -365,7 +365,7 @@ impl ClipVisionConfig {
         path: impl AsRef<Path>,
         device: &B::Device,
     ) -> Result<ClipVision<B>> {
-        let mut file = TensorFile::open(path)?;
+        let mut file = TensorFile::open_any(path)?;
         let model = self.load(&mut file, device)?;
         file.finish()?;
         Ok(model)
@@ -379,7 +379,7 @@ impl ClipVisionConfig {
         path: impl AsRef<Path>,
         device: &B::Device,
     ) -> Result<ClipVision<B>> {
-        let mut file = TensorFile::open(path)?;
+        let mut file = TensorFile::open_any(path)?;
         ignore_text_tower(&mut file);
         let model = self.load(&mut file, device)?;
         file.finish()?;

@@ -112,13 +112,13 @@ impl MobileNetV2Config {
         Ok(self.build(&mut Builder::from_file(file, device)))
     }
 
-    /// [`MobileNetV2Config::load`] from a safetensors file, checking that every tensor was used.
+    /// [`MobileNetV2Config::load`] from a safetensors or PyTorch (`.pt`, `.pth`, `.bin`) file, checking that every tensor was used.
     pub fn load_file<B: Backend>(
         &self,
         path: impl AsRef<std::path::Path>,
         device: &B::Device,
     ) -> Result<MobileNetV2<B>> {
-        let mut file = TensorFile::open(path)?;
+        let mut file = TensorFile::open_any(path)?;
         let net = self.load(&mut file, device)?;
         file.finish()?;
         Ok(net)

@@ -31,6 +31,66 @@ impl TensorFile {
         Self::from_bytes(&bytes, path.display().to_string())
     }
 
+    /// Reads a weight file by its extension: PyTorch (`.pt`, `.pth`, `.bin`, `.ckpt`) through
+    /// burn-store's reader, anything else as safetensors.
+    pub fn open_any(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if ["pt", "pth", "bin", "ckpt"].contains(&ext.as_str()) {
+            Self::open_pytorch(path, None)
+        } else {
+            Self::open(path)
+        }
+    }
+
+    /// Reads a PyTorch checkpoint (`torch.save` of a state dict, zip or legacy format) through
+    /// burn-store's `PytorchReader`, converting every tensor to `f32`. `top_level_key` picks a
+    /// nested state dict (for example `"state_dict"` or `"model"`).
+    pub fn open_pytorch(path: impl AsRef<Path>, top_level_key: Option<&str>) -> Result<Self> {
+        use burn_store::pytorch::PytorchReader;
+        let path = path.as_ref();
+        let what = path.display().to_string();
+        if !path.is_file() {
+            return Err(Error::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            ));
+        }
+        let reader = match top_level_key {
+            Some(key) => PytorchReader::with_top_level_key(path, key),
+            None => PytorchReader::new(path),
+        }
+        .map_err(|e| Error::format(&what, format!("not a readable PyTorch checkpoint: {e}")))?;
+        let mut tensors = BTreeMap::new();
+        for (name, snapshot) in reader.into_tensors() {
+            let data = snapshot
+                .to_data()
+                .map_err(|e| Error::format(&what, format!("{name}: {e:?}")))?;
+            let shape = data.shape.to_vec();
+            let values = data
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .map_err(|e| Error::format(&what, format!("{name}: {e:?}")))?;
+            tensors.insert(name, (shape, values));
+        }
+        Ok(Self::from_map(what, tensors))
+    }
+
+    fn from_map(what: String, tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> Self {
+        Self {
+            what,
+            tensors,
+            used: BTreeSet::new(),
+            taken: BTreeSet::new(),
+            missing: Vec::new(),
+            mismatched: Vec::new(),
+        }
+    }
+
     /// Reads tensors from safetensors bytes; `what` names them in errors.
     pub fn from_bytes(bytes: &[u8], what: impl Into<String>) -> Result<Self> {
         let what = what.into();
@@ -77,14 +137,7 @@ impl TensorFile {
             };
             tensors.insert(name, (view.shape().to_vec(), values));
         }
-        Ok(Self {
-            what,
-            tensors,
-            used: BTreeSet::new(),
-            taken: BTreeSet::new(),
-            missing: Vec::new(),
-            mismatched: Vec::new(),
-        })
+        Ok(Self::from_map(what, tensors))
     }
 
     /// Whether a tensor of this name exists.

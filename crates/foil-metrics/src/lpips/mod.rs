@@ -81,7 +81,7 @@ impl<B: Backend> Lpips<B> {
     /// [`LpipsNet::vgg`] for the published weights); every missing, unexpected or wrongly
     /// shaped tensor is reported in one error.
     pub fn load(path: impl AsRef<Path>, net: LpipsNet, device: &B::Device) -> Result<Self> {
-        let mut file = TensorFile::open(path)?;
+        let mut file = TensorFile::open_any(path)?;
         let lpips_layout = file.contains("net.slice1.0.weight");
         let name = |slice: usize, index: usize| {
             if lpips_layout {

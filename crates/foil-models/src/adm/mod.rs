@@ -268,14 +268,14 @@ impl AdmConfig {
         Ok(model)
     }
 
-    /// The network from a safetensors file of guided-diffusion's state dict (see
+    /// The network from a safetensors or PyTorch (`.pt`, `.pth`, `.bin`) file of guided-diffusion's state dict (see
     /// [`load`](Self::load)).
     pub fn load_file<B: Backend>(
         &self,
         path: impl AsRef<std::path::Path>,
         device: &B::Device,
     ) -> Result<Adm<B>> {
-        self.load(TensorFile::open(path)?, device)
+        self.load(TensorFile::open_any(path)?, device)
     }
 
     /// Takes the network's tensors from `file` and leaves the rest there; the caller's
