@@ -119,9 +119,8 @@ impl<B: Backend> ImageSet<B> {
 /// of a step is a pure function of the configuration seed and the step (which is what makes
 /// resuming exact without saving RNG state).
 pub(crate) fn derive_seed(seed: u64, a: u64, b: u64) -> u64 {
-    let mut z = seed
-        ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ b.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut z =
+        seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xD1B5_4A32_D192_ED03);
     for _ in 0..2 {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

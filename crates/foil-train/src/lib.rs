@@ -43,5 +43,5 @@ mod run;
 mod tasks;
 
 pub use data::ImageSet;
-pub use run::{MetricsLine, TrainConfig, Trained, read_metrics};
+pub use run::{MetricsLine, TrainConfig, Trained, read_metrics, trainable};
 pub use tasks::{bce_with_logits, evaluate_accuracy, train_classifier, train_ddpm};

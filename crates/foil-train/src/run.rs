@@ -193,6 +193,20 @@ fn list_checkpoints(dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
     Ok(found)
 }
 
+/// `model` with every float parameter marked as requiring a gradient (and so trained). Modules
+/// built on the inner backend and lifted with `AutodiffModule::from_inner` keep their
+/// parameters' "no gradient" flag; this makes them trainable.
+pub fn trainable<B: AutodiffBackend, M: Module<B>>(model: M) -> M {
+    struct RequireGrad;
+    impl<B: AutodiffBackend> burn::module::ModuleMapper<B> for RequireGrad {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let (id, tensor, mapper) = param.consume();
+            Param::from_mapped_value(id, tensor.require_grad(), mapper)
+        }
+    }
+    model.map(&mut RequireGrad)
+}
+
 /// The shapes of every float parameter, in visiting order (to check a loaded record).
 fn param_shapes<B: AutodiffBackend, M: Module<B>>(model: &M) -> Vec<Vec<usize>> {
     struct Shapes(Vec<Vec<usize>>);
@@ -343,6 +357,14 @@ where
             ));
         }
         let grads = GradientsParams::from_grads(loss.backward(), &model);
+        if grads.is_empty() {
+            return Err(Error::shape(
+                "trainable parameters",
+                "at least one parameter that requires a gradient",
+                "none (a model built on the inner backend and lifted with from_inner? \
+                 pass it through foil_train::trainable)",
+            ));
+        }
         model = optim.step(config.learning_rate, model, grads);
         let line = MetricsLine {
             step: step + 1,

@@ -77,7 +77,10 @@ where
                 .zip(&labels)
                 .filter(|&(&z, &l)| usize::from(z > 0.0) == l)
                 .count();
-            Ok((bce_with_logits(logits, targets), Some(right as f64 / n as f64)))
+            Ok((
+                bce_with_logits(logits, targets),
+                Some(right as f64 / n as f64),
+            ))
         },
     )
 }
