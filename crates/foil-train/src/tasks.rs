@@ -1,0 +1,170 @@
+//! The two training tasks: a one-logit binary classifier and an eps-prediction DDPM.
+
+use burn::module::AutodiffModule;
+use burn::tensor::activation::relu;
+use burn::tensor::{Tensor, TensorData, backend::AutodiffBackend, backend::Backend};
+use foil_core::tensor::fmt_dims;
+use foil_core::{Classifier, Denoiser, Error, Noise, Result, predicted_labels};
+use foil_schedule::{NoiseSchedule, Steps};
+use rand::Rng;
+
+use crate::data::{ImageSet, derive_seed, step_rng};
+use crate::run::{TrainConfig, Trained, run};
+
+/// Mean binary cross-entropy of `logits` `[N]` against `targets` `[N]` in `{0, 1}`, in the
+/// numerically stable form `max(z, 0) - z y + log(1 + exp(-|z|))` (PyTorch's
+/// `BCEWithLogitsLoss`).
+pub fn bce_with_logits<B: Backend>(logits: Tensor<B, 1>, targets: Tensor<B, 1>) -> Tensor<B, 1> {
+    let softplus_neg_abs = logits.clone().abs().neg().exp().log1p();
+    (relu(logits.clone()) - logits * targets + softplus_neg_abs).mean()
+}
+
+fn check_binary(labels: &[usize]) -> Result<()> {
+    if let Some(&l) = labels.iter().find(|&&l| l > 1) {
+        return Err(Error::out_of_range(
+            "label of a two-class set",
+            "0 or 1 (use Dataset::pair to pick two classes)",
+            l,
+        ));
+    }
+    Ok(())
+}
+
+/// Trains a one-logit binary classifier (logit > 0 means label 1) with BCE-with-logits and Adam
+/// on `train`. Each metrics line carries the batch accuracy. Resumes from `config.out_dir`'s
+/// last checkpoint when there is one.
+pub fn train_classifier<B, M>(
+    model: M,
+    train: &ImageSet<B>,
+    config: &TrainConfig,
+) -> Result<Trained<M>>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + Classifier<B> + Clone,
+{
+    if model.num_logits() != 1 {
+        return Err(Error::shape(
+            "binary classifier logits",
+            "1 (one logit per image)",
+            model.num_logits(),
+        ));
+    }
+    check_binary(train.labels())?;
+    let device = train.device();
+    run(
+        model,
+        config,
+        "classifier",
+        train.len(),
+        &device,
+        |model, batch, _step| {
+            let (images, labels) = train.batch(batch)?;
+            let n = labels.len();
+            let logits = model.logits(images)?;
+            if logits.dims() != [n, 1] {
+                return Err(Error::shape(
+                    "classifier logits",
+                    format!("[{n}, 1]"),
+                    fmt_dims(&logits.dims()),
+                ));
+            }
+            let logits = logits.reshape([n]);
+            let y: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
+            let targets = Tensor::<B, 1>::from_data(TensorData::new(y, [n]), &device);
+            let values = foil_core::tensor::to_vec_f32(&logits)?;
+            let right = values
+                .iter()
+                .zip(&labels)
+                .filter(|&(&z, &l)| usize::from(z > 0.0) == l)
+                .count();
+            Ok((
+                bce_with_logits(logits, targets),
+                Some(right as f64 / n as f64),
+            ))
+        },
+    )
+}
+
+/// The fraction of `data` that `model` classifies right, in batches of `batch_size`.
+/// One-logit models predict label 1 for a positive logit; K-logit models the arg-max.
+pub fn evaluate_accuracy<B, C>(model: &C, data: &ImageSet<B>, batch_size: usize) -> Result<f64>
+where
+    B: Backend,
+    C: Classifier<B> + ?Sized,
+{
+    if batch_size == 0 {
+        return Err(Error::out_of_range("batch size", ">= 1", batch_size));
+    }
+    let idx: Vec<usize> = (0..data.len()).collect();
+    let mut right = 0;
+    for chunk in idx.chunks(batch_size) {
+        let (images, labels) = data.batch(chunk)?;
+        let pred = predicted_labels(model, images)?;
+        right += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
+    }
+    Ok(right as f64 / data.len() as f64)
+}
+
+/// Trains an unconditional eps-prediction DDPM on the images of `train` (labels ignored):
+/// per step, `t` uniform in `0..T` for each image, `noise ~ N(0, I)`,
+/// `x_t = q_sample(x0, t, noise)`, loss `= MSE(eps_pred, noise)` (Ho et al.'s simple loss).
+///
+/// A model with learned-variance channels (guided-diffusion's `learn_sigma`) is trained on its
+/// eps half only: the variance channels get no gradient (guided-diffusion trains them with the
+/// variational bound term of its hybrid loss, which is not implemented here), so such a model
+/// should be sampled with fixed variances. Timesteps and noise are drawn from
+/// `(config.seed, step)` alone, so a resumed run draws exactly what an uninterrupted one would.
+pub fn train_ddpm<B, M>(
+    model: M,
+    train: &ImageSet<B>,
+    schedule: &NoiseSchedule,
+    config: &TrainConfig,
+) -> Result<Trained<M>>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + Denoiser<B> + Clone,
+{
+    if let Some(dim) = model.condition_dim() {
+        return Err(Error::shape(
+            "DDPM condition",
+            "an unconditional model (condition_dim None)",
+            format!("a model conditioned on {dim} values"),
+        ));
+    }
+    let [_, c, _, _] = train.dims();
+    if model.channels() != c {
+        return Err(Error::shape(
+            "DDPM image channels",
+            model.channels(),
+            format!("{c} (the training images)"),
+        ));
+    }
+    let steps = Steps::full(schedule);
+    let t_max = schedule.len();
+    let device = train.device();
+    run(
+        model,
+        config,
+        "ddpm",
+        train.len(),
+        &device,
+        |model, batch, step| {
+            let (x0, _) = train.batch(batch)?;
+            let n = batch.len();
+            let mut rng = step_rng(config.seed, step, 1);
+            let t: Vec<usize> = (0..n).map(|_| rng.random_range(0..t_max)).collect();
+            let noise = Noise::new(derive_seed(config.seed, step as u64, 2)).normal_like(&x0);
+            let x_t = steps.q_sample(x0, &t, noise.clone())?;
+            let out = model.forward(x_t, &t, None)?;
+            if out.eps.dims() != noise.dims() {
+                return Err(Error::shape(
+                    "predicted noise",
+                    fmt_dims(&noise.dims()),
+                    fmt_dims(&out.eps.dims()),
+                ));
+            }
+            let loss = (out.eps - noise).powi_scalar(2).mean();
+            Ok((loss, None))
+        },
+    )
+}
