@@ -22,7 +22,7 @@ as published on PyPI, guided_diffusion/unet.py), torch 2.15.0 (see tools/require
    weights (zero_module convolutions included), writes DIR/adm_full.pt (a DDP-style `module.`-prefixed state
    dict, the form DiME publishes) and DIR/adm_full_io.safetensors (2 images 128x128, timesteps 3 and 180, and
    the output). Convert the .pt with tools/convert_adm.py and run the ignored Rust test:
-       FOIL_ADM_FULL=DIR cargo test -p foil-models --test adm -- --ignored
+       FOIL_ADM_FULL=DIR cargo test -p foil-models --test models adm:: -- --ignored
 
 Usage: tools/.venv/bin/python tools/record_adm.py [--full-random DIR]
 """

@@ -294,7 +294,7 @@ fn invalid_configurations_are_errors() {
 
 /// The full DiME configuration with random weights, recorded by
 /// `tools/record_adm.py --full-random DIR` and converted by `tools/convert_adm.py` (420 MB, not
-/// committed): `FOIL_ADM_FULL=DIR cargo test -p foil-models --test adm -- --ignored`.
+/// committed): `FOIL_ADM_FULL=DIR cargo test -p foil-models --test models adm:: -- --ignored`.
 #[test]
 #[ignore = "needs FOIL_ADM_FULL=DIR with adm_full.safetensors and adm_full_io.safetensors"]
 fn full_dime_configuration_matches_guided_diffusion() {

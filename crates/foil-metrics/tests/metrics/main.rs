@@ -1,0 +1,4 @@
+//! Integration tests of foil-metrics, in one binary (one link, one set of monomorphised kernels).
+
+mod lpips;
+mod metrics;

@@ -1,0 +1,11 @@
+//! Integration tests of foil-models, in one binary (one link, one set of monomorphised kernels).
+
+mod adm;
+mod classifiers;
+mod clip;
+mod ensemble;
+mod kandinsky_movq;
+mod kandinsky_unet;
+mod lora;
+mod numpy_pickle;
+mod weights;

@@ -1,0 +1,4 @@
+//! Integration tests of foil-schedule, in one binary (one link, one set of monomorphised kernels).
+
+mod properties;
+mod reference;
