@@ -12,7 +12,10 @@
 //! - [`embed`]: class statistics, directions, bias removal and DIFFusion's edit search;
 //! - [`guide`]: MaskDiME, FastDiME and DiME, one gradient-guided sampler with presets;
 //! - [`metrics`]: success ratio, LPIPS, FID / sFID, COUT, MNAC, cosine similarities, diversity;
-//! - [`models`]: networks that load published weights by their original names.
+//! - [`models`]: networks that load published weights by their original names;
+//! - [`data`]: class-folder datasets, Fashion-MNIST, MNIST digits, procedural sets;
+//! - [`train`]: training loops with checkpoints, resume and a metrics log;
+//! - [`pipeline`]: end to end on a dataset (train, explain, score), what the `foil` CLI runs.
 //!
 //! ```
 //! use foil::schedule::{NoiseSchedule, BetaSchedule, Steps, Spacing};
@@ -24,11 +27,14 @@
 //! ```
 
 pub use foil_core as core;
+pub use foil_data as data;
 pub use foil_embed as embed;
 pub use foil_guide as guide;
 pub use foil_invert as invert;
 pub use foil_metrics as metrics;
 pub use foil_models as models;
 pub use foil_schedule as schedule;
+pub use foil_train as train;
 
 pub mod backend;
+pub mod pipeline;

@@ -7,6 +7,7 @@
 //!   network in production;
 //! - image ↔ tensor conversion ([`image_io`]): `u8` RGB or gray images become NCHW `f32`
 //!   tensors in `[-1, 1]`, and back, in one place;
+//! - training or inference mode for layers that differ between them ([`mode`]);
 //! - explicit, seeded randomness ([`Noise`]): nothing in foil draws from a hidden global RNG;
 //! - the [`Error`] type, whose messages say what was expected and what was found.
 //!
@@ -14,6 +15,7 @@
 
 mod error;
 pub mod image_io;
+pub mod mode;
 mod noise;
 pub mod tensor;
 pub mod toy;

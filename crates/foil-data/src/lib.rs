@@ -18,5 +18,7 @@ pub mod folder;
 pub mod idx;
 pub mod mnist_json;
 pub mod procedural;
+pub mod source;
 
 pub use dataset::{Dataset, Item, Split};
+pub use source::Source;

@@ -1,9 +1,10 @@
 //! Building blocks shared by the torchvision classifiers ([`crate::resnet`],
-//! [`crate::mobilenet`], [`crate::efficientnet`]): eval-mode BatchNorm, input normalisation,
+//! [`crate::mobilenet`], [`crate::efficientnet`]): BatchNorm (inference by default, training under
+//! [`foil_core::mode::TrainingMode`]), [`parameter_count`], input normalisation,
 //! and a builder that makes each layer either with random weights or from a [`TensorFile`] by
 //! torchvision's state-dict names.
 
-use burn::module::{Module, Param};
+use burn::module::{Module, ModuleVisitor, Param, RunningState};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
@@ -79,36 +80,93 @@ impl Normalization {
     }
 }
 
-/// BatchNorm2d in evaluation mode: `(x - running_mean) / sqrt(running_var + eps) * weight + bias`,
-/// always with the running statistics, on every backend, autodiff included.
+/// BatchNorm2d as torchvision computes it: in inference (the default, also under autodiff)
+/// `(x - running_mean) / sqrt(running_var + eps) * weight + bias`; while
+/// [`foil_core::mode::is_training`] is on, with the batch's statistics (biased variance), and
+/// the running averages updated with momentum 0.1 (unbiased variance), as `nn.BatchNorm2d`.
 ///
 /// burn's own `BatchNorm` switches to batch statistics whenever the backend tracks gradients,
 /// which would change a classifier's output while a guided sampler differentiates through it;
-/// this one never does. `weight` and `bias` are parameters (counted by `num_params`, like
-/// torchvision's); the running statistics are constants (not counted, not in burn records:
-/// reload them from the weight file).
+/// this one follows foil's explicit training mode instead. `weight` and `bias` are parameters;
+/// the running statistics are buffers: saved in burn records (so training checkpoints keep them)
+/// but not counted by [`parameter_count`], as torchvision's `parameters()` does not count them.
 #[derive(Module, Debug)]
-pub struct BatchNormEval<B: Backend> {
+pub struct BatchNorm2d<B: Backend> {
     /// Scale (torchvision `weight`).
     pub weight: Param<Tensor<B, 1>>,
     /// Shift (torchvision `bias`).
     pub bias: Param<Tensor<B, 1>>,
     /// Running mean.
-    pub running_mean: Tensor<B, 1>,
+    pub running_mean: RunningState<Tensor<B, 1>>,
     /// Running variance.
-    pub running_var: Tensor<B, 1>,
+    pub running_var: RunningState<Tensor<B, 1>>,
     /// Added to the variance (torchvision's default 1e-5).
     pub eps: f64,
 }
 
-impl<B: Backend> BatchNormEval<B> {
-    /// Normalises `[N, C, H, W]` with the running statistics.
+/// torchvision's BatchNorm momentum: `running = (1 - m) * running + m * batch`.
+const BN_MOMENTUM: f64 = 0.1;
+
+impl<B: Backend> BatchNorm2d<B> {
+    /// Normalises `[N, C, H, W]`: running statistics, or batch statistics in training mode.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let c = self.running_mean.dims()[0];
-        let scale = self.weight.val() / self.running_var.clone().add_scalar(self.eps).sqrt();
-        let shift = self.bias.val() - self.running_mean.clone() * scale.clone();
+        let [n, c, h, w] = x.dims();
+        let (mean, var) = if foil_core::mode::is_training() && n * h * w > 1 {
+            let flat = x.clone().swap_dims(0, 1).reshape([c, n * h * w]);
+            let mean = flat.clone().mean_dim(1).reshape([c]);
+            let var = (flat - mean.clone().reshape([c, 1]))
+                .square()
+                .mean_dim(1)
+                .reshape([c]);
+            let count = (n * h * w) as f64;
+            let unbiased = var.clone().detach().mul_scalar(count / (count - 1.0));
+            let m = BN_MOMENTUM;
+            let old_mean = self.running_mean.value_sync().detach();
+            let old_var = self.running_var.value_sync().detach();
+            self.running_mean
+                .update(old_mean.mul_scalar(1.0 - m) + mean.clone().detach().mul_scalar(m));
+            self.running_var
+                .update(old_var.mul_scalar(1.0 - m) + unbiased.mul_scalar(m));
+            (mean, var)
+        } else {
+            (self.running_mean.value(), self.running_var.value())
+        };
+        let scale = self.weight.val() / var.add_scalar(self.eps).sqrt();
+        let shift = self.bias.val() - mean * scale.clone();
         x * scale.reshape([1, c, 1, 1]) + shift.reshape([1, c, 1, 1])
     }
+}
+
+/// The number of trainable parameters of a module, BatchNorm running statistics excluded: the
+/// figure torchvision's `sum(p.numel() for p in model.parameters())` gives.
+pub fn parameter_count<B: Backend, M: Module<B>>(module: &M) -> usize {
+    struct Counter {
+        field: Vec<String>,
+        count: usize,
+    }
+    impl<B: Backend> ModuleVisitor<B> for Counter {
+        fn enter_module(&mut self, name: &str, _container: &str) {
+            self.field.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container: &str) {
+            self.field.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let buffer = matches!(
+                self.field.last().map(String::as_str),
+                Some("running_mean" | "running_var")
+            );
+            if !buffer {
+                self.count += param.lazy_shape().num_elements();
+            }
+        }
+    }
+    let mut counter = Counter {
+        field: Vec::new(),
+        count: 0,
+    };
+    module.visit(&mut counter);
+    counter.count
 }
 
 /// Global average pooling `[N, C, H, W] -> [N, C]`.
@@ -188,30 +246,32 @@ impl<'a, B: Backend> Builder<'a, B> {
         conv
     }
 
-    /// An eval-mode BatchNorm (eps 1e-5) named `{name}.weight/bias/running_mean/running_var`;
+    /// A BatchNorm (eps 1e-5) named `{name}.weight/bias/running_mean/running_var`;
     /// `{name}.num_batches_tracked` is ignored.
-    pub(crate) fn bn(&mut self, name: &str, c: usize) -> BatchNormEval<B> {
+    pub(crate) fn bn(&mut self, name: &str, c: usize) -> BatchNorm2d<B> {
         match self.file.as_deref_mut() {
-            None => BatchNormEval {
+            None => BatchNorm2d {
                 weight: Param::from_tensor(Tensor::ones([c], self.device)),
                 bias: Param::from_tensor(Tensor::zeros([c], self.device)),
-                running_mean: Tensor::zeros([c], self.device),
-                running_var: Tensor::ones([c], self.device),
+                running_mean: RunningState::new(Tensor::zeros([c], self.device)),
+                running_var: RunningState::new(Tensor::ones([c], self.device)),
                 eps: 1e-5,
             },
             Some(file) => {
                 file.ignore([format!("{name}.num_batches_tracked")]);
-                BatchNormEval {
+                BatchNorm2d {
                     weight: file.take(&format!("{name}.weight"), [c], self.device),
                     bias: file.take(&format!("{name}.bias"), [c], self.device),
-                    running_mean: file
-                        .take(&format!("{name}.running_mean"), [c], self.device)
-                        .val()
-                        .detach(),
-                    running_var: file
-                        .take(&format!("{name}.running_var"), [c], self.device)
-                        .val()
-                        .detach(),
+                    running_mean: RunningState::new(
+                        file.take(&format!("{name}.running_mean"), [c], self.device)
+                            .val()
+                            .detach(),
+                    ),
+                    running_var: RunningState::new(
+                        file.take(&format!("{name}.running_var"), [c], self.device)
+                            .val()
+                            .detach(),
+                    ),
                     eps: 1e-5,
                 }
             }
@@ -232,14 +292,14 @@ impl<'a, B: Backend> Builder<'a, B> {
     }
 }
 
-/// A convolution followed by an eval-mode BatchNorm (torchvision's `Conv2dNormActivation`
+/// A convolution followed by a BatchNorm (torchvision's `Conv2dNormActivation`
 /// without its activation, which the caller applies).
 #[derive(Module, Debug)]
 pub struct ConvBn<B: Backend> {
     /// The convolution (no bias).
     pub conv: Conv2d<B>,
     /// Its BatchNorm.
-    pub bn: BatchNormEval<B>,
+    pub bn: BatchNorm2d<B>,
 }
 
 impl<B: Backend> ConvBn<B> {

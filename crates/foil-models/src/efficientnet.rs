@@ -2,8 +2,8 @@
 //! state-dict names (`features.0.{0,1}`, `features.{s}.{j}.block.{k}` with
 //! SqueezeExcitation `fc1` / `fc2`, `features.8.{0,1}`, `classifier.1`).
 //!
-//! Evaluation mode throughout: BatchNorm with running statistics, stochastic depth and dropout
-//! are the identity.
+//! BatchNorm follows [`foil_core::mode`] (running statistics unless training); stochastic depth
+//! and dropout are always the identity.
 
 use burn::module::Module;
 use burn::nn::Linear;

@@ -9,7 +9,7 @@
 //! - [`kandinsky`]: the Kandinsky 2.2 decoder UNet and MoVQ autoencoder (diffusers names);
 //! - [`resnet`], [`mobilenet`], [`efficientnet`]: torchvision's ResNet-18, MobileNet-V2 and
 //!   EfficientNet-B0 image classifiers (`foil_core::Classifier`), with [`cnn`] their shared
-//!   eval-mode BatchNorm and input normalisation, and [`ensemble`] the mean-of-sigmoids oracle;
+//!   BatchNorm and input normalisation, and [`ensemble`] the mean-of-sigmoids oracle;
 //! - [`lora`]: LoRA adapters for linear layers, chosen by module path, and their merge;
 //! - [`vgg`]: torchvision's VGG16 feature stack, LPIPS's other backbone;
 //! - [`numpy_pickle`]: float32 numpy arrays out of pickled dictionaries (JAX/Flax checkpoints such

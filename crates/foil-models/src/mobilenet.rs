@@ -1,8 +1,8 @@
 //! torchvision's MobileNet-V2, loading torchvision's state-dict names
 //! (`features.0.{0,1}`, `features.{i}.conv.{..}`, `features.18.{0,1}`, `classifier.1`).
 //!
-//! BatchNorm always runs in evaluation mode with the running statistics; dropout is the
-//! identity (evaluation).
+//! BatchNorm follows [`foil_core::mode`] (running statistics unless training); dropout is
+//! always the identity.
 
 use burn::module::Module;
 use burn::nn::Linear;

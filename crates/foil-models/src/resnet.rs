@@ -2,8 +2,8 @@
 //! state-dict names (`conv1`, `bn1`, `layer{1..4}.{i}.conv1/bn1/conv2/bn2`,
 //! `layer{k}.0.downsample.0/1`, `fc`).
 //!
-//! BatchNorm always runs in evaluation mode with the running statistics
-//! ([`BatchNormEval`]); `num_batches_tracked` is ignored.
+//! BatchNorm ([`BatchNorm2d`]) follows [`foil_core::mode`]: running statistics unless
+//! training; `num_batches_tracked` is ignored.
 
 use burn::module::Module;
 use burn::nn::Linear;
@@ -13,7 +13,7 @@ use burn::tensor::module::max_pool2d;
 use burn::tensor::{Tensor, backend::Backend};
 use foil_core::{Classifier, Error, Result};
 
-use crate::cnn::{BatchNormEval, Builder, Normalization, check_images, global_avg_pool};
+use crate::cnn::{BatchNorm2d, Builder, Normalization, check_images, global_avg_pool};
 use crate::weights::TensorFile;
 
 /// Configuration of a BasicBlock ResNet.
@@ -190,10 +190,10 @@ impl ResNetConfig {
 #[derive(Module, Debug)]
 pub struct BasicBlock<B: Backend> {
     conv1: Conv2d<B>,
-    bn1: BatchNormEval<B>,
+    bn1: BatchNorm2d<B>,
     conv2: Conv2d<B>,
-    bn2: BatchNormEval<B>,
-    downsample: Option<(Conv2d<B>, BatchNormEval<B>)>,
+    bn2: BatchNorm2d<B>,
+    downsample: Option<(Conv2d<B>, BatchNorm2d<B>)>,
 }
 
 impl<B: Backend> BasicBlock<B> {
@@ -212,7 +212,7 @@ impl<B: Backend> BasicBlock<B> {
 #[derive(Module, Debug)]
 pub struct ResNet<B: Backend> {
     conv1: Conv2d<B>,
-    bn1: BatchNormEval<B>,
+    bn1: BatchNorm2d<B>,
     layers: Vec<Vec<BasicBlock<B>>>,
     fc: Linear<B>,
     max_pool: bool,

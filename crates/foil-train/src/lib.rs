@@ -29,8 +29,6 @@
 //! let split = data.split(0.2, 0)?;
 //! let train = ImageSet::<B>::from_dataset(&data, &split.train, ColorMode::Rgb, Resize::Keep, &device)?;
 //! let test = ImageSet::from_dataset(&data, &split.test, ColorMode::Rgb, Resize::Keep, &device)?;
-//! // Caution: foil-models' ResNets keep BatchNorm in eval mode (running statistics), so they
-//! // fine-tune published weights but do not train well from scratch yet (docs/train.md).
 //! let model = ResNetConfig::tiny().with_outputs(1).with_small_input(true).init::<B>(&device)?;
 //! let config = TrainConfig::new(300, 32, 3e-3, "runs/kiki-bouba");
 //! let trained = train_classifier(model, &train, &config)?;

@@ -341,7 +341,11 @@ where
     let mut losses = Vec::new();
     for step in start..config.steps {
         let batch = batch_indices(n_items, config.batch_size, config.seed, step);
-        let (loss, accuracy) = step_fn(&model, &batch, step)?;
+        // Layers that differ in training (BatchNorm) run in training mode for this forward pass.
+        let (loss, accuracy) = {
+            let _training = foil_core::mode::TrainingMode::enter();
+            step_fn(&model, &batch, step)?
+        };
         let value = loss
             .clone()
             .into_data()

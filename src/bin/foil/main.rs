@@ -1,6 +1,8 @@
-//! The `foil` command line: set-up and (as the project grows) training, counterfactuals and
-//! evaluation. `foil --help` lists the commands.
+//! The `foil` command line: set-up, training, counterfactuals and evaluation.
+//! `foil --help` lists the commands; `foil <command> --help` their options.
 
+mod commands;
+mod device;
 mod weights;
 
 use clap::{Parser, Subcommand};
@@ -18,12 +20,23 @@ enum Command {
     /// Fetch and convert published weights that foil can use offline.
     #[command(subcommand)]
     Weights(weights::WeightsCommand),
+    /// Train the networks a method needs on a dataset (resumes from the last checkpoint).
+    #[command(subcommand)]
+    Train(commands::TrainCommand),
+    /// MaskDiME (or --preset fastdime / dime) counterfactuals for the test images of a class
+    /// pair, both directions; finished images are skipped on rerun.
+    Maskdime(commands::MaskdimeArgs),
+    /// Score a results folder: success ratio per direction, LPIPS, changed pixels (table + JSON).
+    Evaluate(commands::EvaluateArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Weights(cmd) => weights::run(cmd),
+        Command::Train(cmd) => commands::train(cmd),
+        Command::Maskdime(args) => commands::maskdime(args),
+        Command::Evaluate(args) => commands::evaluate(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

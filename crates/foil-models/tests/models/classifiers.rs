@@ -7,6 +7,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{Tensor, backend::Backend};
 use foil_core::Classifier;
 use foil_core::tensor::to_vec_f32;
+use foil_models::cnn::parameter_count;
 use foil_models::efficientnet::EfficientNetConfig;
 use foil_models::mobilenet::MobileNetV2Config;
 use foil_models::resnet::{ResNet, ResNetConfig};
@@ -127,13 +128,13 @@ fn published_configs_have_torchvisions_parameter_counts() {
     // (tests/fixtures/classifiers_params.json).
     let json = std::fs::read_to_string(fixture("classifiers_params.json")).unwrap();
     let resnet = ResNetConfig::resnet18().init::<B>(&dev).unwrap();
-    assert_eq!(resnet.num_params(), 11_689_512);
+    assert_eq!(parameter_count(&resnet), 11_689_512);
     assert!(json.contains("\"resnet18\": 11689512"));
     let mobilenet = MobileNetV2Config::default().init::<B>(&dev).unwrap();
-    assert_eq!(mobilenet.num_params(), 3_504_872);
+    assert_eq!(parameter_count(&mobilenet), 3_504_872);
     assert!(json.contains("\"mobilenet_v2\": 3504872"));
     let efficientnet = EfficientNetConfig::b0().init::<B>(&dev).unwrap();
-    assert_eq!(efficientnet.num_params(), 5_288_548);
+    assert_eq!(parameter_count(&efficientnet), 5_288_548);
     assert!(json.contains("\"efficientnet_b0\": 5288548"));
 }
 
@@ -189,4 +190,86 @@ fn bad_inputs_are_errors() {
             .init::<B>(&dev)
             .is_err()
     );
+}
+
+#[test]
+fn batchnorm_uses_batch_statistics_only_in_training_mode() {
+    use burn::module::RunningState;
+    use foil_models::cnn::BatchNorm2d;
+    type B = NdArray;
+    let dev = Default::default();
+    let (n, c, hw) = (4usize, 3usize, 5usize);
+    let values: Vec<f32> = (0..n * c * hw * hw)
+        .map(|i| ((i * 7919 % 101) as f32 / 50.0 - 1.0) * (1.0 + (i / (hw * hw) % c) as f32))
+        .collect();
+    let x = Tensor::<B, 4>::from_data(
+        burn::tensor::TensorData::new(values.clone(), [n, c, hw, hw]),
+        &dev,
+    );
+    let bn = BatchNorm2d::<B> {
+        weight: Param::from_tensor(Tensor::from_floats([1.0, 2.0, -3.0], &dev)),
+        bias: Param::from_tensor(Tensor::from_floats([0.5, -1.0, 0.0], &dev)),
+        running_mean: RunningState::new(Tensor::zeros([c], &dev)),
+        running_var: RunningState::new(Tensor::ones([c], &dev)),
+        eps: 1e-5,
+    };
+    assert_eq!(parameter_count(&bn), 2 * c);
+    assert_eq!(bn.num_params(), 4 * c, "burn counts the buffers too");
+    // Per-channel statistics of the input, in f64.
+    let channel = |ch: usize| -> Vec<f64> {
+        (0..n)
+            .flat_map(|b| (0..hw * hw).map(move |p| (b, p)))
+            .map(|(b, p)| values[(b * c + ch) * hw * hw + p] as f64)
+            .collect()
+    };
+    let stats = |v: &[f64]| {
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64;
+        (m, var)
+    };
+    let (w, b) = ([1.0, 2.0, -3.0], [0.5, -1.0, 0.0]);
+
+    // Inference: the running statistics (0, 1), not the batch's.
+    let out = to_vec_f32(&bn.forward(x.clone())).unwrap();
+    for (i, (&o, &v)) in out.iter().zip(&values).enumerate() {
+        let ch = i / (hw * hw) % c;
+        let want = v as f64 * w[ch] / (1.0f64 + 1e-5).sqrt() + b[ch];
+        assert!(
+            (o as f64 - want).abs() < 1e-4,
+            "inference output {i}: {o} vs {want}"
+        );
+    }
+
+    // Training: normalised by the batch's statistics, running averages updated as torch does.
+    let out = {
+        let _training = foil_core::mode::TrainingMode::enter();
+        to_vec_f32(&bn.forward(x.clone())).unwrap()
+    };
+    let running_mean = to_vec_f32(&bn.running_mean.value()).unwrap();
+    let running_var = to_vec_f32(&bn.running_var.value()).unwrap();
+    for ch in 0..c {
+        let input = channel(ch);
+        let (m, var) = stats(&input);
+        let output: Vec<f64> = (0..n)
+            .flat_map(|bi| (0..hw * hw).map(move |p| (bi, p)))
+            .map(|(bi, p)| out[(bi * c + ch) * hw * hw + p] as f64)
+            .collect();
+        let (om, ovar) = stats(&output);
+        assert!((om - b[ch]).abs() < 1e-4, "channel {ch} mean {om}");
+        let want_var = w[ch] * w[ch] * var / (var + 1e-5);
+        assert!(
+            (ovar - want_var).abs() < 1e-3,
+            "channel {ch} var {ovar} vs {want_var}"
+        );
+        let count = input.len() as f64;
+        assert!((running_mean[ch] as f64 - 0.1 * m).abs() < 1e-5);
+        let unbiased = var * count / (count - 1.0);
+        assert!((running_var[ch] as f64 - (0.9 + 0.1 * unbiased)).abs() < 1e-4);
+    }
+    // Back in inference the updated running statistics are used.
+    let out = to_vec_f32(&bn.forward(x)).unwrap();
+    let ch0 = (values[0] as f64 - running_mean[0] as f64) / (running_var[0] as f64 + 1e-5).sqrt()
+        * w[0]
+        + b[0];
+    assert!((out[0] as f64 - ch0).abs() < 1e-4);
 }

@@ -3,8 +3,8 @@
 use foil_models::numpy_pickle::{NumpyArray, read_numpy_pickle};
 use proptest::prelude::*;
 
-const TREE: &[u8] = include_bytes!("fixtures/numpy_tree.pkl");
-const TREE_F64: &[u8] = include_bytes!("fixtures/numpy_tree_f64.pkl");
+const TREE: &[u8] = include_bytes!("../fixtures/numpy_tree.pkl");
+const TREE_F64: &[u8] = include_bytes!("../fixtures/numpy_tree_f64.pkl");
 
 /// The recorder's values: `arange(n) * 0.5 - 1`.
 fn arange(n: usize) -> Vec<f32> {

@@ -1,0 +1,376 @@
+//! `foil train`, `foil maskdime` and `foil evaluate`: argument parsing over [`foil::pipeline`].
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::AutodiffBackend;
+use clap::{Args, Subcommand, ValueEnum};
+use foil::core::{Error, Result};
+use foil::data::{Dataset, Source};
+use foil::pipeline::{
+    self, Arch, DdpmSpec, ExplainConfig, Member, OracleSpec, Preset, ScoreOptions,
+};
+use foil::train::TrainConfig;
+
+use crate::device::{DeviceArg, with_backend};
+
+/// The data and class pair every command works on.
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// Dataset: `fashion-mnist[:DIR]`, `mnist-json:DIR`, `kiki-bouba[:PER_CLASS:SIZE]` or a
+    /// folder with one sub-folder per class.
+    #[arg(long, default_value = "fashion-mnist")]
+    pub data: String,
+    /// The two classes, by name: `A,B` (A is label 0).
+    #[arg(long, value_delimiter = ',', num_args = 2, required = true)]
+    pub classes: Vec<String>,
+    /// Share of each class held out for testing (datasets without an official test part).
+    #[arg(long, default_value_t = 0.2)]
+    pub test_fraction: f64,
+    /// Seed of the split (and of procedural data).
+    #[arg(long, default_value_t = 0)]
+    pub split_seed: u64,
+    /// Use at most this many training images per class (the first ones).
+    #[arg(long)]
+    pub train_per_class: Option<usize>,
+    /// Device: cpu, flex, wgpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl DataArgs {
+    fn load(&self) -> Result<(Dataset, Dataset)> {
+        let source: Source = self.data.parse()?;
+        let (train, test) = source.load_pair(
+            &self.classes[0],
+            &self.classes[1],
+            self.test_fraction,
+            self.split_seed,
+        )?;
+        let train = match self.train_per_class {
+            Some(n) => {
+                let mut seen = [0usize; 2];
+                let keep: Vec<usize> = (0..train.len())
+                    .filter(|&i| {
+                        let l = train.items()[i].label;
+                        seen[l] += 1;
+                        seen[l] <= n
+                    })
+                    .collect();
+                train.subset(&keep)?
+            }
+            None => train,
+        };
+        Ok((train, test))
+    }
+
+    fn classes(&self) -> [String; 2] {
+        [self.classes[0].clone(), self.classes[1].clone()]
+    }
+
+    fn device(&self) -> Result<DeviceArg> {
+        self.device.parse()
+    }
+}
+
+/// Optimisation settings shared by the training commands.
+#[derive(Debug, Clone, Args)]
+pub struct OptimArgs {
+    /// Training steps.
+    #[arg(long, default_value_t = 300)]
+    pub steps: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Seed of shuffling and noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Checkpoint every this many steps (a rerun resumes from the last one).
+    #[arg(long, default_value_t = 100)]
+    pub checkpoint_every: usize,
+    /// Side of the square images the networks see.
+    #[arg(long, default_value_t = 32)]
+    pub image_size: u32,
+}
+
+impl OptimArgs {
+    fn config(&self, out: &Path) -> TrainConfig {
+        TrainConfig::new(self.steps, self.batch_size, self.lr, out)
+            .with_seed(self.seed)
+            .with_checkpoint_every(self.checkpoint_every)
+    }
+}
+
+/// What to train.
+#[derive(Debug, Subcommand)]
+pub enum TrainCommand {
+    /// The oracle: one-logit classifiers joined as a mean-of-sigmoids ensemble.
+    Oracle {
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        optim: OptimArgs,
+        /// Architectures (repeat or comma-separate for an ensemble).
+        #[arg(long, value_delimiter = ',', default_value = "resnet18")]
+        arch: Vec<String>,
+        /// Width multiplier against the published networks.
+        #[arg(long, default_value_t = 0.25)]
+        width: f64,
+        /// Output folder.
+        #[arg(long, default_value = "runs/oracle")]
+        out: PathBuf,
+    },
+    /// The unconditional DDPM (guided-diffusion's UNet) on both classes.
+    Ddpm {
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        optim: OptimArgs,
+        /// Base width (a multiple of 32).
+        #[arg(long, default_value_t = 32)]
+        width: usize,
+        /// Output folder.
+        #[arg(long, default_value = "runs/ddpm")]
+        out: PathBuf,
+    },
+}
+
+/// `foil train ...`.
+pub fn train(cmd: TrainCommand) -> Result<()> {
+    match cmd {
+        TrainCommand::Oracle {
+            data,
+            optim,
+            arch,
+            width,
+            out,
+        } => {
+            let members = arch
+                .iter()
+                .map(|a| Ok(Member::new(a.parse::<Arch>()?, width)))
+                .collect::<Result<Vec<_>>>()?;
+            let spec = OracleSpec::new(data.classes(), optim.image_size, members)?;
+            let (train, test) = data.load()?;
+            eprintln!(
+                "oracle: {} training and {} test images of {:?}",
+                train.len(),
+                test.len(),
+                data.classes
+            );
+            let config = optim.config(&out);
+            let trained = with_backend!(data.device()?, |B, dev| {
+                pipeline::train_oracle::<B>(&spec, &train, &test, &config, &out, &dev)
+            })?;
+            for m in &trained.members {
+                println!(
+                    "{} width {}: test accuracy {:.4}",
+                    m.arch.name(),
+                    m.width,
+                    m.test_accuracy.unwrap_or(f64::NAN)
+                );
+            }
+            println!("oracle written to {}", out.display());
+            Ok(())
+        }
+        TrainCommand::Ddpm {
+            data,
+            optim,
+            width,
+            out,
+        } => {
+            let mut spec = DdpmSpec::small(data.classes().to_vec(), optim.image_size);
+            spec.model_channels = width;
+            let (train, _) = data.load()?;
+            eprintln!(
+                "ddpm: {} training images of {:?}",
+                train.len(),
+                data.classes
+            );
+            let config = optim.config(&out);
+            let loss = with_backend!(data.device()?, |B, dev| {
+                pipeline::train_ddpm_on::<B>(&spec, &train, &config, &out, &dev)
+            })?;
+            println!("ddpm written to {} (last loss {loss:.4})", out.display());
+            Ok(())
+        }
+    }
+}
+
+/// Which sampler preset.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PresetArg {
+    /// MaskDiME (dual top-k masks).
+    Maskdime,
+    /// FastDiME (pixel-difference mask).
+    Fastdime,
+    /// DiME (full-chain clean estimate).
+    Dime,
+}
+
+/// `foil maskdime` arguments.
+#[derive(Debug, Args)]
+pub struct MaskdimeArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Oracle folder (`foil train oracle`).
+    #[arg(long, default_value = "runs/oracle")]
+    oracle: PathBuf,
+    /// DDPM folder (`foil train ddpm`).
+    #[arg(long, default_value = "runs/ddpm")]
+    ddpm: PathBuf,
+    /// Sampler preset.
+    #[arg(long, value_enum, default_value = "maskdime")]
+    preset: PresetArg,
+    /// Test images per direction (the first ones).
+    #[arg(long, default_value_t = 16)]
+    per_direction: usize,
+    /// Start step tau (of the respaced steps).
+    #[arg(long)]
+    tau: Option<usize>,
+    /// Respaced sampling steps.
+    #[arg(long, default_value_t = 100)]
+    respaced_steps: usize,
+    /// Guidance scales tried in turn on inputs not yet flipped.
+    #[arg(long, value_delimiter = ',')]
+    scales: Option<Vec<f64>>,
+    /// Images per sampler call.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Sampler seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Results folder (default: results/<preset>); finished inputs are skipped on rerun.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// `foil maskdime`.
+pub fn maskdime(args: MaskdimeArgs) -> Result<()> {
+    let preset = match args.preset {
+        PresetArg::Maskdime => Preset::Maskdime,
+        PresetArg::Fastdime => Preset::Fastdime,
+        PresetArg::Dime => Preset::Dime,
+    };
+    let mut config = ExplainConfig::new(preset, 32);
+    if let Some(tau) = args.tau {
+        config.guide.tau = tau;
+    }
+    if let Some(scales) = args.scales.clone() {
+        config.guide.scales = scales;
+    }
+    config.respaced_steps = args.respaced_steps;
+    config.batch_size = args.batch_size;
+    config.seed = args.seed;
+    config.per_direction = Some(args.per_direction);
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("results").join(preset.name()));
+    let (_, test) = args.data.load()?;
+    let summary = with_backend!(args.data.device()?, |B, dev| {
+        explain_with::<B>(&args, &test, &config, &out, &dev)
+    })?;
+    println!(
+        "{}: {} explained ({} flipped), {} already done, {:.1} s -> {}",
+        preset.name(),
+        summary.done,
+        summary.flipped,
+        summary.skipped,
+        summary.seconds,
+        out.display()
+    );
+    Ok(())
+}
+
+fn explain_with<B: AutodiffBackend>(
+    args: &MaskdimeArgs,
+    test: &Dataset,
+    config: &ExplainConfig,
+    out: &Path,
+    device: &B::Device,
+) -> Result<pipeline::ExplainSummary> {
+    let (spec, oracle) = pipeline::load_oracle::<B>(&args.oracle, device)?;
+    let (ddpm_spec, ddpm) = pipeline::load_ddpm::<B::InnerBackend>(&args.ddpm, device)?;
+    if spec.image_size != ddpm_spec.image_size {
+        return Err(Error::shape(
+            "oracle and DDPM image sizes",
+            spec.image_size,
+            ddpm_spec.image_size,
+        ));
+    }
+    if spec.classes.as_slice() != test.class_names() {
+        return Err(Error::format(
+            "oracle classes",
+            format!(
+                "the oracle was trained on {:?}, the data has {:?}",
+                spec.classes,
+                test.class_names()
+            ),
+        ));
+    }
+    let config = ExplainConfig {
+        image_size: spec.image_size,
+        ..config.clone()
+    };
+    pipeline::explain_set::<B, _, _>(
+        &ddpm,
+        &ddpm_spec.schedule()?,
+        &oracle,
+        test,
+        out,
+        &config,
+        device,
+    )
+}
+
+/// `foil evaluate` arguments.
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// Results folder written by `foil maskdime`.
+    #[arg(long, default_value = "results/maskdime")]
+    results: PathBuf,
+    /// LPIPS AlexNet weights (`foil weights lpips`); `none` to skip LPIPS.
+    #[arg(long, default_value = "assets/lpips/alexnet.safetensors")]
+    lpips: String,
+    /// Where to write the JSON report (default: <results>/metrics.json).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// `foil evaluate`.
+pub fn evaluate(args: EvaluateArgs) -> Result<()> {
+    let lpips_weights = match args.lpips.as_str() {
+        "none" => None,
+        path => {
+            let path = PathBuf::from(path);
+            if !path.exists() {
+                return Err(Error::Empty {
+                    what: format!("LPIPS weights at {}", path.display()),
+                    hint: "run `foil weights lpips` first, or pass --lpips none".into(),
+                });
+            }
+            Some(path)
+        }
+    };
+    let options = ScoreOptions {
+        method: args
+            .results
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        lpips_weights,
+    };
+    let report = with_backend!(DeviceArg::Cpu, |B, dev| {
+        pipeline::score_results::<B>(&args.results, &options, &dev)
+    })?;
+    let json = args
+        .json
+        .clone()
+        .unwrap_or_else(|| args.results.join("metrics.json"));
+    report.write_json(&json)?;
+    println!("{report}");
+    println!("report written to {}", json.display());
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! `--device cpu|flex|wgpu|cuda[:N]` and the backend each one runs on.
+
+use std::str::FromStr;
+
+use foil::core::{Error, Result};
+
+/// Where to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceArg {
+    /// burn-ndarray (always compiled in).
+    Cpu,
+    /// burn-flex (feature `flex`).
+    Flex,
+    /// wgpu's default adapter (feature `wgpu`).
+    Wgpu,
+    /// CUDA device N (feature `cuda`).
+    Cuda(usize),
+}
+
+impl FromStr for DeviceArg {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::out_of_range(
+                "device",
+                "cpu, flex, wgpu, cuda or cuda:N",
+                format!("{s:?}"),
+            )
+        };
+        match s {
+            "cpu" => Ok(DeviceArg::Cpu),
+            "flex" => Ok(DeviceArg::Flex),
+            "wgpu" => Ok(DeviceArg::Wgpu),
+            "cuda" => Ok(DeviceArg::Cuda(0)),
+            _ => match s.strip_prefix("cuda:") {
+                Some(n) => n.parse().map(DeviceArg::Cuda).map_err(|_| bad()),
+                None => Err(bad()),
+            },
+        }
+    }
+}
+
+/// The error for a device whose backend this build lacks.
+#[allow(dead_code)]
+pub fn not_compiled(device: &str, feature: &str) -> Error {
+    Error::Backend {
+        backend: device.into(),
+        reason: format!("this foil was built without it: rebuild with `--features {feature}`"),
+    }
+}
+
+/// Runs `$body` with `$B` the autodiff backend of `$device` and `$dev` its device.
+macro_rules! with_backend {
+    ($device:expr, |$B:ident, $dev:ident| $body:expr) => {{
+        #[allow(unreachable_patterns)]
+        match $device {
+            $crate::device::DeviceArg::Cpu => {
+                type $B = burn::backend::Autodiff<foil::backend::Cpu>;
+                let $dev = Default::default();
+                $body
+            }
+            #[cfg(feature = "flex")]
+            $crate::device::DeviceArg::Flex => {
+                type $B = burn::backend::Autodiff<foil::backend::Flex>;
+                let $dev = Default::default();
+                $body
+            }
+            #[cfg(feature = "wgpu")]
+            $crate::device::DeviceArg::Wgpu => {
+                type $B = burn::backend::Autodiff<foil::backend::Wgpu>;
+                let $dev = burn::backend::wgpu::WgpuDevice::default();
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            $crate::device::DeviceArg::Cuda(index) => {
+                foil::backend::require_cuda()?;
+                type $B = burn::backend::Autodiff<foil::backend::Cuda>;
+                let $dev = burn::backend::cuda::CudaDevice::new(index);
+                $body
+            }
+            $crate::device::DeviceArg::Flex => Err($crate::device::not_compiled("flex", "flex")),
+            $crate::device::DeviceArg::Wgpu => Err($crate::device::not_compiled("wgpu", "wgpu")),
+            $crate::device::DeviceArg::Cuda(_) => Err($crate::device::not_compiled("cuda", "cuda")),
+        }
+    }};
+}
+pub(crate) use with_backend;

@@ -1,0 +1,55 @@
+//! End to end on a dataset: train the oracle and the DDPM, explain a test set with MaskDiME
+//! (FastDiME, DiME), and score the results. The `foil` command line is a thin layer over this
+//! module; everything here is generic over the burn backend.
+//!
+//! Saved models are a folder each: `model.json` (what to build: a [`OracleSpec`] or a
+//! [`DdpmSpec`]) beside burn records (`*.mpk`, full precision), so they load on any backend.
+//! Batch runs write one result per input, atomically, and skip inputs already done, so an
+//! interrupted run loses nothing and a rerun finishes it.
+
+mod ddpm;
+mod explain;
+mod oracle;
+mod report;
+
+pub use ddpm::{DdpmSpec, load_ddpm, train_ddpm_on};
+pub use explain::{
+    ExplainConfig, ExplainSummary, ItemResult, Preset, change_map, direction_dir, explain_set,
+    grid, read_results, result_key,
+};
+pub use oracle::{Arch, Member, OracleSpec, load_oracle, train_oracle};
+pub use report::{ScoreOptions, score_results};
+
+use std::path::Path;
+
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use foil_core::image_io::{ColorMode, Resize, write_atomic};
+use foil_core::{Error, Result};
+use serde::{Serialize, de::DeserializeOwned};
+
+/// How every network of a pipeline sees images: RGB (gray data is replicated), square.
+pub fn image_mode(size: u32) -> (ColorMode, Resize) {
+    (
+        ColorMode::Rgb,
+        Resize::Exact {
+            width: size,
+            height: size,
+        },
+    )
+}
+
+pub(crate) fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
+    NamedMpkFileRecorder::<FullPrecisionSettings>::new()
+}
+
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::format(path.display().to_string(), e))?;
+    write_atomic(path, &text)
+}
+
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::format(format!("{what} {}", path.display()), e))
+}

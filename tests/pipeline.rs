@@ -1,0 +1,243 @@
+//! End to end through the facade on the procedural kiki / bouba set with tiny models: train the
+//! oracle and a DDPM, explain both directions, rerun after an interruption, score the results,
+//! and the same through the `foil` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use burn::backend::{Autodiff, NdArray};
+use foil::data::{Dataset, Source};
+use foil::pipeline::{
+    Arch, DdpmSpec, ExplainConfig, Member, OracleSpec, Preset, ScoreOptions, direction_dir,
+    explain_set, load_ddpm, load_oracle, read_results, score_results, train_ddpm_on, train_oracle,
+};
+use foil::train::{ImageSet, TrainConfig, evaluate_accuracy};
+
+type I = NdArray;
+type B = Autodiff<I>;
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("foil-e2e-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn data() -> (Dataset, Dataset) {
+    let source: Source = "kiki-bouba:40:16".parse().unwrap();
+    source.load_pair("bouba", "kiki", 0.25, 3).unwrap()
+}
+
+fn json_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "json")
+        })
+        .count()
+}
+
+#[test]
+fn train_explain_resume_and_score() {
+    let dir = temp_dir("pipeline");
+    let device = Default::default();
+    let (train, test) = data();
+    let classes = ["bouba".to_string(), "kiki".to_string()];
+
+    // The oracle: a ResNet-18 at width 4, trained from scratch (BatchNorm in training mode).
+    let spec = OracleSpec::new(
+        classes.clone(),
+        16,
+        vec![Member::new(Arch::Resnet18, 0.0625)],
+    )
+    .unwrap();
+    let config = TrainConfig::new(40, 16, 3e-3, dir.join("unused")).with_seed(1);
+    let trained =
+        train_oracle::<B>(&spec, &train, &test, &config, &dir.join("oracle"), &device).unwrap();
+    let accuracy = trained.members[0].test_accuracy.unwrap();
+    assert!(accuracy >= 0.9, "oracle test accuracy {accuracy}");
+    // Reloaded from its folder on the plain backend it scores the same.
+    let (loaded_spec, oracle) = load_oracle::<I>(&dir.join("oracle"), &device).unwrap();
+    assert_eq!(loaded_spec, trained);
+    let all: Vec<usize> = (0..test.len()).collect();
+    let (mode, resize) = foil::pipeline::image_mode(16);
+    let test_set = ImageSet::<I>::from_dataset(&test, &all, mode, resize, &device).unwrap();
+    let again = evaluate_accuracy(&oracle, &test_set, 64).unwrap();
+    assert!((again - accuracy).abs() < 1e-9, "{again} vs {accuracy}");
+
+    // A DDPM, trained for a few steps only: this test is about the mechanics.
+    let mut ddpm_spec = DdpmSpec::small(classes.to_vec(), 16);
+    ddpm_spec.diffusion_steps = 100;
+    let ddpm_config = TrainConfig::new(2, 4, 1e-3, dir.join("unused")).with_seed(2);
+    let loss =
+        train_ddpm_on::<B>(&ddpm_spec, &train, &ddpm_config, &dir.join("ddpm"), &device).unwrap();
+    assert!(loss.is_finite());
+    let (loaded_ddpm_spec, ddpm) = load_ddpm::<I>(&dir.join("ddpm"), &device).unwrap();
+    assert_eq!(loaded_ddpm_spec, ddpm_spec);
+
+    // MaskDiME on two test images per direction.
+    let (_, guide_oracle) = load_oracle::<B>(&dir.join("oracle"), &device).unwrap();
+    let mut explain = ExplainConfig::new(Preset::Maskdime, 16);
+    explain.respaced_steps = 10;
+    explain.guide.tau = 4;
+    explain.guide.scales = vec![8.0];
+    explain.per_direction = Some(2);
+    explain.batch_size = 2;
+    let out = dir.join("results");
+    let schedule = ddpm_spec.schedule().unwrap();
+    let run = |config: &ExplainConfig| {
+        explain_set::<B, _, _>(
+            &ddpm,
+            &schedule,
+            &guide_oracle,
+            &test,
+            &out,
+            config,
+            &device,
+        )
+        .unwrap()
+    };
+    let first = run(&explain);
+    assert_eq!((first.done, first.skipped), (4, 0));
+    let forward = direction_dir(&out, &classes, 0, 1);
+    assert_eq!(json_count(&forward), 2);
+    let results = read_results(&out).unwrap();
+    assert_eq!(results.len(), 4);
+    for (path, r) in &results {
+        assert_eq!(r.to, 1 - r.from);
+        assert!((0.0..=1.0).contains(&r.changed_fraction));
+        assert!(r.denoiser_calls > 0);
+        let grid = image::open(path.with_extension("grid.png")).unwrap();
+        assert_eq!((grid.width(), grid.height()), (3 * 16 + 2 * 2, 16));
+    }
+
+    // A rerun does nothing; after an interruption (a result without its .json) it redoes
+    // exactly the unfinished input.
+    let second = run(&explain);
+    assert_eq!((second.done, second.skipped), (0, 4));
+    std::fs::remove_file(&results[0].0).unwrap();
+    let third = run(&explain);
+    assert_eq!((third.done, third.skipped), (1, 3));
+
+    // Scoring counts every input.
+    let results = read_results(&out).unwrap();
+    let options = ScoreOptions {
+        method: "maskdime".into(),
+        lpips_weights: None,
+    };
+    let report = score_results::<I>(&out, &options, &device).unwrap();
+    assert_eq!(report.inputs, 4);
+    let flipped = results.iter().filter(|(_, r)| r.flipped).count();
+    let overall = report.flips.as_ref().unwrap().overall;
+    assert!((overall - flipped as f64 / 4.0).abs() < 1e-12);
+    let mean_changed =
+        results.iter().map(|(_, r)| r.changed_fraction).sum::<f64>() / results.len() as f64;
+    assert!((report.extra["changed fraction"] - mean_changed).abs() < 1e-12);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn foil(args: &[&str], cwd: &Path) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_foil"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_cli_trains_explains_and_scores() {
+    let dir = temp_dir("cli");
+    let data = ["--data", "kiki-bouba:40:16", "--classes", "bouba,kiki"];
+    let train = |what: &str, extra: &[&str]| {
+        let mut args = vec!["train", what];
+        args.extend_from_slice(&data);
+        args.extend_from_slice(&["--image-size", "16", "--batch-size", "16"]);
+        args.extend_from_slice(extra);
+        foil(&args, &dir)
+    };
+    let (ok, stdout, stderr) = train(
+        "oracle",
+        &["--steps", "40", "--lr", "3e-3", "--width", "0.0625"],
+    );
+    assert!(ok, "{stderr}");
+    let accuracy: f64 = stdout
+        .lines()
+        .find_map(|l| l.split("test accuracy ").nth(1))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(accuracy >= 0.9, "{stdout}");
+    let (ok, _, stderr) = train("ddpm", &["--steps", "2"]);
+    assert!(ok, "{stderr}");
+
+    let explain = |extra: &[&str]| {
+        let mut args = vec!["maskdime"];
+        args.extend_from_slice(&data);
+        args.extend_from_slice(&[
+            "--per-direction",
+            "1",
+            "--respaced-steps",
+            "10",
+            "--tau",
+            "3",
+        ]);
+        args.extend_from_slice(&["--scales", "8"]);
+        args.extend_from_slice(extra);
+        foil(&args, &dir)
+    };
+    let (ok, stdout, stderr) = explain(&[]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("2 explained"), "{stdout}");
+    let (ok, stdout, _) = explain(&[]);
+    assert!(
+        ok && stdout.contains("0 explained") && stdout.contains("2 already done"),
+        "{stdout}"
+    );
+
+    let (ok, stdout, stderr) = foil(&["evaluate", "--lpips", "none"], &dir);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("bouba"), "{stdout}");
+    let json = std::fs::read_to_string(dir.join("results/maskdime/metrics.json")).unwrap();
+    let report = foil::metrics::Evaluation::from_json(&json).unwrap();
+    assert_eq!(report.inputs, 2);
+
+    // User errors are reported, not panics: a class the data lacks, a device not built in.
+    let (ok, _, stderr) = foil(
+        &[
+            "maskdime",
+            "--data",
+            "kiki-bouba:4:16",
+            "--classes",
+            "bouba,blob",
+        ],
+        &dir,
+    );
+    assert!(
+        !ok && stderr.contains("blob") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = foil(
+        &[
+            "maskdime",
+            "--data",
+            "kiki-bouba:4:16",
+            "--classes",
+            "bouba,kiki",
+            "--device",
+            "tpu",
+        ],
+        &dir,
+    );
+    assert!(!ok && stderr.contains("cpu, flex, wgpu, cuda"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
