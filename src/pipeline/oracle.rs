@@ -14,7 +14,9 @@ use foil_models::efficientnet::EfficientNetConfig;
 use foil_models::ensemble::Ensemble;
 use foil_models::mobilenet::MobileNetV2Config;
 use foil_models::resnet::ResNetConfig;
-use foil_train::{ImageSet, TrainConfig, evaluate_accuracy, train_classifier};
+use foil_train::{
+    ImageSet, TrainConfig, evaluate_accuracy, recalibrate_batchnorm, train_classifier,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{image_mode, read_json, recorder, write_json};
@@ -235,6 +237,9 @@ where
 {
     let trained = train_classifier(model, train, config)?;
     let model = trained.model.valid();
+    let device = train.device();
+    let plain = train.to_backend::<B::InnerBackend>(&device);
+    recalibrate_batchnorm(&model, &plain, config.batch_size, 50, config.seed)?;
     let accuracy = evaluate_accuracy(&model, test, 64)?;
     model
         .save_file(path, &recorder())

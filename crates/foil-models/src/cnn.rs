@@ -129,7 +129,10 @@ impl<B: Backend> BatchNorm2d<B> {
                 .update(old_var.mul_scalar(1.0 - m) + unbiased.mul_scalar(m));
             (mean, var)
         } else {
-            (self.running_mean.value(), self.running_var.value())
+            (
+                self.running_mean.value_sync(),
+                self.running_var.value_sync(),
+            )
         };
         let scale = self.weight.val() / var.add_scalar(self.eps).sqrt();
         let shift = self.bias.val() - mean * scale.clone();

@@ -44,4 +44,6 @@ mod tasks;
 
 pub use data::ImageSet;
 pub use run::{MetricsLine, TrainConfig, Trained, read_metrics, trainable};
-pub use tasks::{bce_with_logits, evaluate_accuracy, train_classifier, train_ddpm};
+pub use tasks::{
+    bce_with_logits, evaluate_accuracy, recalibrate_batchnorm, train_classifier, train_ddpm,
+};

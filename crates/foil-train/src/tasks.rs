@@ -105,6 +105,35 @@ where
     Ok(right as f64 / data.len() as f64)
 }
 
+/// Re-estimates the BatchNorm running statistics of a trained `model` with its final weights
+/// ("precise BN"): `batches` forward passes in training mode over seeded batches of `data`, with
+/// no gradient and no weight change. The running averages (momentum 0.1) otherwise mix
+/// statistics of earlier weights, which can leave a from-scratch classifier right in training
+/// mode and near chance in inference mode; after 50 batches the old values weigh under 0.6%.
+/// Models without BatchNorm are unchanged.
+pub fn recalibrate_batchnorm<B, C>(
+    model: &C,
+    data: &ImageSet<B>,
+    batch_size: usize,
+    batches: usize,
+    seed: u64,
+) -> Result<()>
+where
+    B: Backend,
+    C: Classifier<B> + ?Sized,
+{
+    if batch_size == 0 {
+        return Err(Error::out_of_range("batch size", ">= 1", batch_size));
+    }
+    let _training = foil_core::mode::TrainingMode::enter();
+    for step in 0..batches {
+        let idx = crate::data::batch_indices(data.len(), batch_size, seed, step);
+        let (images, _) = data.batch(&idx)?;
+        model.logits(images)?;
+    }
+    Ok(())
+}
+
 /// Trains an unconditional eps-prediction DDPM on the images of `train` (labels ignored):
 /// per step, `t` uniform in `0..T` for each image, `noise ~ N(0, I)`,
 /// `x_t = q_sample(x0, t, noise)`, loss `= MSE(eps_pred, noise)` (Ho et al.'s simple loss).

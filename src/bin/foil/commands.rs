@@ -21,8 +21,8 @@ pub struct DataArgs {
     #[arg(long, default_value = "fashion-mnist")]
     pub data: String,
     /// The two classes, by name: `A,B` (A is label 0).
-    #[arg(long, value_delimiter = ',', num_args = 2, required = true)]
-    pub classes: Vec<String>,
+    #[arg(long, value_parser = parse_pair)]
+    pub classes: ClassPair,
     /// Share of each class held out for testing (datasets without an official test part).
     #[arg(long, default_value_t = 0.2)]
     pub test_fraction: f64,
@@ -32,17 +32,28 @@ pub struct DataArgs {
     /// Use at most this many training images per class (the first ones).
     #[arg(long)]
     pub train_per_class: Option<usize>,
-    /// Device: cpu, flex, wgpu, cuda or cuda:N.
+    /// Device: cpu (burn-flex when compiled in, else ndarray), ndarray, flex, wgpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+}
+
+/// Two class names.
+#[derive(Debug, Clone)]
+pub struct ClassPair(pub [String; 2]);
+
+fn parse_pair(s: &str) -> std::result::Result<ClassPair, String> {
+    match s.split(',').collect::<Vec<_>>().as_slice() {
+        [a, b] if !a.is_empty() && !b.is_empty() => Ok(ClassPair([a.to_string(), b.to_string()])),
+        _ => Err(format!("expected two class names as A,B, found {s:?}")),
+    }
 }
 
 impl DataArgs {
     fn load(&self) -> Result<(Dataset, Dataset)> {
         let source: Source = self.data.parse()?;
         let (train, test) = source.load_pair(
-            &self.classes[0],
-            &self.classes[1],
+            &self.classes.0[0],
+            &self.classes.0[1],
             self.test_fraction,
             self.split_seed,
         )?;
@@ -64,7 +75,7 @@ impl DataArgs {
     }
 
     fn classes(&self) -> [String; 2] {
-        [self.classes[0].clone(), self.classes[1].clone()]
+        self.classes.0.clone()
     }
 
     fn device(&self) -> Result<DeviceArg> {
@@ -157,7 +168,7 @@ pub fn train(cmd: TrainCommand) -> Result<()> {
                 "oracle: {} training and {} test images of {:?}",
                 train.len(),
                 test.len(),
-                data.classes
+                data.classes.0
             );
             let config = optim.config(&out);
             let trained = with_backend!(data.device()?, |B, dev| {
@@ -186,7 +197,7 @@ pub fn train(cmd: TrainCommand) -> Result<()> {
             eprintln!(
                 "ddpm: {} training images of {:?}",
                 train.len(),
-                data.classes
+                data.classes.0
             );
             let config = optim.config(&out);
             let loss = with_backend!(data.device()?, |B, dev| {

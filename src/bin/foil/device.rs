@@ -7,8 +7,10 @@ use foil::core::{Error, Result};
 /// Where to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceArg {
-    /// burn-ndarray (always compiled in).
+    /// The fastest CPU backend compiled in: burn-flex (default feature `flex`), else ndarray.
     Cpu,
+    /// burn-ndarray (always compiled in).
+    Ndarray,
     /// burn-flex (feature `flex`).
     Flex,
     /// wgpu's default adapter (feature `wgpu`).
@@ -23,12 +25,13 @@ impl FromStr for DeviceArg {
         let bad = || {
             Error::out_of_range(
                 "device",
-                "cpu, flex, wgpu, cuda or cuda:N",
+                "cpu, ndarray, flex, wgpu, cuda or cuda:N",
                 format!("{s:?}"),
             )
         };
         match s {
             "cpu" => Ok(DeviceArg::Cpu),
+            "ndarray" => Ok(DeviceArg::Ndarray),
             "flex" => Ok(DeviceArg::Flex),
             "wgpu" => Ok(DeviceArg::Wgpu),
             "cuda" => Ok(DeviceArg::Cuda(0)),
@@ -54,13 +57,19 @@ macro_rules! with_backend {
     ($device:expr, |$B:ident, $dev:ident| $body:expr) => {{
         #[allow(unreachable_patterns)]
         match $device {
+            #[cfg(not(feature = "flex"))]
             $crate::device::DeviceArg::Cpu => {
                 type $B = burn::backend::Autodiff<foil::backend::Cpu>;
                 let $dev = Default::default();
                 $body
             }
+            $crate::device::DeviceArg::Ndarray => {
+                type $B = burn::backend::Autodiff<foil::backend::Cpu>;
+                let $dev = Default::default();
+                $body
+            }
             #[cfg(feature = "flex")]
-            $crate::device::DeviceArg::Flex => {
+            $crate::device::DeviceArg::Flex | $crate::device::DeviceArg::Cpu => {
                 type $B = burn::backend::Autodiff<foil::backend::Flex>;
                 let $dev = Default::default();
                 $body

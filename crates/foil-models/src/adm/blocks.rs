@@ -145,7 +145,8 @@ pub(crate) fn linear<B: Backend, S: Source<B>>(
         src.param(&name, [cout, cin], fill).val()
     };
     Linear {
-        weight: Param::from_tensor(weight.transpose()),
+        // Detached: a transposed parameter is no leaf, and autodiff backends refuse to track it.
+        weight: Param::from_tensor(weight.transpose().detach()),
         bias: Some(src.param(&format!("{prefix}.bias"), [cout], fill)),
     }
 }

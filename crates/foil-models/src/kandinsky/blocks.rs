@@ -88,7 +88,7 @@ impl<'a> Source<'a> {
         let mut linear = config.init(device);
         if let Some(file) = self.file.as_deref_mut() {
             let w = file.take::<B, 2>(&format!("{name}.weight"), [d_out, d_in], device);
-            linear.weight = Param::from_tensor(w.val().transpose());
+            linear.weight = Param::from_tensor(w.val().transpose().detach());
             if bias {
                 linear.bias = Some(file.take(&format!("{name}.bias"), [d_out], device));
             }

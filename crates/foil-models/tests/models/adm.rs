@@ -325,3 +325,39 @@ fn full_dime_configuration_matches_guided_diffusion() {
     );
     assert!(worst <= 1e-3, "{worst}");
 }
+
+#[test]
+fn builds_and_trains_on_an_autodiff_backend() {
+    use burn::backend::Autodiff;
+    type A = Autodiff<NdArray>;
+    let device = Default::default();
+    let mut cfg = AdmConfig::tiny();
+    cfg.image_size = 8;
+    cfg.attention_resolutions = vec![];
+    let model = cfg.init::<A>(&device).unwrap();
+    let x = Tensor::<A, 4>::ones([1, 3, 8, 8], &device);
+    let out = model.forward(x, &[3], None).unwrap();
+    let grads = out.eps.powf_scalar(2.0).mean().backward();
+    // Built directly on the autodiff backend (this used to panic: a transposed, non-leaf
+    // tensor made into a parameter), every parameter is tracked and gets a gradient.
+    let mut with_grad = 0;
+    let mut total = 0;
+    struct Count<'a> {
+        grads: &'a <A as burn::tensor::backend::AutodiffBackend>::Gradients,
+        with_grad: &'a mut usize,
+        total: &'a mut usize,
+    }
+    impl burn::module::ModuleVisitor<A> for Count<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<A, D>>) {
+            *self.total += 1;
+            *self.with_grad += usize::from(p.val().grad(self.grads).is_some());
+        }
+    }
+    model.visit(&mut Count {
+        grads: &grads,
+        with_grad: &mut with_grad,
+        total: &mut total,
+    });
+    assert!(total > 10);
+    assert_eq!(with_grad, total, "parameters with a gradient");
+}

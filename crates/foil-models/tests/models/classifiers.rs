@@ -245,8 +245,8 @@ fn batchnorm_uses_batch_statistics_only_in_training_mode() {
         let _training = foil_core::mode::TrainingMode::enter();
         to_vec_f32(&bn.forward(x.clone())).unwrap()
     };
-    let running_mean = to_vec_f32(&bn.running_mean.value()).unwrap();
-    let running_var = to_vec_f32(&bn.running_var.value()).unwrap();
+    let running_mean = to_vec_f32(&bn.running_mean.value_sync()).unwrap();
+    let running_var = to_vec_f32(&bn.running_var.value_sync()).unwrap();
     for ch in 0..c {
         let input = channel(ch);
         let (m, var) = stats(&input);
