@@ -10,6 +10,7 @@
 //!   (`metrics.jsonl`), atomic checkpoints (model and Adam state, burn's named MessagePack
 //!   records at full precision) and resume: rerunning with the same `out_dir` continues from the
 //!   last checkpoint, and gives the same weights as an uninterrupted run;
+//! - [`recalibrate_batchnorm`]: BatchNorm running statistics re-estimated with the final weights;
 //! - [`ImageSet`]: the training images, converted once and kept on the device.
 //!
 //! No RNG state is saved: every random draw of step `s` (the epoch's permutation, DDPM
@@ -17,22 +18,26 @@
 //!
 //! ```no_run
 //! # fn main() -> foil_core::Result<()> {
-//! use burn::backend::{Autodiff, NdArray};
+//! use burn::backend::{Autodiff, Flex};
 //! use foil_core::image_io::{ColorMode, Resize};
 //! use foil_models::resnet::ResNetConfig;
-//! use foil_train::{ImageSet, TrainConfig, evaluate_accuracy, train_classifier};
+//! use foil_train::{ImageSet, TrainConfig, evaluate_accuracy, recalibrate_batchnorm, train_classifier};
 //! use burn::module::AutodiffModule;
 //!
-//! type B = Autodiff<NdArray>;
+//! // burn-flex: its convolution backward is much faster than burn-ndarray's (docs/train.md).
+//! type B = Autodiff<Flex>;
 //! let device = Default::default();
 //! let data = foil_data::procedural::kiki_bouba(200, 16, 0)?;
 //! let split = data.split(0.2, 0)?;
 //! let train = ImageSet::<B>::from_dataset(&data, &split.train, ColorMode::Rgb, Resize::Keep, &device)?;
-//! let test = ImageSet::from_dataset(&data, &split.test, ColorMode::Rgb, Resize::Keep, &device)?;
+//! let test = ImageSet::<Flex>::from_dataset(&data, &split.test, ColorMode::Rgb, Resize::Keep, &device)?;
 //! let model = ResNetConfig::tiny().with_outputs(1).with_small_input(true).init::<B>(&device)?;
 //! let config = TrainConfig::new(300, 32, 3e-3, "runs/kiki-bouba");
 //! let trained = train_classifier(model, &train, &config)?;
-//! let accuracy = evaluate_accuracy(&trained.model.valid(), &test.to_backend(&device), 64)?;
+//! let model = trained.model.valid();
+//! // Running BatchNorm statistics re-estimated with the final weights.
+//! recalibrate_batchnorm(&model, &train.to_backend::<Flex>(&device), 32, 50, 0)?;
+//! let accuracy = evaluate_accuracy(&model, &test, 64)?;
 //! # let _ = accuracy;
 //! # Ok(())
 //! # }
