@@ -1,6 +1,6 @@
 //! End to end through the facade on the procedural kiki / bouba set with tiny models: train the
-//! oracle and a DDPM, explain both directions, rerun after an interruption, score the results,
-//! and the same through the `foil` binary.
+//! oracle, a DDPM and DIFFusion's decoder, explain both directions with MaskDiME and DIFFusion,
+//! rerun after an interruption, score the results, and the same through the `foil` binary.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,8 +8,10 @@ use std::process::Command;
 use burn::backend::{Autodiff, Flex};
 use foil::data::{Dataset, Source};
 use foil::pipeline::{
-    Arch, DdpmSpec, ExplainConfig, Member, OracleSpec, Preset, ScoreOptions, direction_dir,
-    explain_set, load_ddpm, load_oracle, read_results, score_results, train_ddpm_on, train_oracle,
+    Arch, DdpmSpec, DecoderSpec, DiffusionConfig, ExplainConfig, Member, OracleSpec, Preset,
+    STATS_FILE, ScoreOptions, diffusion_set, direction_dir, explain_set, load_ddpm, load_decoder,
+    load_oracle, read_results, score_results, train_ddpm_on, train_decoder_on, train_oracle,
+    write_class_stats,
 };
 use foil::train::{ImageSet, TrainConfig, evaluate_accuracy};
 
@@ -144,7 +146,93 @@ fn train_explain_resume_and_score() {
     let mean_changed =
         results.iter().map(|(_, r)| r.changed_fraction).sum::<f64>() / results.len() as f64;
     assert!((report.extra["changed fraction"] - mean_changed).abs() < 1e-12);
+
+    // DIFFusion: the decoder and its encoder (a few steps: mechanics), the class statistics,
+    // then the edit search on two inputs per direction.
+    let mut decoder_spec = DecoderSpec::small(classes.to_vec(), 16);
+    decoder_spec.diffusion_steps = 100;
+    decoder_spec.unet_channels = vec![16, 32];
+    let decoder_config = TrainConfig::new(3, 8, 1e-3, dir.join("unused")).with_seed(4);
+    let decoder_dir = dir.join("decoder");
+    let loss = train_decoder_on::<B>(
+        &decoder_spec,
+        &train,
+        &decoder_config,
+        &decoder_dir,
+        &device,
+    )
+    .unwrap();
+    assert!(loss.is_finite());
+    lap("decoder trained");
+    let (loaded_decoder_spec, decoder) = load_decoder::<I>(&decoder_dir, &device).unwrap();
+    assert_eq!(loaded_decoder_spec, decoder_spec);
+    let stats_path = decoder_dir.join(STATS_FILE);
+    let stats = write_class_stats(&decoder, &train, 16, 32, &stats_path, &device).unwrap();
+    assert_eq!(stats.counts().iter().sum::<usize>(), train.len());
+    assert_eq!(stats.names(), &classes[..]);
+    let stats = foil::embed::ClassStats::load(&stats_path).unwrap();
+
+    let mut diffusion = DiffusionConfig::new(16);
+    diffusion.steps = 10;
+    diffusion.search.t_skips = vec![0.6, 0.0];
+    diffusion.per_direction = Some(2);
+    diffusion.batch_size = 2;
+    let diffusion_out = dir.join("diffusion");
+    let run_diffusion = |stats: &foil::embed::ClassStats| {
+        diffusion_set(
+            &decoder,
+            &schedule_of(&decoder_spec),
+            stats,
+            &oracle,
+            &test,
+            &diffusion_out,
+            &diffusion,
+            &device,
+        )
+    };
+    let first = run_diffusion(&stats).unwrap();
+    lap("4 inputs explained by DIFFusion");
+    assert_eq!((first.done, first.skipped), (4, 0));
+    let results = read_results(&diffusion_out).unwrap();
+    assert_eq!(results.len(), 4);
+    for (_, r) in &results {
+        assert_eq!(r.to, 1 - r.from);
+        assert_eq!(r.scale, None);
+        // The inversion (10) plus 4 then 10 regeneration steps, two branches each (guidance 4).
+        let (calls, t_skip) = if r.flipped {
+            (r.classifier_calls, r.t_skip.unwrap())
+        } else {
+            assert_eq!(r.t_skip, None);
+            (2, 0.0)
+        };
+        assert!(diffusion.search.t_skips.contains(&t_skip));
+        let expected = 10 + 2 * [4, 10][..calls].iter().sum::<usize>();
+        assert_eq!(r.denoiser_calls, expected, "{r:?}");
+    }
+    let second = run_diffusion(&stats).unwrap();
+    assert_eq!((second.done, second.skipped), (0, 4));
+    // Statistics from another encoder are refused, with both identities named.
+    let other = foil::embed::ClassStatsBuilder::new("another encoder", stats.dim())
+        .add(
+            "bouba",
+            burn::tensor::Tensor::<I, 2>::ones([1, stats.dim()], &device),
+        )
+        .unwrap()
+        .add(
+            "kiki",
+            burn::tensor::Tensor::<I, 2>::ones([1, stats.dim()], &device),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+    std::fs::remove_file(&results[0].0).unwrap();
+    let err = run_diffusion(&other).unwrap_err().to_string();
+    assert!(err.contains("another encoder"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn schedule_of(spec: &DecoderSpec) -> foil::schedule::NoiseSchedule {
+    spec.schedule().unwrap()
 }
 
 fn foil(args: &[&str], cwd: &Path) -> (bool, String, String) {
@@ -219,6 +307,39 @@ fn the_cli_trains_explains_and_scores() {
     let json = std::fs::read_to_string(dir.join("results/maskdime/metrics.json")).unwrap();
     let report = foil::metrics::Evaluation::from_json(&json).unwrap();
     assert_eq!(report.inputs, 2);
+
+    // DIFFusion: `train decoder` also writes the class statistics `diffusion` reads.
+    let (ok, stdout, stderr) = train("decoder", &["--steps", "2", "--unet-channels", "16,32"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("class statistics of"), "{stdout}");
+    assert!(dir.join("runs/decoder/stats.json").exists());
+    let diffusion = || {
+        let mut args = vec!["diffusion"];
+        args.extend_from_slice(&data);
+        args.extend_from_slice(&["--per-direction", "1", "--steps", "5", "--t-skips", "0.4,0"]);
+        foil(&args, &dir)
+    };
+    let (ok, stdout, stderr) = diffusion();
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("2 explained"), "{stdout}");
+    let (ok, stdout, _) = diffusion();
+    assert!(ok && stdout.contains("2 already done"), "{stdout}");
+    let (ok, _, stderr) = foil(
+        &[
+            "evaluate",
+            "--lpips",
+            "none",
+            "--results",
+            "results/diffusion",
+        ],
+        &dir,
+    );
+    assert!(ok, "{stderr}");
+    let json = std::fs::read_to_string(dir.join("results/diffusion/metrics.json")).unwrap();
+    assert_eq!(
+        foil::metrics::Evaluation::from_json(&json).unwrap().inputs,
+        2
+    );
 
     // User errors are reported, not panics: a class the data lacks, a device not built in.
     let (ok, _, stderr) = foil(

@@ -1,9 +1,11 @@
-//! MaskDiME (FastDiME, DiME) over a test set, both directions, one result file per input.
+//! MaskDiME (FastDiME, DiME) over a test set, both directions, one result file per input, and
+//! the batch loop that DIFFusion's runs share.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Tensor;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use foil_core::image_io::{tensor_to_images, write_atomic};
 use foil_core::{Classifier, Denoiser, Error, Result};
 use foil_data::Dataset;
@@ -109,8 +111,11 @@ pub struct ItemResult {
     pub classes: [String; 2],
     /// Whether the oracle gives the target for the counterfactual.
     pub flipped: bool,
-    /// The guidance scale that flipped it.
+    /// The guidance scale that flipped it (MaskDiME, FastDiME, DiME).
     pub scale: Option<f64>,
+    /// The `T_skip` that flipped it (DIFFusion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t_skip: Option<f64>,
     /// Share of pixels whose value changed by more than 2% of the range (any channel), on the
     /// saved 8-bit images.
     pub changed_fraction: f64,
@@ -177,19 +182,74 @@ where
     D: Denoiser<B::InnerBackend>,
     C: Classifier<B>,
 {
-    let classes: [String; 2] = match data.class_names() {
-        [a, b] => [a.clone(), b.clone()],
-        other => {
-            return Err(Error::shape("dataset classes", 2, other.len()));
-        }
-    };
     if config.batch_size == 0 {
         return Err(Error::out_of_range("batch size", ">= 1", 0));
     }
     let keep = space_timesteps(schedule.len(), &config.respaced_steps.to_string())?;
     let steps = Steps::respaced(schedule, &keep)?;
     let guide = Guide::<B, _, _>::new(config.guide.clone(), steps, ddpm, oracle)?;
-    let (mode, resize) = image_mode(config.image_size);
+    for_each_direction::<B::InnerBackend, _>(
+        data,
+        out,
+        config.per_direction,
+        config.batch_size,
+        config.image_size,
+        device,
+        |x, _from, to| {
+            let targets = vec![to; x.dims()[0]];
+            let result = guide.explain(x, &targets, config.seed)?;
+            let made = result
+                .outcomes
+                .iter()
+                .map(|o| Made {
+                    flipped: o.flipped,
+                    scale: o.scale,
+                    t_skip: None,
+                    denoiser_calls: o.denoiser_calls,
+                    classifier_calls: o.classifier_calls,
+                })
+                .collect();
+            Ok((result.images, made))
+        },
+    )
+}
+
+/// What a method reports for one counterfactual (the rest of [`ItemResult`] is measured).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Made {
+    pub flipped: bool,
+    pub scale: Option<f64>,
+    pub t_skip: Option<f64>,
+    pub denoiser_calls: usize,
+    pub classifier_calls: usize,
+}
+
+/// The batch loop every method shares: for both directions, the pending inputs of the source
+/// class (no `<key>.json` yet) in batches, `method(images, from, to)` for their
+/// counterfactuals, then each input's PNGs and last its JSON, written atomically.
+pub(crate) fn for_each_direction<B, F>(
+    data: &Dataset,
+    out: &Path,
+    per_direction: Option<usize>,
+    batch_size: usize,
+    image_size: u32,
+    device: &B::Device,
+    mut method: F,
+) -> Result<ExplainSummary>
+where
+    B: Backend,
+    F: FnMut(Tensor<B, 4>, usize, usize) -> Result<(Tensor<B, 4>, Vec<Made>)>,
+{
+    let classes: [String; 2] = match data.class_names() {
+        [a, b] => [a.clone(), b.clone()],
+        other => {
+            return Err(Error::shape("dataset classes", 2, other.len()));
+        }
+    };
+    if batch_size == 0 {
+        return Err(Error::out_of_range("batch size", ">= 1", 0));
+    }
+    let (mode, resize) = image_mode(image_size);
     let start = Instant::now();
     let mut summary = ExplainSummary {
         done: 0,
@@ -203,9 +263,10 @@ where
         let mut chosen: Vec<usize> = (0..data.len())
             .filter(|&i| data.items()[i].label == from)
             .collect();
-        if let Some(n) = config.per_direction {
+        if let Some(n) = per_direction {
             chosen.truncate(n);
         }
+        let considered = chosen.len();
         let pending: Vec<usize> = chosen
             .into_iter()
             .filter(|&i| {
@@ -213,17 +274,19 @@ where
                     .exists()
             })
             .collect();
-        let total_from = data.items().iter().filter(|it| it.label == from).count();
-        let considered = config
-            .per_direction
-            .map_or(total_from, |n| n.min(total_from));
         summary.skipped += considered - pending.len();
-        for batch in pending.chunks(config.batch_size) {
-            let (x, _) = data.tensors::<B::InnerBackend>(batch, mode, resize, device)?;
-            let targets = vec![to; batch.len()];
-            let result = guide.explain(x.clone(), &targets, config.seed)?;
+        for batch in pending.chunks(batch_size) {
+            let (x, _) = data.tensors::<B>(batch, mode, resize, device)?;
+            let (images, made) = method(x.clone(), from, to)?;
+            if made.len() != batch.len() || images.dims()[0] != batch.len() {
+                return Err(Error::shape(
+                    "counterfactuals of a batch",
+                    batch.len(),
+                    format!("{} images, {} outcomes", images.dims()[0], made.len()),
+                ));
+            }
             let originals = tensor_to_images(&x)?;
-            let counterfactuals = tensor_to_images(&result.images)?;
+            let counterfactuals = tensor_to_images(&images)?;
             for (j, &i) in batch.iter().enumerate() {
                 let source = &data.items()[i].source;
                 let key = result_key(source);
@@ -235,18 +298,19 @@ where
                     &dir.join(format!("{key}.grid.png")),
                     &grid(&[&orig, &cf, &heat])?,
                 )?;
-                let outcome = &result.outcomes[j];
+                let m = &made[j];
                 let item = ItemResult {
                     source: source.clone(),
                     from,
                     to,
                     classes: classes.clone(),
-                    flipped: outcome.flipped,
-                    scale: outcome.scale,
+                    flipped: m.flipped,
+                    scale: m.scale,
+                    t_skip: m.t_skip,
                     changed_fraction,
                     mean_abs_change,
-                    denoiser_calls: outcome.denoiser_calls,
-                    classifier_calls: outcome.classifier_calls,
+                    denoiser_calls: m.denoiser_calls,
+                    classifier_calls: m.classifier_calls,
                 };
                 write_json(&dir.join(format!("{key}.json")), &item)?;
                 summary.done += 1;

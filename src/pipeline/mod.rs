@@ -1,5 +1,6 @@
-//! End to end on a dataset: train the oracle and the DDPM, explain a test set with MaskDiME
-//! (FastDiME, DiME), and score the results. The `foil` command line is a thin layer over this
+//! End to end on a dataset: train the oracle, the DDPM and DIFFusion's decoder with its
+//! encoder, compute class statistics, explain a test set with MaskDiME (FastDiME, DiME) or
+//! DIFFusion, and score the results. The `foil` command line is a thin layer over this
 //! module; everything here is generic over the burn backend.
 //!
 //! Saved models are a folder each: `model.json` (what to build: a [`OracleSpec`] or a
@@ -8,11 +9,17 @@
 //! interrupted run loses nothing and a rerun finishes it.
 
 mod ddpm;
+mod decoder;
+mod diffusion;
 mod explain;
 mod oracle;
 mod report;
 
 pub use ddpm::{DdpmSpec, load_ddpm, train_ddpm_on};
+pub use decoder::{
+    DecoderSpec, EmbeddingDecoder, STATS_FILE, load_decoder, train_decoder_on, write_class_stats,
+};
+pub use diffusion::{DiffusionConfig, diffusion_set};
 pub use explain::{
     ExplainConfig, ExplainSummary, ItemResult, Preset, change_map, direction_dir, explain_set,
     grid, read_results, result_key,

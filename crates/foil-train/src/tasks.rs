@@ -1,10 +1,11 @@
-//! The two training tasks: a one-logit binary classifier and an eps-prediction DDPM.
+//! The training tasks: a one-logit binary classifier, an eps-prediction DDPM and an
+//! embedding-conditioned DDPM with its encoder.
 
 use burn::module::AutodiffModule;
 use burn::tensor::activation::relu;
 use burn::tensor::{Tensor, TensorData, backend::AutodiffBackend, backend::Backend};
 use foil_core::tensor::fmt_dims;
-use foil_core::{Classifier, Denoiser, Error, Noise, Result, predicted_labels};
+use foil_core::{Classifier, Denoiser, Error, ImageEncoder, Noise, Result, predicted_labels};
 use foil_schedule::{NoiseSchedule, Steps};
 use rand::Rng;
 
@@ -185,6 +186,85 @@ where
             let noise = Noise::new(derive_seed(config.seed, step as u64, 2)).normal_like(&x0);
             let x_t = steps.q_sample(x0, &t, noise.clone())?;
             let out = model.forward(x_t, &t, None)?;
+            if out.eps.dims() != noise.dims() {
+                return Err(Error::shape(
+                    "predicted noise",
+                    fmt_dims(&noise.dims()),
+                    fmt_dims(&out.eps.dims()),
+                ));
+            }
+            let loss = (out.eps - noise).powi_scalar(2).mean();
+            Ok((loss, None))
+        },
+    )
+}
+
+/// Trains an image-embedding-conditioned denoiser together with the encoder that makes its
+/// condition (a diffusion autoencoder, as DIFFusion's decoder needs one): for a batch `x0`,
+/// `c = model.encode(x0)`, each row of `c` replaced by the null condition (zeros) with
+/// probability `drop_condition` (so classifier-free guidance has an unconditional branch), and
+/// the simple eps loss `|eps - model.forward(x_t, t, c)|^2` trains both halves.
+///
+/// The model implements both [`ImageEncoder`] (its encoder) and [`Denoiser`] (its decoder,
+/// with `condition_dim` equal to the embedding width). Timesteps, noise and dropped rows are
+/// drawn from `(config.seed, step)` alone, so a resumed run draws what an uninterrupted one would.
+pub fn train_embedding_ddpm<B, M>(
+    model: M,
+    train: &ImageSet<B>,
+    schedule: &NoiseSchedule,
+    drop_condition: f64,
+    config: &TrainConfig,
+) -> Result<Trained<M>>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + Denoiser<B> + ImageEncoder<B> + Clone,
+{
+    if !(0.0..1.0).contains(&drop_condition) {
+        return Err(Error::out_of_range(
+            "condition drop probability",
+            "in [0, 1)",
+            drop_condition,
+        ));
+    }
+    let dim = model.embedding_dim();
+    if model.condition_dim() != Some(dim) {
+        return Err(Error::shape(
+            "decoder condition",
+            format!("{dim} values (the encoder's embedding width)"),
+            format!("{:?}", model.condition_dim()),
+        ));
+    }
+    let [_, c, _, _] = train.dims();
+    if model.channels() != c {
+        return Err(Error::shape(
+            "decoder image channels",
+            model.channels(),
+            format!("{c} (the training images)"),
+        ));
+    }
+    let steps = Steps::full(schedule);
+    let t_max = schedule.len();
+    let device = train.device();
+    run(
+        model,
+        config,
+        "embedding-ddpm",
+        train.len(),
+        &device,
+        |model, batch, step| {
+            let (x0, _) = train.batch(batch)?;
+            let n = batch.len();
+            let mut rng = step_rng(config.seed, step, 1);
+            let t: Vec<usize> = (0..n).map(|_| rng.random_range(0..t_max)).collect();
+            let keep: Vec<f32> = (0..n)
+                .map(|_| f32::from(u8::from(rng.random::<f64>() >= drop_condition)))
+                .collect();
+            let noise = Noise::new(derive_seed(config.seed, step as u64, 2)).normal_like(&x0);
+            let cond = model.encode(x0.clone())?;
+            let keep = Tensor::<B, 1>::from_data(TensorData::new(keep, [n]), &cond.device());
+            let cond = cond * keep.unsqueeze_dim::<2>(1);
+            let x_t = steps.q_sample(x0, &t, noise.clone())?;
+            let out = model.forward(x_t, &t, Some(cond))?;
             if out.eps.dims() != noise.dims() {
                 return Err(Error::shape(
                     "predicted noise",

@@ -1,4 +1,5 @@
-//! `foil train`, `foil maskdime` and `foil evaluate`: argument parsing over [`foil::pipeline`].
+//! `foil train`, `foil stats`, `foil maskdime`, `foil diffusion` and `foil evaluate`: argument
+//! parsing over [`foil::pipeline`].
 
 use std::path::{Path, PathBuf};
 
@@ -6,8 +7,10 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Subcommand, ValueEnum};
 use foil::core::{Error, Result};
 use foil::data::{Dataset, Source};
+use foil::embed::ClassStats;
 use foil::pipeline::{
-    self, Arch, DdpmSpec, ExplainConfig, Member, OracleSpec, Preset, ScoreOptions,
+    self, Arch, DdpmSpec, DecoderSpec, DiffusionConfig, ExplainConfig, Member, OracleSpec, Preset,
+    ScoreOptions,
 };
 use foil::train::TrainConfig;
 
@@ -146,6 +149,23 @@ pub enum TrainCommand {
         #[arg(long, default_value = "runs/ddpm")]
         out: PathBuf,
     },
+    /// DIFFusion's networks: a small ViT image encoder and the UNet decoder conditioned on its
+    /// embeddings, trained together; then the class statistics (`stats.json`).
+    Decoder {
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        optim: OptimArgs,
+        /// Width of the embeddings.
+        #[arg(long, default_value_t = 32)]
+        embedding_dim: usize,
+        /// Widths of the UNet's levels (multiples of 16), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "32,64")]
+        unet_channels: Vec<usize>,
+        /// Output folder.
+        #[arg(long, default_value = "runs/decoder")]
+        out: PathBuf,
+    },
 }
 
 /// `foil train ...`.
@@ -206,7 +226,187 @@ pub fn train(cmd: TrainCommand) -> Result<()> {
             println!("ddpm written to {} (last loss {loss:.4})", out.display());
             Ok(())
         }
+        TrainCommand::Decoder {
+            data,
+            optim,
+            embedding_dim,
+            unet_channels,
+            out,
+        } => {
+            let mut spec = DecoderSpec::small(data.classes().to_vec(), optim.image_size);
+            spec.embedding_dim = embedding_dim;
+            spec.unet_channels = unet_channels;
+            let (train, _) = data.load()?;
+            eprintln!(
+                "decoder: {} training images of {:?}",
+                train.len(),
+                data.classes.0
+            );
+            let config = optim.config(&out);
+            let loss = with_backend!(data.device()?, |B, dev| {
+                pipeline::train_decoder_on::<B>(&spec, &train, &config, &out, &dev)
+            })?;
+            println!("decoder written to {} (last loss {loss:.4})", out.display());
+            stats(StatsArgs {
+                data,
+                decoder: out,
+                out: None,
+            })
+        }
     }
+}
+
+/// `foil stats` arguments.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Decoder folder (`foil train decoder`) whose encoder embeds the images.
+    #[arg(long, default_value = "runs/decoder")]
+    decoder: PathBuf,
+    /// Output file (default: <decoder>/stats.json).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// `foil stats`: the class means of the encoder's embeddings over the training images.
+pub fn stats(args: StatsArgs) -> Result<()> {
+    let path = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.decoder.join(pipeline::STATS_FILE));
+    let (train, _) = args.data.load()?;
+    let stats = with_backend!(args.data.device()?, |B, dev| {
+        let (spec, decoder) =
+            pipeline::load_decoder::<<B as AutodiffBackend>::InnerBackend>(&args.decoder, &dev)?;
+        pipeline::write_class_stats(&decoder, &train, spec.image_size, 64, &path, &dev)
+    })?;
+    let [a, b] = args.data.classes();
+    let direction = stats.direction(&a, &b)?;
+    println!(
+        "class statistics of {} images written to {} ({} -> {}: |d| = {:.4})",
+        train.len(),
+        path.display(),
+        a,
+        b,
+        direction.norm()
+    );
+    Ok(())
+}
+
+/// `foil diffusion` arguments.
+#[derive(Debug, Args)]
+pub struct DiffusionArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Oracle folder (`foil train oracle`).
+    #[arg(long, default_value = "runs/oracle")]
+    oracle: PathBuf,
+    /// Decoder folder (`foil train decoder`), with its `stats.json`.
+    #[arg(long, default_value = "runs/decoder")]
+    decoder: PathBuf,
+    /// Class statistics (default: <decoder>/stats.json).
+    #[arg(long)]
+    stats: Option<PathBuf>,
+    /// Test images per direction (the first ones).
+    #[arg(long, default_value_t = 16)]
+    per_direction: usize,
+    /// Inversion and regeneration steps.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// Edit strength lambda.
+    #[arg(long, default_value_t = 2.0)]
+    lambda: f64,
+    /// Classifier-free guidance scale while regenerating (1: none).
+    #[arg(long, default_value_t = 4.0)]
+    guidance: f64,
+    /// T_skip values tried in turn, gentle first (default 0.9,0.8,...,0).
+    #[arg(long, value_delimiter = ',')]
+    t_skips: Option<Vec<f64>>,
+    /// Images per batch.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Seed of the inversion noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Results folder (default: results/diffusion); finished inputs are skipped on rerun.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// `foil diffusion`.
+pub fn diffusion(args: DiffusionArgs) -> Result<()> {
+    let mut config = DiffusionConfig::new(32);
+    config.steps = args.steps;
+    config.search.lambda = args.lambda;
+    if let Some(t) = args.t_skips.clone() {
+        config.search.t_skips = t;
+    }
+    config.inverter.target_guidance = args.guidance;
+    config.batch_size = args.batch_size;
+    config.seed = args.seed;
+    config.per_direction = Some(args.per_direction);
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("results").join("diffusion"));
+    let stats_path = args
+        .stats
+        .clone()
+        .unwrap_or_else(|| args.decoder.join(pipeline::STATS_FILE));
+    let stats = ClassStats::load(&stats_path)?;
+    let (_, test) = args.data.load()?;
+    let summary = with_backend!(args.data.device()?, |B, dev| {
+        type I = <B as AutodiffBackend>::InnerBackend;
+        let (spec, oracle) = pipeline::load_oracle::<I>(&args.oracle, &dev)?;
+        let (dspec, decoder) = pipeline::load_decoder::<I>(&args.decoder, &dev)?;
+        check_models(&spec, dspec.image_size, &test)?;
+        let config = DiffusionConfig {
+            image_size: spec.image_size,
+            ..config.clone()
+        };
+        pipeline::diffusion_set(
+            &decoder,
+            &dspec.schedule()?,
+            &stats,
+            &oracle,
+            &test,
+            &out,
+            &config,
+            &dev,
+        )
+    })?;
+    println!(
+        "diffusion: {} explained ({} flipped), {} already done, {:.1} s -> {}",
+        summary.done,
+        summary.flipped,
+        summary.skipped,
+        summary.seconds,
+        out.display()
+    );
+    Ok(())
+}
+
+/// The oracle, the generator's image size and the data agree.
+fn check_models(oracle: &OracleSpec, generator_size: u32, data: &Dataset) -> Result<()> {
+    if oracle.image_size != generator_size {
+        return Err(Error::shape(
+            "oracle and generator image sizes",
+            oracle.image_size,
+            generator_size,
+        ));
+    }
+    if oracle.classes.as_slice() != data.class_names() {
+        return Err(Error::format(
+            "oracle classes",
+            format!(
+                "the oracle was trained on {:?}, the data has {:?}",
+                oracle.classes,
+                data.class_names()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Which sampler preset.
@@ -304,23 +504,7 @@ fn explain_with<B: AutodiffBackend>(
 ) -> Result<pipeline::ExplainSummary> {
     let (spec, oracle) = pipeline::load_oracle::<B>(&args.oracle, device)?;
     let (ddpm_spec, ddpm) = pipeline::load_ddpm::<B::InnerBackend>(&args.ddpm, device)?;
-    if spec.image_size != ddpm_spec.image_size {
-        return Err(Error::shape(
-            "oracle and DDPM image sizes",
-            spec.image_size,
-            ddpm_spec.image_size,
-        ));
-    }
-    if spec.classes.as_slice() != test.class_names() {
-        return Err(Error::format(
-            "oracle classes",
-            format!(
-                "the oracle was trained on {:?}, the data has {:?}",
-                spec.classes,
-                test.class_names()
-            ),
-        ));
-    }
+    check_models(&spec, ddpm_spec.image_size, test)?;
     let config = ExplainConfig {
         image_size: spec.image_size,
         ..config.clone()
@@ -339,7 +523,7 @@ fn explain_with<B: AutodiffBackend>(
 /// `foil evaluate` arguments.
 #[derive(Debug, Args)]
 pub struct EvaluateArgs {
-    /// Results folder written by `foil maskdime`.
+    /// Results folder written by `foil maskdime` or `foil diffusion`.
     #[arg(long, default_value = "results/maskdime")]
     results: PathBuf,
     /// LPIPS AlexNet weights (`foil weights lpips`); `none` to skip LPIPS.

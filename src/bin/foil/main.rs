@@ -26,6 +26,12 @@ enum Command {
     /// MaskDiME (or --preset fastdime / dime) counterfactuals for the test images of a class
     /// pair, both directions; finished images are skipped on rerun.
     Maskdime(commands::MaskdimeArgs),
+    /// Class means of the decoder's encoder embeddings over the training images (DIFFusion's
+    /// edit directions); `foil train decoder` runs it at the end.
+    Stats(commands::StatsArgs),
+    /// DIFFusion counterfactuals for the test images of a class pair, both directions;
+    /// finished images are skipped on rerun.
+    Diffusion(commands::DiffusionArgs),
     /// Score a results folder: success ratio per direction, LPIPS, changed pixels (table + JSON).
     Evaluate(commands::EvaluateArgs),
 }
@@ -36,6 +42,8 @@ fn main() -> std::process::ExitCode {
         Command::Weights(cmd) => weights::run(cmd),
         Command::Train(cmd) => commands::train(cmd),
         Command::Maskdime(args) => commands::maskdime(args),
+        Command::Stats(args) => commands::stats(args),
+        Command::Diffusion(args) => commands::diffusion(args),
         Command::Evaluate(args) => commands::evaluate(args),
     };
     match result {

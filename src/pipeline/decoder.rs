@@ -1,0 +1,331 @@
+//! DIFFusion's networks trained on a dataset: a small CLIP-style vision transformer (the image
+//! encoder) and a small Kandinsky-style UNet in pixel space conditioned on its embeddings (the
+//! decoder), trained together with the eps loss (a diffusion autoencoder), plus the class
+//! statistics of the encoder's embeddings that DIFFusion's edit direction comes from.
+
+use std::path::Path;
+
+use burn::module::{AutodiffModule, Module};
+use burn::record::Recorder;
+use burn::tensor::Tensor;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use foil_core::{Denoiser, DenoiserOutput, Error, ImageEncoder, Result};
+use foil_data::Dataset;
+use foil_embed::{ClassStats, ClassStatsBuilder};
+use foil_models::clip::{ClipImageProcessor, ClipVision, ClipVisionConfig};
+use foil_models::kandinsky::{DownBlockType, KandinskyUNet, UNetConfig, UpBlockType};
+use foil_schedule::{BetaSchedule, NoiseSchedule};
+use foil_train::{ImageSet, TrainConfig, train_embedding_ddpm, trainable};
+use serde::{Deserialize, Serialize};
+
+use super::{image_mode, read_json, recorder, write_json};
+
+const FORMAT: &str = "foil decoder 1";
+const RECORD: &str = "decoder";
+/// File name of the class statistics inside a decoder folder.
+pub const STATS_FILE: &str = "stats.json";
+
+/// What a decoder folder holds (`model.json`): the encoder, the UNet and the noise schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecoderSpec {
+    /// Format tag.
+    pub format: String,
+    /// The classes it was trained on (for the record).
+    pub classes: Vec<String>,
+    /// Side of the square RGB images.
+    pub image_size: u32,
+    /// Width of the image embeddings (the encoder's projection, the UNet's condition).
+    pub embedding_dim: usize,
+    /// Width of the vision transformer.
+    pub encoder_width: usize,
+    /// Its layers.
+    pub encoder_layers: usize,
+    /// Its attention heads.
+    pub encoder_heads: usize,
+    /// Side of its square patches (divides `image_size`).
+    pub patch_size: usize,
+    /// Widths of the UNet's levels (multiples of 16; the first level has no attention).
+    pub unet_channels: Vec<usize>,
+    /// Tokens the embedding is projected to for the UNet's cross-attention.
+    pub condition_tokens: usize,
+    /// Diffusion steps `T` of guided-diffusion's linear schedule (betas scaled by `1000 / T`).
+    pub diffusion_steps: usize,
+    /// Probability that training replaces an embedding by the null (zero) condition.
+    pub drop_condition: f64,
+}
+
+impl DecoderSpec {
+    /// A small decoder for `image_size` images: 32-wide embeddings from a 2-layer, 64-wide ViT
+    /// with 4-pixel patches, a two-level UNet 32 and 64 wide, `T = 1000`, 10% condition dropout.
+    pub fn small(classes: Vec<String>, image_size: u32) -> Self {
+        Self {
+            format: FORMAT.into(),
+            classes,
+            image_size,
+            embedding_dim: 32,
+            encoder_width: 64,
+            encoder_layers: 2,
+            encoder_heads: 4,
+            patch_size: 4,
+            unet_channels: vec![32, 64],
+            condition_tokens: 4,
+            diffusion_steps: 1000,
+            drop_condition: 0.1,
+        }
+    }
+
+    /// The encoder's configuration.
+    pub fn encoder_config(&self) -> ClipVisionConfig {
+        ClipVisionConfig {
+            hidden_size: self.encoder_width,
+            num_layers: self.encoder_layers,
+            num_heads: self.encoder_heads,
+            intermediate_size: 4 * self.encoder_width,
+            patch_size: self.patch_size,
+            image_size: self.image_size as usize,
+            projection_dim: self.embedding_dim,
+            ..ClipVisionConfig::tiny()
+        }
+    }
+
+    /// The UNet's configuration (pixel space, three channels in and out, fixed variance).
+    pub fn unet_config(&self) -> UNetConfig {
+        let levels = self.unet_channels.len();
+        let down = (0..levels)
+            .map(|i| {
+                if i == 0 {
+                    DownBlockType::ResnetDownsample
+                } else {
+                    DownBlockType::SimpleCrossAttnDown
+                }
+            })
+            .collect::<Vec<_>>();
+        let up = (0..levels)
+            .map(|i| {
+                if i + 1 == levels {
+                    UpBlockType::ResnetUpsample
+                } else {
+                    UpBlockType::SimpleCrossAttnUp
+                }
+            })
+            .collect();
+        UNetConfig {
+            in_channels: 3,
+            out_channels: 3,
+            block_out_channels: self.unet_channels.clone(),
+            down_block_types: down,
+            up_block_types: up,
+            layers_per_block: 1,
+            attention_head_dim: 16,
+            cross_attention_dim: self.unet_channels.last().copied().unwrap_or(16),
+            encoder_hid_dim: self.embedding_dim,
+            num_image_text_embeds: self.condition_tokens,
+            norm_num_groups: 8,
+            sample_size: self.image_size as usize,
+            ..UNetConfig::tiny()
+        }
+    }
+
+    /// guided-diffusion's linear schedule for `diffusion_steps`.
+    pub fn schedule(&self) -> Result<NoiseSchedule> {
+        let scale = 1000.0 / self.diffusion_steps.max(1) as f64;
+        NoiseSchedule::new(
+            &BetaSchedule::Linear {
+                start: scale * 1e-4,
+                end: scale * 0.02,
+            },
+            self.diffusion_steps,
+        )
+    }
+
+    /// Checks the parts against each other and builds an untrained decoder.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<EmbeddingDecoder<B>> {
+        if self.image_size == 0 || self.image_size as usize % self.patch_size.max(1) != 0 {
+            return Err(Error::shape(
+                "decoder image size",
+                format!("a multiple of the patch size {}", self.patch_size),
+                self.image_size,
+            ));
+        }
+        let encoder = self
+            .encoder_config()
+            .init::<B>(device)?
+            .with_processor(ClipImageProcessor::for_size(self.image_size as usize))?;
+        let unet = self.unet_config().init::<B>(device)?;
+        Ok(EmbeddingDecoder { encoder, unet })
+    }
+
+    /// Reads `dir/model.json`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let spec: Self = read_json(&dir.join("model.json"), "decoder description")?;
+        if spec.format != FORMAT {
+            return Err(Error::format(
+                dir.join("model.json").display().to_string(),
+                format!("expected format {FORMAT:?}, found {:?}", spec.format),
+            ));
+        }
+        Ok(spec)
+    }
+}
+
+/// The image encoder and the decoder conditioned on its embeddings, as one module.
+///
+/// As a [`Denoiser`] it is the UNet (condition: `[N, embedding_dim]` embeddings, the null
+/// condition is all zeros); as an [`ImageEncoder`] it is the vision transformer.
+#[derive(Module, Debug)]
+pub struct EmbeddingDecoder<B: Backend> {
+    /// The vision transformer.
+    pub encoder: ClipVision<B>,
+    /// The UNet.
+    pub unet: KandinskyUNet<B>,
+}
+
+impl<B: Backend> EmbeddingDecoder<B> {
+    /// The null condition `[1, D]` (zeros), the unconditional branch of guidance.
+    pub fn null_condition(&self, device: &B::Device) -> Tensor<B, 2> {
+        Tensor::zeros([1, self.encoder.embedding_dim()], device)
+    }
+}
+
+impl<B: Backend> Denoiser<B> for EmbeddingDecoder<B> {
+    fn channels(&self) -> usize {
+        self.unet.channels()
+    }
+
+    fn learned_variance(&self) -> bool {
+        self.unet.learned_variance()
+    }
+
+    fn condition_dim(&self) -> Option<usize> {
+        self.unet.condition_dim()
+    }
+
+    fn forward(
+        &self,
+        x_t: Tensor<B, 4>,
+        t: &[usize],
+        cond: Option<Tensor<B, 2>>,
+    ) -> Result<DenoiserOutput<B>> {
+        let cond = match cond {
+            Some(c) => c,
+            None => {
+                let n = x_t.dims()[0];
+                self.null_condition(&x_t.device()).repeat_dim(0, n)
+            }
+        };
+        self.unet.forward(x_t, t, Some(cond))
+    }
+}
+
+impl<B: Backend> ImageEncoder<B> for EmbeddingDecoder<B> {
+    fn embedding_dim(&self) -> usize {
+        self.encoder.embedding_dim()
+    }
+
+    fn identity(&self) -> String {
+        self.encoder.identity()
+    }
+
+    fn encode(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 2>> {
+        self.encoder.encode(images)
+    }
+}
+
+/// Trains the decoder of `spec` with its encoder on every image of `train` and writes the
+/// folder `dir` (`model.json`, `decoder.mpk`; the run under `dir/train` resumes when rerun).
+/// Returns the last logged loss. Compute the class statistics next with [`write_class_stats`].
+pub fn train_decoder_on<B: AutodiffBackend>(
+    spec: &DecoderSpec,
+    train: &Dataset,
+    config: &TrainConfig,
+    dir: &Path,
+    device: &B::Device,
+) -> Result<f64> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let (mode, resize) = image_mode(spec.image_size);
+    let all: Vec<usize> = (0..train.len()).collect();
+    let set = ImageSet::<B>::from_dataset(train, &all, mode, resize, device)?;
+    // Built on the inner backend and lifted, as the DDPM (parameters made from computed tensors).
+    let inner = spec.init::<B::InnerBackend>(device)?;
+    let model = trainable(<EmbeddingDecoder<B> as AutodiffModule<B>>::from_inner(
+        inner,
+    ));
+    let run = TrainConfig {
+        out_dir: dir.join("train"),
+        ..config.clone()
+    };
+    let trained = train_embedding_ddpm(model, &set, &spec.schedule()?, spec.drop_condition, &run)?;
+    let path = dir.join(RECORD);
+    trained
+        .model
+        .valid()
+        .save_file(path.clone(), &recorder())
+        .map_err(|e| Error::format(path.display().to_string(), e))?;
+    write_json(&dir.join("model.json"), spec)?;
+    Ok(trained.losses.last().map(|&(_, l)| l).unwrap_or(f64::NAN))
+}
+
+/// Loads a decoder folder written by [`train_decoder_on`]. The encoder's identity (stored with
+/// class statistics) names the folder's weights by a checksum of the record file.
+pub fn load_decoder<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(DecoderSpec, EmbeddingDecoder<B>)> {
+    let spec = DecoderSpec::load(dir)?;
+    let path = dir.join(format!("{RECORD}.mpk"));
+    let bytes = std::fs::read(&path).map_err(|e| {
+        Error::format(
+            path.display().to_string(),
+            format!("{e} (train the decoder first: foil train decoder)"),
+        )
+    })?;
+    let record = recorder()
+        .load(dir.join(RECORD), device)
+        .map_err(|e| Error::format(path.display().to_string(), e))?;
+    let mut net = spec.init::<B>(device)?.load_record(record);
+    net.encoder = net.encoder.with_identity(format!(
+        "foil-vit d{} w{} l{} p{} fnv1a:{:016x}",
+        spec.embedding_dim,
+        spec.encoder_width,
+        spec.encoder_layers,
+        spec.patch_size,
+        fnv1a(&bytes)
+    ));
+    Ok((spec, net))
+}
+
+/// FNV-1a, 64 bits: a checksum that names a weights file.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Class means of `encoder`'s embeddings over every image of `data` (in batches of `batch`),
+/// written to `path` (JSON, with the encoder's identity).
+pub fn write_class_stats<B: Backend, E: ImageEncoder<B>>(
+    encoder: &E,
+    data: &Dataset,
+    image_size: u32,
+    batch: usize,
+    path: &Path,
+    device: &B::Device,
+) -> Result<ClassStats> {
+    if batch == 0 {
+        return Err(Error::out_of_range("batch size", ">= 1", 0));
+    }
+    let (mode, resize) = image_mode(image_size);
+    let mut builder = ClassStatsBuilder::new(encoder.identity(), encoder.embedding_dim());
+    for (label, name) in data.class_names().iter().enumerate() {
+        let items: Vec<usize> = (0..data.len())
+            .filter(|&i| data.items()[i].label == label)
+            .collect();
+        for chunk in items.chunks(batch) {
+            let (x, _) = data.tensors::<B>(chunk, mode, resize, device)?;
+            builder.add(name, encoder.encode(x)?)?;
+        }
+    }
+    let stats = builder.build()?;
+    stats.save(path)?;
+    Ok(stats)
+}
