@@ -8,10 +8,10 @@ use std::process::Command;
 use burn::backend::{Autodiff, Flex};
 use foil::data::{Dataset, Source};
 use foil::pipeline::{
-    Arch, DdpmSpec, DecoderSpec, DiffusionConfig, ExplainConfig, Member, OracleSpec, Preset,
-    STATS_FILE, ScoreOptions, diffusion_set, direction_dir, explain_set, load_ddpm, load_decoder,
-    load_oracle, read_results, score_results, train_ddpm_on, train_decoder_on, train_oracle,
-    write_class_stats,
+    Arch, DdpmSpec, DecoderSpec, DiffusionConfig, EditMethod, ExplainConfig, Member, OracleSpec,
+    Preset, STATS_FILE, ScoreOptions, diffusion_set, direction_dir, explain_set, load_ddpm,
+    load_decoder, load_oracle, nearest_set, read_results, score_results, train_ddpm_on,
+    train_decoder_on, train_oracle, write_class_stats,
 };
 use foil::train::{ImageSet, TrainConfig, evaluate_accuracy};
 
@@ -228,6 +228,57 @@ fn train_explain_resume_and_score() {
     std::fs::remove_file(&results[0].0).unwrap();
     let err = run_diffusion(&other).unwrap_err().to_string();
     assert!(err.contains("another encoder"), "{err}");
+
+    // The baselines: the target mean alone runs the same search ...
+    let baseline = DiffusionConfig {
+        method: EditMethod::TargetMean,
+        ..diffusion.clone()
+    };
+    let mean_out = dir.join("target-mean");
+    let summary = diffusion_set(
+        &decoder,
+        &schedule_of(&decoder_spec),
+        &stats,
+        &oracle,
+        &test,
+        &mean_out,
+        &baseline,
+        &device,
+    )
+    .unwrap();
+    assert_eq!(summary.done, 4);
+    // ... the nearest neighbour hands back a training image of the target class.
+    let nearest_out = dir.join("nearest");
+    let summary = nearest_set(
+        &decoder,
+        &train,
+        &oracle,
+        &test,
+        &nearest_out,
+        Some(2),
+        16,
+        &device,
+    )
+    .unwrap();
+    assert_eq!(summary.done, 4);
+    for (path, r) in read_results(&nearest_out).unwrap() {
+        assert_eq!(r.denoiser_calls, 0);
+        let cf = image::open(path.with_extension("cf.png"))
+            .unwrap()
+            .to_rgb8();
+        let found = (0..train.len()).any(|i| {
+            let item = &train.items()[i];
+            let (x, _) = train.tensors::<I>(&[i], mode, resize, &device).unwrap();
+            let img = foil::core::image_io::tensor_to_images(&x).unwrap()[0].to_rgb8();
+            item.label == r.to && img == cf
+        });
+        assert!(
+            found,
+            "{} is not a training image of class {}",
+            path.display(),
+            r.to
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -4,15 +4,29 @@
 
 use std::path::Path;
 
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use foil_core::ImageEncoder;
 use foil_core::{Classifier, Error, Result};
 use foil_data::Dataset;
-use foil_embed::{ClassStats, EfRegenerator, SearchConfig, search};
+use foil_embed::{ClassStats, EfRegenerator, Regenerator, SearchConfig, search};
 use foil_invert::EfInverterConfig;
 use foil_schedule::{NoiseSchedule, Spacing, Steps};
 
 use super::decoder::EmbeddingDecoder;
 use super::explain::{ExplainSummary, Made, for_each_direction};
+
+/// What a DIFFusion run conditions the regeneration on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EditMethod {
+    /// DIFFusion: the input's embedding moved along the class-mean difference,
+    /// `|c| (c / |c| + lambda d)`.
+    #[default]
+    Arithmetic,
+    /// The baseline without the arithmetic: the target class's mean embedding alone (rescaled
+    /// to the input embedding's norm), from the same inversion and the same `T_skip` search.
+    TargetMean,
+}
 
 /// Settings of a DIFFusion batch run.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +37,8 @@ pub struct DiffusionConfig {
     pub inverter: EfInverterConfig,
     /// The edit search (`T_skip` values, lambda, edit form).
     pub search: SearchConfig,
+    /// DIFFusion's edit or the target-mean baseline.
+    pub method: EditMethod,
     /// Inputs per batch.
     pub batch_size: usize,
     /// Seed of the inversion noise.
@@ -42,6 +58,7 @@ impl DiffusionConfig {
             steps: 50,
             inverter: EfInverterConfig::diffusion(),
             search: SearchConfig::default(),
+            method: EditMethod::Arithmetic,
             batch_size: 16,
             seed: 0,
             per_direction: None,
@@ -93,7 +110,6 @@ where
     B: Backend,
     C: Classifier<B>,
 {
-    use foil_core::ImageEncoder;
     stats.check_encoder(&decoder.identity())?;
     let classes = data.class_names().to_vec();
     let directions = match classes.as_slice() {
@@ -109,6 +125,19 @@ where
         denoiser: decoder,
         seed: config.seed,
     };
+    let target_means = [
+        unit_mean::<B>(stats, &classes[1], device)?,
+        unit_mean::<B>(stats, &classes[0], device)?,
+    ];
+    let search_config = match config.method {
+        EditMethod::Arithmetic => config.search.clone(),
+        // lambda 0: the search hands the input's own embedding to the regenerator.
+        EditMethod::TargetMean => SearchConfig {
+            lambda: 0.0,
+            form: foil_embed::EditForm::Reference,
+            ..config.search.clone()
+        },
+    };
     for_each_direction::<B, _>(
         data,
         out,
@@ -117,15 +146,29 @@ where
         config.image_size,
         device,
         |x, from, to| {
-            let report = search(
-                decoder,
-                &regenerator,
-                oracle,
-                x,
-                &directions[from],
-                to,
-                &config.search,
-            )?;
+            let report = match config.method {
+                EditMethod::Arithmetic => search(
+                    decoder,
+                    &regenerator,
+                    oracle,
+                    x,
+                    &directions[from],
+                    to,
+                    &search_config,
+                )?,
+                EditMethod::TargetMean => search(
+                    decoder,
+                    &TargetMeanRegenerator {
+                        inner: &regenerator,
+                        unit_mean: target_means[from].clone(),
+                    },
+                    oracle,
+                    x,
+                    &directions[from],
+                    to,
+                    &search_config,
+                )?,
+            };
             let made = report
                 .outcomes
                 .iter()
@@ -141,4 +184,138 @@ where
             Ok((report.images, made))
         },
     )
+}
+
+/// The mean embedding of `class`, scaled to unit norm, as `[1, D]`.
+fn unit_mean<B: Backend>(
+    stats: &ClassStats,
+    class: &str,
+    device: &B::Device,
+) -> Result<Tensor<B, 2>> {
+    let mean = stats.mean(class)?;
+    let norm = mean.iter().map(|v| v * v).sum::<f64>().sqrt();
+    if !(norm > 0.0) {
+        return Err(Error::out_of_range(
+            format!("norm of the mean embedding of {class:?}"),
+            "> 0",
+            norm,
+        ));
+    }
+    let values: Vec<f32> = mean.iter().map(|v| (v / norm) as f32).collect();
+    foil_core::tensor::from_vec(values, [1, mean.len()], device)
+}
+
+/// Regenerates with the target class's mean embedding in place of the condition it is given
+/// (rescaled to that condition's norm): the baseline without embedding arithmetic.
+struct TargetMeanRegenerator<'a, R, B: Backend> {
+    inner: &'a R,
+    unit_mean: Tensor<B, 2>,
+}
+
+impl<B: Backend, R: Regenerator<B>> Regenerator<B> for TargetMeanRegenerator<'_, R, B> {
+    type State = R::State;
+
+    fn num_steps(&self) -> usize {
+        self.inner.num_steps()
+    }
+
+    fn invert(&self, images: Tensor<B, 4>) -> Result<Self::State> {
+        self.inner.invert(images)
+    }
+
+    fn generate(
+        &self,
+        state: &Self::State,
+        indices: &[usize],
+        cond: Tensor<B, 2>,
+        skip: usize,
+    ) -> Result<Tensor<B, 4>> {
+        let norms = cond.powi_scalar(2).sum_dim(1).sqrt();
+        let cond = self.unit_mean.clone().repeat_dim(0, indices.len()) * norms;
+        self.inner.generate(state, indices, cond, skip)
+    }
+}
+
+/// The nearest-neighbour baseline: for each input, the training image of the target class
+/// whose embedding is the most cosine-similar to the input's, written as its counterfactual
+/// (the JSON records no `T_skip` and no denoiser call).
+#[allow(clippy::too_many_arguments)]
+pub fn nearest_set<B, E, C>(
+    encoder: &E,
+    train: &Dataset,
+    oracle: &C,
+    data: &Dataset,
+    out: &Path,
+    per_direction: Option<usize>,
+    image_size: u32,
+    device: &B::Device,
+) -> Result<ExplainSummary>
+where
+    B: Backend,
+    E: ImageEncoder<B>,
+    C: Classifier<B>,
+{
+    if train.class_names() != data.class_names() {
+        return Err(Error::format(
+            "training classes",
+            format!(
+                "the nearest images come from {:?}, the data has {:?}",
+                train.class_names(),
+                data.class_names()
+            ),
+        ));
+    }
+    let (mode, resize) = super::image_mode(image_size);
+    // Unit embeddings of each class's training images, `[M_c, D]`.
+    let mut bank = Vec::new();
+    for label in 0..train.class_names().len() {
+        let items: Vec<usize> = (0..train.len())
+            .filter(|&i| train.items()[i].label == label)
+            .collect();
+        if items.is_empty() {
+            return Err(Error::Empty {
+                what: format!("training images of {:?}", train.class_names()[label]),
+                hint: "the nearest-neighbour baseline needs some".into(),
+            });
+        }
+        let mut parts = Vec::new();
+        for chunk in items.chunks(64) {
+            let (x, _) = train.tensors::<B>(chunk, mode, resize, device)?;
+            parts.push(unit_rows(encoder.encode(x)?));
+        }
+        bank.push((items, Tensor::cat(parts, 0)));
+    }
+    for_each_direction::<B, _>(
+        data,
+        out,
+        per_direction,
+        16,
+        image_size,
+        device,
+        |x, _, to| {
+            let (items, embeddings) = &bank[to];
+            let query = unit_rows(encoder.encode(x)?);
+            let similarity = query.matmul(embeddings.clone().transpose());
+            let best = foil_core::tensor::to_vec_f32(&similarity.argmax(1).float())?;
+            let chosen: Vec<usize> = best.iter().map(|&j| items[j as usize]).collect();
+            let (images, _) = train.tensors::<B>(&chosen, mode, resize, device)?;
+            let labels = foil_core::predicted_labels(oracle, images.clone())?;
+            let made = labels
+                .iter()
+                .map(|&l| Made {
+                    flipped: l == to,
+                    scale: None,
+                    t_skip: None,
+                    denoiser_calls: 0,
+                    classifier_calls: 1,
+                })
+                .collect();
+            Ok((images, made))
+        },
+    )
+}
+
+fn unit_rows<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    let norms = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
+    x / norms
 }

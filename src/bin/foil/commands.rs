@@ -9,8 +9,8 @@ use foil::core::{Error, Result};
 use foil::data::{Dataset, Source};
 use foil::embed::ClassStats;
 use foil::pipeline::{
-    self, Arch, DdpmSpec, DecoderSpec, DiffusionConfig, ExplainConfig, Member, OracleSpec, Preset,
-    ScoreOptions,
+    self, Arch, DdpmSpec, DecoderSpec, DiffusionConfig, EditMethod, ExplainConfig, Member,
+    OracleSpec, Preset, ScoreOptions,
 };
 use foil::train::TrainConfig;
 
@@ -329,9 +329,25 @@ pub struct DiffusionArgs {
     /// Seed of the inversion noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Results folder (default: results/diffusion); finished inputs are skipped on rerun.
+    /// DIFFusion's embedding arithmetic, or a baseline: the target class's mean embedding alone
+    /// (same inversion and search), or the nearest target-class training image by embedding.
+    #[arg(long, value_enum, default_value = "arithmetic")]
+    method: MethodArg,
+    /// Results folder (default: results/diffusion, or results/<method> for a baseline);
+    /// finished inputs are skipped on rerun.
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+/// What `foil diffusion` conditions on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MethodArg {
+    /// DIFFusion: the embedding moved along the class-mean difference.
+    Arithmetic,
+    /// Baseline: the target class's mean embedding alone.
+    TargetMean,
+    /// Baseline: the nearest target-class training image by embedding.
+    Nearest,
 }
 
 /// `foil diffusion`.
@@ -346,16 +362,22 @@ pub fn diffusion(args: DiffusionArgs) -> Result<()> {
     config.batch_size = args.batch_size;
     config.seed = args.seed;
     config.per_direction = Some(args.per_direction);
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("results").join("diffusion"));
+    if args.method == MethodArg::TargetMean {
+        config.method = EditMethod::TargetMean;
+    }
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("results").join(match args.method {
+            MethodArg::Arithmetic => "diffusion",
+            MethodArg::TargetMean => "target-mean",
+            MethodArg::Nearest => "nearest",
+        })
+    });
     let stats_path = args
         .stats
         .clone()
         .unwrap_or_else(|| args.decoder.join(pipeline::STATS_FILE));
     let stats = ClassStats::load(&stats_path)?;
-    let (_, test) = args.data.load()?;
+    let (train, test) = args.data.load()?;
     let summary = with_backend!(args.data.device()?, |B, dev| {
         type I = <B as AutodiffBackend>::InnerBackend;
         let (spec, oracle) = pipeline::load_oracle::<I>(&args.oracle, &dev)?;
@@ -365,19 +387,34 @@ pub fn diffusion(args: DiffusionArgs) -> Result<()> {
             image_size: spec.image_size,
             ..config.clone()
         };
-        pipeline::diffusion_set(
-            &decoder,
-            &dspec.schedule()?,
-            &stats,
-            &oracle,
-            &test,
-            &out,
-            &config,
-            &dev,
-        )
+        if args.method == MethodArg::Nearest {
+            pipeline::nearest_set(
+                &decoder,
+                &train,
+                &oracle,
+                &test,
+                &out,
+                config.per_direction,
+                config.image_size,
+                &dev,
+            )
+        } else {
+            pipeline::diffusion_set(
+                &decoder,
+                &dspec.schedule()?,
+                &stats,
+                &oracle,
+                &test,
+                &out,
+                &config,
+                &dev,
+            )
+        }
     })?;
     println!(
-        "diffusion: {} explained ({} flipped), {} already done, {:.1} s -> {}",
+        "{}: {} explained ({} flipped), {} already done, {:.1} s -> {}",
+        out.file_name()
+            .map_or("diffusion".into(), |n| n.to_string_lossy()),
         summary.done,
         summary.flipped,
         summary.skipped,
