@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
-# The foil quickstart: MaskDiME counterfactuals on Fashion-MNIST "Shirt" vs "T-shirt/top",
-# from nothing. It installs what is missing (Debian's dataset-fashion-mnist, the LPIPS weights),
-# trains a small oracle and a small DDPM with `foil train` (resuming if interrupted), explains
-# test images of both classes in both directions and prints the success ratio and LPIPS.
+# The foil quickstart: MaskDiME and DIFFusion counterfactuals on Fashion-MNIST "Shirt" vs
+# "T-shirt/top", from nothing. It installs what is missing (Debian's dataset-fashion-mnist, the
+# LPIPS weights), takes the small networks trained by `foil train` that ship in
+# assets/quickstart/ (or trains them, resuming if interrupted, for another pair or with
+# TRAIN=1), explains test images of both classes in both directions with both methods and
+# prints the success ratio and LPIPS per method and direction.
 #
-#   scripts/quickstart.sh                 # Shirt vs T-shirt/top
-#   PAIR="Pullover,Coat" scripts/quickstart.sh
-#   DDPM_STEPS=3000 PER_DIRECTION=50 scripts/quickstart.sh   # longer, better
+#   scripts/quickstart.sh                            # Shirt vs T-shirt/top, shipped weights
+#   PAIR="Pullover,Coat" scripts/quickstart.sh       # another pair: trains first (~35 min on 2 cores)
+#   PER_DIRECTION=100 scripts/quickstart.sh          # more test images
 #
-# Outputs under runs/quickstart/<pair>/: oracle/, ddpm/, maskdime/ (per image: original,
-# counterfactual, grid with the change heat map, JSON) and maskdime/metrics.json.
+# Outputs under runs/quickstart/<pair>/: maskdime/ and diffusion/ (per image: original,
+# counterfactual, grid with the change heat map, JSON; one grid per direction,
+# <from>_to_<to>.png; metrics.json), and the trained networks when it trains.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PAIR="${PAIR:-Shirt,T-shirt/top}"
-ORACLE_STEPS="${ORACLE_STEPS:-300}"
-DDPM_STEPS="${DDPM_STEPS:-600}"
 PER_DIRECTION="${PER_DIRECTION:-16}"
 DEVICE="${DEVICE:-cpu}"
-RUN="runs/quickstart/$(echo "$PAIR" | tr -c 'A-Za-z0-9,\n-' '_' | tr ',' '-')"
+SIZE=28
+SLUG="$(echo "$PAIR" | tr -c 'A-Za-z0-9,\n-' '_' | tr ',' '-')"
+RUN="runs/quickstart/$SLUG"
+SHIPPED="assets/quickstart/$SLUG"
 
 say() { printf '\n== %s\n' "$*"; }
 
@@ -39,18 +43,34 @@ if [ ! -f assets/lpips/alexnet.safetensors ]; then
 fi
 
 start=$(date +%s)
-say "training the oracle ($ORACLE_STEPS steps)"
-$FOIL train oracle --classes "$PAIR" --arch resnet18 --width 0.125 --steps "$ORACLE_STEPS" \
-  --batch-size 64 --lr 2e-3 --seed 0 --out "$RUN/oracle" --device "$DEVICE"
-
-say "training the DDPM ($DDPM_STEPS steps)"
-$FOIL train ddpm --classes "$PAIR" --steps "$DDPM_STEPS" --batch-size 32 --lr 1e-3 --seed 0 \
-  --out "$RUN/ddpm" --device "$DEVICE"
+if [ -d "$SHIPPED" ] && [ -z "${TRAIN:-}" ]; then
+  say "using the networks in $SHIPPED (trained by the commands in $SHIPPED/README.md)"
+  NETS="$SHIPPED"
+else
+  NETS="$RUN"
+  say "training the oracle"
+  $FOIL train oracle --classes "$PAIR" --arch resnet18 --width 0.125 --steps 600 \
+    --batch-size 64 --lr 2e-3 --seed 0 --image-size $SIZE --out "$NETS/oracle" --device "$DEVICE"
+  say "training DIFFusion's decoder and encoder"
+  $FOIL train decoder --classes "$PAIR" --steps 500 --batch-size 32 --lr 1e-3 --seed 0 \
+    --image-size $SIZE --out "$NETS/decoder" --device "$DEVICE"
+  say "training MaskDiME's DDPM"
+  $FOIL train ddpm --classes "$PAIR" --steps 500 --batch-size 32 --lr 1e-3 --seed 0 \
+    --image-size $SIZE --out "$NETS/ddpm" --device "$DEVICE"
+fi
 
 say "MaskDiME on $PER_DIRECTION test images per direction"
-$FOIL maskdime --classes "$PAIR" --oracle "$RUN/oracle" --ddpm "$RUN/ddpm" \
+$FOIL maskdime --classes "$PAIR" --oracle "$NETS/oracle" --ddpm "$NETS/ddpm" \
   --per-direction "$PER_DIRECTION" --out "$RUN/maskdime" --device "$DEVICE"
 
-say "scoring"
-$FOIL evaluate --results "$RUN/maskdime"
-echo "quickstart took $(( $(date +%s) - start )) s after the build; grids: $RUN/maskdime/*/*.grid.png"
+say "DIFFusion on $PER_DIRECTION test images per direction"
+$FOIL diffusion --classes "$PAIR" --oracle "$NETS/oracle" --decoder "$NETS/decoder" \
+  --per-direction "$PER_DIRECTION" --out "$RUN/diffusion" --device "$DEVICE"
+
+for method in maskdime diffusion; do
+  say "scoring $method"
+  $FOIL evaluate --results "$RUN/$method"
+done
+echo
+echo "quickstart took $(( $(date +%s) - start )) s after the build and set-up"
+echo "grids: $RUN/{maskdime,diffusion}/*_to_*.png"

@@ -355,6 +355,10 @@ fn the_cli_trains_explains_and_scores() {
     let (ok, stdout, stderr) = foil(&["evaluate", "--lpips", "none"], &dir);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("bouba"), "{stdout}");
+    // One grid per direction: the per-input grids stacked.
+    let sheet = image::open(dir.join("results/maskdime/bouba_to_kiki.png")).unwrap();
+    assert_eq!((sheet.width(), sheet.height()), (3 * 16 + 2 * 2, 16));
+    assert!(stdout.contains("grid: "), "{stdout}");
     let json = std::fs::read_to_string(dir.join("results/maskdime/metrics.json")).unwrap();
     let report = foil::metrics::Evaluation::from_json(&json).unwrap();
     assert_eq!(report.inputs, 2);

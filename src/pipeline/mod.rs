@@ -25,7 +25,7 @@ pub use explain::{
     grid, read_results, result_key,
 };
 pub use oracle::{Arch, Member, OracleSpec, load_oracle, train_oracle};
-pub use report::{ScoreOptions, score_results};
+pub use report::{ScoreOptions, contact_sheets, score_results};
 
 use std::path::Path;
 

@@ -604,5 +604,8 @@ pub fn evaluate(args: EvaluateArgs) -> Result<()> {
     report.write_json(&json)?;
     println!("{report}");
     println!("report written to {}", json.display());
+    for sheet in pipeline::contact_sheets(&args.results, 16)? {
+        println!("grid: {}", sheet.display());
+    }
     Ok(())
 }

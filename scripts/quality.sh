@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The quality-bar benchmark of issue 8 (a script, not a timed test): on the first N held-out
+# test images per direction (default 100), MaskDiME, DIFFusion and DIFFusion's two baselines
+# (the target class's mean embedding alone; the nearest target-class training image by
+# embedding), each scored by `foil evaluate` (success ratio per direction, LPIPS, changed
+# pixels), beside the oracle's held-out accuracy. Uses the networks of scripts/quickstart.sh.
+#
+#   scripts/quality.sh                      # Shirt vs T-shirt/top, 100 per direction
+#   N=30 NETS=runs/quickstart/Pullover-Coat PAIR=Pullover,Coat scripts/quality.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PAIR="${PAIR:-Shirt,T-shirt/top}"
+N="${N:-100}"
+DEVICE="${DEVICE:-cpu}"
+SLUG="$(echo "$PAIR" | tr -c 'A-Za-z0-9,\n-' '_' | tr ',' '-')"
+NETS="${NETS:-assets/quickstart/$SLUG}"
+OUT="${OUT:-runs/quality/$SLUG}"
+
+cargo build --release --quiet --bin foil
+FOIL=target/release/foil
+[ -f assets/lpips/alexnet.safetensors ] || $FOIL weights lpips
+
+echo "oracle: $(grep -o '"test_accuracy": [0-9.]*' "$NETS/oracle/model.json")"
+run() { # name, command...
+  local name=$1; shift
+  local t0; t0=$(date +%s)
+  "$@" --classes "$PAIR" --oracle "$NETS/oracle" --per-direction "$N" --out "$OUT/$name" \
+    --device "$DEVICE"
+  echo "$name: $(( $(date +%s) - t0 )) s"
+}
+run maskdime $FOIL maskdime --ddpm "$NETS/ddpm"
+run diffusion $FOIL diffusion --decoder "$NETS/decoder"
+run target-mean $FOIL diffusion --decoder "$NETS/decoder" --method target-mean
+run nearest $FOIL diffusion --decoder "$NETS/decoder" --method nearest
+for name in maskdime diffusion target-mean nearest; do
+  echo "== $name"
+  $FOIL evaluate --results "$OUT/$name"
+done
