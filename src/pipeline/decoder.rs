@@ -140,7 +140,9 @@ impl DecoderSpec {
 
     /// Checks the parts against each other and builds an untrained decoder.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<EmbeddingDecoder<B>> {
-        if self.image_size == 0 || self.image_size as usize % self.patch_size.max(1) != 0 {
+        if self.image_size == 0
+            || !(self.image_size as usize).is_multiple_of(self.patch_size.max(1))
+        {
             return Err(Error::shape(
                 "decoder image size",
                 format!("a multiple of the patch size {}", self.patch_size),

@@ -194,7 +194,7 @@ fn unit_mean<B: Backend>(
 ) -> Result<Tensor<B, 2>> {
     let mean = stats.mean(class)?;
     let norm = mean.iter().map(|v| v * v).sum::<f64>().sqrt();
-    if !(norm > 0.0) {
+    if norm.is_nan() || norm <= 0.0 {
         return Err(Error::out_of_range(
             format!("norm of the mean embedding of {class:?}"),
             "> 0",
