@@ -38,3 +38,4 @@ pub use foil_train as train;
 
 pub mod backend;
 pub mod pipeline;
+pub mod teach;

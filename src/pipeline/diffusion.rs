@@ -319,3 +319,40 @@ fn unit_rows<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
     let norms = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
     x / norms
 }
+
+/// DIFFusion's transition between an input and its counterfactual: inverts `images` (all of
+/// class `from`) once, then regenerates them at each lambda of `lambdas` along the class-mean
+/// direction `from -> to`, skipping `skip` of the `config.steps` steps (the skip that flipped
+/// them). One `[N, C, H, W]` batch per lambda.
+#[allow(clippy::too_many_arguments)]
+pub fn lambda_sweep<B: Backend>(
+    decoder: &EmbeddingDecoder<B>,
+    schedule: &NoiseSchedule,
+    stats: &ClassStats,
+    config: &DiffusionConfig,
+    images: Tensor<B, 4>,
+    (from, to): (&str, &str),
+    skip: usize,
+    lambdas: &[f64],
+) -> Result<Vec<Tensor<B, 4>>> {
+    stats.check_encoder(&decoder.identity())?;
+    let device = images.device();
+    let direction = stats.direction(from, to)?;
+    let inverter = config.inverter.init(
+        config.inference_steps(schedule)?,
+        Some(decoder.null_condition(&device)),
+    )?;
+    let regenerator = EfRegenerator {
+        inverter: &inverter,
+        denoiser: decoder,
+        seed: config.seed,
+    };
+    let n = images.dims()[0];
+    let embeddings = decoder.encode(images.clone())?;
+    let state = regenerator.invert(images)?;
+    let all: Vec<usize> = (0..n).collect();
+    foil_embed::sweep(embeddings, &direction, lambdas, config.search.form)?
+        .into_iter()
+        .map(|cond| regenerator.generate(&state, &all, cond, skip))
+        .collect()
+}

@@ -19,7 +19,7 @@ pub use ddpm::{DdpmSpec, load_ddpm, train_ddpm_on};
 pub use decoder::{
     DecoderSpec, EmbeddingDecoder, STATS_FILE, load_decoder, train_decoder_on, write_class_stats,
 };
-pub use diffusion::{DiffusionConfig, EditMethod, diffusion_set, nearest_set};
+pub use diffusion::{DiffusionConfig, EditMethod, diffusion_set, lambda_sweep, nearest_set};
 pub use explain::{
     ExplainConfig, ExplainSummary, ItemResult, Preset, change_map, direction_dir, explain_set,
     grid, read_results, result_key,

@@ -609,3 +609,105 @@ pub fn evaluate(args: EvaluateArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// `foil teach` arguments.
+#[derive(Debug, Args)]
+pub struct TeachArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Results folder (`foil diffusion` or `foil maskdime`).
+    #[arg(long, default_value = "results/diffusion")]
+    results: PathBuf,
+    /// Decoder folder: DIFFusion results get true lambda sweeps (else cross-fades). Pass the
+    /// run's --steps, --lambda, --guidance and --seed if they were not the defaults.
+    #[arg(long)]
+    decoder: Option<PathBuf>,
+    /// Frames per transition (original included).
+    #[arg(long, default_value_t = 8)]
+    frames: usize,
+    /// At most this many transitions in the gallery.
+    #[arg(long, default_value_t = 24)]
+    max_items: usize,
+    /// Quiz images, half per class, unseen test images.
+    #[arg(long, default_value_t = 20)]
+    quiz: usize,
+    /// Study time before the quiz, in seconds.
+    #[arg(long, default_value_t = 180)]
+    study_seconds: u32,
+    /// Page title (default: "<A> or <B>?").
+    #[arg(long)]
+    title: Option<String>,
+    /// DIFFusion's inversion steps of the run.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// DIFFusion's lambda of the run.
+    #[arg(long, default_value_t = 2.0)]
+    lambda: f64,
+    /// DIFFusion's guidance of the run.
+    #[arg(long, default_value_t = 4.0)]
+    guidance: f64,
+    /// Seed of the run's inversion noise and of the quiz.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder (default: <results>/study).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// `foil teach`.
+pub fn teach(args: TeachArgs) -> Result<()> {
+    use foil::teach::{StudySettings, Sweeper, TeachOptions, build_study};
+    let classes = args.data.classes();
+    let options = TeachOptions {
+        frames: args.frames,
+        max_items: args.max_items,
+        quiz: args.quiz,
+        delay_ms: 150,
+        seed: args.seed,
+        page: StudySettings {
+            title: args
+                .title
+                .clone()
+                .unwrap_or_else(|| format!("{} or {}?", classes[0], classes[1])),
+            classes: classes.clone(),
+            study_seconds: args.study_seconds,
+            display_px: 160,
+        },
+    };
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.results.join("study"));
+    let (_, test) = args.data.load()?;
+    let summary = with_backend!(args.data.device()?, |B, dev| {
+        type I = <B as AutodiffBackend>::InnerBackend;
+        match &args.decoder {
+            Some(dir) => {
+                let (spec, decoder) = pipeline::load_decoder::<I>(dir, &dev)?;
+                let stats = ClassStats::load(dir.join(pipeline::STATS_FILE))?;
+                let schedule = spec.schedule()?;
+                let mut config = DiffusionConfig::new(spec.image_size);
+                config.steps = args.steps;
+                config.search.lambda = args.lambda;
+                config.inverter.target_guidance = args.guidance;
+                config.seed = args.seed;
+                let sweeper = Sweeper {
+                    decoder: &decoder,
+                    schedule: &schedule,
+                    stats: &stats,
+                    config: &config,
+                };
+                build_study::<I>(&args.results, &test, &options, Some(sweeper), &out, &dev)
+            }
+            None => build_study::<I>(&args.results, &test, &options, None, &out, &dev),
+        }
+    })?;
+    println!(
+        "study page: {} ({} transitions, {} lambda sweeps, {} quiz images)",
+        summary.page.display(),
+        summary.items,
+        summary.swept,
+        summary.quiz
+    );
+    Ok(())
+}

@@ -32,6 +32,9 @@ enum Command {
     /// DIFFusion counterfactuals for the test images of a class pair, both directions;
     /// finished images are skipped on rerun.
     Diffusion(commands::DiffusionArgs),
+    /// Teaching material from a results folder: per image a transition strip, GIF and heat map,
+    /// and a self-contained HTML study page with a quiz.
+    Teach(commands::TeachArgs),
     /// Score a results folder: success ratio per direction, LPIPS, changed pixels (table + JSON).
     Evaluate(commands::EvaluateArgs),
 }
@@ -45,6 +48,7 @@ fn main() -> std::process::ExitCode {
         Command::Stats(args) => commands::stats(args),
         Command::Diffusion(args) => commands::diffusion(args),
         Command::Evaluate(args) => commands::evaluate(args),
+        Command::Teach(args) => commands::teach(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
