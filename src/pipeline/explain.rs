@@ -322,13 +322,19 @@ where
     Ok(summary)
 }
 
-/// Reads every `<key>.json` result under a run folder, sorted by direction and key.
+/// Reads every `<key>.json` result in the direction folders (`<from>_to_<to>`) of a run
+/// folder, sorted by direction and key.
 pub fn read_results(out: &Path) -> Result<Vec<(PathBuf, ItemResult)>> {
     let mut found = Vec::new();
     let dirs = std::fs::read_dir(out).map_err(|e| Error::io(out, e))?;
     for dir in dirs {
         let dir = dir.map_err(|e| Error::io(out, e))?.path();
-        if !dir.is_dir() {
+        // Direction folders only (`<from>_to_<to>`, see `direction_dir`): a study folder or
+        // anything else a user keeps beside them is not a result.
+        let is_direction = dir
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().contains("_to_"));
+        if !dir.is_dir() || !is_direction {
             continue;
         }
         for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
