@@ -155,16 +155,20 @@ fn train_explain_resume_and_score() {
     let mut decoder_spec = DecoderSpec::small(classes.to_vec(), 16);
     decoder_spec.diffusion_steps = 100;
     decoder_spec.unet_channels = vec![16, 32];
+    // The encoder pre-trained as a classifier for a few steps, then frozen.
+    decoder_spec.encoder_pretraining_steps = 2;
     let decoder_config = TrainConfig::new(3, 8, 1e-3, dir.join("unused")).with_seed(4);
     let decoder_dir = dir.join("decoder");
     let loss = train_decoder_on::<B>(
         &decoder_spec,
         &train,
+        Some(&train),
         &decoder_config,
         &decoder_dir,
         &device,
     )
     .unwrap();
+    assert!(decoder_dir.join("encoder-train").exists());
     assert!(loss.is_finite());
     lap("decoder trained");
     let (loaded_decoder_spec, decoder) = load_decoder::<I>(&decoder_dir, &device).unwrap();

@@ -10,6 +10,8 @@
 //!   (`metrics.jsonl`), atomic checkpoints (model and Adam state, burn's named MessagePack
 //!   records at full precision) and resume: rerunning with the same `out_dir` continues from the
 //!   last checkpoint, and gives the same weights as an uninterrupted run;
+//! - [`train_multiclass`]: a `K`-class classifier with softmax cross-entropy (an encoder's
+//!   pre-training on every class of a dataset);
 //! - [`train_embedding_ddpm`]: an image-embedding-conditioned denoiser trained jointly with its
 //!   encoder (condition dropout for classifier-free guidance), the decoder DIFFusion edits with;
 //! - [`recalibrate_batchnorm`]: BatchNorm running statistics re-estimated with the final weights;
@@ -53,5 +55,5 @@ pub use data::ImageSet;
 pub use run::{MetricsLine, TrainConfig, Trained, read_metrics, trainable};
 pub use tasks::{
     bce_with_logits, evaluate_accuracy, recalibrate_batchnorm, train_classifier, train_ddpm,
-    train_embedding_ddpm,
+    train_embedding_ddpm, train_multiclass,
 };

@@ -86,6 +86,73 @@ where
     )
 }
 
+/// Trains a `K`-class classifier (`K = model.num_logits() >= 2`, labels `0..K`) with softmax
+/// cross-entropy and Adam on `train`. Each metrics line carries the batch accuracy. Used to
+/// pre-train an image encoder with a linear head on every class of a dataset, so its
+/// embeddings know the classes (as CLIP's do) before a decoder learns to read them.
+pub fn train_multiclass<B, M>(
+    model: M,
+    train: &ImageSet<B>,
+    config: &TrainConfig,
+) -> Result<Trained<M>>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + Classifier<B> + Clone,
+{
+    let k = model.num_logits();
+    if k < 2 {
+        return Err(Error::shape("multi-class logits", "at least 2", k));
+    }
+    if let Some(&l) = train.labels().iter().find(|&&l| l >= k) {
+        return Err(Error::out_of_range(
+            "class label",
+            format!("below the {k} logits"),
+            l,
+        ));
+    }
+    let device = train.device();
+    run(
+        model,
+        config,
+        "multiclass",
+        train.len(),
+        &device,
+        |model, batch, _step| {
+            let (images, labels) = train.batch(batch)?;
+            let n = labels.len();
+            let logits = model.logits(images)?;
+            if logits.dims() != [n, k] {
+                return Err(Error::shape(
+                    "classifier logits",
+                    format!("[{n}, {k}]"),
+                    fmt_dims(&logits.dims()),
+                ));
+            }
+            let predicted = predicted_labels_of(&logits)?;
+            let right = predicted
+                .iter()
+                .zip(&labels)
+                .filter(|(p, l)| p == l)
+                .count();
+            let idx: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+            let idx =
+                Tensor::<B, 2, burn::tensor::Int>::from_data(TensorData::new(idx, [n, 1]), &device);
+            let log_p = burn::tensor::activation::log_softmax(logits, 1);
+            let loss = log_p.gather(1, idx).mean().neg().reshape([1]);
+            Ok((loss, Some(right as f64 / n as f64)))
+        },
+    )
+}
+
+fn predicted_labels_of<B: Backend>(logits: &Tensor<B, 2>) -> Result<Vec<usize>> {
+    let [_, k] = logits.dims();
+    let values = foil_core::tensor::to_vec_f32(logits)?;
+    Ok(values
+        .chunks_exact(k)
+        .map(|row| (0..k).fold(0, |best, i| if row[i] > row[best] { i } else { best }))
+        .collect())
+}
+
 /// The fraction of `data` that `model` classifies right, in batches of `batch_size`.
 /// One-logit models predict label 1 for a positive logit; K-logit models the arg-max.
 pub fn evaluate_accuracy<B, C>(model: &C, data: &ImageSet<B>, batch_size: usize) -> Result<f64>
@@ -206,13 +273,15 @@ where
 /// the simple eps loss `|eps - model.forward(x_t, t, c)|^2` trains both halves.
 ///
 /// The model implements both [`ImageEncoder`] (its encoder) and [`Denoiser`] (its decoder,
-/// with `condition_dim` equal to the embedding width). Timesteps, noise and dropped rows are
+/// with `condition_dim` equal to the embedding width). With `train_encoder = false` the
+/// embeddings are detached: a pre-trained encoder stays as it is (Kandinsky's frozen CLIP). Timesteps, noise and dropped rows are
 /// drawn from `(config.seed, step)` alone, so a resumed run draws what an uninterrupted one would.
 pub fn train_embedding_ddpm<B, M>(
     model: M,
     train: &ImageSet<B>,
     schedule: &NoiseSchedule,
     drop_condition: f64,
+    train_encoder: bool,
     config: &TrainConfig,
 ) -> Result<Trained<M>>
 where
@@ -261,6 +330,8 @@ where
                 .collect();
             let noise = Noise::new(derive_seed(config.seed, step as u64, 2)).normal_like(&x0);
             let cond = model.encode(x0.clone())?;
+            // A frozen encoder: the loss does not reach it.
+            let cond = if train_encoder { cond } else { cond.detach() };
             let keep = Tensor::<B, 1>::from_data(TensorData::new(keep, [n]), &cond.device());
             let cond = cond * keep.unsqueeze_dim::<2>(1);
             let x_t = steps.q_sample(x0, &t, noise.clone())?;

@@ -376,7 +376,8 @@ fn embedding_ddpm_trains_decoder_and_encoder_together() {
     let dir = out_dir("embedding-ddpm");
     let config = TrainConfig::new(12, 8, 2e-3, &dir).with_seed(5);
     let t0 = Instant::now();
-    let trained = foil_train::train_embedding_ddpm(model, &train, &schedule, 0.1, &config).unwrap();
+    let trained =
+        foil_train::train_embedding_ddpm(model, &train, &schedule, 0.1, true, &config).unwrap();
     let after_model = trained.model.valid();
     let after = loss(&after_model);
     eprintln!(
@@ -392,6 +393,18 @@ fn embedding_ddpm_trains_decoder_and_encoder_together() {
         "{moved} of {} encoder weights moved",
         w0.len()
     );
+    // With a frozen encoder only the decoder moves.
+    let dir2 = out_dir("embedding-ddpm-frozen");
+    let config = TrainConfig::new(3, 8, 2e-3, &dir2).with_seed(5);
+    let model = enc_dec(24, 24, &device);
+    let enc_before = weights(&model.valid().enc);
+    let unet_before = weights(&model.valid().unet);
+    let trained =
+        foil_train::train_embedding_ddpm(model, &train, &schedule, 0.1, false, &config).unwrap();
+    let frozen = trained.model.valid();
+    assert_eq!(weights(&frozen.enc), enc_before);
+    assert_ne!(weights(&frozen.unet), unet_before);
+    let _ = std::fs::remove_dir_all(&dir2);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -401,16 +414,99 @@ fn embedding_ddpm_rejects_bad_settings() {
     let schedule = NoiseSchedule::new(&BetaSchedule::ddpm(), 100).unwrap();
     let dir = out_dir("embedding-ddpm-bad");
     let config = TrainConfig::new(1, 4, 1e-3, &dir);
-    let err =
-        foil_train::train_embedding_ddpm(enc_dec(24, 24, &device), &train, &schedule, 1.0, &config)
-            .unwrap_err()
-            .to_string();
+    let err = foil_train::train_embedding_ddpm(
+        enc_dec(24, 24, &device),
+        &train,
+        &schedule,
+        1.0,
+        true,
+        &config,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("condition drop probability"), "{err}");
     // The encoder makes 16 values, the decoder wants 24.
-    let err =
-        foil_train::train_embedding_ddpm(enc_dec(16, 24, &device), &train, &schedule, 0.1, &config)
-            .unwrap_err()
-            .to_string();
+    let err = foil_train::train_embedding_ddpm(
+        enc_dec(16, 24, &device),
+        &train,
+        &schedule,
+        0.1,
+        true,
+        &config,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("16 values") && err.contains("24"), "{err}");
     assert!(!dir.exists(), "nothing is written for a refused run");
+}
+
+#[test]
+fn multiclass_training_learns_and_checks_labels() {
+    use foil_core::ImageEncoder;
+    use foil_models::clip::{ClipImageProcessor, ClipVisionConfig};
+    let (train, test, device) = kiki_bouba_sets(48, ColorMode::Rgb);
+    // A tiny ViT whose two embedding values are the logits.
+    let enc = ClipVisionConfig {
+        image_size: 16,
+        patch_size: 4,
+        projection_dim: 2,
+        ..ClipVisionConfig::tiny()
+    }
+    .init::<I>(&device)
+    .unwrap()
+    .with_processor(ClipImageProcessor::for_size(16))
+    .unwrap();
+    let model = foil_train::trainable(<Vit<B> as AutodiffModule<B>>::from_inner(Vit { enc }));
+    let dir = out_dir("multiclass");
+    let config = TrainConfig::new(40, 16, 3e-3, &dir).with_seed(1);
+    let trained = foil_train::train_multiclass(model, &train, &config).unwrap();
+    let model = trained.model.valid();
+    let idx: Vec<usize> = (0..test.len()).collect();
+    let (x, labels) = test.batch(&idx).unwrap();
+    let predicted = foil_core::predicted_labels(&model, x).unwrap();
+    let right = predicted
+        .iter()
+        .zip(&labels)
+        .filter(|(p, l)| p == l)
+        .count();
+    let accuracy = right as f64 / labels.len() as f64;
+    eprintln!("multiclass: held-out accuracy {accuracy}");
+    assert!(accuracy >= 0.8, "held-out accuracy {accuracy}");
+    let log = read_metrics(&config.metrics_path()).unwrap();
+    assert!(log.iter().all(|l| l.accuracy.is_some()));
+    // One logit is not a multi-class classifier.
+    let one = ClipVisionConfig {
+        image_size: 16,
+        patch_size: 4,
+        projection_dim: 1,
+        ..ClipVisionConfig::tiny()
+    }
+    .init::<I>(&device)
+    .unwrap()
+    .with_processor(ClipImageProcessor::for_size(16))
+    .unwrap();
+    let one = <Vit<B> as AutodiffModule<B>>::from_inner(Vit { enc: one });
+    let err = foil_train::train_multiclass(one, &train, &config)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at least 2"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = ImageEncoder::<I>::embedding_dim(&model.enc);
+}
+
+/// A tiny ViT whose embedding values are the logits.
+#[derive(Module, Debug)]
+struct Vit<B: Backend> {
+    enc: foil_models::clip::ClipVision<B>,
+}
+
+impl<Bk: Backend> Classifier<Bk> for Vit<Bk> {
+    fn num_logits(&self) -> usize {
+        use foil_core::ImageEncoder;
+        self.enc.embedding_dim()
+    }
+    fn logits(&self, images: Tensor<Bk, 4>) -> foil_core::Result<Tensor<Bk, 2>> {
+        use foil_core::ImageEncoder;
+        self.enc.encode(images)
+    }
 }

@@ -162,6 +162,10 @@ pub enum TrainCommand {
         /// Widths of the UNet's levels (multiples of 16), comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "32,64")]
         unet_channels: Vec<usize>,
+        /// Pre-train the encoder this many steps as a classifier of every class of --data
+        /// (then frozen while the decoder trains); 0 trains encoder and decoder together.
+        #[arg(long, default_value_t = 0)]
+        encoder_steps: usize,
         /// Output folder.
         #[arg(long, default_value = "runs/decoder")]
         out: PathBuf,
@@ -231,12 +235,27 @@ pub fn train(cmd: TrainCommand) -> Result<()> {
             optim,
             embedding_dim,
             unet_channels,
+            encoder_steps,
             out,
         } => {
             let mut spec = DecoderSpec::small(data.classes().to_vec(), optim.image_size);
             spec.embedding_dim = embedding_dim;
             spec.unet_channels = unet_channels;
+            spec.encoder_pretraining_steps = encoder_steps;
             let (train, _) = data.load()?;
+            let everything = if encoder_steps > 0 {
+                let source: Source = data.data.parse()?;
+                let (all, _) = source.load(data.test_fraction, data.split_seed)?;
+                spec.encoder_classes = all.class_names().to_vec();
+                eprintln!(
+                    "encoder: pre-trained on {} images of {} classes",
+                    all.len(),
+                    all.class_names().len()
+                );
+                Some(all)
+            } else {
+                None
+            };
             eprintln!(
                 "decoder: {} training images of {:?}",
                 train.len(),
@@ -244,7 +263,14 @@ pub fn train(cmd: TrainCommand) -> Result<()> {
             );
             let config = optim.config(&out);
             let loss = with_backend!(data.device()?, |B, dev| {
-                pipeline::train_decoder_on::<B>(&spec, &train, &config, &out, &dev)
+                pipeline::train_decoder_on::<B>(
+                    &spec,
+                    &train,
+                    everything.as_ref(),
+                    &config,
+                    &out,
+                    &dev,
+                )
             })?;
             println!("decoder written to {} (last loss {loss:.4})", out.display());
             stats(StatsArgs {
