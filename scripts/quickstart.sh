@@ -52,7 +52,7 @@ else
   $FOIL train oracle --classes "$PAIR" --arch resnet18 --width 0.125 --steps 600 \
     --batch-size 64 --lr 2e-3 --seed 0 --image-size $SIZE --out "$NETS/oracle" --device "$DEVICE"
   say "training DIFFusion's decoder and encoder"
-  $FOIL train decoder --classes "$PAIR" --steps 500 --batch-size 32 --lr 1e-3 --seed 0 \
+  $FOIL train decoder --classes "$PAIR" --steps 600 --encoder-steps 1500 --batch-size 32 --lr 1e-3 --seed 0 \
     --image-size $SIZE --out "$NETS/decoder" --device "$DEVICE"
   say "training MaskDiME's DDPM"
   $FOIL train ddpm --classes "$PAIR" --steps 500 --batch-size 32 --lr 1e-3 --seed 0 \
