@@ -26,7 +26,7 @@ pub use explain::{
     grid, read_results, result_key,
 };
 pub use oracle::{Arch, Member, OracleSpec, load_oracle, train_oracle};
-pub use report::{ScoreOptions, contact_sheets, score_results};
+pub use report::{LPIPS_MIN_SIDE, ScoreOptions, contact_sheets, score_results};
 
 use std::path::Path;
 

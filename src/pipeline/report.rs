@@ -24,7 +24,8 @@ pub struct ScoreOptions {
 }
 
 /// Reads every result under `out` and scores it. LPIPS is computed on the saved 8-bit original
-/// and counterfactual PNGs, so it scores exactly what a user sees.
+/// and counterfactual PNGs, so it scores exactly what a user sees; images smaller than
+/// [`LPIPS_MIN_SIDE`] are upscaled to it first (AlexNet's layers need 31 pixels or more).
 pub fn score_results<B: Backend>(
     out: &Path,
     options: &ScoreOptions,
@@ -87,8 +88,10 @@ pub fn score_results<B: Backend>(
                     })
                     .collect()
             };
-            let a = images_to_tensor::<B>(&paths("orig")?, ColorMode::Rgb, Resize::Keep, device)?;
-            let b = images_to_tensor::<B>(&paths("cf")?, ColorMode::Rgb, Resize::Keep, device)?;
+            let (orig, cf) = (paths("orig")?, paths("cf")?);
+            let resize = lpips_resize(&orig);
+            let a = images_to_tensor::<B>(&orig, ColorMode::Rgb, resize, device)?;
+            let b = images_to_tensor::<B>(&cf, ColorMode::Rgb, resize, device)?;
             per_item.extend(net.distance(a, b)?);
         }
         for from in [0, 1] {
@@ -165,4 +168,25 @@ pub fn contact_sheets(out: &Path, max_rows: usize) -> Result<Vec<PathBuf>> {
         written.push(path);
     }
     Ok(written)
+}
+
+/// Smallest side LPIPS is computed at: AlexNet needs at least 31 pixels, and small images
+/// (Fashion-MNIST's 28) are upscaled to this side first.
+pub const LPIPS_MIN_SIDE: u32 = 64;
+
+fn lpips_resize(images: &[image::DynamicImage]) -> Resize {
+    let (w, h) = images
+        .first()
+        .map_or((LPIPS_MIN_SIDE, LPIPS_MIN_SIDE), |i| {
+            (i.width(), i.height())
+        });
+    if w.min(h) >= LPIPS_MIN_SIDE {
+        Resize::Keep
+    } else {
+        let scale = LPIPS_MIN_SIDE as f64 / w.min(h) as f64;
+        Resize::Exact {
+            width: (w as f64 * scale).round() as u32,
+            height: (h as f64 * scale).round() as u32,
+        }
+    }
 }

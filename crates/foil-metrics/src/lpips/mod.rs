@@ -39,6 +39,15 @@ impl LpipsNet {
         LpipsNet::Vgg(Vgg16Config::default())
     }
 
+    /// The smallest image side every layer of the backbone has a feature map for (AlexNet 31,
+    /// VGG16 16); smaller images must be upscaled first.
+    pub fn min_side(&self) -> usize {
+        match self {
+            LpipsNet::Alex(_) => 31,
+            LpipsNet::Vgg(_) => 16,
+        }
+    }
+
     fn widths(&self) -> [usize; 5] {
         match self {
             LpipsNet::Alex(c) => c.widths,
@@ -146,7 +155,21 @@ impl<B: Backend> Lpips<B> {
                 fmt_dims(&b.dims()),
             ));
         }
-        let n = a.dims()[0];
+        let [n, _, h, w] = a.dims();
+        let min = match &self.net {
+            Backbone::Alex(_) => LpipsNet::alex().min_side(),
+            Backbone::Vgg(_) => LpipsNet::vgg().min_side(),
+        };
+        if h.min(w) < min {
+            return Err(Error::shape(
+                "LPIPS input size",
+                format!(
+                    "at least {min} x {min} pixels, so every backbone layer has a feature map \
+                     (upscale smaller images first)"
+                ),
+                format!("{h} x {w}"),
+            ));
+        }
         let fa = self.net.forward(self.scaled(a))?;
         let fb = self.net.forward(self.scaled(b))?;
         let mut total: Option<Tensor<B, 1>> = None;

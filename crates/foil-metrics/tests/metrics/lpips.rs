@@ -220,3 +220,20 @@ fn safetensors_tensors(path: &str) -> std::collections::HashMap<String, (Vec<usi
         })
         .collect()
 }
+
+#[test]
+fn images_too_small_for_alexnet_are_an_error_not_a_panic() {
+    let dev = Default::default();
+    let model = Lpips::<Flex>::random(LpipsNet::alex(), &dev);
+    let small = Tensor::<Flex, 4>::zeros([1, 3, 28, 28], &dev);
+    let err = model.forward(small.clone(), small).unwrap_err().to_string();
+    assert!(err.contains("28 x 28") && err.contains("31"), "{err}");
+    // The bound is exact: 31 works, 30 is refused.
+    let ok = Tensor::<Flex, 4>::zeros([1, 3, 31, 31], &dev);
+    assert!(model.forward(ok.clone(), ok).is_ok());
+    let no = Tensor::<Flex, 4>::zeros([1, 3, 30, 64], &dev);
+    assert!(model.forward(no.clone(), no).is_err());
+    let vgg = Lpips::<Flex>::random(LpipsNet::vgg(), &dev);
+    let ok = Tensor::<Flex, 4>::zeros([1, 3, 16, 16], &dev);
+    assert!(vgg.forward(ok.clone(), ok).is_ok());
+}
