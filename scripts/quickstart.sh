@@ -12,7 +12,8 @@
 #
 # Outputs under runs/quickstart/<pair>/: maskdime/ and diffusion/ (per image: original,
 # counterfactual, grid with the change heat map, JSON; one grid per direction,
-# <from>_to_<to>.png; metrics.json), and the trained networks when it trains.
+# <from>_to_<to>.png; metrics.json), diffusion/study/index.html (the study page with
+# transitions and a quiz, docs/teach.md), and the trained networks when it trains.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,6 +68,10 @@ say "DIFFusion on $PER_DIRECTION test images per direction"
 $FOIL diffusion --classes "$PAIR" --oracle "$NETS/oracle" --decoder "$NETS/decoder" \
   --per-direction "$PER_DIRECTION" --out "$RUN/diffusion" --device "$DEVICE"
 
+say "teaching material: transitions and the study page"
+$FOIL teach --classes "$PAIR" --results "$RUN/diffusion" --decoder "$NETS/decoder" \
+  --max-items 8 --quiz 20 --device "$DEVICE"
+
 for method in maskdime diffusion; do
   say "scoring $method"
   $FOIL evaluate --results "$RUN/$method"
@@ -74,3 +79,4 @@ done
 echo
 echo "quickstart took $(( $(date +%s) - start )) s after the build and set-up"
 echo "grids: $RUN/{maskdime,diffusion}/*_to_*.png"
+echo "study page (open in a browser): $RUN/diffusion/study/index.html"

@@ -326,7 +326,7 @@ fn write_gif(path: &Path, frames: &[RgbImage], delay_ms: u32) -> Result<()> {
 pub struct TeachOptions {
     /// Frames per transition (original included), at least 2.
     pub frames: usize,
-    /// At most this many transitions in the gallery (the first by direction and key).
+    /// At most this many transitions in the gallery (the directions in turn, by key).
     pub max_items: usize,
     /// Quiz images (even: half per class), unseen ones from the data.
     pub quiz: usize,
@@ -392,10 +392,26 @@ pub fn build_study<B: burn::tensor::backend::Backend>(
             hint: "run `foil diffusion` or `foil maskdime` first".into(),
         });
     }
+    // Both directions in turn, so a short gallery shows each.
+    let mut by_dir: std::collections::BTreeMap<PathBuf, Vec<usize>> = Default::default();
+    for (i, (path, _)) in found.iter().enumerate() {
+        by_dir
+            .entry(path.parent().map(Path::to_path_buf).unwrap_or_default())
+            .or_default()
+            .push(i);
+    }
+    let mut order = Vec::new();
+    for round in 0.. {
+        let before = order.len();
+        order.extend(by_dir.values().filter_map(|v| v.get(round).copied()));
+        if order.len() == before {
+            break;
+        }
+    }
     let mut items = Vec::new();
     let mut swept = 0;
     let mut used = std::collections::HashSet::new();
-    for (path, r) in found.iter().take(options.max_items) {
+    for (path, r) in order.iter().map(|&i| &found[i]).take(options.max_items) {
         used.insert(r.source.clone());
         let open = |ext: &str| -> Result<RgbImage> {
             let p = path.with_extension(ext);
