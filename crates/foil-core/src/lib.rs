@@ -24,5 +24,6 @@ mod traits;
 pub use error::{Error, Result};
 pub use noise::Noise;
 pub use traits::{
-    Classifier, Denoiser, DenoiserOutput, FeatureExtractor, ImageEncoder, predicted_labels,
+    Classifier, Denoiser, DenoiserOutput, FeatureExtractor, ImageEncoder, labels_from_logits,
+    predicted_labels,
 };

@@ -85,14 +85,28 @@ pub fn predicted_labels<B: Backend, C: Classifier<B> + ?Sized>(
     let [n, ..] = images.dims();
     let logits = classifier.logits(images)?;
     let [rows, k] = logits.dims();
-    if rows != n || k == 0 {
+    if rows != n {
         return Err(crate::Error::shape(
             "classifier logits",
             format!("[{n}, K >= 1]"),
             crate::tensor::fmt_dims(&[rows, k]),
         ));
     }
-    let values = crate::tensor::to_vec_f32(&logits)?;
+    labels_from_logits(&logits)
+}
+
+/// The labels of logits `[N, K]`: `logit > 0` for `K = 1`, the arg-max otherwise
+/// (what [`predicted_labels`] applies to a classifier's output).
+pub fn labels_from_logits<B: Backend>(logits: &Tensor<B, 2>) -> Result<Vec<usize>> {
+    let [rows, k] = logits.dims();
+    if k == 0 {
+        return Err(crate::Error::shape(
+            "classifier logits",
+            "[N, K >= 1]",
+            crate::tensor::fmt_dims(&[rows, k]),
+        ));
+    }
+    let values = crate::tensor::to_vec_f32(logits)?;
     if values.iter().any(|v| v.is_nan()) {
         return Err(crate::Error::non_finite("classifier logits", ""));
     }

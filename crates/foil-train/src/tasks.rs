@@ -5,7 +5,9 @@ use burn::module::AutodiffModule;
 use burn::tensor::activation::relu;
 use burn::tensor::{Tensor, TensorData, backend::AutodiffBackend, backend::Backend};
 use foil_core::tensor::fmt_dims;
-use foil_core::{Classifier, Denoiser, Error, ImageEncoder, Noise, Result, predicted_labels};
+use foil_core::{
+    Classifier, Denoiser, Error, ImageEncoder, Noise, Result, labels_from_logits, predicted_labels,
+};
 use foil_schedule::{NoiseSchedule, Steps};
 use rand::Rng;
 
@@ -128,7 +130,7 @@ where
                     fmt_dims(&logits.dims()),
                 ));
             }
-            let predicted = predicted_labels_of(&logits)?;
+            let predicted = labels_from_logits(&logits)?;
             let right = predicted
                 .iter()
                 .zip(&labels)
@@ -142,15 +144,6 @@ where
             Ok((loss, Some(right as f64 / n as f64)))
         },
     )
-}
-
-fn predicted_labels_of<B: Backend>(logits: &Tensor<B, 2>) -> Result<Vec<usize>> {
-    let [_, k] = logits.dims();
-    let values = foil_core::tensor::to_vec_f32(logits)?;
-    Ok(values
-        .chunks_exact(k)
-        .map(|row| (0..k).fold(0, |best, i| if row[i] > row[best] { i } else { best }))
-        .collect())
 }
 
 /// The fraction of `data` that `model` classifies right, in batches of `batch_size`.
@@ -228,14 +221,7 @@ where
             format!("a model conditioned on {dim} values"),
         ));
     }
-    let [_, c, _, _] = train.dims();
-    if model.channels() != c {
-        return Err(Error::shape(
-            "DDPM image channels",
-            model.channels(),
-            format!("{c} (the training images)"),
-        ));
-    }
+    check_channels(&model, train, "DDPM")?;
     let steps = Steps::full(schedule);
     let t_max = schedule.len();
     let device = train.device();
@@ -247,20 +233,11 @@ where
         &device,
         |model, batch, step| {
             let (x0, _) = train.batch(batch)?;
-            let n = batch.len();
             let mut rng = step_rng(config.seed, step, 1);
-            let t: Vec<usize> = (0..n).map(|_| rng.random_range(0..t_max)).collect();
-            let noise = Noise::new(derive_seed(config.seed, step as u64, 2)).normal_like(&x0);
-            let x_t = steps.q_sample(x0, &t, noise.clone())?;
-            let out = model.forward(x_t, &t, None)?;
-            if out.eps.dims() != noise.dims() {
-                return Err(Error::shape(
-                    "predicted noise",
-                    fmt_dims(&noise.dims()),
-                    fmt_dims(&out.eps.dims()),
-                ));
-            }
-            let loss = (out.eps - noise).powi_scalar(2).mean();
+            let t: Vec<usize> = (0..batch.len())
+                .map(|_| rng.random_range(0..t_max))
+                .collect();
+            let loss = eps_loss(model, &steps, x0, &t, None, config.seed, step)?;
             Ok((loss, None))
         },
     )
@@ -274,8 +251,9 @@ where
 ///
 /// The model implements both [`ImageEncoder`] (its encoder) and [`Denoiser`] (its decoder,
 /// with `condition_dim` equal to the embedding width). With `train_encoder = false` the
-/// embeddings are detached: a pre-trained encoder stays as it is (Kandinsky's frozen CLIP). Timesteps, noise and dropped rows are
-/// drawn from `(config.seed, step)` alone, so a resumed run draws what an uninterrupted one would.
+/// embeddings are detached: a pre-trained encoder stays as it is (Kandinsky's frozen CLIP).
+/// Timesteps, noise and dropped rows are drawn from `(config.seed, step)` alone, so a resumed
+/// run draws what an uninterrupted one would.
 pub fn train_embedding_ddpm<B, M>(
     model: M,
     train: &ImageSet<B>,
@@ -303,14 +281,7 @@ where
             format!("{:?}", model.condition_dim()),
         ));
     }
-    let [_, c, _, _] = train.dims();
-    if model.channels() != c {
-        return Err(Error::shape(
-            "decoder image channels",
-            model.channels(),
-            format!("{c} (the training images)"),
-        ));
-    }
+    check_channels(&model, train, "decoder")?;
     let steps = Steps::full(schedule);
     let t_max = schedule.len();
     let device = train.device();
@@ -328,23 +299,54 @@ where
             let keep: Vec<f32> = (0..n)
                 .map(|_| f32::from(u8::from(rng.random::<f64>() >= drop_condition)))
                 .collect();
-            let noise = Noise::new(derive_seed(config.seed, step as u64, 2)).normal_like(&x0);
             let cond = model.encode(x0.clone())?;
             // A frozen encoder: the loss does not reach it.
             let cond = if train_encoder { cond } else { cond.detach() };
             let keep = Tensor::<B, 1>::from_data(TensorData::new(keep, [n]), &cond.device());
             let cond = cond * keep.unsqueeze_dim::<2>(1);
-            let x_t = steps.q_sample(x0, &t, noise.clone())?;
-            let out = model.forward(x_t, &t, Some(cond))?;
-            if out.eps.dims() != noise.dims() {
-                return Err(Error::shape(
-                    "predicted noise",
-                    fmt_dims(&noise.dims()),
-                    fmt_dims(&out.eps.dims()),
-                ));
-            }
-            let loss = (out.eps - noise).powi_scalar(2).mean();
+            let loss = eps_loss(model, &steps, x0, &t, Some(cond), config.seed, step)?;
             Ok((loss, None))
         },
     )
+}
+
+/// The model denoises as many channels as the training images have.
+fn check_channels<B: Backend, M: Denoiser<B>>(
+    model: &M,
+    train: &ImageSet<B>,
+    what: &str,
+) -> Result<()> {
+    let [_, c, _, _] = train.dims();
+    if model.channels() != c {
+        return Err(Error::shape(
+            format!("{what} image channels"),
+            model.channels(),
+            format!("{c} (the training images)"),
+        ));
+    }
+    Ok(())
+}
+
+/// The simple eps loss of one step: noise drawn from `(seed, step)`, `x_t = q_sample(x0, t)`,
+/// `mean |model(x_t, t, cond) - noise|^2`.
+fn eps_loss<B: Backend, M: Denoiser<B>>(
+    model: &M,
+    steps: &Steps,
+    x0: Tensor<B, 4>,
+    t: &[usize],
+    cond: Option<Tensor<B, 2>>,
+    seed: u64,
+    step: usize,
+) -> Result<Tensor<B, 1>> {
+    let noise = Noise::new(derive_seed(seed, step as u64, 2)).normal_like(&x0);
+    let x_t = steps.q_sample(x0, t, noise.clone())?;
+    let out = model.forward(x_t, t, cond)?;
+    if out.eps.dims() != noise.dims() {
+        return Err(Error::shape(
+            "predicted noise",
+            fmt_dims(&noise.dims()),
+            fmt_dims(&out.eps.dims()),
+        ));
+    }
+    Ok((out.eps - noise).powi_scalar(2).mean())
 }

@@ -442,7 +442,6 @@ fn embedding_ddpm_rejects_bad_settings() {
 
 #[test]
 fn multiclass_training_learns_and_checks_labels() {
-    use foil_core::ImageEncoder;
     use foil_models::clip::{ClipImageProcessor, ClipVisionConfig};
     let (train, test, device) = kiki_bouba_sets(48, ColorMode::Rgb);
     // A tiny ViT whose two embedding values are the logits.
@@ -491,7 +490,6 @@ fn multiclass_training_learns_and_checks_labels() {
         .to_string();
     assert!(err.contains("at least 2"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
-    let _ = ImageEncoder::<I>::embedding_dim(&model.enc);
 }
 
 /// A tiny ViT whose embedding values are the logits.
