@@ -9,11 +9,11 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use foil_core::{Error, Result};
 use foil_data::Dataset;
 use foil_models::adm::{Adm, AdmConfig};
-use foil_schedule::{BetaSchedule, NoiseSchedule};
+use foil_schedule::NoiseSchedule;
 use foil_train::{ImageSet, TrainConfig, train_ddpm, trainable};
 use serde::{Deserialize, Serialize};
 
-use super::{image_mode, read_json, recorder, write_json};
+use super::{image_mode, linear_schedule, read_spec, recorder, write_json};
 
 const FORMAT: &str = "foil ddpm 1";
 const RECORD: &str = "adm";
@@ -74,26 +74,12 @@ impl DdpmSpec {
 
     /// guided-diffusion's linear schedule for `diffusion_steps`.
     pub fn schedule(&self) -> Result<NoiseSchedule> {
-        let scale = 1000.0 / self.diffusion_steps.max(1) as f64;
-        NoiseSchedule::new(
-            &BetaSchedule::Linear {
-                start: scale * 1e-4,
-                end: scale * 0.02,
-            },
-            self.diffusion_steps,
-        )
+        linear_schedule(self.diffusion_steps)
     }
 
     /// Reads `dir/model.json`.
     pub fn load(dir: &Path) -> Result<Self> {
-        let spec: Self = read_json(&dir.join("model.json"), "DDPM description")?;
-        if spec.format != FORMAT {
-            return Err(Error::format(
-                dir.join("model.json").display().to_string(),
-                format!("expected format {FORMAT:?}, found {:?}", spec.format),
-            ));
-        }
-        Ok(spec)
+        read_spec(dir, "DDPM description", FORMAT, |s: &Self| &s.format)
     }
 }
 

@@ -14,11 +14,11 @@ use foil_data::Dataset;
 use foil_embed::{ClassStats, ClassStatsBuilder};
 use foil_models::clip::{ClipImageProcessor, ClipVision, ClipVisionConfig};
 use foil_models::kandinsky::{DownBlockType, KandinskyUNet, UNetConfig, UpBlockType};
-use foil_schedule::{BetaSchedule, NoiseSchedule};
+use foil_schedule::NoiseSchedule;
 use foil_train::{ImageSet, TrainConfig, train_embedding_ddpm, trainable};
 use serde::{Deserialize, Serialize};
 
-use super::{image_mode, read_json, recorder, write_json};
+use super::{image_mode, linear_schedule, read_spec, recorder, write_json};
 
 const FORMAT: &str = "foil decoder 1";
 const RECORD: &str = "decoder";
@@ -138,14 +138,7 @@ impl DecoderSpec {
 
     /// guided-diffusion's linear schedule for `diffusion_steps`.
     pub fn schedule(&self) -> Result<NoiseSchedule> {
-        let scale = 1000.0 / self.diffusion_steps.max(1) as f64;
-        NoiseSchedule::new(
-            &BetaSchedule::Linear {
-                start: scale * 1e-4,
-                end: scale * 0.02,
-            },
-            self.diffusion_steps,
-        )
+        linear_schedule(self.diffusion_steps)
     }
 
     /// Checks the parts against each other and builds an untrained decoder.
@@ -169,14 +162,7 @@ impl DecoderSpec {
 
     /// Reads `dir/model.json`.
     pub fn load(dir: &Path) -> Result<Self> {
-        let spec: Self = read_json(&dir.join("model.json"), "decoder description")?;
-        if spec.format != FORMAT {
-            return Err(Error::format(
-                dir.join("model.json").display().to_string(),
-                format!("expected format {FORMAT:?}, found {:?}", spec.format),
-            ));
-        }
-        Ok(spec)
+        read_spec(dir, "decoder description", FORMAT, |s: &Self| &s.format)
     }
 }
 

@@ -9,8 +9,8 @@ use burn::tensor::backend::Backend;
 use foil_core::ImageEncoder;
 use foil_core::{Classifier, Error, Result};
 use foil_data::Dataset;
-use foil_embed::{ClassStats, EfRegenerator, Regenerator, SearchConfig, search};
-use foil_invert::EfInverterConfig;
+use foil_embed::{ClassStats, EfRegenerator, Regenerator, SearchConfig, search, skip_steps};
+use foil_invert::{EfInverter, EfInverterConfig};
 use foil_schedule::{NoiseSchedule, Spacing, Steps};
 
 use super::decoder::EmbeddingDecoder;
@@ -70,6 +70,20 @@ impl DiffusionConfig {
     pub fn inference_steps(&self, schedule: &NoiseSchedule) -> Result<Steps> {
         Steps::inference(schedule, self.steps, Spacing::Leading, 1, false)
     }
+
+    /// The inverter over [`inference_steps`](Self::inference_steps) with `decoder`'s null
+    /// condition.
+    pub fn inverter_for<B: Backend>(
+        &self,
+        decoder: &EmbeddingDecoder<B>,
+        schedule: &NoiseSchedule,
+        device: &B::Device,
+    ) -> Result<EfInverter<B>> {
+        self.inverter.init(
+            self.inference_steps(schedule)?,
+            Some(decoder.null_condition(device)),
+        )
+    }
 }
 
 /// Denoiser calls one input cost: the inversion's `N`, then for each tried `T_skip` the
@@ -86,7 +100,7 @@ fn denoiser_calls(config: &DiffusionConfig, trials: usize) -> usize {
         .t_skips
         .iter()
         .take(trials)
-        .map(|t| n - ((n as f64 * t) + 1e-9).floor() as usize)
+        .map(|&t| n - skip_steps(n, t))
         .sum();
     n + regen * branches
 }
@@ -116,10 +130,7 @@ where
         [a, b] => [stats.direction(a, b)?, stats.direction(b, a)?],
         other => return Err(Error::shape("dataset classes", 2, other.len())),
     };
-    let inverter = config.inverter.init(
-        config.inference_steps(schedule)?,
-        Some(decoder.null_condition(device)),
-    )?;
+    let inverter = config.inverter_for(decoder, schedule, device)?;
     let regenerator = EfRegenerator {
         inverter: &inverter,
         denoiser: decoder,
@@ -338,10 +349,7 @@ pub fn lambda_sweep<B: Backend>(
     stats.check_encoder(&decoder.identity())?;
     let device = images.device();
     let direction = stats.direction(from, to)?;
-    let inverter = config.inverter.init(
-        config.inference_steps(schedule)?,
-        Some(decoder.null_condition(&device)),
-    )?;
+    let inverter = config.inverter_for(decoder, schedule, &device)?;
     let regenerator = EfRegenerator {
         inverter: &inverter,
         denoiser: decoder,

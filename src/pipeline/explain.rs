@@ -182,9 +182,6 @@ where
     D: Denoiser<B::InnerBackend>,
     C: Classifier<B>,
 {
-    if config.batch_size == 0 {
-        return Err(Error::out_of_range("batch size", ">= 1", 0));
-    }
     let keep = space_timesteps(schedule.len(), &config.respaced_steps.to_string())?;
     let steps = Steps::respaced(schedule, &keep)?;
     let guide = Guide::<B, _, _>::new(config.guide.clone(), steps, ddpm, oracle)?;
@@ -399,7 +396,8 @@ pub fn grid(images: &[&RgbImage]) -> Result<RgbImage> {
     Ok(out)
 }
 
-fn save_png(path: &Path, img: &RgbImage) -> Result<()> {
+/// Writes `img` as a PNG, atomically.
+pub(crate) fn save_png(path: &Path, img: &RgbImage) -> Result<()> {
     let mut bytes = Vec::new();
     DynamicImage::ImageRgb8(img.clone())
         .write_to(

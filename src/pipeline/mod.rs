@@ -21,6 +21,7 @@ pub use decoder::{
     write_class_stats,
 };
 pub use diffusion::{DiffusionConfig, EditMethod, diffusion_set, lambda_sweep, nearest_set};
+pub(crate) use explain::save_png;
 pub use explain::{
     ExplainConfig, ExplainSummary, ItemResult, Preset, change_map, direction_dir, explain_set,
     grid, read_results, result_key,
@@ -60,4 +61,36 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path, what: &str) -> Result<
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| Error::format(format!("{what} {}", path.display()), e))
+}
+
+/// Reads the `model.json` of a model folder and checks its format tag.
+pub(crate) fn read_spec<T: DeserializeOwned>(
+    dir: &Path,
+    what: &str,
+    expected: &str,
+    format_of: impl Fn(&T) -> &str,
+) -> Result<T> {
+    let path = dir.join("model.json");
+    let spec: T = read_json(&path, what)?;
+    let found = format_of(&spec);
+    if found != expected {
+        return Err(Error::format(
+            path.display().to_string(),
+            format!("expected format {expected:?}, found {found:?}"),
+        ));
+    }
+    Ok(spec)
+}
+
+/// guided-diffusion's linear schedule for `steps` diffusion steps (betas `1e-4 .. 0.02` scaled
+/// by `1000 / steps`), the schedule of the DDPM and of the decoder.
+pub(crate) fn linear_schedule(steps: usize) -> Result<foil_schedule::NoiseSchedule> {
+    let scale = 1000.0 / steps.max(1) as f64;
+    foil_schedule::NoiseSchedule::new(
+        &foil_schedule::BetaSchedule::Linear {
+            start: scale * 1e-4,
+            end: scale * 0.02,
+        },
+        steps,
+    )
 }

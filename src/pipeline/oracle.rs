@@ -19,7 +19,7 @@ use foil_train::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{image_mode, read_json, recorder, write_json};
+use super::{image_mode, read_spec, recorder, write_json};
 
 const FORMAT: &str = "foil oracle 1";
 
@@ -131,14 +131,7 @@ impl OracleSpec {
 
     /// Reads `dir/model.json`.
     pub fn load(dir: &Path) -> Result<Self> {
-        let spec: Self = read_json(&dir.join("model.json"), "oracle description")?;
-        if spec.format != FORMAT {
-            return Err(Error::format(
-                dir.join("model.json").display().to_string(),
-                format!("expected format {FORMAT:?}, found {:?}", spec.format),
-            ));
-        }
-        Ok(spec)
+        read_spec(dir, "oracle description", FORMAT, |s: &Self| &s.format)
     }
 }
 

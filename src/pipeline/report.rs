@@ -157,14 +157,7 @@ pub fn contact_sheets(out: &Path, max_rows: usize) -> Result<Vec<PathBuf>> {
             y += row.height() + 2;
         }
         let path = dir.with_extension("png");
-        let mut bytes = Vec::new();
-        image::DynamicImage::ImageRgb8(sheet)
-            .write_to(
-                &mut std::io::Cursor::new(&mut bytes),
-                image::ImageFormat::Png,
-            )
-            .map_err(|e| Error::format(path.display().to_string(), e))?;
-        foil_core::image_io::write_atomic(&path, &bytes)?;
+        super::save_png(&path, &sheet)?;
         written.push(path);
     }
     Ok(written)

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use foil_core::image_io::write_atomic;
 use foil_core::{Error, Result};
 use image::codecs::gif::{GifEncoder, Repeat};
-use image::{Delay, DynamicImage, Frame, ImageFormat, Rgb, RgbImage, RgbaImage};
+use image::{Delay, DynamicImage, Frame, Rgb, RgbImage, RgbaImage};
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::{change_map, grid};
+use crate::pipeline::{change_map, grid, save_png};
 
 /// How a transition's frames were made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,19 +83,17 @@ impl Transition {
     }
 
     fn check(&self) -> Result<()> {
-        let Some(first) = self.frames.first() else {
-            return Err(Error::Empty {
-                what: format!("frames of transition {:?}", self.key),
-                hint: "give at least the original and the counterfactual".into(),
-            });
-        };
         if self.frames.len() < 2 {
             return Err(Error::out_of_range(
-                format!("frames of transition {:?}", self.key),
+                format!(
+                    "frames of transition {:?} (the original, ..., the counterfactual)",
+                    self.key
+                ),
                 ">= 2",
                 self.frames.len(),
             ));
         }
+        let first = &self.frames[0];
         if let Some(f) = self
             .frames
             .iter()
@@ -145,15 +143,15 @@ pub fn render_transition(root: &Path, t: &Transition, delay_ms: u32) -> Result<R
     let mut frames = Vec::new();
     for (i, f) in t.frames.iter().enumerate() {
         let name = format!("f{i:02}.png");
-        write_png(&dir.join(&name), f)?;
+        save_png(&dir.join(&name), f)?;
         frames.push(rel.join(name));
     }
     let (orig, cf) = (&t.frames[0], &t.frames[t.frames.len() - 1]);
     let (_, _, heat) = change_map(orig, cf);
-    write_png(&dir.join("heat.png"), &heat)?;
+    save_png(&dir.join("heat.png"), &heat)?;
     let mut strip_parts: Vec<&RgbImage> = t.frames.iter().collect();
     strip_parts.push(&heat);
-    write_png(&dir.join("strip.png"), &grid(&strip_parts)?)?;
+    save_png(&dir.join("strip.png"), &grid(&strip_parts)?)?;
     write_gif(&dir.join("transition.gif"), &t.frames, delay_ms)?;
     let s = |p: PathBuf| p.to_string_lossy().replace('\\', "/");
     Ok(RenderedItem {
@@ -259,7 +257,7 @@ pub fn write_study_page(
     let mut entries = Vec::new();
     for (i, q) in quiz.iter().enumerate() {
         let name = format!("q{i:03}.png");
-        write_png(&qdir.join(&name), &q.image)?;
+        save_png(&qdir.join(&name), &q.image)?;
         entries.push(QuizEntry {
             image: format!("quiz/{name}"),
             class: q.class.clone(),
@@ -288,14 +286,6 @@ fn html_escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
-}
-
-fn write_png(path: &Path, img: &RgbImage) -> Result<()> {
-    let mut bytes = Vec::new();
-    DynamicImage::ImageRgb8(img.clone())
-        .write_to(&mut std::io::Cursor::new(&mut bytes), ImageFormat::Png)
-        .map_err(|e| Error::format(path.display().to_string(), e))?;
-    write_atomic(path, &bytes)
 }
 
 /// A looping GIF: the frames forth (the last held three times as long) and back.
@@ -411,6 +401,7 @@ pub fn build_study<B: burn::tensor::backend::Backend>(
     let mut items = Vec::new();
     let mut swept = 0;
     let mut used = std::collections::HashSet::new();
+    let mut size = None;
     for (path, r) in order.iter().map(|&i| &found[i]).take(options.max_items) {
         used.insert(r.source.clone());
         let open = |ext: &str| -> Result<RgbImage> {
@@ -420,6 +411,7 @@ pub fn build_study<B: burn::tensor::backend::Backend>(
                 .to_rgb8())
         };
         let (orig, cf) = (open("orig.png")?, open("cf.png")?);
+        size.get_or_insert(orig.width());
         let dir_name = path
             .parent()
             .and_then(|p| p.file_name())
@@ -439,8 +431,7 @@ pub fn build_study<B: burn::tensor::backend::Backend>(
                     foil_core::image_io::Resize::Keep,
                     device,
                 )?;
-                let n = sw.config.steps;
-                let skip = ((n as f64 * t_skip) + 1e-9).floor() as usize;
+                let skip = foil_embed::skip_steps(sw.config.steps, t_skip);
                 let lambdas: Vec<f64> = (1..options.frames)
                     .map(|k| sw.config.search.lambda * k as f64 / (options.frames - 1) as f64)
                     .collect();
@@ -472,13 +463,8 @@ pub fn build_study<B: burn::tensor::backend::Backend>(
         };
         items.push(render_transition(out, &transition, options.delay_ms)?);
     }
-    // Unseen quiz images, half per class, in a seeded order.
-    let size = items
-        .first()
-        .map(|_| found[0].0.with_extension("orig.png"))
-        .map(|p| image::image_dimensions(&p).map_err(|e| Error::format(p.display().to_string(), e)))
-        .transpose()?
-        .map_or(32, |(w, _)| w);
+    // Unseen quiz images, half per class, in a seeded order, at the studied images' size.
+    let size = size.unwrap_or(32);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(options.seed);
     let mut chosen = Vec::new();
     for class in &options.page.classes {

@@ -16,5 +16,6 @@ mod stats;
 pub use direction::{Direction, EditForm, apply, sweep};
 pub use search::{
     EditOutcome, EfRegenerator, Regenerator, SearchConfig, SearchReport, oracle_labels, search,
+    skip_steps,
 };
 pub use stats::{ClassStats, ClassStatsBuilder};

@@ -65,6 +65,12 @@ impl<B: Backend, D: Denoiser<B>> Regenerator<B> for EfRegenerator<'_, B, D> {
     }
 }
 
+/// Steps skipped for `T_skip` out of `n_steps`: `floor(n_steps * T_skip)`, as the reference's
+/// `int(100 * T_skip)` (with a little slack so that `0.3 * 10` counts as 3).
+pub fn skip_steps(n_steps: usize, t_skip: f64) -> usize {
+    ((n_steps as f64 * t_skip) + 1e-9).floor() as usize
+}
+
 /// The labels an oracle gives (`foil_core::predicted_labels`): `logit > 0` for one logit, the
 /// arg-max otherwise.
 pub use foil_core::predicted_labels as oracle_labels;
@@ -186,8 +192,7 @@ where
         if active.is_empty() {
             break;
         }
-        // floor(N * T_skip), as the reference's int(100 * T_skip).
-        let skip = ((n_steps as f64 * t_skip) + 1e-9).floor() as usize;
+        let skip = skip_steps(n_steps, t_skip);
         let idx = Tensor::<B, 1, burn::tensor::Int>::from_data(
             burn::tensor::TensorData::new(
                 active.iter().map(|&i| i as i64).collect::<Vec<_>>(),

@@ -320,6 +320,28 @@ pub fn stats(args: StatsArgs) -> Result<()> {
     Ok(())
 }
 
+/// DIFFusion's edit settings, shared by `foil diffusion` and `foil teach`.
+#[derive(Debug, Clone, Args)]
+pub struct EditArgs {
+    /// Inversion and regeneration steps.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// Edit strength lambda.
+    #[arg(long, default_value_t = 2.0)]
+    lambda: f64,
+    /// Classifier-free guidance scale while regenerating (1: none).
+    #[arg(long, default_value_t = 4.0)]
+    guidance: f64,
+}
+
+impl EditArgs {
+    fn apply(&self, config: &mut DiffusionConfig) {
+        config.steps = self.steps;
+        config.search.lambda = self.lambda;
+        config.inverter.target_guidance = self.guidance;
+    }
+}
+
 /// `foil diffusion` arguments.
 #[derive(Debug, Args)]
 pub struct DiffusionArgs {
@@ -337,15 +359,8 @@ pub struct DiffusionArgs {
     /// Test images per direction (the first ones).
     #[arg(long, default_value_t = 16)]
     per_direction: usize,
-    /// Inversion and regeneration steps.
-    #[arg(long, default_value_t = 50)]
-    steps: usize,
-    /// Edit strength lambda.
-    #[arg(long, default_value_t = 2.0)]
-    lambda: f64,
-    /// Classifier-free guidance scale while regenerating (1: none).
-    #[arg(long, default_value_t = 4.0)]
-    guidance: f64,
+    #[command(flatten)]
+    edit: EditArgs,
     /// T_skip values tried in turn, gentle first (default 0.9,0.8,...,0).
     #[arg(long, value_delimiter = ',')]
     t_skips: Option<Vec<f64>>,
@@ -379,12 +394,10 @@ pub enum MethodArg {
 /// `foil diffusion`.
 pub fn diffusion(args: DiffusionArgs) -> Result<()> {
     let mut config = DiffusionConfig::new(32);
-    config.steps = args.steps;
-    config.search.lambda = args.lambda;
+    args.edit.apply(&mut config);
     if let Some(t) = args.t_skips.clone() {
         config.search.t_skips = t;
     }
-    config.inverter.target_guidance = args.guidance;
     config.batch_size = args.batch_size;
     config.seed = args.seed;
     config.per_direction = Some(args.per_direction);
@@ -663,15 +676,9 @@ pub struct TeachArgs {
     /// Page title (default: "<A> or <B>?").
     #[arg(long)]
     title: Option<String>,
-    /// DIFFusion's inversion steps of the run.
-    #[arg(long, default_value_t = 50)]
-    steps: usize,
-    /// DIFFusion's lambda of the run.
-    #[arg(long, default_value_t = 2.0)]
-    lambda: f64,
-    /// DIFFusion's guidance of the run.
-    #[arg(long, default_value_t = 4.0)]
-    guidance: f64,
+    /// The DIFFusion run's settings (for the lambda sweeps).
+    #[command(flatten)]
+    edit: EditArgs,
     /// Seed of the run's inversion noise and of the quiz.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -713,9 +720,7 @@ pub fn teach(args: TeachArgs) -> Result<()> {
                 let stats = ClassStats::load(dir.join(pipeline::STATS_FILE))?;
                 let schedule = spec.schedule()?;
                 let mut config = DiffusionConfig::new(spec.image_size);
-                config.steps = args.steps;
-                config.search.lambda = args.lambda;
-                config.inverter.target_guidance = args.guidance;
+                args.edit.apply(&mut config);
                 config.seed = args.seed;
                 let sweeper = Sweeper {
                     decoder: &decoder,
