@@ -64,10 +64,10 @@ impl LoraConfig {
             .any(|t| padded.contains(&format!(".{t}.")))
     }
 
-    /// An adapter around `base`: `A` uniform in `+-1/sqrt(in)` (peft's Kaiming-uniform bound
-    /// with `a = sqrt(5)`), `B` zero, and `base` frozen (`no_grad`). Seed the backend
-    /// (`B::seed`) for reproducible `A`.
-    pub fn init<B: Backend>(&self, base: Linear<B>) -> Result<LoraLinear<B>> {
+    /// A fresh update for a `[in, out]` layer: `A` uniform in `+-1/sqrt(in)` (peft's
+    /// Kaiming-uniform bound with `a = sqrt(5)`), `B` zero, so the layer's output is unchanged
+    /// until `B` trains. Seed the backend (`B::seed`) for reproducible `A`.
+    pub fn delta_for<B: Backend>(&self, base: &Linear<B>) -> Result<LoraDelta<B>> {
         self.validate()?;
         let [d_in, d_out] = base.weight.dims();
         let device = base.weight.device();
@@ -78,7 +78,17 @@ impl LoraConfig {
             &device,
         );
         let b = Tensor::zeros([self.rank, d_out], &device);
-        LoraLinear::new(base.no_grad(), a, b, self.alpha)
+        LoraDelta::new(d_in, d_out, a, b, self.alpha)
+    }
+
+    /// An adapter around `base` with a fresh update ([`LoraConfig::delta_for`]) and `base`
+    /// frozen (`no_grad`).
+    pub fn init<B: Backend>(&self, base: Linear<B>) -> Result<LoraLinear<B>> {
+        let update = self.delta_for(&base)?;
+        Ok(LoraLinear {
+            base: base.no_grad(),
+            update,
+        })
     }
 
     /// [`LoraConfig::init`] if `path` matches the targets, the plain layer otherwise.
@@ -91,11 +101,10 @@ impl LoraConfig {
     }
 }
 
-/// A [`Linear`] layer with a low-rank update: `x W + b + (alpha / r) x A B`.
+/// The low-rank update `(alpha / r) x A B` of one `[in, out]` linear layer, kept beside the
+/// layer it adapts.
 #[derive(Module, Debug)]
-pub struct LoraLinear<B: Backend> {
-    /// The adapted layer (frozen by [`LoraConfig::init`]).
-    pub base: Linear<B>,
+pub struct LoraDelta<B: Backend> {
     /// Down projection `A`, `[in, r]`.
     pub lora_a: Param<Tensor<B, 2>>,
     /// Up projection `B`, `[r, out]`.
@@ -104,12 +113,17 @@ pub struct LoraLinear<B: Backend> {
     pub scale: f64,
 }
 
-impl<B: Backend> LoraLinear<B> {
-    /// An adapter from explicit factors `a` `[in, r]` and `b` `[r, out]` (burn's `[in, out]`
-    /// layout, the transposes of peft's `lora_A.weight` `[r, in]` and `lora_B.weight`
-    /// `[out, r]`), scaled by `alpha / r`.
-    pub fn new(base: Linear<B>, a: Tensor<B, 2>, b: Tensor<B, 2>, alpha: f64) -> Result<Self> {
-        let [d_in, d_out] = base.weight.dims();
+impl<B: Backend> LoraDelta<B> {
+    /// The update of a `[d_in, d_out]` layer from explicit factors `a` `[d_in, r]` and `b`
+    /// `[r, d_out]` (burn's `[in, out]` layout, the transposes of peft's `lora_A.weight`
+    /// `[r, in]` and `lora_B.weight` `[out, r]`), scaled by `alpha / r`.
+    pub fn new(
+        d_in: usize,
+        d_out: usize,
+        a: Tensor<B, 2>,
+        b: Tensor<B, 2>,
+        alpha: f64,
+    ) -> Result<Self> {
         let [a_in, r] = a.dims();
         let [b_r, b_out] = b.dims();
         if a_in != d_in || r == 0 {
@@ -130,7 +144,6 @@ impl<B: Backend> LoraLinear<B> {
             return Err(Error::out_of_range("LoRA alpha", "finite", alpha));
         }
         Ok(Self {
-            base,
             lora_a: Param::from_tensor(a),
             lora_b: Param::from_tensor(b),
             scale: alpha / r as f64,
@@ -142,32 +155,60 @@ impl<B: Backend> LoraLinear<B> {
         self.lora_a.dims()[1]
     }
 
-    /// `x W + b + scale x A B` for `x` `[..., in]`.
+    /// `scale x A B` for `x` `[..., in]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let update = linear(
-            linear(x.clone(), self.lora_a.val(), None),
-            self.lora_b.val(),
-            None,
-        );
-        self.base.forward(x) + update.mul_scalar(self.scale)
+        linear(linear(x, self.lora_a.val(), None), self.lora_b.val(), None).mul_scalar(self.scale)
     }
 
-    /// A plain layer with `W + scale A B` and the same bias, equal to [`LoraLinear::forward`].
-    pub fn merge(&self) -> Linear<B> {
+    /// `base` with `W + scale A B` and the same bias: a plain layer equal to
+    /// `base.forward(x) + self.forward(x)`.
+    pub fn merge_into(&self, base: &Linear<B>) -> Linear<B> {
         let delta = self
             .lora_a
             .val()
             .matmul(self.lora_b.val())
             .mul_scalar(self.scale);
-        let weight = (self.base.weight.val() + delta).detach();
         Linear {
-            weight: Param::from_tensor(weight),
-            bias: self
-                .base
+            weight: Param::from_tensor((base.weight.val() + delta).detach()),
+            bias: base
                 .bias
                 .as_ref()
                 .map(|b| Param::from_tensor(b.val().detach())),
         }
+    }
+}
+
+/// A [`Linear`] layer with a low-rank update: `x W + b + (alpha / r) x A B`.
+#[derive(Module, Debug)]
+pub struct LoraLinear<B: Backend> {
+    /// The adapted layer (frozen by [`LoraConfig::init`]).
+    pub base: Linear<B>,
+    /// Its update.
+    pub update: LoraDelta<B>,
+}
+
+impl<B: Backend> LoraLinear<B> {
+    /// An adapter from explicit factors `a` `[in, r]` and `b` `[r, out]` (see
+    /// [`LoraDelta::new`]), scaled by `alpha / r`.
+    pub fn new(base: Linear<B>, a: Tensor<B, 2>, b: Tensor<B, 2>, alpha: f64) -> Result<Self> {
+        let [d_in, d_out] = base.weight.dims();
+        let update = LoraDelta::new(d_in, d_out, a, b, alpha)?;
+        Ok(Self { base, update })
+    }
+
+    /// Rank `r`.
+    pub fn rank(&self) -> usize {
+        self.update.rank()
+    }
+
+    /// `x W + b + scale x A B` for `x` `[..., in]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.base.forward(x.clone()) + self.update.forward(x)
+    }
+
+    /// A plain layer with `W + scale A B` and the same bias, equal to [`LoraLinear::forward`].
+    pub fn merge(&self) -> Linear<B> {
+        self.update.merge_into(&self.base)
     }
 }
 

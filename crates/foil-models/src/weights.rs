@@ -232,3 +232,32 @@ fn f16_to_f32(h: u16) -> f32 {
     };
     f32::from_bits(bits)
 }
+
+/// Writes float32 tensors `(name, shape, values)` as a safetensors file, atomically (a
+/// temporary file renamed into place), with `metadata` in its header.
+pub fn write_f32_safetensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: &[(&str, &str)],
+) -> Result<()> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, values)| values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), data)| {
+            safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), data)
+                .map(|view| (name.clone(), view))
+                .map_err(|e| Error::format(path.display().to_string(), e))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let metadata = metadata
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let serialized = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| Error::format(path.display().to_string(), e))?;
+    foil_core::image_io::write_atomic(path, &serialized)
+}

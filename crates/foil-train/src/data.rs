@@ -1,13 +1,99 @@
 //! Training images held on the device, and the seeded order they are visited in.
 
+use burn::tensor::ops::PadMode;
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use foil_core::image_io::{ColorMode, Resize};
 use foil_core::tensor::fmt_dims;
 use foil_core::{Error, Result};
 use foil_data::Dataset;
+use rand::Rng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+/// Random changes made to each training image of a batch, drawn afresh at every step: the
+/// label-preserving augmentations of small-image classifiers (a mirror image and a small
+/// translation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Augment {
+    /// Mirror each image left-right with probability 1/2.
+    #[serde(default)]
+    pub flip: bool,
+    /// Translate each image by up to this many pixels in each direction (uniform integers in
+    /// `-shift..=shift` for rows and columns), the uncovered border repeating the edge pixels
+    /// (for dark-background data such as Fashion-MNIST: the background); 0 for none.
+    #[serde(default)]
+    pub shift: usize,
+}
+
+impl Augment {
+    /// No augmentation.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Whether this changes anything.
+    pub fn is_none(&self) -> bool {
+        !self.flip && self.shift == 0
+    }
+
+    /// Mirrors and shifts `images` `[N, C, H, W]`, drawing from `rng` (one flip and one
+    /// `(dy, dx)` per image, in order). `shift` must be below half the smaller side.
+    pub fn apply<B: Backend>(
+        &self,
+        images: Tensor<B, 4>,
+        rng: &mut impl Rng,
+    ) -> Result<Tensor<B, 4>> {
+        let [n, _, h, w] = images.dims();
+        if 2 * self.shift >= h.min(w) {
+            return Err(Error::out_of_range(
+                "augmentation shift",
+                format!("below half the image side ({h}x{w})"),
+                self.shift,
+            ));
+        }
+        let mut images = images;
+        if self.flip {
+            let keep: Vec<f32> = (0..n)
+                .map(|_| f32::from(u8::from(rng.random::<bool>())))
+                .collect();
+            let keep = Tensor::<B, 1>::from_data(TensorData::new(keep, [n]), &images.device())
+                .reshape([n, 1, 1, 1]);
+            let mirrored = images.clone().flip([3]);
+            images = images * keep.clone() + mirrored * (keep.neg() + 1.0);
+        }
+        if self.shift > 0 {
+            let s = self.shift;
+            let padded = images.pad([(s, s), (s, s)], PadMode::Edge);
+            let span = 0..=2 * s;
+            let crops: Vec<Tensor<B, 4>> = (0..n)
+                .map(|i| {
+                    let (y, x) = (
+                        rng.random_range(span.clone()),
+                        rng.random_range(span.clone()),
+                    );
+                    padded
+                        .clone()
+                        .slice([i..i + 1, 0..padded.dims()[1], y..y + h, x..x + w])
+                })
+                .collect();
+            images = Tensor::cat(crops, 0);
+        }
+        Ok(images)
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.shift > 64 {
+            return Err(Error::out_of_range(
+                "augmentation shift",
+                "at most 64 pixels",
+                self.shift,
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Images `[N, C, H, W]` in `[-1, 1]` and their labels, converted once and kept on one device,
 /// so a training step only gathers a batch.
@@ -102,6 +188,24 @@ impl<B: Backend> ImageSet<B> {
         );
         let labels = indices.iter().map(|&i| self.labels[i]).collect();
         Ok((self.images.clone().select(0, idx), labels))
+    }
+
+    /// The batch of training step `step`: [`ImageSet::batch`] at `indices`, then `augment`
+    /// with draws that are a pure function of `(seed, step)` (so a resumed run sees the same
+    /// batches as an uninterrupted one).
+    pub fn training_batch(
+        &self,
+        indices: &[usize],
+        augment: &Augment,
+        seed: u64,
+        step: usize,
+    ) -> Result<(Tensor<B, 4>, Vec<usize>)> {
+        let (images, labels) = self.batch(indices)?;
+        if augment.is_none() {
+            return Ok((images, labels));
+        }
+        let mut rng = step_rng(seed, step, 3);
+        Ok((augment.apply(images, &mut rng)?, labels))
     }
 
     /// The same images on another backend and device (for example the inner, non-autodiff

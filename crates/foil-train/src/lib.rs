@@ -51,8 +51,8 @@ mod data;
 mod run;
 mod tasks;
 
-pub use data::ImageSet;
-pub use run::{MetricsLine, TrainConfig, Trained, read_metrics, trainable};
+pub use data::{Augment, ImageSet};
+pub use run::{LrSchedule, MetricsLine, TrainConfig, Trained, read_metrics, trainable};
 pub use tasks::{
     bce_with_logits, evaluate_accuracy, recalibrate_batchnorm, train_classifier, train_ddpm,
     train_embedding_ddpm, train_multiclass,

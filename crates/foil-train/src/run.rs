@@ -13,7 +13,7 @@ use foil_core::{Error, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use crate::data::batch_indices;
+use crate::data::{Augment, batch_indices};
 
 /// How long and how to train, and where the log and checkpoints go.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,8 +22,13 @@ pub struct TrainConfig {
     pub steps: usize,
     /// Images per step (clipped to the data size; a last partial batch of an epoch is dropped).
     pub batch_size: usize,
-    /// Adam's learning rate (constant; betas 0.9, 0.999, eps 1e-5: burn's `AdamConfig` defaults).
+    /// Adam's peak learning rate (betas 0.9, 0.999, eps 1e-5: burn's `AdamConfig` defaults);
+    /// `lr_schedule` says how it changes over the steps.
     pub learning_rate: f64,
+    /// How the learning rate changes with the step (constant by default).
+    pub lr_schedule: LrSchedule,
+    /// Random changes to each training batch (none by default).
+    pub augment: Augment,
     /// Seed of everything random in training: the epoch permutations and, for DDPMs, the
     /// timesteps and noise. Each draw is a pure function of `(seed, step)`.
     pub seed: u64,
@@ -48,6 +53,8 @@ impl TrainConfig {
             steps,
             batch_size,
             learning_rate,
+            lr_schedule: LrSchedule::Constant,
+            augment: Augment::default(),
             seed: 0,
             checkpoint_every: 100,
             out_dir: out_dir.into(),
@@ -58,6 +65,24 @@ impl TrainConfig {
     /// Sets the seed.
     pub fn with_seed(self, seed: u64) -> Self {
         Self { seed, ..self }
+    }
+
+    /// Sets the learning-rate schedule.
+    pub fn with_lr_schedule(self, lr_schedule: LrSchedule) -> Self {
+        Self {
+            lr_schedule,
+            ..self
+        }
+    }
+
+    /// Sets the batch augmentation.
+    pub fn with_augment(self, augment: Augment) -> Self {
+        Self { augment, ..self }
+    }
+
+    /// The learning rate of optimizer step `step` (0-based).
+    pub fn learning_rate_at(&self, step: usize) -> f64 {
+        self.learning_rate * self.lr_schedule.factor(step, self.steps)
     }
 
     /// Sets the checkpoint interval.
@@ -92,6 +117,16 @@ impl TrainConfig {
                 self.learning_rate,
             ));
         }
+        if let LrSchedule::Cosine { warmup } = self.lr_schedule
+            && warmup >= self.steps
+        {
+            return Err(Error::out_of_range(
+                "learning-rate warm-up steps",
+                format!("below the {} training steps", self.steps),
+                warmup,
+            ));
+        }
+        self.augment.validate()?;
         if self.checkpoint_every == 0 {
             return Err(Error::out_of_range(
                 "checkpoint interval",
@@ -107,6 +142,40 @@ impl TrainConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// How the learning rate changes over a run of `steps` optimizer steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrSchedule {
+    /// The peak rate at every step.
+    #[default]
+    Constant,
+    /// A linear warm-up from `peak / warmup` to the peak over the first `warmup` steps, then a
+    /// half cosine from the peak down to zero at the last step (Loshchilov & Hutter's SGDR
+    /// without restarts).
+    Cosine {
+        /// Warm-up steps (0: start at the peak); below the run's steps.
+        warmup: usize,
+    },
+}
+
+impl LrSchedule {
+    /// The multiplier of the peak rate at step `step` (0-based) of a `steps`-step run, in
+    /// `[0, 1]`.
+    pub fn factor(self, step: usize, steps: usize) -> f64 {
+        match self {
+            LrSchedule::Constant => 1.0,
+            LrSchedule::Cosine { warmup } => {
+                if step < warmup {
+                    return (step + 1) as f64 / warmup as f64;
+                }
+                let span = steps.saturating_sub(warmup).max(1) as f64;
+                let progress = ((step - warmup) as f64 / span).min(1.0);
+                0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+        }
     }
 }
 
@@ -162,6 +231,10 @@ struct CheckpointState {
     seed: u64,
     batch_size: usize,
     learning_rate: f64,
+    #[serde(default)]
+    lr_schedule: LrSchedule,
+    #[serde(default)]
+    augment: Augment,
     num_params: usize,
 }
 
@@ -277,6 +350,8 @@ where
         seed: config.seed,
         batch_size: config.batch_size,
         learning_rate: config.learning_rate,
+        lr_schedule: config.lr_schedule,
+        augment: config.augment,
         num_params,
     };
 
@@ -294,7 +369,8 @@ where
                 format!("checkpoint {}", dir.display()),
                 format!(
                     "it was written by another run: expected {want:?}, found {state:?} (use the \
-                     same task, seed, batch size, learning rate and model, or a fresh out_dir)"
+                     same task, seed, batch size, learning rate, schedule, augmentation and \
+                     model, or a fresh out_dir)"
                 ),
             ));
         }
@@ -369,7 +445,7 @@ where
                  pass it through foil_train::trainable)",
             ));
         }
-        model = optim.step(config.learning_rate, model, grads);
+        model = optim.step(config.learning_rate_at(step), model, grads);
         let line = MetricsLine {
             step: step + 1,
             loss: value,

@@ -60,8 +60,9 @@ where
         "classifier",
         train.len(),
         &device,
-        |model, batch, _step| {
-            let (images, labels) = train.batch(batch)?;
+        |model, batch, step| {
+            let (images, labels) =
+                train.training_batch(batch, &config.augment, config.seed, step)?;
             let n = labels.len();
             let logits = model.logits(images)?;
             if logits.dims() != [n, 1] {
@@ -119,8 +120,9 @@ where
         "multiclass",
         train.len(),
         &device,
-        |model, batch, _step| {
-            let (images, labels) = train.batch(batch)?;
+        |model, batch, step| {
+            let (images, labels) =
+                train.training_batch(batch, &config.augment, config.seed, step)?;
             let n = labels.len();
             let logits = model.logits(images)?;
             if logits.dims() != [n, k] {
@@ -232,7 +234,7 @@ where
         train.len(),
         &device,
         |model, batch, step| {
-            let (x0, _) = train.batch(batch)?;
+            let (x0, _) = train.training_batch(batch, &config.augment, config.seed, step)?;
             let mut rng = step_rng(config.seed, step, 1);
             let t: Vec<usize> = (0..batch.len())
                 .map(|_| rng.random_range(0..t_max))
@@ -292,7 +294,7 @@ where
         train.len(),
         &device,
         |model, batch, step| {
-            let (x0, _) = train.batch(batch)?;
+            let (x0, _) = train.training_batch(batch, &config.augment, config.seed, step)?;
             let n = batch.len();
             let mut rng = step_rng(config.seed, step, 1);
             let t: Vec<usize> = (0..n).map(|_| rng.random_range(0..t_max)).collect();

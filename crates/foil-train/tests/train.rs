@@ -18,7 +18,8 @@ use foil_core::{Denoiser, Noise};
 use foil_models::adm::AdmConfig;
 use foil_schedule::{BetaSchedule, NoiseSchedule, Steps};
 use foil_train::{
-    ImageSet, TrainConfig, evaluate_accuracy, read_metrics, train_classifier, train_ddpm,
+    Augment, ImageSet, LrSchedule, TrainConfig, evaluate_accuracy, read_metrics, train_classifier,
+    train_ddpm,
 };
 
 // burn-flex: its convolution backward is GEMM-based; burn-ndarray's is per-element and made
@@ -181,14 +182,23 @@ fn resume_gives_the_same_weights_and_an_unbroken_log() {
     let (train, _, device) = kiki_bouba_sets(16, ColorMode::Gray);
     let init = tiny_cnn(&device);
     let n = 8;
+    // Augmented batches: their draws too must be a function of (seed, step) alone.
+    let augment = Augment {
+        flip: true,
+        shift: 2,
+    };
 
     let dir_a = out_dir("resume-a");
-    let config_a = TrainConfig::new(n, 8, 1e-2, &dir_a).with_seed(5);
+    let config_a = TrainConfig::new(n, 8, 1e-2, &dir_a)
+        .with_seed(5)
+        .with_augment(augment);
     let a = train_classifier(init.clone(), &train, &config_a).unwrap();
     assert_eq!(a.resumed_from, None);
 
     let dir_b = out_dir("resume-b");
-    let half = TrainConfig::new(n / 2, 8, 1e-2, &dir_b).with_seed(5);
+    let half = TrainConfig::new(n / 2, 8, 1e-2, &dir_b)
+        .with_seed(5)
+        .with_augment(augment);
     let first = train_classifier(init.clone(), &train, &half).unwrap();
     assert_eq!(first.losses.len(), n / 2);
     // A leftover log line past the checkpoint (as after a crash) must be dropped on resume.
@@ -196,7 +206,9 @@ fn resume_gives_the_same_weights_and_an_unbroken_log() {
     log.push_str("{\"step\":5,\"loss\":123.0}\n");
     std::fs::write(half.metrics_path(), log).unwrap();
     // Resume into a differently initialised model: the checkpoint must overwrite it.
-    let full = TrainConfig::new(n, 8, 1e-2, &dir_b).with_seed(5);
+    let full = TrainConfig::new(n, 8, 1e-2, &dir_b)
+        .with_seed(5)
+        .with_augment(augment);
     let b = train_classifier(tiny_cnn(&device), &train, &full).unwrap();
     assert_eq!(b.resumed_from, Some(n / 2));
     assert_eq!(b.losses.len(), n / 2);
@@ -238,13 +250,83 @@ fn resume_gives_the_same_weights_and_an_unbroken_log() {
     assert!(again.losses.is_empty());
     assert_eq!(weights(&again.model.valid()), wb);
 
-    // Resuming with another seed is refused.
-    let other = TrainConfig::new(n + 2, 8, 1e-2, &dir_b).with_seed(6);
+    // Resuming with another seed, or without the augmentation, is refused.
+    let other = TrainConfig::new(n + 2, 8, 1e-2, &dir_b)
+        .with_seed(6)
+        .with_augment(augment);
     let err = train_classifier(tiny_cnn(&device), &train, &other).unwrap_err();
+    assert!(err.to_string().contains("another run"), "{err}");
+    let plain = TrainConfig::new(n + 2, 8, 1e-2, &dir_b).with_seed(5);
+    let err = train_classifier(tiny_cnn(&device), &train, &plain).unwrap_err();
     assert!(err.to_string().contains("another run"), "{err}");
 
     let _ = std::fs::remove_dir_all(&dir_a);
     let _ = std::fs::remove_dir_all(&dir_b);
+}
+
+/// A cosine-scheduled run killed after its step-3 checkpoint (simulated by removing the later
+/// checkpoints) and rerun with the same settings ends with the weights of an uninterrupted run;
+/// and the schedule is really used (a constant rate ends elsewhere).
+#[test]
+fn cosine_schedule_resumes_exactly() {
+    let (train, _, device) = kiki_bouba_sets(16, ColorMode::Gray);
+    let init = tiny_cnn(&device);
+    let n = 6;
+    let cosine = LrSchedule::Cosine { warmup: 2 };
+    let config = |dir: &PathBuf| {
+        let mut c = TrainConfig::new(n, 8, 1e-2, dir)
+            .with_seed(2)
+            .with_checkpoint_every(1)
+            .with_lr_schedule(cosine);
+        c.keep_checkpoints = n;
+        c
+    };
+    let dir_a = out_dir("cosine-a");
+    let a = train_classifier(init.clone(), &train, &config(&dir_a)).unwrap();
+    let dir_b = out_dir("cosine-b");
+    train_classifier(init.clone(), &train, &config(&dir_b)).unwrap();
+    for step in 4..=n {
+        std::fs::remove_dir_all(
+            config(&dir_b)
+                .checkpoints_dir()
+                .join(format!("step-{step:08}")),
+        )
+        .unwrap();
+    }
+    let b = train_classifier(tiny_cnn(&device), &train, &config(&dir_b)).unwrap();
+    assert_eq!(b.resumed_from, Some(3));
+    let (wa, wb) = (weights(&a.model.valid()), weights(&b.model.valid()));
+    let max_diff = wa
+        .iter()
+        .zip(&wb)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(max_diff <= 1e-6, "max weight diff {max_diff}");
+
+    let dir_c = out_dir("cosine-c");
+    let constant = TrainConfig::new(n, 8, 1e-2, &dir_c).with_seed(2);
+    let c = train_classifier(init, &train, &constant).unwrap();
+    let wc = weights(&c.model.valid());
+    let apart = wa
+        .iter()
+        .zip(&wc)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        apart > 1e-4,
+        "cosine and constant rates gave the same weights ({apart})"
+    );
+
+    // A warm-up as long as the run is refused before anything is written.
+    let dir_d = out_dir("cosine-d");
+    let bad =
+        TrainConfig::new(4, 8, 1e-2, &dir_d).with_lr_schedule(LrSchedule::Cosine { warmup: 4 });
+    let err = train_classifier(tiny_cnn(&device), &train, &bad).unwrap_err();
+    assert!(err.to_string().contains("warm-up"), "{err}");
+    assert!(!dir_d.exists());
+    for d in [dir_a, dir_b, dir_c] {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }
 
 #[test]

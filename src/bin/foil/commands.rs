@@ -12,7 +12,7 @@ use foil::pipeline::{
     self, Arch, DdpmSpec, DecoderSpec, DiffusionConfig, EditMethod, ExplainConfig, Member,
     OracleSpec, Preset, ScoreOptions,
 };
-use foil::train::TrainConfig;
+use foil::train::{Augment, LrSchedule, TrainConfig};
 
 use crate::device::{DeviceArg, with_backend};
 
@@ -107,13 +107,53 @@ pub struct OptimArgs {
     /// Side of the square images the networks see.
     #[arg(long, default_value_t = 32)]
     pub image_size: u32,
+    /// Learning-rate schedule: the --lr throughout, or a cosine decay to zero after a linear
+    /// warm-up of --warmup steps.
+    #[arg(long, value_enum, default_value_t = LrScheduleArg::Constant)]
+    pub lr_schedule: LrScheduleArg,
+    /// Warm-up steps of --lr-schedule cosine.
+    #[arg(long, default_value_t = 0)]
+    pub warmup: usize,
+    /// Augmentation: mirror each training image left-right with probability 1/2.
+    #[arg(long)]
+    pub flip: bool,
+    /// Augmentation: translate each training image by up to this many pixels.
+    #[arg(long, default_value_t = 0)]
+    pub shift: usize,
+}
+
+/// `--lr-schedule`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LrScheduleArg {
+    /// The same rate at every step.
+    Constant,
+    /// Linear warm-up, then a half cosine down to zero.
+    Cosine,
 }
 
 impl OptimArgs {
-    fn config(&self, out: &Path) -> TrainConfig {
-        TrainConfig::new(self.steps, self.batch_size, self.lr, out)
+    fn config(&self, out: &Path) -> Result<TrainConfig> {
+        let schedule = match self.lr_schedule {
+            LrScheduleArg::Constant if self.warmup > 0 => {
+                return Err(Error::out_of_range(
+                    "--warmup",
+                    "0 with --lr-schedule constant (warm-up belongs to the cosine schedule)",
+                    self.warmup,
+                ));
+            }
+            LrScheduleArg::Constant => LrSchedule::Constant,
+            LrScheduleArg::Cosine => LrSchedule::Cosine {
+                warmup: self.warmup,
+            },
+        };
+        Ok(TrainConfig::new(self.steps, self.batch_size, self.lr, out)
             .with_seed(self.seed)
             .with_checkpoint_every(self.checkpoint_every)
+            .with_lr_schedule(schedule)
+            .with_augment(Augment {
+                flip: self.flip,
+                shift: self.shift,
+            }))
     }
 }
 
@@ -194,7 +234,7 @@ pub fn train(cmd: TrainCommand) -> Result<()> {
                 test.len(),
                 data.classes.0
             );
-            let config = optim.config(&out);
+            let config = optim.config(&out)?;
             let trained = with_backend!(data.device()?, |B, dev| {
                 pipeline::train_oracle::<B>(&spec, &train, &test, &config, &out, &dev)
             })?;
@@ -223,7 +263,7 @@ pub fn train(cmd: TrainCommand) -> Result<()> {
                 train.len(),
                 data.classes.0
             );
-            let config = optim.config(&out);
+            let config = optim.config(&out)?;
             let loss = with_backend!(data.device()?, |B, dev| {
                 pipeline::train_ddpm_on::<B>(&spec, &train, &config, &out, &dev)
             })?;
@@ -261,7 +301,7 @@ pub fn train(cmd: TrainCommand) -> Result<()> {
                 train.len(),
                 data.classes.0
             );
-            let config = optim.config(&out);
+            let config = optim.config(&out)?;
             let loss = with_backend!(data.device()?, |B, dev| {
                 pipeline::train_decoder_on::<B>(
                     &spec,

@@ -11,7 +11,6 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use foil_core::image_io::write_atomic;
 use foil_core::{Error, Result};
 use foil_models::numpy_pickle::{NumpyArray, read_numpy_pickle};
 use foil_models::{alexnet, vgg};
@@ -101,31 +100,15 @@ pub fn write_safetensors(
     path: &Path,
     source: &str,
 ) -> Result<()> {
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = tensors
         .iter()
-        .map(|(name, a)| {
-            (
-                name.clone(),
-                a.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                a.shape.clone(),
-            )
-        })
+        .map(|(name, a)| (name.clone(), a.shape.clone(), a.data.clone()))
         .collect();
-    let views = bytes
-        .iter()
-        .map(|(name, data, shape)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
-                .map(|view| (name.clone(), view))
-                .map_err(|e| Error::format(path.display().to_string(), e))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let metadata = [
-        ("source".to_string(), source.to_string()),
-        ("format".to_string(), "torch-names".to_string()),
-    ];
-    let serialized = safetensors::serialize(views, Some(metadata.into_iter().collect()))
-        .map_err(|e| Error::format(path.display().to_string(), e))?;
-    write_atomic(path, &serialized)
+    foil_models::weights::write_f32_safetensors(
+        path,
+        &tensors,
+        &[("source", source), ("format", "torch-names")],
+    )
 }
 
 /// Reads one member of a `.tar.gz` archive whose path ends with `suffix`.

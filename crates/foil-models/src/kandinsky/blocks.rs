@@ -10,6 +10,7 @@ use burn::tensor::activation::{silu, softmax};
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
+use crate::lora::LoraDelta;
 use crate::weights::TensorFile;
 
 /// Where the weights of a network being built come from: fresh random values, or tensors taken
@@ -381,6 +382,42 @@ pub struct AddedKvAttention<B: Backend> {
     add_v_proj: Linear<B>,
     to_out: Linear<B>,
     heads: usize,
+    // LoRA updates of the six projections (none in a plain layer; see `KandinskyUNet::with_lora`).
+    lora_q: Option<LoraDelta<B>>,
+    lora_k: Option<LoraDelta<B>>,
+    lora_v: Option<LoraDelta<B>>,
+    lora_add_k: Option<LoraDelta<B>>,
+    lora_add_v: Option<LoraDelta<B>>,
+    lora_out: Option<LoraDelta<B>>,
+}
+
+/// The diffusers names of an attention layer's six projections.
+pub(crate) const PROJECTION_NAMES: [&str; 6] = [
+    "to_q",
+    "to_k",
+    "to_v",
+    "add_k_proj",
+    "add_v_proj",
+    "to_out.0",
+];
+
+/// A projection and its optional LoRA update, by diffusers name.
+pub(crate) type Projection<'a, B> = (
+    &'static str,
+    &'a mut Linear<B>,
+    &'a mut Option<LoraDelta<B>>,
+);
+
+/// `layer(x)`, plus the LoRA update when there is one.
+fn project<B: Backend, const D: usize>(
+    layer: &Linear<B>,
+    lora: &Option<LoraDelta<B>>,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    match lora {
+        Some(delta) => layer.forward(x.clone()) + delta.forward(x),
+        None => layer.forward(x),
+    }
 }
 
 impl<B: Backend> AddedKvAttention<B> {
@@ -424,7 +461,41 @@ impl<B: Backend> AddedKvAttention<B> {
             ),
             to_out: src.linear(&format!("{name}.to_out.0"), inner, channels, true, device),
             heads,
+            lora_q: None,
+            lora_k: None,
+            lora_v: None,
+            lora_add_k: None,
+            lora_add_v: None,
+            lora_out: None,
         }
+    }
+
+    /// The six projections with their LoRA slots, by their diffusers names (relative to the
+    /// layer).
+    pub(crate) fn projections_mut(&mut self) -> [Projection<'_, B>; 6] {
+        [
+            ("to_q", &mut self.to_q, &mut self.lora_q),
+            ("to_k", &mut self.to_k, &mut self.lora_k),
+            ("to_v", &mut self.to_v, &mut self.lora_v),
+            ("add_k_proj", &mut self.add_k_proj, &mut self.lora_add_k),
+            ("add_v_proj", &mut self.add_v_proj, &mut self.lora_add_v),
+            ("to_out.0", &mut self.to_out, &mut self.lora_out),
+        ]
+    }
+
+    /// The LoRA updates present, by the projections' diffusers names.
+    pub(crate) fn lora_updates(&self) -> Vec<(&'static str, &LoraDelta<B>)> {
+        [
+            ("to_q", &self.lora_q),
+            ("to_k", &self.lora_k),
+            ("to_v", &self.lora_v),
+            ("add_k_proj", &self.lora_add_k),
+            ("add_v_proj", &self.lora_add_v),
+            ("to_out.0", &self.lora_out),
+        ]
+        .into_iter()
+        .filter_map(|(name, slot)| slot.as_ref().map(|d| (name, d)))
+        .collect()
     }
 
     /// The layer on image features `x` (`[N, C, H, W]`) with conditioning tokens `context`
@@ -435,14 +506,25 @@ impl<B: Backend> AddedKvAttention<B> {
             .group_norm
             .forward(x.clone().reshape([n, c, h * w]))
             .swap_dims(1, 2);
-        let q = split_heads(self.to_q.forward(tokens.clone()), self.heads);
-        let k_self = split_heads(self.to_k.forward(tokens.clone()), self.heads);
-        let v_self = split_heads(self.to_v.forward(tokens), self.heads);
-        let k_ctx = split_heads(self.add_k_proj.forward(context.clone()), self.heads);
-        let v_ctx = split_heads(self.add_v_proj.forward(context.clone()), self.heads);
+        let heads = self.heads;
+        let q = split_heads(project(&self.to_q, &self.lora_q, tokens.clone()), heads);
+        let k_self = split_heads(project(&self.to_k, &self.lora_k, tokens.clone()), heads);
+        let v_self = split_heads(project(&self.to_v, &self.lora_v, tokens), heads);
+        let k_ctx = split_heads(
+            project(&self.add_k_proj, &self.lora_add_k, context.clone()),
+            heads,
+        );
+        let v_ctx = split_heads(
+            project(&self.add_v_proj, &self.lora_add_v, context.clone()),
+            heads,
+        );
         let k = Tensor::cat(vec![k_ctx, k_self], 2);
         let v = Tensor::cat(vec![v_ctx, v_self], 2);
-        let out = self.to_out.forward(merge_heads(attention(q, k, v)));
+        let out = project(
+            &self.to_out,
+            &self.lora_out,
+            merge_heads(attention(q, k, v)),
+        );
         out.swap_dims(1, 2).reshape([n, c, h, w]) + x
     }
 }

@@ -11,8 +11,10 @@ use foil_core::tensor::fmt_dims;
 use foil_core::{Denoiser, DenoiserOutput, Error, Result};
 
 use super::blocks::{
-    AddedKvAttention, ResnetBlock2D, ResnetOptions, Source, groups_divide, timestep_embedding,
+    AddedKvAttention, PROJECTION_NAMES, ResnetBlock2D, ResnetOptions, Source, groups_divide,
+    timestep_embedding,
 };
+use crate::lora::{LoraConfig, LoraDelta};
 use crate::weights::TensorFile;
 
 /// A down block of the Kandinsky UNet.
@@ -566,6 +568,165 @@ impl<B: Backend> KandinskyUNet<B> {
             }
         }
         Ok(self.conv_out.forward(silu(self.conv_norm_out.forward(x))))
+    }
+}
+
+/// LoRA domain tuning (DIFFusion's recipe: rank 4, alpha 8 on the attention projections
+/// `to_q|to_k|to_v|to_out|add_k_proj|add_v_proj`). The updates live beside the frozen layers;
+/// they are exchanged in peft's layout (`<path>.lora_A.weight` `[r, in]`, `<path>.lora_B.weight`
+/// `[out, r]`, paths as diffusers names the UNet's modules, e.g.
+/// `down_blocks.1.attentions.0.to_q`).
+impl<B: Backend> KandinskyUNet<B> {
+    /// The attention layers with their diffusers paths.
+    fn attention_layers_mut(&mut self) -> Vec<(String, &mut AddedKvAttention<B>)> {
+        let mut out = Vec::new();
+        for (i, block) in self.down_blocks.iter_mut().enumerate() {
+            for (j, a) in block.attentions.iter_mut().enumerate() {
+                out.push((format!("down_blocks.{i}.attentions.{j}"), a));
+            }
+        }
+        for (j, a) in self.mid_block.attentions.iter_mut().enumerate() {
+            out.push((format!("mid_block.attentions.{j}"), a));
+        }
+        for (i, block) in self.up_blocks.iter_mut().enumerate() {
+            for (j, a) in block.attentions.iter_mut().enumerate() {
+                out.push((format!("up_blocks.{i}.attentions.{j}"), a));
+            }
+        }
+        out
+    }
+
+    /// The attention layers with their diffusers paths, read-only.
+    fn attention_layers(&self) -> Vec<(String, &AddedKvAttention<B>)> {
+        let blocks = self
+            .down_blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (format!("down_blocks.{i}"), b))
+            .chain([("mid_block".to_string(), &self.mid_block)])
+            .chain(
+                self.up_blocks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| (format!("up_blocks.{i}"), b)),
+            );
+        blocks
+            .flat_map(|(name, block)| {
+                block
+                    .attentions
+                    .iter()
+                    .enumerate()
+                    .map(move |(j, a)| (format!("{name}.attentions.{j}"), a))
+            })
+            .collect()
+    }
+
+    /// The paths of every projection `config` targets (whether or not it has an update yet).
+    pub fn lora_targets(&self, config: &LoraConfig) -> Vec<String> {
+        self.attention_layers()
+            .into_iter()
+            .flat_map(|(prefix, _)| PROJECTION_NAMES.map(|name| format!("{prefix}.{name}")))
+            .filter(|path| config.matches(path))
+            .collect()
+    }
+
+    /// Fresh LoRA updates ([`LoraConfig::delta_for`]: output unchanged until trained) on every
+    /// projection `config` targets, replacing any there; the rest of the network is left as it
+    /// is (freeze it with `no_grad` first to train the updates alone). Fails when the targets
+    /// match no projection.
+    pub fn with_lora(mut self, config: &LoraConfig) -> Result<Self> {
+        let mut attached = 0;
+        for (prefix, attn) in self.attention_layers_mut() {
+            for (name, layer, slot) in attn.projections_mut() {
+                if config.matches(&format!("{prefix}.{name}")) {
+                    *slot = Some(config.delta_for(layer)?);
+                    attached += 1;
+                }
+            }
+        }
+        if attached == 0 {
+            return Err(Error::Empty {
+                what: format!("LoRA targets {:?} in the Kandinsky UNet", config.targets),
+                hint: "name attention projections: to_q|to_k|to_v|to_out|add_k_proj|add_v_proj"
+                    .into(),
+            });
+        }
+        Ok(self)
+    }
+
+    /// Number of projections carrying a LoRA update.
+    pub fn lora_count(&self) -> usize {
+        self.lora_tensors().len() / 2
+    }
+
+    /// The LoRA factors in peft's layout: `(<path>.lora_A.weight, [r, in])` and
+    /// `(<path>.lora_B.weight, [out, r])` per adapted projection, without the `alpha / r` scale.
+    pub fn lora_tensors(&self) -> Vec<(String, Tensor<B, 2>)> {
+        let mut out = Vec::new();
+        for (prefix, attn) in self.attention_layers() {
+            for (name, delta) in attn.lora_updates() {
+                let path = format!("{prefix}.{name}");
+                out.push((
+                    format!("{path}.lora_A.weight"),
+                    delta.lora_a.val().transpose(),
+                ));
+                out.push((
+                    format!("{path}.lora_B.weight"),
+                    delta.lora_b.val().transpose(),
+                ));
+            }
+        }
+        out
+    }
+
+    /// Sets the LoRA updates of every projection `config` targets from `file` (peft's layout,
+    /// as [`KandinskyUNet::lora_tensors`] writes; ranks from `config`), then checks that the
+    /// file held exactly those tensors with those shapes.
+    pub fn load_lora(mut self, config: &LoraConfig, mut file: TensorFile) -> Result<Self> {
+        let r = config.rank;
+        let mut found = 0;
+        for (prefix, attn) in self.attention_layers_mut() {
+            for (name, layer, slot) in attn.projections_mut() {
+                let path = format!("{prefix}.{name}");
+                if !config.matches(&path) {
+                    continue;
+                }
+                let [d_in, d_out] = layer.weight.dims();
+                let device = layer.weight.device();
+                let a = file.take::<B, 2>(&format!("{path}.lora_A.weight"), [r, d_in], &device);
+                let b = file.take::<B, 2>(&format!("{path}.lora_B.weight"), [d_out, r], &device);
+                *slot = Some(LoraDelta::new(
+                    d_in,
+                    d_out,
+                    a.val().transpose(),
+                    b.val().transpose(),
+                    config.alpha,
+                )?);
+                found += 1;
+            }
+        }
+        file.finish()?;
+        if found == 0 {
+            return Err(Error::Empty {
+                what: format!("LoRA targets {:?} in the Kandinsky UNet", config.targets),
+                hint: "name attention projections: to_q|to_k|to_v|to_out|add_k_proj|add_v_proj"
+                    .into(),
+            });
+        }
+        Ok(self)
+    }
+
+    /// The network with every LoRA update folded into its layer's weights (`W + scale A B`):
+    /// the same outputs, plain layers, no updates left.
+    pub fn merge_lora(mut self) -> Self {
+        for (_, attn) in self.attention_layers_mut() {
+            for (_, layer, slot) in attn.projections_mut() {
+                if let Some(delta) = slot.take() {
+                    *layer = delta.merge_into(layer);
+                }
+            }
+        }
+        self
     }
 }
 

@@ -186,3 +186,98 @@ fn published_config_parameter_count() {
     assert_eq!(expected, 1_253_057_288);
     assert_eq!(unet.num_params(), expected);
 }
+
+/// LoRA on the UNet whose base is the diffusers-parity fixture: fresh updates change nothing,
+/// trained-looking updates change the output, merging keeps it, and the peft-layout tensors
+/// round-trip through a safetensors file; files of the wrong rank or with missing tensors and
+/// targets that match nothing are errors.
+#[test]
+fn lora_updates_merge_and_round_trip() {
+    use foil_models::lora::LoraConfig;
+    use foil_models::weights::write_f32_safetensors;
+    type B = NdArray<f32>;
+    let dev = Default::default();
+    let mut file = TensorFile::open(fixture("kandinsky_unet_tiny.safetensors")).unwrap();
+    let io = take_io::<B>(&mut file);
+    let unet = UNetConfig::tiny().load_from::<B>(&mut file, &dev).unwrap();
+    let run = |u: &foil_models::kandinsky::KandinskyUNet<B>| {
+        Denoiser::forward(
+            u,
+            io.sample.clone(),
+            &io.timesteps,
+            Some(io.image_embeds.clone()),
+        )
+        .unwrap()
+        .eps
+    };
+    let base_out = run(&unet);
+
+    let config = LoraConfig::new(2, 4.0, "to_q|to_k|to_v|to_out|add_k_proj|add_v_proj").unwrap();
+    let targets = unet.lora_targets(&config);
+    assert!(!targets.is_empty() && targets.len().is_multiple_of(6), "{targets:?}");
+    assert!(targets.iter().any(|t| t.ends_with("attentions.0.to_out.0")));
+    let fresh = unet.clone().with_lora(&config).unwrap();
+    assert_eq!(fresh.lora_count(), targets.len());
+    assert!(max_abs_diff(run(&fresh), base_out.clone()) == 0.0);
+
+    // Updates with non-zero B (as after training), written in peft's layout.
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = fresh
+        .lora_tensors()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, t))| {
+            let shape = t.dims().to_vec();
+            let n: usize = shape.iter().product();
+            let values = (0..n)
+                .map(|k| (((k * 7 + i * 13) % 17) as f32 - 8.0) * 0.02)
+                .collect();
+            (name, shape, values)
+        })
+        .collect();
+    assert!(
+        tensors
+            .iter()
+            .any(|(n, s, _)| n.ends_with(".lora_A.weight") && s[0] == 2)
+    );
+    let dir = std::env::temp_dir().join(format!("foil-lora-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("lora.safetensors");
+    write_f32_safetensors(&path, &tensors, &[("rank", "2")]).unwrap();
+    let tuned = unet
+        .clone()
+        .load_lora(&config, TensorFile::open(&path).unwrap())
+        .unwrap();
+    let tuned_out = run(&tuned);
+    let moved = max_abs_diff(tuned_out.clone(), base_out.clone());
+    assert!(moved > 1e-3, "the updates changed nothing ({moved})");
+    // The tensors read back are the ones written.
+    for ((name, t), (wname, _, values)) in tuned.lora_tensors().iter().zip(&tensors) {
+        assert_eq!(name, wname);
+        assert_eq!(&to_vec_f32(t).unwrap(), values);
+    }
+    let merged = tuned.merge_lora();
+    assert_eq!(merged.lora_count(), 0);
+    let diff = max_abs_diff(run(&merged), tuned_out);
+    eprintln!("LoRA on the tiny UNet: moved {moved:e}, merged vs adapted {diff:e}");
+    assert!(diff < 1e-4, "merged differs by {diff}");
+
+    // Another rank than the file's: every tensor is misshaped, and one error says so.
+    let rank3 = LoraConfig::new(3, 4.0, config.targets.clone()).unwrap();
+    let err = unet
+        .clone()
+        .load_lora(&rank3, TensorFile::open(&path).unwrap())
+        .unwrap_err();
+    assert!(matches!(err, Error::Format { .. }), "{err}");
+    assert!(err.to_string().contains("lora_A.weight"), "{err}");
+    // Fewer targets than the file has: its extra tensors are reported as unexpected.
+    let only_q = LoraConfig::new(2, 4.0, "to_q").unwrap();
+    assert!(
+        unet.clone()
+            .load_lora(&only_q, TensorFile::open(&path).unwrap())
+            .is_err()
+    );
+    // Targets that match no projection.
+    let none = LoraConfig::new(2, 4.0, "conv1").unwrap();
+    assert!(unet.clone().with_lora(&none).is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -106,7 +106,7 @@ fn a_nonzero_update_changes_the_output() {
     let x = tensor::<2>(3, [3, 6]);
     assert!(max_diff(lora.forward(x.clone()), plain.forward(x)) > 1e-3);
     // A [in, r] A and [r, out] B: scale alpha / r; wrong shapes are errors.
-    assert_eq!(lora.scale, 2.0);
+    assert_eq!(lora.update.scale, 2.0);
     assert!(LoraLinear::new(plain.clone(), tensor(1, [5, 2]), tensor(2, [2, 4]), 1.0).is_err());
     let err = LoraLinear::new(plain, tensor(1, [6, 2]), tensor(2, [3, 4]), 1.0)
         .unwrap_err()
