@@ -289,6 +289,119 @@ fn train_explain_resume_and_score() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// LoRA tuning of a trained decoder: the folder holds only the adapters and names its base;
+/// the encoder stays frozen (same embeddings, new identity), the UNet's outputs move, the
+/// statistics and DIFFusion work through it, and a replaced base or a chained LoRA is refused.
+#[test]
+fn lora_tunes_a_frozen_decoder() {
+    use burn::tensor::Tensor;
+    use foil::core::{Denoiser, ImageEncoder};
+    use foil::models::lora::LoraConfig;
+    use foil::pipeline::{LORA_FILE, tune_decoder_lora};
+    let dir = temp_dir("lora");
+    let device = Default::default();
+    let (train, test) = data();
+    let classes = ["bouba".to_string(), "kiki".to_string()];
+    let mut spec = DecoderSpec::small(classes.to_vec(), 16);
+    spec.diffusion_steps = 100;
+    spec.unet_channels = vec![16, 32];
+    let base = dir.join("decoder");
+    let config = TrainConfig::new(2, 8, 1e-3, dir.join("unused")).with_seed(4);
+    train_decoder_on::<B>(&spec, &train, None, &config, &base, &device).unwrap();
+
+    let lora = LoraConfig::new(4, 8.0, "to_q|to_k|to_v|to_out|add_k_proj|add_v_proj").unwrap();
+    let tuned_dir = dir.join("lora");
+    let tune = TrainConfig::new(4, 8, 1e-2, dir.join("unused")).with_seed(1);
+    let loss = tune_decoder_lora::<B>(&base, &train, &lora, &tune, &tuned_dir, &device).unwrap();
+    assert!(loss.is_finite());
+    assert!(tuned_dir.join(LORA_FILE).exists() && !tuned_dir.join("decoder.mpk").exists());
+
+    let (base_spec, base_net) = load_decoder::<I>(&base, &device).unwrap();
+    let (tuned_spec, tuned_net) = load_decoder::<I>(&tuned_dir, &device).unwrap();
+    let info = tuned_spec.lora.clone().unwrap();
+    assert_eq!((info.rank, info.alpha), (4, 8.0));
+    assert_eq!(info.base, PathBuf::from("../decoder"));
+    assert_eq!(tuned_spec.unet_channels, base_spec.unet_channels);
+    let (mode, resize) = foil::pipeline::image_mode(16);
+    let (x, _) = test.tensors::<I>(&[0, 1], mode, resize, &device).unwrap();
+    let diff = |a: Tensor<I, 2>, b: Tensor<I, 2>| {
+        foil::core::tensor::to_vec_f32(&(a - b).abs().max()).unwrap()[0]
+    };
+    // The encoder is frozen: the same embeddings, under another identity.
+    let (eb, et) = (
+        base_net.encode(x.clone()).unwrap(),
+        tuned_net.encode(x.clone()).unwrap(),
+    );
+    assert_eq!(diff(eb.clone(), et), 0.0);
+    assert_ne!(base_net.identity(), tuned_net.identity());
+    // The adapters trained: the decoder's predictions moved.
+    let eps = |net: &foil::pipeline::EmbeddingDecoder<I>| {
+        let out = Denoiser::forward(net, x.clone(), &[50, 50], Some(eb.clone())).unwrap();
+        out.eps.reshape([2, 3 * 16 * 16])
+    };
+    let moved = diff(eps(&base_net), eps(&tuned_net));
+    assert!(
+        moved > 1e-5,
+        "LoRA tuning did not change the decoder ({moved})"
+    );
+
+    let stats_path = tuned_dir.join(STATS_FILE);
+    let stats = write_class_stats(&tuned_net, &train, 16, 32, &stats_path, &device).unwrap();
+    let oracle_dir = dir.join("oracle");
+    let oracle_spec = OracleSpec::new(
+        classes.clone(),
+        16,
+        vec![Member::new(Arch::Resnet18, 0.125)],
+    )
+    .unwrap();
+    let oracle_config = TrainConfig::new(2, 8, 1e-3, dir.join("unused"));
+    train_oracle::<B>(
+        &oracle_spec,
+        &train,
+        &test,
+        &oracle_config,
+        &oracle_dir,
+        &device,
+    )
+    .unwrap();
+    let (_, oracle) = load_oracle::<I>(&oracle_dir, &device).unwrap();
+    let mut diffusion = DiffusionConfig::new(16);
+    diffusion.steps = 5;
+    diffusion.search.t_skips = vec![0.0];
+    diffusion.per_direction = Some(1);
+    let summary = diffusion_set(
+        &tuned_net,
+        &schedule_of(&tuned_spec),
+        &stats,
+        &oracle,
+        &test,
+        &dir.join("diffusion"),
+        &diffusion,
+        &device,
+    )
+    .unwrap();
+    assert_eq!(summary.done, 2);
+
+    // A LoRA folder cannot be the base of another.
+    let err = tune_decoder_lora::<B>(
+        &tuned_dir,
+        &train,
+        &lora,
+        &tune,
+        &dir.join("chained"),
+        &device,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("another LoRA folder"), "{err}");
+    // A retrained base no longer fits the adapters.
+    std::fs::remove_dir_all(base.join("train")).unwrap();
+    let other_seed = TrainConfig::new(2, 8, 1e-3, dir.join("unused")).with_seed(5);
+    train_decoder_on::<B>(&spec, &train, None, &other_seed, &base, &device).unwrap();
+    let err = load_decoder::<I>(&tuned_dir, &device).err().unwrap();
+    assert!(err.to_string().contains("tune the adapters again"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn schedule_of(spec: &DecoderSpec) -> foil::schedule::NoiseSchedule {
     spec.schedule().unwrap()
 }
@@ -451,6 +564,43 @@ fn the_cli_trains_explains_and_scores() {
     let (ok, stdout, stderr) = foil(&args, &dir);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("nearest: 2 explained"), "{stdout}");
+
+    // LoRA domain tuning of the decoder (with a cosine schedule), its statistics, and DIFFusion
+    // through the LoRA folder.
+    let (ok, stdout, stderr) = train(
+        "lora",
+        &[
+            "--base",
+            "runs/decoder",
+            "--steps",
+            "2",
+            "--lr-schedule",
+            "cosine",
+            "--warmup",
+            "1",
+            "--out",
+            "runs/lora",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("class statistics of"), "{stdout}");
+    assert!(dir.join("runs/lora/lora.safetensors").exists());
+    assert!(!dir.join("runs/lora/decoder.mpk").exists());
+    let mut args = vec![
+        "diffusion",
+        "--decoder",
+        "runs/lora",
+        "--out",
+        "results/lora",
+    ];
+    args.extend_from_slice(&data);
+    args.extend_from_slice(&["--per-direction", "1", "--steps", "5", "--t-skips", "0"]);
+    let (ok, stdout, stderr) = foil(&args, &dir);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("2 explained"), "{stdout}");
+    // A warm-up with the constant schedule is a user error.
+    let (ok, _, stderr) = train("lora", &["--base", "runs/decoder", "--warmup", "3"]);
+    assert!(!ok && stderr.contains("--warmup"), "{stderr}");
 
     // User errors are reported, not panics: a class the data lacks, a device not built in.
     let (ok, _, stderr) = foil(

@@ -3,7 +3,7 @@
 //! decoder), trained together with the eps loss (a diffusion autoencoder), plus the class
 //! statistics of the encoder's embeddings that DIFFusion's edit direction comes from.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::module::{AutodiffModule, Module};
 use burn::record::Recorder;
@@ -14,6 +14,8 @@ use foil_data::Dataset;
 use foil_embed::{ClassStats, ClassStatsBuilder};
 use foil_models::clip::{ClipImageProcessor, ClipVision, ClipVisionConfig};
 use foil_models::kandinsky::{DownBlockType, KandinskyUNet, UNetConfig, UpBlockType};
+use foil_models::lora::LoraConfig;
+use foil_models::weights::{TensorFile, write_f32_safetensors};
 use foil_schedule::NoiseSchedule;
 use foil_train::{ImageSet, TrainConfig, train_embedding_ddpm, trainable};
 use serde::{Deserialize, Serialize};
@@ -22,6 +24,9 @@ use super::{image_mode, linear_schedule, read_spec, recorder, write_json};
 
 const FORMAT: &str = "foil decoder 1";
 const RECORD: &str = "decoder";
+/// File name of a LoRA-tuned decoder's adapters (peft layout, see
+/// [`KandinskyUNet::lora_tensors`]).
+pub const LORA_FILE: &str = "lora.safetensors";
 /// File name of the class statistics inside a decoder folder.
 pub const STATS_FILE: &str = "stats.json";
 
@@ -60,6 +65,34 @@ pub struct DecoderSpec {
     /// The classes the encoder was pre-trained on (for the record).
     #[serde(default)]
     pub encoder_classes: Vec<String>,
+    /// For a LoRA-tuned decoder ([`tune_decoder_lora`]): the base it adapts and the adapters'
+    /// settings; the folder then holds `lora.safetensors` instead of `decoder.mpk`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraSpec>,
+}
+
+/// What a LoRA-tuned decoder folder adds to its base (`model.json`'s `lora`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraSpec {
+    /// The base decoder folder, relative to the LoRA folder.
+    pub base: PathBuf,
+    /// FNV-1a checksum of the base's `decoder.mpk` (hex): a LoRA folder refuses other weights.
+    pub base_checksum: String,
+    /// Rank of the updates.
+    pub rank: usize,
+    /// Their scale numerator (the updates are multiplied by `alpha / rank`).
+    pub alpha: f64,
+    /// The adapted projections (`|`-separated, as [`LoraConfig::targets`]).
+    pub targets: String,
+    /// The classes the base was trained on (for the record).
+    pub base_classes: Vec<String>,
+}
+
+impl LoraSpec {
+    /// The adapters' configuration.
+    pub fn config(&self) -> Result<LoraConfig> {
+        LoraConfig::new(self.rank, self.alpha, self.targets.clone())
+    }
 }
 
 impl DecoderSpec {
@@ -81,6 +114,7 @@ impl DecoderSpec {
             drop_condition: 0.1,
             encoder_pretraining_steps: 0,
             encoder_classes: Vec::new(),
+            lora: None,
         }
     }
 
@@ -324,13 +358,67 @@ pub fn train_decoder_on<B: AutodiffBackend>(
     Ok(trained.losses.last().map(|&(_, l)| l).unwrap_or(f64::NAN))
 }
 
-/// Loads a decoder folder written by [`train_decoder_on`]. The encoder's identity (stored with
-/// class statistics) names the folder's weights by a checksum of the record file.
+/// Loads a decoder folder written by [`train_decoder_on`] or [`tune_decoder_lora`] (the base's
+/// weights with the adapters merged in). The encoder's identity (stored with class statistics)
+/// names the folder's weights by a checksum of its files (for a LoRA folder: the base's record
+/// and the adapters), so statistics of other weights are refused.
 pub fn load_decoder<B: Backend>(
     dir: &Path,
     device: &B::Device,
 ) -> Result<(DecoderSpec, EmbeddingDecoder<B>)> {
     let spec = DecoderSpec::load(dir)?;
+    let (checksum, net) = match &spec.lora {
+        None => load_record::<B>(dir, &spec, device)?,
+        Some(lora) => {
+            let base_dir = dir.join(&lora.base);
+            let base_spec = DecoderSpec::load(&base_dir)?;
+            if base_spec.lora.is_some() {
+                return Err(Error::format(
+                    base_dir.display().to_string(),
+                    "the base of a LoRA decoder must be a trained decoder, not another LoRA folder",
+                ));
+            }
+            let (base_sum, mut net) = load_record::<B>(&base_dir, &base_spec, device)?;
+            let found = format!("{base_sum:016x}");
+            if found != lora.base_checksum {
+                return Err(Error::format(
+                    dir.join("model.json").display().to_string(),
+                    format!(
+                        "its adapters were trained on base weights with checksum {}, but {} has {found} \
+                         (the base was retrained or replaced: tune the adapters again)",
+                        lora.base_checksum,
+                        base_dir.display()
+                    ),
+                ));
+            }
+            let path = dir.join(LORA_FILE);
+            let bytes = std::fs::read(&path).map_err(|e| {
+                Error::format(
+                    path.display().to_string(),
+                    format!("{e} (tune the adapters first: foil train lora)"),
+                )
+            })?;
+            let file = TensorFile::from_bytes(&bytes, path.display().to_string())?;
+            net.unet = net.unet.load_lora(&lora.config()?, file)?.merge_lora();
+            (fnv1a_extend(base_sum, &bytes), net)
+        }
+    };
+    let net = EmbeddingDecoder {
+        encoder: net.encoder.with_identity(format!(
+            "foil-vit d{} w{} l{} p{} fnv1a:{checksum:016x}",
+            spec.embedding_dim, spec.encoder_width, spec.encoder_layers, spec.patch_size,
+        )),
+        unet: net.unet,
+    };
+    Ok((spec, net))
+}
+
+/// The decoder record of a trained folder and the checksum of its file.
+fn load_record<B: Backend>(
+    dir: &Path,
+    spec: &DecoderSpec,
+    device: &B::Device,
+) -> Result<(u64, EmbeddingDecoder<B>)> {
     let path = dir.join(format!("{RECORD}.mpk"));
     let bytes = std::fs::read(&path).map_err(|e| {
         Error::format(
@@ -341,23 +429,120 @@ pub fn load_decoder<B: Backend>(
     let record = recorder()
         .load(dir.join(RECORD), device)
         .map_err(|e| Error::format(path.display().to_string(), e))?;
-    let mut net = spec.init::<B>(device)?.load_record(record);
-    net.encoder = net.encoder.with_identity(format!(
-        "foil-vit d{} w{} l{} p{} fnv1a:{:016x}",
-        spec.embedding_dim,
-        spec.encoder_width,
-        spec.encoder_layers,
-        spec.patch_size,
-        fnv1a(&bytes)
-    ));
-    Ok((spec, net))
+    Ok((fnv1a(&bytes), spec.init::<B>(device)?.load_record(record)))
+}
+
+/// Tunes LoRA adapters (`lora`: rank, alpha, target projections) of the decoder folder `base`
+/// on every image of `train` (another class pair, say), with the base's encoder and UNet frozen
+/// (the eps loss of [`train_embedding_ddpm`] reaches the adapters only), and writes the LoRA
+/// folder `dir`: `model.json` (the base's description, the new classes, and a [`LoraSpec`]
+/// naming the base by a relative path and a checksum) and [`LORA_FILE`]; the run under
+/// `dir/train` resumes when rerun. Load it with [`load_decoder`]; compute its class statistics
+/// next with [`write_class_stats`]. Returns the last logged loss.
+pub fn tune_decoder_lora<B: AutodiffBackend>(
+    base: &Path,
+    train: &Dataset,
+    lora: &LoraConfig,
+    config: &TrainConfig,
+    dir: &Path,
+    device: &B::Device,
+) -> Result<f64> {
+    let base_spec = DecoderSpec::load(base)?;
+    if base_spec.lora.is_some() {
+        return Err(Error::format(
+            base.display().to_string(),
+            "tune LoRA adapters on a trained decoder, not on another LoRA folder",
+        ));
+    }
+    let (base_sum, model) = load_record::<B>(base, &base_spec, device)?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    B::seed(device, config.seed);
+    let mut model = model.no_grad();
+    model.unet = model.unet.with_lora(lora)?;
+    let (mode, resize) = image_mode(base_spec.image_size);
+    let all: Vec<usize> = (0..train.len()).collect();
+    let set = ImageSet::<B>::from_dataset(train, &all, mode, resize, device)?;
+    let run = TrainConfig {
+        out_dir: dir.join("train"),
+        ..config.clone()
+    };
+    let trained = train_embedding_ddpm(
+        model,
+        &set,
+        &base_spec.schedule()?,
+        base_spec.drop_condition,
+        false,
+        &run,
+    )?;
+    let tensors = trained
+        .model
+        .valid()
+        .unet
+        .lora_tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            let shape = t.dims().to_vec();
+            Ok((name, shape, foil_core::tensor::to_vec_f32(&t)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let rank = lora.rank.to_string();
+    let alpha = lora.alpha.to_string();
+    write_f32_safetensors(
+        &dir.join(LORA_FILE),
+        &tensors,
+        &[
+            ("format", "peft"),
+            ("rank", &rank),
+            ("alpha", &alpha),
+            ("targets", &lora.targets),
+        ],
+    )?;
+    let spec = DecoderSpec {
+        classes: train.class_names().to_vec(),
+        lora: Some(LoraSpec {
+            base: relative_path(dir, base)?,
+            base_checksum: format!("{base_sum:016x}"),
+            rank: lora.rank,
+            alpha: lora.alpha,
+            targets: lora.targets.clone(),
+            base_classes: base_spec.classes.clone(),
+        }),
+        ..base_spec
+    };
+    write_json(&dir.join("model.json"), &spec)?;
+    Ok(trained.losses.last().map(|&(_, l)| l).unwrap_or(f64::NAN))
+}
+
+/// `target` relative to the folder `from` (both made absolute first), so a LoRA folder and its
+/// base can move together.
+fn relative_path(from: &Path, target: &Path) -> Result<PathBuf> {
+    let abs = |p: &Path| p.canonicalize().map_err(|e| Error::io(p, e));
+    let (from, target) = (abs(from)?, abs(target)?);
+    let common = from
+        .components()
+        .zip(target.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut out = PathBuf::new();
+    for _ in from.components().skip(common) {
+        out.push("..");
+    }
+    for c in target.components().skip(common) {
+        out.push(c);
+    }
+    Ok(out)
 }
 
 /// FNV-1a, 64 bits: a checksum that names a weights file.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    fnv1a_extend(0xcbf2_9ce4_8422_2325, bytes)
+}
+
+/// FNV-1a continued from the hash `h` over more bytes (the checksum of the concatenation).
+fn fnv1a_extend(h: u64, bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Class means of `encoder`'s embeddings over every image of `data` (in batches of `batch`),

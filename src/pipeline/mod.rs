@@ -17,8 +17,8 @@ mod report;
 
 pub use ddpm::{DdpmSpec, load_ddpm, train_ddpm_on};
 pub use decoder::{
-    DecoderSpec, EmbeddingDecoder, EncoderWithHead, STATS_FILE, load_decoder, train_decoder_on,
-    write_class_stats,
+    DecoderSpec, EmbeddingDecoder, EncoderWithHead, LORA_FILE, LoraSpec, STATS_FILE, load_decoder,
+    train_decoder_on, tune_decoder_lora, write_class_stats,
 };
 pub use diffusion::{DiffusionConfig, EditMethod, diffusion_set, lambda_sweep, nearest_set};
 pub(crate) use explain::save_png;

@@ -214,7 +214,10 @@ fn lora_updates_merge_and_round_trip() {
 
     let config = LoraConfig::new(2, 4.0, "to_q|to_k|to_v|to_out|add_k_proj|add_v_proj").unwrap();
     let targets = unet.lora_targets(&config);
-    assert!(!targets.is_empty() && targets.len().is_multiple_of(6), "{targets:?}");
+    assert!(
+        !targets.is_empty() && targets.len().is_multiple_of(6),
+        "{targets:?}"
+    );
     assert!(targets.iter().any(|t| t.ends_with("attentions.0.to_out.0")));
     let fresh = unet.clone().with_lora(&config).unwrap();
     assert_eq!(fresh.lora_count(), targets.len());
