@@ -65,6 +65,8 @@ fn train_explain_resume_and_score() {
     let trained =
         train_oracle::<B>(&spec, &train, &test, &config, &dir.join("oracle"), &device).unwrap();
     let accuracy = trained.members[0].test_accuracy.unwrap();
+    // A one-member ensemble scores what its member does.
+    assert_eq!(trained.test_accuracy, Some(accuracy));
     lap("oracle trained");
     // Chance is 0.5; usually 0.9 or more, but burn-flex's threaded reductions are not bitwise
     // deterministic under load (one run gave 0.875), so the bar leaves room.

@@ -100,6 +100,10 @@ pub struct OracleSpec {
     pub image_size: u32,
     /// The members.
     pub members: Vec<Member>,
+    /// The ensemble's accuracy on the held-out set after training (`None` before); for one
+    /// member, that member's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_accuracy: Option<f64>,
 }
 
 impl OracleSpec {
@@ -126,6 +130,7 @@ impl OracleSpec {
             classes,
             image_size,
             members,
+            test_accuracy: None,
         })
     }
 
@@ -163,9 +168,10 @@ fn efficientnet(width: f64) -> EfficientNetConfig {
     .with_normalization(Normalization::identity())
 }
 
-/// Trains every member of `spec` on `train` (labels 0 / 1), scores it on `test`, and writes the
-/// oracle folder `dir` (`model.json`, one record per member; training runs under
-/// `dir/train-<member>` resume when rerun). Returns the spec with the test accuracies.
+/// Trains every member of `spec` on `train` (labels 0 / 1), scores it and then the ensemble on
+/// `test`, and writes the oracle folder `dir` (`model.json`, one record per member; training
+/// runs under `dir/train-<member>` resume when rerun). Returns the spec with the test
+/// accuracies.
 pub fn train_oracle<B: AutodiffBackend>(
     spec: &OracleSpec,
     train: &Dataset,
@@ -212,6 +218,9 @@ pub fn train_oracle<B: AutodiffBackend>(
         };
         member.test_accuracy = Some(accuracy);
     }
+    write_json(&dir.join("model.json"), &out)?;
+    let (_, ensemble) = load_oracle::<B::InnerBackend>(dir, device)?;
+    out.test_accuracy = Some(evaluate_accuracy(&ensemble, &test_set, 64)?);
     write_json(&dir.join("model.json"), &out)?;
     Ok(out)
 }

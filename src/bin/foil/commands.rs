@@ -272,6 +272,13 @@ pub fn train(cmd: TrainCommand) -> Result<()> {
                     m.test_accuracy.unwrap_or(f64::NAN)
                 );
             }
+            if let Some(accuracy) = trained.test_accuracy {
+                println!(
+                    "oracle ({} member{}): test accuracy {accuracy:.4}",
+                    trained.members.len(),
+                    if trained.members.len() == 1 { "" } else { "s" }
+                );
+            }
             println!("oracle written to {}", out.display());
             Ok(())
         }
