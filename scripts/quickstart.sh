@@ -7,7 +7,8 @@
 # prints the success ratio and LPIPS per method and direction.
 #
 #   scripts/quickstart.sh                            # Shirt vs T-shirt/top, shipped weights
-#   PAIR="Pullover,Coat" scripts/quickstart.sh       # another pair: trains first (~35 min on 2 cores)
+#   PAIR="Pullover,Coat" scripts/quickstart.sh       # the second shipped pair (its decoder: LoRA on the first's)
+#   PAIR="Sandal,Sneaker" scripts/quickstart.sh      # another pair: trains first (~40 min on 2 cores)
 #   PER_DIRECTION=100 scripts/quickstart.sh          # more test images
 #
 # Outputs under runs/quickstart/<pair>/: maskdime/ and diffusion/ (per image: original,
@@ -21,6 +22,7 @@ PAIR="${PAIR:-Shirt,T-shirt/top}"
 PER_DIRECTION="${PER_DIRECTION:-16}"
 DEVICE="${DEVICE:-cpu}"
 SIZE=28
+ORACLE_WIDTH=0.25
 SLUG="$(echo "$PAIR" | tr -c 'A-Za-z0-9,\n-' '_' | tr ',' '-')"
 RUN="runs/quickstart/$SLUG"
 SHIPPED="assets/quickstart/$SLUG"
@@ -50,11 +52,19 @@ if [ -d "$SHIPPED" ] && [ -z "${TRAIN:-}" ]; then
 else
   NETS="$RUN"
   say "training the oracle"
-  $FOIL train oracle --classes "$PAIR" --arch resnet18 --width 0.125 --steps 600 \
-    --batch-size 64 --lr 2e-3 --seed 0 --image-size $SIZE --out "$NETS/oracle" --device "$DEVICE"
-  say "training DIFFusion's decoder and encoder"
-  $FOIL train decoder --classes "$PAIR" --steps 600 --encoder-steps 1500 --batch-size 32 --lr 1e-3 --seed 0 \
-    --image-size $SIZE --out "$NETS/decoder" --device "$DEVICE"
+  $FOIL train oracle --classes "$PAIR" --arch resnet18 --width "$ORACLE_WIDTH" --steps 2000 \
+    --batch-size 64 --lr 3e-3 --lr-schedule cosine --warmup 100 --flip --shift 1 --seed 0 \
+    --image-size $SIZE --out "$NETS/oracle" --device "$DEVICE"
+  BASE="assets/quickstart/Shirt-T-shirt_top/decoder"
+  if [ "$SLUG" != "Shirt-T-shirt_top" ] && [ -d "$BASE" ]; then
+    say "LoRA-tuning the shipped DIFFusion decoder ($BASE) on $PAIR"
+    $FOIL train lora --base "$BASE" --classes "$PAIR" --steps 600 --batch-size 32 --lr 3e-3 \
+      --lr-schedule cosine --warmup 30 --seed 0 --out "$NETS/decoder" --device "$DEVICE"
+  else
+    say "training DIFFusion's decoder and encoder"
+    $FOIL train decoder --classes "$PAIR" --steps 600 --encoder-steps 1500 --batch-size 32 --lr 1e-3 --seed 0 \
+      --image-size $SIZE --out "$NETS/decoder" --device "$DEVICE"
+  fi
   say "training MaskDiME's DDPM"
   $FOIL train ddpm --classes "$PAIR" --steps 500 --batch-size 32 --lr 1e-3 --seed 0 \
     --image-size $SIZE --out "$NETS/ddpm" --device "$DEVICE"

@@ -626,6 +626,9 @@ pub struct MaskdimeArgs {
     /// Guidance scales tried in turn on inputs not yet flipped.
     #[arg(long, value_delimiter = ',')]
     scales: Option<Vec<f64>>,
+    /// MaskDiME: share of pixels in the editable mask M1 (in (0, 1]; default 0.2).
+    #[arg(long)]
+    mask_fraction: Option<f64>,
     /// Images per sampler call.
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
@@ -650,6 +653,18 @@ pub fn maskdime(args: MaskdimeArgs) -> Result<()> {
     }
     if let Some(scales) = args.scales.clone() {
         config.guide.scales = scales;
+    }
+    if let Some(fraction) = args.mask_fraction {
+        match &mut config.guide.mask {
+            foil::guide::MaskPolicy::Dual { k, .. } => *k = fraction,
+            _ => {
+                return Err(Error::out_of_range(
+                    "--mask-fraction",
+                    "only with --preset maskdime (its dual top-k masks)",
+                    fraction,
+                ));
+            }
+        }
     }
     config.respaced_steps = args.respaced_steps;
     config.batch_size = args.batch_size;
