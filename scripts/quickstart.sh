@@ -22,7 +22,7 @@ PAIR="${PAIR:-Shirt,T-shirt/top}"
 PER_DIRECTION="${PER_DIRECTION:-16}"
 DEVICE="${DEVICE:-cpu}"
 SIZE=28
-ORACLE_WIDTH=0.25
+ORACLE_WIDTH=0.125
 SLUG="$(echo "$PAIR" | tr -c 'A-Za-z0-9,\n-' '_' | tr ',' '-')"
 RUN="runs/quickstart/$SLUG"
 SHIPPED="assets/quickstart/$SLUG"
@@ -53,7 +53,7 @@ else
   NETS="$RUN"
   say "training the oracle"
   $FOIL train oracle --classes "$PAIR" --arch resnet18 --width "$ORACLE_WIDTH" --steps 2000 \
-    --batch-size 64 --lr 3e-3 --lr-schedule cosine --warmup 100 --flip --shift 1 --seed 0 \
+    --batch-size 64 --lr 3e-3 --lr-schedule cosine --warmup 100 --flip --shift 2 --seed 0 \
     --image-size $SIZE --out "$NETS/oracle" --device "$DEVICE"
   BASE="assets/quickstart/Shirt-T-shirt_top/decoder"
   if [ "$SLUG" != "Shirt-T-shirt_top" ] && [ -d "$BASE" ]; then
