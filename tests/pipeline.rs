@@ -220,6 +220,45 @@ fn train_explain_resume_and_score() {
     }
     let second = run_diffusion(&stats).unwrap();
     assert_eq!((second.done, second.skipped), (0, 4));
+    // A lambda ladder: inputs left unflipped at lambda 2 are searched again at 4 (a new
+    // inversion and the whole T_skip search), and their calls add up.
+    let ladder = DiffusionConfig {
+        extra_lambdas: vec![4.0],
+        ..diffusion.clone()
+    };
+    let ladder_out = dir.join("ladder");
+    diffusion_set(
+        &decoder,
+        &schedule_of(&decoder_spec),
+        &stats,
+        &oracle,
+        &test,
+        &ladder_out,
+        &ladder,
+        &device,
+    )
+    .unwrap();
+    let one_rung = |trials: usize| 10 + 2 * [4, 10][..trials].iter().sum::<usize>();
+    for (_, r) in read_results(&ladder_out).unwrap() {
+        match r.lambda {
+            Some(l) if l == 2.0 => {
+                assert!(r.flipped);
+                assert_eq!(r.denoiser_calls, one_rung(r.classifier_calls), "{r:?}");
+            }
+            Some(l) => {
+                assert_eq!(l, 4.0);
+                assert!(r.flipped && r.classifier_calls > 2, "{r:?}");
+                assert_eq!(
+                    r.denoiser_calls,
+                    one_rung(2) + one_rung(r.classifier_calls - 2)
+                );
+            }
+            None => {
+                assert!(!r.flipped && r.t_skip.is_none());
+                assert_eq!((r.classifier_calls, r.denoiser_calls), (4, 2 * one_rung(2)));
+            }
+        }
+    }
     // Statistics from another encoder are refused, with both identities named.
     let other = foil::embed::ClassStatsBuilder::new("another encoder", stats.dim())
         .add(

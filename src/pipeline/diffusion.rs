@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
 use foil_core::ImageEncoder;
 use foil_core::{Classifier, Error, Result};
 use foil_data::Dataset;
@@ -39,6 +39,11 @@ pub struct DiffusionConfig {
     pub search: SearchConfig,
     /// DIFFusion's edit or the target-mean baseline.
     pub method: EditMethod,
+    /// Stronger edit strengths tried in turn after `search.lambda`, each on the inputs the
+    /// previous strengths left unflipped (a new inversion and the whole `T_skip` search per
+    /// strength); empty (the reference's single strength) by default. The paper tunes lambda
+    /// per dataset; a ladder keeps the gentle strength for the inputs it flips. Arithmetic only.
+    pub extra_lambdas: Vec<f64>,
     /// Inputs per batch.
     pub batch_size: usize,
     /// Seed of the inversion noise.
@@ -59,6 +64,7 @@ impl DiffusionConfig {
             inverter: EfInverterConfig::diffusion(),
             search: SearchConfig::default(),
             method: EditMethod::Arithmetic,
+            extra_lambdas: Vec::new(),
             batch_size: 16,
             seed: 0,
             per_direction: None,
@@ -162,7 +168,7 @@ where
                     decoder,
                     &regenerator,
                     oracle,
-                    x,
+                    x.clone(),
                     &directions[from],
                     to,
                     &search_config,
@@ -174,27 +180,76 @@ where
                         unit_mean: target_means[from].clone(),
                     },
                     oracle,
-                    x,
+                    x.clone(),
                     &directions[from],
                     to,
                     &search_config,
                 )?,
             };
-            let made = report
+            let lambda = (config.method == EditMethod::Arithmetic).then_some(search_config.lambda);
+            let mut made: Vec<Made> = report
                 .outcomes
                 .iter()
                 .map(|o| Made {
                     flipped: o.flipped,
                     scale: None,
                     t_skip: o.t_skip,
+                    lambda: lambda.filter(|_| o.flipped),
                     denoiser_calls: denoiser_calls(config, o.trials),
                     // One oracle pass per regeneration tried.
                     classifier_calls: o.trials,
                 })
                 .collect();
-            Ok((report.images, made))
+            let mut images = report.images;
+            let ladder = match config.method {
+                EditMethod::Arithmetic => config.extra_lambdas.as_slice(),
+                EditMethod::TargetMean => &[],
+            };
+            for &lambda in ladder {
+                let pending: Vec<usize> = (0..made.len()).filter(|&i| !made[i].flipped).collect();
+                if pending.is_empty() {
+                    break;
+                }
+                let idx = index_tensor::<B>(&pending, device);
+                let rung = search(
+                    decoder,
+                    &regenerator,
+                    oracle,
+                    x.clone().select(0, idx),
+                    &directions[from],
+                    to,
+                    &SearchConfig {
+                        lambda,
+                        ..search_config.clone()
+                    },
+                )?;
+                let mut rows: Vec<Tensor<B, 4>> = (0..made.len())
+                    .map(|i| images.clone().narrow(0, i, 1))
+                    .collect();
+                for (k, &i) in pending.iter().enumerate() {
+                    let o = &rung.outcomes[k];
+                    let m = &mut made[i];
+                    m.denoiser_calls += denoiser_calls(config, o.trials);
+                    m.classifier_calls += o.trials;
+                    if o.flipped {
+                        m.flipped = true;
+                        m.t_skip = o.t_skip;
+                        m.lambda = Some(lambda);
+                    }
+                    // The flip, or this strength's strongest attempt.
+                    rows[i] = rung.images.clone().narrow(0, k, 1);
+                }
+                images = Tensor::cat(rows, 0);
+            }
+            Ok((images, made))
         },
     )
+}
+
+/// `indices` as an index tensor on `device`.
+fn index_tensor<B: Backend>(indices: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+    let values: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+    Tensor::from_data(TensorData::new(values, [indices.len()]), device)
 }
 
 /// The mean embedding of `class`, scaled to unit norm, as `[1, D]`.
@@ -317,6 +372,7 @@ where
                     flipped: l == to,
                     scale: None,
                     t_skip: None,
+                    lambda: None,
                     denoiser_calls: 0,
                     classifier_calls: 1,
                 })

@@ -118,6 +118,9 @@ pub struct ItemResult {
     /// The `T_skip` that flipped it (DIFFusion).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub t_skip: Option<f64>,
+    /// The edit strength lambda that flipped it (DIFFusion's arithmetic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda: Option<f64>,
     /// Share of pixels whose value changed by more than 2% of the range (any channel), on the
     /// saved 8-bit images.
     pub changed_fraction: f64,
@@ -204,6 +207,7 @@ where
                     flipped: o.flipped,
                     scale: o.scale,
                     t_skip: None,
+                    lambda: None,
                     denoiser_calls: o.denoiser_calls,
                     classifier_calls: o.classifier_calls,
                 })
@@ -219,6 +223,7 @@ pub(crate) struct Made {
     pub flipped: bool,
     pub scale: Option<f64>,
     pub t_skip: Option<f64>,
+    pub lambda: Option<f64>,
     pub denoiser_calls: usize,
     pub classifier_calls: usize,
 }
@@ -306,6 +311,7 @@ where
                     flipped: m.flipped,
                     scale: m.scale,
                     t_skip: m.t_skip,
+                    lambda: m.lambda,
                     changed_fraction,
                     mean_abs_change,
                     denoiser_calls: m.denoiser_calls,

@@ -432,8 +432,10 @@ pub fn build_study<B: burn::tensor::backend::Backend>(
                     device,
                 )?;
                 let skip = foil_embed::skip_steps(sw.config.steps, t_skip);
+                // Up to the strength that flipped it (a ladder's later rung, maybe).
+                let top = r.lambda.unwrap_or(sw.config.search.lambda);
                 let lambdas: Vec<f64> = (1..options.frames)
-                    .map(|k| sw.config.search.lambda * k as f64 / (options.frames - 1) as f64)
+                    .map(|k| top * k as f64 / (options.frames - 1) as f64)
                     .collect();
                 let outs = crate::pipeline::lambda_sweep(
                     sw.decoder,

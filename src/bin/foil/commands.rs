@@ -430,19 +430,29 @@ pub struct EditArgs {
     /// Inversion and regeneration steps.
     #[arg(long, default_value_t = 50)]
     steps: usize,
-    /// Edit strength lambda.
-    #[arg(long, default_value_t = 2.0)]
-    lambda: f64,
+    /// Edit strength lambda; several (`2,3`) form a ladder: each next strength is tried on the
+    /// inputs the previous ones left unflipped.
+    #[arg(long, value_delimiter = ',', default_value = "2")]
+    lambda: Vec<f64>,
     /// Classifier-free guidance scale while regenerating (1: none).
     #[arg(long, default_value_t = 4.0)]
     guidance: f64,
 }
 
 impl EditArgs {
-    fn apply(&self, config: &mut DiffusionConfig) {
+    fn apply(&self, config: &mut DiffusionConfig) -> Result<()> {
+        if let Some(&bad) = self.lambda.iter().find(|l| !(l.is_finite() && **l > 0.0)) {
+            return Err(Error::out_of_range("--lambda", "finite and > 0", bad));
+        }
+        let (first, rest) = self.lambda.split_first().ok_or_else(|| Error::Empty {
+            what: "--lambda".into(),
+            hint: "give at least one edit strength".into(),
+        })?;
         config.steps = self.steps;
-        config.search.lambda = self.lambda;
+        config.search.lambda = *first;
+        config.extra_lambdas = rest.to_vec();
         config.inverter.target_guidance = self.guidance;
+        Ok(())
     }
 }
 
@@ -498,7 +508,7 @@ pub enum MethodArg {
 /// `foil diffusion`.
 pub fn diffusion(args: DiffusionArgs) -> Result<()> {
     let mut config = DiffusionConfig::new(32);
-    args.edit.apply(&mut config);
+    args.edit.apply(&mut config)?;
     if let Some(t) = args.t_skips.clone() {
         config.search.t_skips = t;
     }
@@ -839,7 +849,7 @@ pub fn teach(args: TeachArgs) -> Result<()> {
                 let stats = ClassStats::load(dir.join(pipeline::STATS_FILE))?;
                 let schedule = spec.schedule()?;
                 let mut config = DiffusionConfig::new(spec.image_size);
-                args.edit.apply(&mut config);
+                args.edit.apply(&mut config)?;
                 config.seed = args.seed;
                 let sweeper = Sweeper {
                     decoder: &decoder,
