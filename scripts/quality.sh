@@ -12,6 +12,8 @@ cd "$(dirname "$0")/.."
 
 PAIR="${PAIR:-Shirt,T-shirt/top}"
 N="${N:-100}"
+# DIFFusion's edit strengths: 2, then 3 and 4 for the inputs the weaker ones left unflipped.
+LAMBDA="${LAMBDA:-2,3,4}"
 DEVICE="${DEVICE:-cpu}"
 SLUG="$(echo "$PAIR" | tr -c 'A-Za-z0-9,\n-' '_' | tr ',' '-')"
 NETS="${NETS:-assets/quickstart/$SLUG}"
@@ -30,7 +32,7 @@ run() { # name, command...
   echo "$name: $(( $(date +%s) - t0 )) s"
 }
 run maskdime $FOIL maskdime --ddpm "$NETS/ddpm"
-run diffusion $FOIL diffusion --decoder "$NETS/decoder"
+run diffusion $FOIL diffusion --decoder "$NETS/decoder" --lambda "$LAMBDA"
 run target-mean $FOIL diffusion --decoder "$NETS/decoder" --method target-mean
 run nearest $FOIL diffusion --decoder "$NETS/decoder" --method nearest
 for name in maskdime diffusion target-mean nearest; do
