@@ -76,7 +76,7 @@ $FOIL maskdime --classes "$PAIR" --oracle "$NETS/oracle" --ddpm "$NETS/ddpm" \
 
 say "DIFFusion on $PER_DIRECTION test images per direction"
 $FOIL diffusion --classes "$PAIR" --oracle "$NETS/oracle" --decoder "$NETS/decoder" \
-  --per-direction "$PER_DIRECTION" --out "$RUN/diffusion" --device "$DEVICE"
+  --lambda 2,3,4 --per-direction "$PER_DIRECTION" --out "$RUN/diffusion" --device "$DEVICE"
 
 say "teaching material: transitions and the study page"
 $FOIL teach --classes "$PAIR" --results "$RUN/diffusion" --decoder "$NETS/decoder" \
