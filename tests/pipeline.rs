@@ -241,7 +241,7 @@ fn train_explain_resume_and_score() {
     let one_rung = |trials: usize| 10 + 2 * [4, 10][..trials].iter().sum::<usize>();
     for (_, r) in read_results(&ladder_out).unwrap() {
         match r.lambda {
-            Some(l) if l == 2.0 => {
+            Some(2.0) => {
                 assert!(r.flipped);
                 assert_eq!(r.denoiser_calls, one_rung(r.classifier_calls), "{r:?}");
             }
