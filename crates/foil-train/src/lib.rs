@@ -6,7 +6,8 @@
 //!   for the held-out side;
 //! - [`train_ddpm`]: an unconditional eps-prediction DDPM (any module implementing
 //!   [`foil_core::Denoiser`]) with the simple MSE loss;
-//! - the shared loop ([`TrainConfig`]): Adam, seeded shuffling, a JSON-lines metrics log
+//! - the shared loop ([`TrainConfig`]): Adam with a constant or cosine [`LrSchedule`], batch
+//!   [`Augment`]ation (mirror, shifts), seeded shuffling, a JSON-lines metrics log
 //!   (`metrics.jsonl`), atomic checkpoints (model and Adam state, burn's named MessagePack
 //!   records at full precision) and resume: rerunning with the same `out_dir` continues from the
 //!   last checkpoint, and gives the same weights as an uninterrupted run;
