@@ -334,20 +334,7 @@ pub fn train_decoder_on<B: AutodiffBackend>(
         let trained = foil_train::train_multiclass(classifier, &set, &run)?;
         model.encoder = trained.model.encoder;
     }
-    let all: Vec<usize> = (0..train.len()).collect();
-    let set = ImageSet::<B>::from_dataset(train, &all, mode, resize, device)?;
-    let run = TrainConfig {
-        out_dir: dir.join("train"),
-        ..config.clone()
-    };
-    let trained = train_embedding_ddpm(
-        model,
-        &set,
-        &spec.schedule()?,
-        spec.drop_condition,
-        !pretrain,
-        &run,
-    )?;
+    let trained = train_stage(model, train, spec, !pretrain, config, dir, device)?;
     let path = dir.join(RECORD);
     trained
         .model
@@ -356,6 +343,34 @@ pub fn train_decoder_on<B: AutodiffBackend>(
         .map_err(|e| Error::format(path.display().to_string(), e))?;
     write_json(&dir.join("model.json"), spec)?;
     Ok(trained.losses.last().map(|&(_, l)| l).unwrap_or(f64::NAN))
+}
+
+/// The decoder's training run (`dir/train`, resumable) on every image of `train`, with the
+/// encoder trained along or frozen.
+fn train_stage<B: AutodiffBackend>(
+    model: EmbeddingDecoder<B>,
+    train: &Dataset,
+    spec: &DecoderSpec,
+    train_encoder: bool,
+    config: &TrainConfig,
+    dir: &Path,
+    device: &B::Device,
+) -> Result<foil_train::Trained<EmbeddingDecoder<B>>> {
+    let (mode, resize) = image_mode(spec.image_size);
+    let all: Vec<usize> = (0..train.len()).collect();
+    let set = ImageSet::<B>::from_dataset(train, &all, mode, resize, device)?;
+    let run = TrainConfig {
+        out_dir: dir.join("train"),
+        ..config.clone()
+    };
+    train_embedding_ddpm(
+        model,
+        &set,
+        &spec.schedule()?,
+        spec.drop_condition,
+        train_encoder,
+        &run,
+    )
 }
 
 /// Loads a decoder folder written by [`train_decoder_on`] or [`tune_decoder_lora`] (the base's
@@ -459,21 +474,7 @@ pub fn tune_decoder_lora<B: AutodiffBackend>(
     B::seed(device, config.seed);
     let mut model = model.no_grad();
     model.unet = model.unet.with_lora(lora)?;
-    let (mode, resize) = image_mode(base_spec.image_size);
-    let all: Vec<usize> = (0..train.len()).collect();
-    let set = ImageSet::<B>::from_dataset(train, &all, mode, resize, device)?;
-    let run = TrainConfig {
-        out_dir: dir.join("train"),
-        ..config.clone()
-    };
-    let trained = train_embedding_ddpm(
-        model,
-        &set,
-        &base_spec.schedule()?,
-        base_spec.drop_condition,
-        false,
-        &run,
-    )?;
+    let trained = train_stage(model, train, &base_spec, false, config, dir, device)?;
     let tensors = trained
         .model
         .valid()

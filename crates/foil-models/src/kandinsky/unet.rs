@@ -645,18 +645,17 @@ impl<B: Backend> KandinskyUNet<B> {
             }
         }
         if attached == 0 {
-            return Err(Error::Empty {
-                what: format!("LoRA targets {:?} in the Kandinsky UNet", config.targets),
-                hint: "name attention projections: to_q|to_k|to_v|to_out|add_k_proj|add_v_proj"
-                    .into(),
-            });
+            return Err(no_lora_targets(config));
         }
         Ok(self)
     }
 
     /// Number of projections carrying a LoRA update.
     pub fn lora_count(&self) -> usize {
-        self.lora_tensors().len() / 2
+        self.attention_layers()
+            .iter()
+            .map(|(_, attn)| attn.lora_updates().len())
+            .sum()
     }
 
     /// The LoRA factors in peft's layout: `(<path>.lora_A.weight, [r, in])` and
@@ -707,11 +706,7 @@ impl<B: Backend> KandinskyUNet<B> {
         }
         file.finish()?;
         if found == 0 {
-            return Err(Error::Empty {
-                what: format!("LoRA targets {:?} in the Kandinsky UNet", config.targets),
-                hint: "name attention projections: to_q|to_k|to_v|to_out|add_k_proj|add_v_proj"
-                    .into(),
-            });
+            return Err(no_lora_targets(config));
         }
         Ok(self)
     }
@@ -727,6 +722,14 @@ impl<B: Backend> KandinskyUNet<B> {
             }
         }
         self
+    }
+}
+
+/// The error of LoRA targets that match no attention projection.
+fn no_lora_targets(config: &LoraConfig) -> Error {
+    Error::Empty {
+        what: format!("LoRA targets {:?} in the Kandinsky UNet", config.targets),
+        hint: "name attention projections: to_q|to_k|to_v|to_out|add_k_proj|add_v_proj".into(),
     }
 }
 
