@@ -5,13 +5,20 @@ use foil_schedule::VarianceType;
 
 use crate::masks::{Dilation, check_share};
 
-/// Which clean image the gradient is taken at.
+/// Which clean image the classifier (and perceptual) gradient is taken at. At the first step
+/// every reference takes it at the input itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CleanEstimate {
-    /// DiME: run the unguided chain from `z_t` to 0 at every step (`t` extra denoiser calls).
+    /// DiME: the unguided ancestral chain run from the previous step's sample down to 0 (`i`
+    /// extra denoiser calls after step `i`); the input itself at the first step.
     FullChain,
-    /// FastDiME, MaskDiME: the one-step Tweedie estimate `(z_t - sqrt(1 - abar) eps) / sqrt(abar)`.
+    /// MaskDiME: this step's Tweedie estimate `(z_t - sqrt(1 - abar) eps) / sqrt(abar)`, blended
+    /// with the input by the previous step's `M2` under [`MaskPolicy::Dual`] (the input itself
+    /// at the first step, before any `M2` exists).
     Tweedie,
+    /// FastDiME: the previous step's Tweedie estimate, reset to the input outside its difference
+    /// mask once the mask is on; the input itself at the first step.
+    PreviousTweedie,
 }
 
 /// Where the sampler may change the image.
@@ -70,8 +77,10 @@ pub struct GuideConfig {
     pub lambda_l1: f64,
     /// Weight of the perceptual distance (needs a feature extractor; ignored without one).
     pub lambda_perc: f64,
-    /// Divide the perceptual gradient by `sqrt(abar)` like the classifier's (DiME, FastDiME).
-    pub divide_perceptual: bool,
+    /// Divide the classifier and perceptual gradients by `sqrt(abar_t)` (DiME's
+    /// reparameterisation, kept by MaskDiME; FastDiME's scripts keep `scale_grads=False`). The
+    /// L1 gradient, taken at the noisy sample, is never divided (the references' `dist_cond_fn`).
+    pub scale_grads: bool,
     /// Reverse-step variance; `None` picks learned-range for denoisers with learned variance
     /// and fixed-small otherwise.
     pub variance: Option<VarianceType>,
@@ -79,42 +88,52 @@ pub struct GuideConfig {
     pub clip_x0: bool,
     /// Add the step noise inside the mask too (the MaskDiME code adds none inside `M1`).
     pub noise_inside_mask: bool,
+    /// After the last step, put the input itself outside the last mask (FastDiME's code). Without
+    /// it the background stays `q_sample(x, 0)`, as MaskDiME's code leaves it.
+    pub clean_background: bool,
 }
 
 impl GuideConfig {
-    /// DiME (Jeanneret et al. 2022): full-chain clean estimate, no mask, scales 8, 10, 15.
+    /// DiME (Jeanneret et al. 2022), as its `test.sh` runs it: full-chain clean estimate, no
+    /// mask, class loss `-logit` (`USE_LOGITS=True`), scales 8, 10, 15, L1 0.05, perceptual 30,
+    /// classifier and perceptual gradients divided by `sqrt(abar)`.
     pub fn dime() -> Self {
         Self {
             clean: CleanEstimate::FullChain,
             mask: MaskPolicy::None,
-            class_loss: ClassLoss::CrossEntropy,
+            class_loss: ClassLoss::Logit,
             tau: 60,
             scales: vec![8.0, 10.0, 15.0],
             grad_scale: 1.0,
             lambda_l1: 0.05,
             lambda_perc: 30.0,
-            divide_perceptual: true,
+            scale_grads: true,
             variance: None,
             clip_x0: true,
             noise_inside_mask: true,
+            clean_background: false,
         }
     }
 
-    /// FastDiME (Weng et al. 2023): Tweedie estimate, difference mask after 30 steps, threshold 0.15.
+    /// FastDiME (Weng et al. 2023), as its `run_fastdime.sh` runs it: the previous step's Tweedie
+    /// estimate, difference mask after 30 steps (pool 5, threshold 0.15), no division by
+    /// `sqrt(abar)` (`scale_grads=False`), the input restored outside the mask at the end.
     pub fn fastdime() -> Self {
         Self {
-            clean: CleanEstimate::Tweedie,
+            clean: CleanEstimate::PreviousTweedie,
             mask: MaskPolicy::Difference {
                 warmup: 30,
                 pool: 5,
                 threshold: 0.15,
             },
+            scale_grads: false,
+            clean_background: true,
             ..Self::dime()
         }
     }
 
-    /// MaskDiME: Tweedie estimate, dual masks `k = 0.05`, `gamma = 0.5`, dilation 5, grad scale 8
-    /// (the public test script's CelebA values).
+    /// MaskDiME, as its `test.sh` runs it on CelebA: this step's Tweedie estimate inside `M2`,
+    /// dual masks `k = 0.05`, `gamma = 0.5`, dilation 5, grad scale 8, no noise inside `M1`.
     pub fn maskdime() -> Self {
         Self {
             clean: CleanEstimate::Tweedie,
@@ -123,9 +142,7 @@ impl GuideConfig {
                 gamma: 0.5,
                 dilation: Dilation::Square { kernel: 5 },
             },
-            class_loss: ClassLoss::Logit,
             grad_scale: 8.0,
-            divide_perceptual: false,
             noise_inside_mask: false,
             ..Self::dime()
         }

@@ -8,9 +8,13 @@
 //!
 //! | method | clean estimate for the gradient | mask | preset |
 //! |---|---|---|---|
-//! | DiME | the full unguided chain to 0 at every step (quadratic in `tau`) | none | [`GuideConfig::dime`] |
-//! | FastDiME | one-step Tweedie estimate | pixel-difference mask after a warm-up | [`GuideConfig::fastdime`] |
-//! | MaskDiME | one-step Tweedie estimate | dual top-k gradient masks | [`GuideConfig::maskdime`] |
+//! | DiME | the full unguided chain to 0 after every step (quadratic in `tau`) | none | [`GuideConfig::dime`] |
+//! | FastDiME | the previous step's one-step Tweedie estimate | pixel-difference mask after a warm-up | [`GuideConfig::fastdime`] |
+//! | MaskDiME | this step's Tweedie estimate inside the previous `M2` | dual top-k gradient masks | [`GuideConfig::maskdime`] |
+//!
+//! The presets are the authors' published scripts (DiME's and MaskDiME's `test.sh`, FastDiME's
+//! `run_fastdime.sh`); [`Guide::step`] is one iteration of their `core/sample_utils.py` loop,
+//! and a parity test compares it with that loop body run on guided-diffusion.
 //!
 //! Gradients flow through burn's autodiff backend into the classifier (and the perceptual
 //! feature extractor) only; the denoiser runs on the inner backend, never differentiated.
@@ -22,4 +26,4 @@ mod sampler;
 pub use config::{ClassLoss, CleanEstimate, GuideConfig, MaskPolicy};
 pub use foil_core::predicted_labels;
 pub use masks::{Dilation, DualMasks, difference_mask, dual_masks, selected_count};
-pub use sampler::{Counterfactuals, Guide, Outcome};
+pub use sampler::{Carry, Counterfactuals, Guide, Outcome, StepNoise, StepResult};

@@ -1,6 +1,7 @@
 //! Gradient masks: MaskDiME's dual top-k masks and FastDiME's difference mask.
 
-use burn::tensor::{Tensor, backend::Backend, module::max_pool2d};
+use burn::tensor::{Tensor, TensorData, backend::Backend, module::max_pool2d};
+use foil_core::tensor::to_vec_f32;
 use foil_core::{Error, Result};
 
 /// How binary masks are grown after selection.
@@ -54,25 +55,42 @@ pub struct DualMasks<B: Backend> {
     pub inner: Tensor<B, 4>,
 }
 
-/// Number of pixels a share selects: `round(share * total)`, at least one.
+/// Number of pixels a share selects: `floor(share * total)`, at least one (the references'
+/// `max(1, int(k * n))`).
 pub fn selected_count(share: f64, total: usize) -> usize {
-    ((share * total as f64).round() as usize).clamp(1, total)
+    ((share * total as f64).floor() as usize).clamp(1, total)
 }
 
-/// `[N, 1, H, W]` mask of the `count` largest values of each image's `magnitude` (`[N, 1, H, W]`).
-fn top_count<B: Backend>(magnitude: Tensor<B, 4>, count: usize) -> Tensor<B, 4> {
+/// Masks (`[N, 1, H, W]`, 0 or 1) of exactly the `counts[j]` largest values of each image's
+/// `magnitude`, ties broken by the lower pixel index. One ordering serves every count, so the
+/// mask of a smaller count lies inside the mask of a larger one.
+fn top_counts<B: Backend, const K: usize>(
+    magnitude: Tensor<B, 4>,
+    counts: [usize; K],
+) -> Result<[Tensor<B, 4>; K]> {
     let [n, _, h, w] = magnitude.dims();
-    if count >= h * w {
-        return magnitude.ones_like();
+    let hw = h * w;
+    let values = to_vec_f32(&magnitude)?;
+    let mut masks: [Vec<f32>; K] = std::array::from_fn(|_| vec![0.0f32; n * hw]);
+    let mut order: Vec<usize> = Vec::with_capacity(hw);
+    for (img, row) in values.chunks(hw).enumerate() {
+        order.clear();
+        order.extend(0..hw);
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        for (mask, &count) in masks.iter_mut().zip(&counts) {
+            for &p in &order[..count.min(hw)] {
+                mask[img * hw + p] = 1.0;
+            }
+        }
     }
-    let flat = magnitude.reshape([n, h * w]);
-    let threshold = flat.clone().topk(count, 1).narrow(1, count - 1, 1); // [N, 1]
-    flat.greater_equal(threshold).float().reshape([n, 1, h, w])
+    let device = magnitude.device();
+    Ok(masks.map(|m| Tensor::from_data(TensorData::new(m, [n, 1, h, w]), &device)))
 }
 
-/// MaskDiME's masks from the classifier gradient `grad` (`[N, C, H, W]`): `M1` holds the top `k`
-/// share of pixels by channel-mean absolute gradient, `M2` the top `gamma` share of `M1`'s pixels
-/// (so `M2 ⊆ M1`); both are then dilated.
+/// MaskDiME's masks from the classifier gradient `grad` (`[N, C, H, W]`): `M1` holds exactly
+/// `floor(k HW)` pixels, the largest by channel-mean absolute gradient, `M2` exactly
+/// `floor(gamma |M1|)` of them (so `M2 ⊆ M1`), ties broken by pixel index; both are then
+/// dilated.
 pub fn dual_masks<B: Backend>(
     grad: Tensor<B, 4>,
     k: f64,
@@ -86,9 +104,8 @@ pub fn dual_masks<B: Backend>(
     let magnitude = grad.abs().mean_dim(1);
     let n1 = selected_count(k, h * w);
     let n2 = selected_count(gamma, n1);
-    let outer_raw = top_count(magnitude.clone(), n1);
-    // The top n2 pixels overall are the top n2 of M1, since M1 holds the top n1 >= n2.
-    let inner_raw = top_count(magnitude, n2) * outer_raw.clone();
+    // M2 is the top n2 of M1's pixels: the first n2 of the same ordering.
+    let [outer_raw, inner_raw] = top_counts(magnitude, [n1, n2])?;
     Ok(DualMasks {
         outer: dilation.apply(outer_raw.clone()),
         inner: dilation.apply(inner_raw.clone()),

@@ -48,6 +48,58 @@ impl<B: Backend> Counterfactuals<B> {
     }
 }
 
+/// What the sampler carries from one step to the next.
+#[derive(Debug, Clone)]
+pub struct Carry<B: Backend> {
+    /// The current sample `z_t` (the noised input at the start).
+    pub z: Tensor<B, 4>,
+    /// Where the next gradient is taken under [`CleanEstimate::FullChain`] and
+    /// [`CleanEstimate::PreviousTweedie`]; `None`: at the input itself (the first step).
+    pub guide_at: Option<Tensor<B, 4>>,
+    /// MaskDiME's dilated `M2` of the previous step; `None` before the first.
+    pub inner: Option<Tensor<B, 4>>,
+    /// The last dilated outer mask (`M1`, or FastDiME's difference mask); `None` while none.
+    pub outer: Option<Tensor<B, 4>>,
+}
+
+impl<B: Backend> Carry<B> {
+    /// The state before the first step: the noised input `z_tau` and nothing else.
+    pub fn start(z: Tensor<B, 4>) -> Self {
+        Self {
+            z,
+            guide_at: None,
+            inner: None,
+            outer: None,
+        }
+    }
+}
+
+/// The standard-normal noise one step consumes, drawn by the caller (both `[N, C, H, W]`).
+#[derive(Debug, Clone)]
+pub struct StepNoise<B: Backend> {
+    /// Noise of the reverse step (`mu + sigma n`), where the method adds it.
+    pub sample: Tensor<B, 4>,
+    /// Noise of `q_sample(x, t)`, the background outside the mask at this step's level.
+    pub background: Tensor<B, 4>,
+}
+
+/// What one guided step computed.
+#[derive(Debug, Clone)]
+pub struct StepResult<B: Backend> {
+    /// The state the next step starts from (its `z` is the next sample).
+    pub next: Carry<B>,
+    /// The Tweedie estimate at `z_t` (clamped to `[-1, 1]` when `clip_x0`).
+    pub x0: Tensor<B, 4>,
+    /// The image the classifier and perceptual gradients were taken at.
+    pub guided_at: Tensor<B, 4>,
+    /// The classifier-loss gradient at `guided_at`, times the scale, divided by `sqrt(abar_t)`
+    /// under `scale_grads` (the references' `class_grad_fn(x_t) / alpha_t`).
+    pub grad_class: Tensor<B, 4>,
+    /// The distance gradient: `lambda_l1 sign(z_t - x)` at the noisy sample plus the perceptual
+    /// gradient at `guided_at` (divided by `sqrt(abar_t)` under `scale_grads`).
+    pub grad_dist: Tensor<B, 4>,
+}
+
 /// The guided sampler: a configuration, its steps, and the models it runs.
 pub struct Guide<'a, B: AutodiffBackend, D, C> {
     config: GuideConfig,
@@ -106,40 +158,27 @@ where
         &self.config
     }
 
+    /// The sampling steps.
+    pub fn steps(&self) -> &Steps {
+        &self.steps
+    }
+
     /// Makes counterfactuals of `x` (`[N, C, H, W]` in `[-1, 1]`) towards `targets` (one class
-    /// per input), trying the scale ladder on the inputs not yet flipped. Deterministic in `seed`.
+    /// per input), trying the scale ladder on the inputs not yet flipped. The noised start
+    /// `q_sample(x, tau)` is drawn once and reused by every scale, as the references do.
+    /// Deterministic in `seed`.
     pub fn explain(
         &self,
         x: Tensor<Inner<B>, 4>,
         targets: &[usize],
         seed: u64,
     ) -> Result<Counterfactuals<Inner<B>>> {
-        let [n, c, h, w] = x.dims();
-        if targets.len() != n {
-            return Err(Error::shape(
-                "targets",
-                format!("{n} (one per input)"),
-                targets.len(),
-            ));
-        }
-        if c != self.denoiser.channels() {
-            return Err(Error::shape(
-                "inputs",
-                format!("[N, {}, H, W]", self.denoiser.channels()),
-                fmt_dims(&[n, c, h, w]),
-            ));
-        }
-        let classes = self.classifier.num_logits().max(2);
-        if let Some(&t) = targets.iter().find(|&&t| t >= classes) {
-            return Err(Error::out_of_range(
-                "target class",
-                format!("below {classes} (the classifier's classes)"),
-                t,
-            ));
-        }
+        let [n, ..] = x.dims();
+        self.check_inputs(&x, targets)?;
         ensure_finite(&x, "inputs", "")?;
 
         let mut noise = Noise::new(seed);
+        let start = self.start(x.clone(), noise.normal_like(&x))?;
         let mut outcomes = vec![
             Outcome {
                 flipped: false,
@@ -158,9 +197,10 @@ where
                 break;
             }
             let idx = index_tensor::<Inner<B>>(&active, &x.device());
-            let xs = x.clone().select(0, idx);
+            let xs = x.clone().select(0, idx.clone());
+            let zs = start.clone().select(0, idx);
             let ts: Vec<usize> = active.iter().map(|&i| targets[i]).collect();
-            let run = self.run(xs, &ts, scale, &mut noise.fork())?;
+            let run = self.run(xs, zs, &ts, scale, &mut noise.fork())?;
             let labels = predicted_labels(self.classifier, Tensor::from_inner(run.images.clone()))?;
             let per_input_d = run.denoiser_calls / active.len();
             let per_input_c = run.classifier_calls / active.len() + 1;
@@ -195,112 +235,193 @@ where
         })
     }
 
-    /// One pass of the sampler at one classifier scale.
+    /// The noised start `z_tau = q_sample(x, tau)` with standard-normal `noise`.
+    pub fn start(
+        &self,
+        x: Tensor<Inner<B>, 4>,
+        noise: Tensor<Inner<B>, 4>,
+    ) -> Result<Tensor<Inner<B>, 4>> {
+        self.steps.q_sample(x, &[self.config.tau], noise)
+    }
+
+    /// One guided step at step index `i` (`tau - 1` down to 0) from `carry`, for inputs `x`
+    /// towards `targets` at classifier scale `scale`, with the caller's `noise`:
+    ///
+    /// 1. `eps, v = denoiser(z_t)`; `x0` the (clipped) Tweedie estimate; `mu`, `Sigma` the
+    ///    posterior mean and the model variance (for fixed-small the unclipped posterior
+    ///    variance, 0 at `t = 0`: no guidance at the last step);
+    /// 2. the gradient image per [`CleanEstimate`];
+    /// 3. `g = grad_scale (g_class + g_dist)` with `g_dist = lambda_l1 sign(z_t - x) + g_perc`;
+    /// 4. `z = mu - Sigma g` (+ `sigma n` where the method adds noise, never at `t = 0`);
+    /// 5. masks: MaskDiME's `M1`, `M2` from this step's classifier gradient, and outside `M1`
+    ///    the sample is `q_sample(x, t)` at this step's level; FastDiME's difference mask of
+    ///    this step's estimate (after the warm-up) resets the estimate to `x` and the sample
+    ///    to `q_sample(x, t)` outside it.
+    ///
+    /// Under [`CleanEstimate::FullChain`] the caller sets the next `guide_at` with
+    /// [`clean_chain`](Self::clean_chain) (the sampler does). This is the reference's loop body
+    /// (`core/sample_utils.py` of DiME, FastDiME and MaskDiME) and is tested against it.
+    pub fn step(
+        &self,
+        x: &Tensor<Inner<B>, 4>,
+        i: usize,
+        targets: &[usize],
+        scale: f64,
+        carry: Carry<Inner<B>>,
+        noise: StepNoise<Inner<B>>,
+    ) -> Result<StepResult<Inner<B>>> {
+        let cfg = &self.config;
+        if i >= cfg.tau {
+            return Err(Error::out_of_range(
+                "step index",
+                format!("below tau = {}", cfg.tau),
+                i,
+            ));
+        }
+        self.check_inputs(x, targets)?;
+        let dims = x.dims();
+        for (what, t) in [
+            ("sample z_t", &carry.z),
+            ("step noise", &noise.sample),
+            ("background noise", &noise.background),
+        ] {
+            if t.dims() != dims {
+                return Err(Error::shape(what, fmt_dims(&dims), fmt_dims(&t.dims())));
+            }
+        }
+        let n = dims[0];
+        let dev = x.device();
+        let z = carry.z;
+        let t = vec![self.steps.timesteps()[i]; n];
+        let out = self.denoiser.forward(z.clone(), &t, None)?;
+        let mut x0 = self.steps.predict_x0(z.clone(), &[i], out.eps)?;
+        if cfg.clip_x0 {
+            x0 = x0.clamp(-1.0, 1.0);
+        }
+        let log_var = self
+            .steps
+            .log_variance(&[i], n, self.variance, out.variance, &dev)?;
+        let variance = self
+            .steps
+            .model_variance(&[i], n, self.variance, log_var.clone(), &dev)?;
+        let mean = self.steps.posterior_mean(x0.clone(), z.clone(), &[i])?;
+
+        let guided_at = match (cfg.clean, cfg.mask, &carry.inner) {
+            (CleanEstimate::Tweedie, MaskPolicy::Dual { .. }, Some(m2)) => {
+                blend(m2, x0.clone(), x.clone())
+            }
+            (CleanEstimate::Tweedie, MaskPolicy::Dual { .. }, None) => x.clone(),
+            (CleanEstimate::Tweedie, ..) => x0.clone(),
+            (CleanEstimate::FullChain | CleanEstimate::PreviousTweedie, ..) => {
+                carry.guide_at.clone().unwrap_or_else(|| x.clone())
+            }
+        };
+        let (grad_class, grad_perc) =
+            self.gradients(guided_at.clone(), x.clone(), targets, scale, i)?;
+        let divide = if cfg.scale_grads {
+            1.0 / self.steps.abar(i).sqrt()
+        } else {
+            1.0
+        };
+        let grad_class = grad_class * divide;
+        // The L1 term is differentiated at the noisy sample and never divided.
+        let grad_dist = (z.clone() - x.clone()).sign() * cfg.lambda_l1 + grad_perc * divide;
+        let g = (grad_class.clone() + grad_dist.clone()) * cfg.grad_scale;
+        let mut z_next = mean - variance * g;
+        let std = (log_var * 0.5).exp();
+        let add_noise =
+            i > 0 && (cfg.noise_inside_mask || !matches!(cfg.mask, MaskPolicy::Dual { .. }));
+        if add_noise {
+            z_next = z_next + noise.sample * std;
+        }
+
+        let mut next = Carry {
+            z: z_next,
+            guide_at: None,
+            inner: carry.inner,
+            outer: carry.outer,
+        };
+        let mut estimate = x0.clone();
+        match cfg.mask {
+            MaskPolicy::None => {}
+            MaskPolicy::Dual { k, gamma, dilation } => {
+                let masks = dual_masks(grad_class.clone(), k, gamma, dilation)?;
+                let background = self.steps.q_sample(x.clone(), &[i], noise.background)?;
+                next.z = blend(&masks.outer, next.z, background);
+                next.inner = Some(masks.inner);
+                next.outer = Some(masks.outer);
+            }
+            MaskPolicy::Difference {
+                warmup,
+                pool,
+                threshold,
+            } => {
+                if cfg.tau - 1 - i >= warmup {
+                    let m = difference_mask(x0.clone(), x.clone(), pool, threshold);
+                    estimate = blend(&m, x0.clone(), x.clone());
+                    let background = self.steps.q_sample(x.clone(), &[i], noise.background)?;
+                    next.z = blend(&m, next.z, background);
+                    next.outer = Some(m);
+                }
+            }
+        }
+        if cfg.clean == CleanEstimate::PreviousTweedie {
+            next.guide_at = Some(estimate);
+        }
+        Ok(StepResult {
+            next,
+            x0,
+            guided_at,
+            grad_class,
+            grad_dist,
+        })
+    }
+
+    /// One pass of the sampler at one classifier scale, from the noised start `z`.
     fn run(
         &self,
         x: Tensor<Inner<B>, 4>,
+        z: Tensor<Inner<B>, 4>,
         targets: &[usize],
         scale: f64,
         noise: &mut Noise,
     ) -> Result<Run<Inner<B>>> {
         let cfg = &self.config;
         let [n, ..] = x.dims();
-        let dev = x.device();
         let (mut d_calls, mut c_calls) = (0, 0);
-        let mut z = self
-            .steps
-            .q_sample(x.clone(), &[cfg.tau], noise.normal_like(&x))?;
-        let (mut outer, mut inner) = (None, None);
-        for (done, i) in (0..cfg.tau).rev().enumerate() {
-            let t = vec![self.steps.timesteps()[i]; n];
-            let out = self.denoiser.forward(z.clone(), &t, None)?;
+        let mut carry = Carry::start(z);
+        for i in (0..cfg.tau).rev() {
+            let step_noise = StepNoise {
+                sample: noise.normal_like(&x),
+                background: noise.normal_like(&x),
+            };
+            let step = self.step(&x, i, targets, scale, carry, step_noise)?;
             d_calls += n;
-            let mut x0 = self.steps.predict_x0(z.clone(), &[i], out.eps)?;
-            if cfg.clip_x0 {
-                x0 = x0.clamp(-1.0, 1.0);
-            }
-            let log_var = self
-                .steps
-                .log_variance(&[i], n, self.variance, out.variance, &dev)?;
-            let mean = self.steps.posterior_mean(x0.clone(), z.clone(), &[i])?;
-
-            let clean = match cfg.clean {
-                CleanEstimate::Tweedie => x0.clone(),
-                CleanEstimate::FullChain => {
-                    let (clean, calls) = self.unguided_chain(z.clone(), i, noise)?;
-                    d_calls += calls;
-                    clean
-                }
-            };
-            // Where the sample may change, and the image the gradient is taken at.
-            let (x_est, keep) = match cfg.mask {
-                MaskPolicy::None => (clean, None),
-                MaskPolicy::Difference {
-                    warmup,
-                    pool,
-                    threshold,
-                } if done >= warmup => {
-                    let m = difference_mask(clean.clone(), x.clone(), pool, threshold);
-                    (blend(&m, clean, x.clone()), Some(m))
-                }
-                MaskPolicy::Difference { .. } => (clean, None),
-                MaskPolicy::Dual { .. } => match &inner {
-                    Some(m2) => (blend(m2, clean, x.clone()), None),
-                    None => (x.clone(), None),
-                },
-            };
-            let (g_class, g_dist) = self.gradients(x_est, x.clone(), targets, scale, i)?;
             c_calls += n;
-            let keep = match cfg.mask {
-                MaskPolicy::Dual { k, gamma, dilation } => {
-                    let masks = dual_masks(g_class.clone(), k, gamma, dilation)?;
-                    inner = Some(masks.inner);
-                    Some(masks.outer)
-                }
-                _ => keep,
-            };
-            let inv_sqrt_abar = 1.0 / self.steps.abar(i).sqrt();
-            let g_dist_scale = if cfg.divide_perceptual {
-                inv_sqrt_abar
-            } else {
-                1.0
-            };
-            let g = (g_class * inv_sqrt_abar + g_dist * g_dist_scale) * cfg.grad_scale;
-            let var = log_var.clone().exp();
-            let mut z_new = mean - var * g;
-            if i > 0 && (cfg.noise_inside_mask || keep.is_none()) {
-                let std = (log_var * 0.5).exp();
-                z_new = z_new + noise.normal_like(&x) * std;
-            }
-            z = match &keep {
-                Some(m) => {
-                    // Outside the mask: the original at the next noise level (clean after the last step).
-                    let outside = if i > 0 {
-                        self.steps
-                            .q_sample(x.clone(), &[i - 1], noise.normal_like(&x))?
-                    } else {
-                        x.clone()
-                    };
-                    blend(m, z_new, outside)
-                }
-                None => z_new,
-            };
-            if keep.is_some() {
-                outer = keep;
+            carry = step.next;
+            if cfg.clean == CleanEstimate::FullChain && i > 0 {
+                let (clean, calls) = self.clean_chain(carry.z.clone(), i - 1, noise)?;
+                carry.guide_at = Some(clean);
+                d_calls += calls;
             }
         }
-        ensure_finite(&z, "counterfactual", "after the last step")?;
+        let mut images = carry.z;
+        if let (true, Some(m)) = (cfg.clean_background, &carry.outer) {
+            images = blend(m, images, x);
+        }
+        ensure_finite(&images, "counterfactual", "after the last step")?;
         Ok(Run {
-            images: z,
-            outer,
-            inner,
+            images,
+            outer: carry.outer,
+            inner: carry.inner,
             denoiser_calls: d_calls,
             classifier_calls: c_calls,
         })
     }
 
-    /// DiME's clean estimate: the unguided ancestral chain from `z` at step `i` down to 0.
-    fn unguided_chain(
+    /// DiME's clean estimate: the unguided ancestral chain from `z` at step `i` down to 0
+    /// (`i + 1` denoiser calls per image). Returns the clean image and the calls spent.
+    pub fn clean_chain(
         &self,
         z: Tensor<Inner<B>, 4>,
         i: usize,
@@ -321,7 +442,36 @@ where
         Ok((z, n * (i + 1)))
     }
 
-    /// Gradients at `x_est` of the classifier term (scaled by `scale`) and of the distance terms.
+    /// Targets one per input inside the classifier's classes, channels the denoiser's.
+    fn check_inputs(&self, x: &Tensor<Inner<B>, 4>, targets: &[usize]) -> Result<()> {
+        let [n, c, h, w] = x.dims();
+        if targets.len() != n {
+            return Err(Error::shape(
+                "targets",
+                format!("{n} (one per input)"),
+                targets.len(),
+            ));
+        }
+        if c != self.denoiser.channels() {
+            return Err(Error::shape(
+                "inputs",
+                format!("[N, {}, H, W]", self.denoiser.channels()),
+                fmt_dims(&[n, c, h, w]),
+            ));
+        }
+        let classes = self.classifier.num_logits().max(2);
+        if let Some(&t) = targets.iter().find(|&&t| t >= classes) {
+            return Err(Error::out_of_range(
+                "target class",
+                format!("below {classes} (the classifier's classes)"),
+                t,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Gradients at `x_est` of the classifier term (scaled by `scale`) and of the perceptual
+    /// term (zero without an extractor or with `lambda_perc = 0`), neither divided yet.
     fn gradients(
         &self,
         x_est: Tensor<Inner<B>, 4>,
@@ -339,8 +489,7 @@ where
         let g_class = leaf.grad(&grads).unwrap_or_else(|| x_est.zeros_like());
         ensure_finite(&g_class, "classifier gradient", &format!("at step {step}"))?;
 
-        // L1: d/dx lambda |x - x0|_1 = lambda sign(x - x0).
-        let mut g_dist = (x_est.clone() - x.clone()).sign() * cfg.lambda_l1;
+        let mut g_perc = x_est.zeros_like();
         if let (Some(extractor), true) = (self.perceptual, cfg.lambda_perc > 0.0) {
             let leaf = Tensor::<B, 4>::from_inner(x_est.clone()).require_grad();
             let reference = extractor.features(Tensor::from_inner(x))?;
@@ -359,17 +508,18 @@ where
                 let grads = (loss * cfg.lambda_perc).backward();
                 if let Some(g) = leaf.grad(&grads) {
                     ensure_finite(&g, "perceptual gradient", &format!("at step {step}"))?;
-                    g_dist = g_dist + g;
+                    g_perc = g;
                 }
             }
         }
-        Ok((g_class, g_dist))
+        Ok((g_class, g_perc))
     }
 }
 
-/// `m a + (1 - m) b`, with `m` broadcast over channels.
+/// `m a + (1 - m) b`, with `m` broadcast over channels (exactly `a` or `b` where `m` is 1 or
+/// 0, as the references write it).
 fn blend<B: Backend>(m: &Tensor<B, 4>, a: Tensor<B, 4>, b: Tensor<B, 4>) -> Tensor<B, 4> {
-    b.clone() + (a - b) * m.clone()
+    a * m.clone() + b * (m.clone().neg() + 1.0)
 }
 
 fn index_tensor<B: Backend>(indices: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {

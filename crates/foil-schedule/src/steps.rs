@@ -374,6 +374,26 @@ impl Steps {
         }
     }
 
+    /// The variance guided-diffusion's `p_mean_variance` returns beside the mean, by which a
+    /// guided sampler shifts the mean (`mu - variance g`): for fixed-small the *unclipped*
+    /// posterior variance (0 at step 0, so the last step takes no guidance), otherwise
+    /// `exp(log_var)` with `log_var` from [`log_variance`](Self::log_variance).
+    pub fn model_variance<B: Backend>(
+        &self,
+        ks: &[usize],
+        batch: usize,
+        kind: VarianceType,
+        log_var: Tensor<B, 4>,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 4>> {
+        match kind {
+            VarianceType::FixedSmall => {
+                self.coef(ks, batch, device, |k| self.posterior_variance(k))
+            }
+            _ => Ok(log_var.exp()),
+        }
+    }
+
     /// One ancestral DDPM step from `x_k` with the network output `out` and standard-normal
     /// `noise`: `x_prev = mu(x_k, x0_hat) + exp(log_var / 2) noise`, no noise where `k = 0`.
     /// `clip_x0` clamps the clean estimate to `[-1, 1]` first (guided-diffusion's

@@ -110,6 +110,26 @@ proptest! {
     }
 
     #[test]
+    fn guidance_variance_is_zero_only_at_the_last_fixed_small_step(s in schedule(), n in 2usize..200) {
+        // guided-diffusion's p_mean_variance: fixed-small returns the unclipped posterior
+        // variance (0 at step 0 when abar_prev = 1) beside the clipped log-variance.
+        type B = NdArray;
+        let steps = Steps::respaced(&s, &space_timesteps(s.len(), &n.min(s.len()).to_string()).unwrap()).unwrap();
+        let dev = Default::default();
+        for k in 0..steps.len() {
+            for kind in [VarianceType::FixedSmall, VarianceType::FixedLarge] {
+                let log_var = steps.log_variance::<B>(&[k], 1, kind, None, &dev).unwrap();
+                let v = to_vec_f32(&steps.model_variance::<B>(&[k], 1, kind, log_var.clone(), &dev).unwrap()).unwrap()[0] as f64;
+                let from_log = to_vec_f32(&log_var.exp()).unwrap()[0] as f64;
+                match (kind, k) {
+                    (VarianceType::FixedSmall, 0) => prop_assert_eq!(v, 0.0),
+                    _ => prop_assert!((v - from_log).abs() <= 1e-6 * from_log.max(1e-12) + 1e-30, "{kind:?} k {k}: {v} vs {from_log}"),
+                }
+            }
+        }
+    }
+
+    #[test]
     fn q_sample_then_tweedie_with_true_noise_returns_x0(s in schedule(), seed in any::<u64>(), picks in proptest::collection::vec(0.0f64..1.0, 1..4)) {
         let steps = Steps::full(&s);
         // Avoid the last steps of schedules whose abar underflows to ~0 (x0 is then unrecoverable in f32).
