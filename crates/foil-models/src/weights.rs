@@ -140,6 +140,11 @@ impl TensorFile {
         Ok(Self::from_map(what, tensors))
     }
 
+    /// The names of all tensors in the file, in sorted order (taken ones included).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
     /// Whether a tensor of this name exists.
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)

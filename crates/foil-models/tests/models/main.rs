@@ -8,4 +8,5 @@ mod kandinsky_movq;
 mod kandinsky_unet;
 mod lora;
 mod numpy_pickle;
+mod vgg19;
 mod weights;
