@@ -435,6 +435,19 @@ impl<B: Backend> Vgg19Features<B> {
     }
 }
 
+/// `x.clamp(lo, hi)` whose gradient, like `torch.clamp`'s, passes only where `lo < x < hi`
+/// (burn's passes at the boundary too).
+fn torch_clamp<B: Backend>(x: Tensor<B, 4>, lo: f64, hi: f64) -> Tensor<B, 4> {
+    let inside = x
+        .clone()
+        .greater_elem(lo)
+        .bool_and(x.clone().lower_elem(hi))
+        .float()
+        .detach();
+    let clamped = x.clone().clamp(lo, hi).detach();
+    x * inside.clone() + clamped * (inside.neg() + 1.0)
+}
+
 /// The perceptual-loss network of DiME / FastDiME / MaskDiME (`PerceptualLoss` with its
 /// `Normalizer`, `core/sample_utils.py`): images in `[-1, 1]` are clamped to `[-1, 1]`, mapped
 /// to `[0, 1]`, normalised with ImageNet statistics and run through `vgg19().features[:layers]`.
@@ -476,7 +489,8 @@ impl<B: Backend> Vgg19Perceptual<B> {
     }
 
     /// Features `[N, C, H', W']` of images `[N, 3, H, W]` in `[-1, 1]` (values outside are
-    /// clamped, with zero gradient there, as `torch.clamp`).
+    /// clamped, with zero gradient there and at exactly -1 and 1, as `torch.clamp`'s gradient
+    /// is: clipped clean estimates and saturated inputs sit on the boundary).
     pub fn forward(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 4>> {
         let [n, c, h, w] = images.dims();
         if n == 0 || c != 3 {
@@ -487,7 +501,7 @@ impl<B: Backend> Vgg19Perceptual<B> {
             ));
         }
         self.net
-            .forward(self.normalization.apply(images.clamp(-1.0, 1.0)))
+            .forward(self.normalization.apply(torch_clamp(images, -1.0, 1.0)))
     }
 
     /// The reference `PerceptualLoss(layer, c)(x0, x1)`: `c * sum_b mean_j (f(x0) - f(x1))^2`
