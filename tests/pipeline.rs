@@ -551,8 +551,8 @@ fn the_cli_trains_explains_and_scores() {
     assert_eq!((sheet.width(), sheet.height()), (5 * 16 + 4 * 2, 16));
     assert!(stdout.contains("grid: "), "{stdout}");
     let json = std::fs::read_to_string(dir.join("results/maskdime/metrics.json")).unwrap();
-    let report = foil::metrics::Evaluation::from_json(&json).unwrap();
-    assert_eq!(report.inputs, 2);
+    let report = foil::pipeline::RunEvaluation::from_json(&json).unwrap();
+    assert_eq!(report.overall.inputs, 2);
 
     // DIFFusion: `train decoder` also writes the class statistics `diffusion` reads.
     let (ok, stdout, stderr) = train("decoder", &["--steps", "2", "--unet-channels", "16,32"]);
@@ -598,10 +598,8 @@ fn the_cli_trains_explains_and_scores() {
     );
     assert!(ok, "{stderr}");
     let json = std::fs::read_to_string(dir.join("results/diffusion/metrics.json")).unwrap();
-    assert_eq!(
-        foil::metrics::Evaluation::from_json(&json).unwrap().inputs,
-        2
-    );
+    let report = foil::pipeline::RunEvaluation::from_json(&json).unwrap();
+    assert_eq!(report.overall.inputs, 2);
 
     // Teaching material from the DIFFusion run: lambda sweeps through the decoder.
     let mut args = vec![

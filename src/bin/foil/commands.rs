@@ -1,4 +1,4 @@
-//! `foil train`, `foil stats`, `foil maskdime`, `foil diffusion` and `foil evaluate`: argument
+//! `foil train`, `foil stats`, `foil maskdime`, `foil diffusion` and `foil teach`: argument
 //! parsing over [`foil::pipeline`].
 
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use foil::embed::ClassStats;
 use foil::models::lora::LoraConfig;
 use foil::pipeline::{
     self, Arch, DdpmSpec, DecoderSpec, DiffusionConfig, EditMethod, ExplainConfig, Member,
-    OracleSpec, Preset, ScoreOptions,
+    OracleSpec, Preset,
 };
 use foil::train::{Augment, LrSchedule, TrainConfig};
 
@@ -742,59 +742,6 @@ fn explain_with<B: AutodiffBackend>(
             device,
         )?;
         print_summary(config.preset.name(), &summary, out);
-    }
-    Ok(())
-}
-
-/// `foil evaluate` arguments.
-#[derive(Debug, Args)]
-pub struct EvaluateArgs {
-    /// Results folder written by `foil maskdime` or `foil diffusion`.
-    #[arg(long, default_value = "results/maskdime")]
-    results: PathBuf,
-    /// LPIPS AlexNet weights (`foil weights lpips`); `none` to skip LPIPS.
-    #[arg(long, default_value = "assets/lpips/alexnet.safetensors")]
-    lpips: String,
-    /// Where to write the JSON report (default: <results>/metrics.json).
-    #[arg(long)]
-    json: Option<PathBuf>,
-}
-
-/// `foil evaluate`.
-pub fn evaluate(args: EvaluateArgs) -> Result<()> {
-    let lpips_weights = match args.lpips.as_str() {
-        "none" => None,
-        path => {
-            let path = PathBuf::from(path);
-            if !path.exists() {
-                return Err(Error::Empty {
-                    what: format!("LPIPS weights at {}", path.display()),
-                    hint: "run `foil weights lpips` first, or pass --lpips none".into(),
-                });
-            }
-            Some(path)
-        }
-    };
-    let options = ScoreOptions {
-        method: args
-            .results
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        lpips_weights,
-    };
-    let report = with_backend!(DeviceArg::Cpu, |B, dev| {
-        pipeline::score_results::<B>(&args.results, &options, &dev)
-    })?;
-    let json = args
-        .json
-        .clone()
-        .unwrap_or_else(|| args.results.join("metrics.json"));
-    report.write_json(&json)?;
-    println!("{report}");
-    println!("report written to {}", json.display());
-    for sheet in pipeline::contact_sheets(&args.results, 16)? {
-        println!("grid: {}", sheet.display());
     }
     Ok(())
 }
