@@ -120,12 +120,28 @@ fn train_explain_resume_and_score() {
     assert_eq!(json_count(&forward), 2);
     let results = read_results(&out).unwrap();
     assert_eq!(results.len(), 4);
+    let oracle_label = |path: &Path| {
+        let img = image::open(path).unwrap();
+        let x = foil::core::image_io::images_to_tensor::<I>(
+            &[img],
+            foil::core::image_io::ColorMode::Rgb,
+            foil::core::image_io::Resize::Keep,
+            &device,
+        )
+        .unwrap();
+        foil::core::predicted_labels(&oracle, x).unwrap()[0]
+    };
     for (path, r) in &results {
-        assert_eq!(r.to, 1 - r.from);
+        // The target is the other class of the oracle's prediction on the original.
+        assert_eq!(r.predicted, oracle_label(&path.with_extension("orig.png")));
+        assert_eq!(r.to, 1 - r.predicted);
         assert!((0.0..=1.0).contains(&r.changed_fraction));
         assert!(r.denoiser_calls > 0);
+        // Original | counterfactual | heat map | M1 | M2.
         let grid = image::open(path.with_extension("grid.png")).unwrap();
-        assert_eq!((grid.width(), grid.height()), (3 * 16 + 2 * 2, 16));
+        assert_eq!((grid.width(), grid.height()), (5 * 16 + 4 * 2, 16));
+        let (m1, m2) = (r.m1.as_ref().unwrap(), r.m2.as_ref().unwrap());
+        assert!(m2.share <= m1.share, "{r:?}");
     }
 
     // A rerun does nothing; after an interruption (a result without its .json) it redoes
@@ -204,12 +220,14 @@ fn train_explain_resume_and_score() {
     assert_eq!((first.done, first.skipped), (4, 0));
     let results = read_results(&diffusion_out).unwrap();
     assert_eq!(results.len(), 4);
-    for (_, r) in &results {
-        assert_eq!(r.to, 1 - r.from);
+    for (path, r) in &results {
+        assert_eq!(r.predicted, oracle_label(&path.with_extension("orig.png")));
+        assert_eq!(r.to, 1 - r.predicted);
         assert_eq!(r.scale, None);
-        // The inversion (10) plus 4 then 10 regeneration steps, two branches each (guidance 4).
+        // The inversion (10) plus 4 then 10 regeneration steps, two branches each (guidance 4);
+        // one oracle pass per regeneration, and one on the original.
         let (calls, t_skip) = if r.flipped {
-            (r.classifier_calls, r.t_skip.unwrap())
+            (r.classifier_calls - 1, r.t_skip.unwrap())
         } else {
             assert_eq!(r.t_skip, None);
             (2, 0.0)
@@ -240,22 +258,21 @@ fn train_explain_resume_and_score() {
     .unwrap();
     let one_rung = |trials: usize| 10 + 2 * [4, 10][..trials].iter().sum::<usize>();
     for (_, r) in read_results(&ladder_out).unwrap() {
+        // Regenerations tried (the oracle's pass on the original aside).
+        let trials = r.classifier_calls - 1;
         match r.lambda {
             Some(2.0) => {
                 assert!(r.flipped);
-                assert_eq!(r.denoiser_calls, one_rung(r.classifier_calls), "{r:?}");
+                assert_eq!(r.denoiser_calls, one_rung(trials), "{r:?}");
             }
             Some(l) => {
                 assert_eq!(l, 4.0);
-                assert!(r.flipped && r.classifier_calls > 2, "{r:?}");
-                assert_eq!(
-                    r.denoiser_calls,
-                    one_rung(2) + one_rung(r.classifier_calls - 2)
-                );
+                assert!(r.flipped && trials > 2, "{r:?}");
+                assert_eq!(r.denoiser_calls, one_rung(2) + one_rung(trials - 2));
             }
             None => {
                 assert!(!r.flipped && r.t_skip.is_none());
-                assert_eq!((r.classifier_calls, r.denoiser_calls), (4, 2 * one_rung(2)));
+                assert_eq!((trials, r.denoiser_calls), (4, 2 * one_rung(2)));
             }
         }
     }
@@ -295,7 +312,7 @@ fn train_explain_resume_and_score() {
     )
     .unwrap();
     assert_eq!(summary.done, 4);
-    // ... the nearest neighbour hands back a training image of the target class.
+    // ... the nearest neighbour hands back a training image of the label's other class.
     let nearest_out = dir.join("nearest");
     let summary = nearest_set(
         &decoder,
@@ -318,13 +335,13 @@ fn train_explain_resume_and_score() {
             let item = &train.items()[i];
             let (x, _) = train.tensors::<I>(&[i], mode, resize, &device).unwrap();
             let img = foil::core::image_io::tensor_to_images(&x).unwrap()[0].to_rgb8();
-            item.label == r.to && img == cf
+            item.label == 1 - r.from && img == cf
         });
         assert!(
             found,
             "{} is not a training image of class {}",
             path.display(),
-            r.to
+            1 - r.from
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -513,16 +530,29 @@ fn the_cli_trains_explains_and_scores() {
         "{stdout}"
     );
 
+    // --seeds: one run per seed under <out>/seed-<s>/, each a single run's layout.
+    let (ok, stdout, stderr) = explain(&["--seeds", "0,1", "--out", "results/seeds"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.matches("2 explained").count(), 2, "{stdout}");
+    for seed in ["seed-0", "seed-1"] {
+        let run = dir.join("results/seeds").join(seed);
+        assert_eq!(read_results(&run).unwrap().len(), 2, "{seed}");
+    }
+    let (ok, _, stderr) = explain(&["--seed", "1", "--seeds", "0,1"]);
+    assert!(!ok && stderr.contains("--seeds"), "{stderr}");
+    let (ok, _, stderr) = explain(&["--seeds", "1,1", "--out", "results/twice"]);
+    assert!(!ok && stderr.contains("distinct"), "{stderr}");
+
     let (ok, stdout, stderr) = foil(&["evaluate", "--lpips", "none"], &dir);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("bouba"), "{stdout}");
     // One grid per direction: the per-input grids stacked.
     let sheet = image::open(dir.join("results/maskdime/bouba_to_kiki.png")).unwrap();
-    assert_eq!((sheet.width(), sheet.height()), (3 * 16 + 2 * 2, 16));
+    assert_eq!((sheet.width(), sheet.height()), (5 * 16 + 4 * 2, 16));
     assert!(stdout.contains("grid: "), "{stdout}");
     let json = std::fs::read_to_string(dir.join("results/maskdime/metrics.json")).unwrap();
-    let report = foil::metrics::Evaluation::from_json(&json).unwrap();
-    assert_eq!(report.inputs, 2);
+    let report = foil::pipeline::RunEvaluation::from_json(&json).unwrap();
+    assert_eq!(report.overall.inputs, 2);
 
     // DIFFusion: `train decoder` also writes the class statistics `diffusion` reads.
     let (ok, stdout, stderr) = train("decoder", &["--steps", "2", "--unet-channels", "16,32"]);
@@ -540,6 +570,22 @@ fn the_cli_trains_explains_and_scores() {
     assert!(stdout.contains("2 explained"), "{stdout}");
     let (ok, stdout, _) = diffusion();
     assert!(ok && stdout.contains("2 already done"), "{stdout}");
+    let mut args = vec![
+        "diffusion",
+        "--seeds",
+        "3,4",
+        "--out",
+        "results/diffusion-seeds",
+    ];
+    args.extend_from_slice(&data);
+    args.extend_from_slice(&["--per-direction", "1", "--steps", "5", "--t-skips", "0"]);
+    let (ok, stdout, stderr) = foil(&args, &dir);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.matches("2 explained").count(), 2, "{stdout}");
+    for seed in [3, 4] {
+        let run = foil::pipeline::seed_dir(&dir.join("results/diffusion-seeds"), seed);
+        assert_eq!(read_results(&run).unwrap().len(), 2);
+    }
     let (ok, _, stderr) = foil(
         &[
             "evaluate",
@@ -552,10 +598,8 @@ fn the_cli_trains_explains_and_scores() {
     );
     assert!(ok, "{stderr}");
     let json = std::fs::read_to_string(dir.join("results/diffusion/metrics.json")).unwrap();
-    assert_eq!(
-        foil::metrics::Evaluation::from_json(&json).unwrap().inputs,
-        2
-    );
+    let report = foil::pipeline::RunEvaluation::from_json(&json).unwrap();
+    assert_eq!(report.overall.inputs, 2);
 
     // Teaching material from the DIFFusion run: lambda sweeps through the decoder.
     let mut args = vec![
@@ -674,5 +718,250 @@ fn the_cli_trains_explains_and_scores() {
         !ok && stderr.contains("cpu, ndarray, flex, wgpu, cuda"),
         "{stderr}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A one-logit oracle on the mean pixel: `slope * (mean(x) - threshold)`, kiki (1) above the
+/// threshold. Differentiable, so the guided sampler has a gradient to follow.
+#[derive(Debug, Clone, Copy)]
+struct MeanOracle {
+    threshold: f32,
+    slope: f32,
+}
+
+impl<Bk: burn::tensor::backend::Backend> foil::core::Classifier<Bk> for MeanOracle {
+    fn num_logits(&self) -> usize {
+        1
+    }
+
+    fn logits(
+        &self,
+        images: burn::tensor::Tensor<Bk, 4>,
+    ) -> foil::core::Result<burn::tensor::Tensor<Bk, 2>> {
+        let mean = images.flatten::<2>(1, 3).mean_dim(1);
+        Ok((mean - self.threshold) * self.slope)
+    }
+}
+
+impl MeanOracle {
+    /// Calls every image kiki: every bouba input is misclassified.
+    fn says_kiki() -> Self {
+        Self {
+            threshold: -1e3,
+            slope: 1e-3,
+        }
+    }
+
+    fn label(&self, path: &Path) -> usize {
+        let img = image::open(path).unwrap();
+        let x = foil::core::image_io::images_to_tensor::<I>(
+            &[img],
+            foil::core::image_io::ColorMode::Rgb,
+            foil::core::image_io::Resize::Keep,
+            &Default::default(),
+        )
+        .unwrap();
+        foil::core::predicted_labels::<I, _>(self, x).unwrap()[0]
+    }
+}
+
+/// Issue 15, item 11: the target is the other class of the oracle's prediction on the input,
+/// not of its label, and a flip is judged against it. An oracle that calls everything kiki
+/// misclassifies every bouba: its target is bouba, its own label, and it is not flipped (the
+/// counterfactual is still called kiki), where the label's other class would have counted
+/// it as flipped with no change. Holds for MaskDiME, FastDiME (whose mask is saved as M1),
+/// DIFFusion, its lambda ladder and both baselines; inputs of one batch with different
+/// predictions are searched towards their own targets.
+#[test]
+fn targets_come_from_the_oracles_prediction() {
+    let dir = temp_dir("targets");
+    let device = Default::default();
+    let (train, test) = data();
+    let classes = ["bouba".to_string(), "kiki".to_string()];
+    let says_kiki = MeanOracle::says_kiki();
+    let check = |out: &Path, oracle: &MeanOracle| {
+        let results = read_results(out).unwrap();
+        assert_eq!(results.len(), 4);
+        for (path, r) in &results {
+            // The direction folders stay by label.
+            assert_eq!(
+                path.parent().unwrap(),
+                direction_dir(out, &classes, r.from, 1 - r.from)
+            );
+            assert_eq!(r.predicted, oracle.label(&path.with_extension("orig.png")));
+            assert_eq!(r.to, 1 - r.predicted, "{r:?}");
+        }
+        results
+    };
+
+    // MaskDiME and FastDiME (a short warm-up, so its mask exists) with the all-kiki oracle.
+    let mut ddpm_spec = DdpmSpec::small(classes.to_vec(), 16);
+    ddpm_spec.diffusion_steps = 100;
+    let ddpm_config = TrainConfig::new(2, 4, 1e-3, dir.join("unused")).with_seed(2);
+    train_ddpm_on::<B>(&ddpm_spec, &train, &ddpm_config, &dir.join("ddpm"), &device).unwrap();
+    let (_, ddpm) = load_ddpm::<I>(&dir.join("ddpm"), &device).unwrap();
+    let schedule = ddpm_spec.schedule().unwrap();
+    for preset in [Preset::Maskdime, Preset::Fastdime] {
+        let mut explain = ExplainConfig::new(preset, 16);
+        explain.respaced_steps = 10;
+        explain.guide.tau = 4;
+        explain.guide.scales = vec![8.0];
+        if let foil::guide::MaskPolicy::Difference { warmup, .. } = &mut explain.guide.mask {
+            *warmup = 1;
+        }
+        explain.per_direction = Some(2);
+        explain.batch_size = 2;
+        let out = dir.join(preset.name());
+        explain_set::<B, _, _>(&ddpm, &schedule, &says_kiki, &test, &out, &explain, &device)
+            .unwrap();
+        for (path, r) in check(&out, &says_kiki) {
+            assert_eq!((r.predicted, r.to), (1, 0), "{r:?}");
+            assert!(!r.flipped, "{r:?}");
+            assert_eq!(says_kiki.label(&path.with_extension("cf.png")), 1);
+            // The guidance passes, a flip check and the prediction on the original.
+            assert!(r.classifier_calls >= 3, "{r:?}");
+            // M1 (both) and M2 (MaskDiME only): gray PNGs beside the result, their share in
+            // the JSON, shown in the grid after the heat map.
+            let m1 = r.m1.as_ref().expect("an outer mask");
+            assert_eq!(r.m2.is_some(), preset == Preset::Maskdime, "{r:?}");
+            let panels = 3 + 1 + usize::from(r.m2.is_some());
+            let grid = image::open(path.with_extension("grid.png"))
+                .unwrap()
+                .to_rgb8();
+            assert_eq!(grid.dimensions(), (panels as u32 * 18 - 2, 16));
+            for m in [Some(m1), r.m2.as_ref()].into_iter().flatten() {
+                let key = path.file_stem().unwrap().to_string_lossy();
+                let name = if m == m1 { "m1" } else { "m2" };
+                assert_eq!(m.file, format!("{key}.{name}.png"));
+                let png = image::open(path.with_file_name(&m.file)).unwrap();
+                assert_eq!(png.color(), image::ColorType::L8);
+                let gray = png.to_luma8();
+                assert!(gray.pixels().all(|p| p[0] == 0 || p[0] == 255));
+                assert_eq!(m.share, foil::pipeline::mask_share(&gray));
+                assert!(m.share > 0.0 && m.share <= 1.0, "{m:?}");
+                // The grid's panel of this mask is the mask.
+                let x0 = if m == m1 { 3 * 18 } else { 4 * 18 };
+                for (x, y, p) in gray.enumerate_pixels() {
+                    assert_eq!(grid.get_pixel(x0 + x, y).0, [p[0]; 3]);
+                }
+            }
+        }
+    }
+    // A misclassified input's target is its label: under the old rule (target = the label's
+    // other class) each bouba here was "flipped" to kiki without a change.
+    let bouba = read_results(&dir.join("maskdime"))
+        .unwrap()
+        .into_iter()
+        .filter(|(_, r)| r.from == 0)
+        .count();
+    assert_eq!(bouba, 2);
+
+    // DIFFusion, the ladder and the target-mean baseline with the same oracle.
+    let mut decoder_spec = DecoderSpec::small(classes.to_vec(), 16);
+    decoder_spec.diffusion_steps = 100;
+    decoder_spec.unet_channels = vec![16, 32];
+    let decoder_dir = dir.join("decoder");
+    let decoder_config = TrainConfig::new(2, 8, 1e-3, dir.join("unused")).with_seed(4);
+    train_decoder_on::<B>(
+        &decoder_spec,
+        &train,
+        None,
+        &decoder_config,
+        &decoder_dir,
+        &device,
+    )
+    .unwrap();
+    let (_, decoder) = load_decoder::<I>(&decoder_dir, &device).unwrap();
+    let stats = write_class_stats(
+        &decoder,
+        &train,
+        16,
+        32,
+        &decoder_dir.join(STATS_FILE),
+        &device,
+    )
+    .unwrap();
+    let mut diffusion = DiffusionConfig::new(16);
+    diffusion.steps = 5;
+    diffusion.search.t_skips = vec![0.6, 0.0];
+    diffusion.per_direction = Some(2);
+    diffusion.batch_size = 2;
+    let run = |config: &DiffusionConfig, oracle: &MeanOracle, name: &str| {
+        let out = dir.join(name);
+        diffusion_set(
+            &decoder,
+            &schedule_of(&decoder_spec),
+            &stats,
+            oracle,
+            &test,
+            &out,
+            config,
+            &device,
+        )
+        .unwrap();
+        check(&out, oracle)
+    };
+    let ladder = DiffusionConfig {
+        extra_lambdas: vec![4.0],
+        ..diffusion.clone()
+    };
+    let target_mean = DiffusionConfig {
+        method: EditMethod::TargetMean,
+        ..diffusion.clone()
+    };
+    for (config, name, rungs) in [
+        (&diffusion, "diffusion", 1),
+        (&ladder, "ladder", 2),
+        (&target_mean, "target-mean", 1),
+    ] {
+        for (path, r) in run(config, &says_kiki, name) {
+            assert_eq!((r.predicted, r.to), (1, 0), "{name}: {r:?}");
+            assert!(
+                !r.flipped && r.t_skip.is_none() && r.lambda.is_none(),
+                "{r:?}"
+            );
+            assert_eq!(says_kiki.label(&path.with_extension("cf.png")), 1);
+            // Every T_skip of every rung tried, then the prediction on the original.
+            assert_eq!(r.classifier_calls, 2 * rungs + 1, "{name}: {r:?}");
+            assert!(r.m1.is_none() && r.m2.is_none());
+        }
+    }
+    let nearest_out = dir.join("nearest");
+    nearest_set(
+        &decoder,
+        &train,
+        &says_kiki,
+        &test,
+        &nearest_out,
+        Some(2),
+        16,
+        &device,
+    )
+    .unwrap();
+    for (_, r) in check(&nearest_out, &says_kiki) {
+        assert_eq!((r.predicted, r.to, r.flipped), (1, 0, false), "{r:?}");
+        assert_eq!(r.classifier_calls, 2);
+    }
+
+    // An oracle between the two bouba inputs' mean pixels predicts one bouba and one kiki in
+    // the same batch: each is searched towards the other class of its own prediction.
+    let (mode, resize) = foil::pipeline::image_mode(16);
+    let first_bouba: Vec<usize> = (0..test.len())
+        .filter(|&i| test.items()[i].label == 0)
+        .take(2)
+        .collect();
+    let (x, _) = test
+        .tensors::<I>(&first_bouba, mode, resize, &device)
+        .unwrap();
+    let means = foil::core::tensor::to_vec_f32(&x.flatten::<2>(1, 3).mean_dim(1)).unwrap();
+    assert_ne!(means[0], means[1]);
+    let split = MeanOracle {
+        threshold: (means[0] + means[1]) / 2.0,
+        slope: 50.0,
+    };
+    let results = run(&diffusion, &split, "split");
+    let bouba: Vec<_> = results.iter().filter(|(_, r)| r.from == 0).collect();
+    assert_eq!(bouba.len(), 2);
+    assert_ne!(bouba[0].1.predicted, bouba[1].1.predicted, "{bouba:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use foil::teach::{
-    FrameSource, QuizImage, StudyData, StudySettings, Transition, render_transition,
+    FrameSource, Mask, QuizImage, StudyData, StudySettings, Transition, render_transition,
     write_study_page,
 };
-use image::{AnimationDecoder, RgbImage};
+use image::{AnimationDecoder, GrayImage, Luma, RgbImage};
 
 fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("foil-teach-{tag}-{}", std::process::id()));
@@ -52,7 +52,15 @@ fn settings() -> StudySettings {
     }
 }
 
-/// A study folder: 3 transitions, 6 quiz images.
+/// A 16 px mask, white on the left `cols` columns.
+fn mask(name: &str, cols: u32) -> Mask {
+    Mask {
+        name: name.into(),
+        image: GrayImage::from_fn(16, 16, |x, _| Luma([if x < cols { 255 } else { 0 }])),
+    }
+}
+
+/// A study folder: 3 transitions (the first with MaskDiME-like masks M1, M2), 6 quiz images.
 fn build(dir: &Path) -> StudyData {
     let (bouba, kiki) = shapes(6);
     let mut items = Vec::new();
@@ -62,7 +70,11 @@ fn build(dir: &Path) -> StudyData {
         } else {
             ("kiki", "bouba", &kiki[i], &bouba[i])
         };
-        let t = Transition::cross_fade(format!("item{i}"), (from, to), i != 2, a, b, 5).unwrap();
+        let mut t =
+            Transition::cross_fade(format!("item{i}"), (from, to), i != 2, a, b, 5).unwrap();
+        if i == 0 {
+            t = t.with_masks(vec![mask("M1", 8), mask("M2", 4)]);
+        }
         items.push(render_transition(dir, &t, 100).unwrap());
     }
     let quiz: Vec<QuizImage> = (3..6)
@@ -119,6 +131,33 @@ fn transitions_render_frames_gif_strip_and_heat_map() {
         .position(|(a, b)| a == b)
         .unwrap();
     assert_eq!(heat.pixels().nth(same).unwrap().0, [0, 0, 0]);
+    assert!(item.masks.is_empty());
+    // Masks are saved as gray PNGs, follow the heat map in the strip, and carry their share.
+    let masked = t.clone().with_masks(vec![mask("M1", 8), mask("M2", 4)]);
+    let item = render_transition(&dir, &masked, 80).unwrap();
+    assert_eq!(item.masks.len(), 2);
+    assert_eq!(
+        (item.masks[0].name.as_str(), item.masks[0].share),
+        ("M1", 0.5)
+    );
+    assert_eq!(item.masks[1].share, 0.25);
+    let m2 = image::open(dir.join(&item.masks[1].image)).unwrap();
+    assert_eq!(m2.color(), image::ColorType::L8);
+    assert_eq!(m2.to_luma8(), mask("M2", 4).image);
+    let strip = image::open(dir.join(&item.strip)).unwrap().to_rgb8();
+    assert_eq!(strip.dimensions(), (9 * 16 + 8 * 2, 16));
+    assert_eq!(strip.get_pixel(8 * 18 + 3, 0).0, [255; 3]);
+    assert_eq!(strip.get_pixel(8 * 18 + 4, 0).0, [0; 3]);
+    // A mask of another size, or a name that is no file name, is refused.
+    let bad = Mask {
+        name: "M1".into(),
+        image: GrayImage::new(8, 8),
+    };
+    let err = render_transition(&dir, &t.clone().with_masks(vec![bad]), 80).unwrap_err();
+    assert!(err.to_string().contains("mask M1"), "{err}");
+    let err =
+        render_transition(&dir, &t.clone().with_masks(vec![mask("../x", 1)]), 80).unwrap_err();
+    assert!(err.to_string().contains("../x"), "{err}");
     // One frame is not a transition; frames of two sizes are refused.
     assert!(Transition::cross_fade("y", ("a", "b"), true, &bouba[0], &kiki[0], 1).is_err());
     let small = RgbImage::new(8, 8);
@@ -142,12 +181,16 @@ fn the_page_embeds_its_data_and_refuses_an_uneven_quiz() {
     let inline = &inline[inline.find('>').unwrap() + 1..inline.find("</script>").unwrap()];
     let parsed: StudyData = serde_json::from_str(&inline.replace("<\\/", "</")).unwrap();
     assert_eq!(parsed, data);
-    // Every path the page refers to exists.
+    // Every path the page refers to exists, the masks' too.
+    assert_eq!(data.items[0].masks.len(), 2);
+    assert!(data.items[1].masks.is_empty());
+    assert!(html.contains("item.masks"));
     for item in &data.items {
         for p in item
             .frames
             .iter()
             .chain([&item.gif, &item.strip, &item.heat])
+            .chain(item.masks.iter().map(|m| &m.image))
         {
             assert!(dir.join(p).exists(), "{p}");
         }

@@ -1,6 +1,14 @@
 //! DIFFusion over a test set: invert each input once (edit-friendly DDPM inversion under the
 //! trained decoder), then regenerate it with its embedding moved along the class-mean
 //! difference, gentle `T_skip` first, keeping the first output the oracle gives the target.
+//!
+//! As diff-usion's `eval.py`: the edit direction follows the input's class folder (its label:
+//! `direction_sign` of the data loader), and a flip is the oracle's prediction on the output
+//! differing from its prediction on the original (`has_prediction_flipped`), that is reaching
+//! the target `1 - prediction`. An input the oracle misclassifies is still edited away from
+//! its label, and counts as flipped only if the oracle's prediction changes. The reference
+//! stops the `T_skip` search of a whole batch once any of its inputs flips; foil stops per
+//! input.
 
 use std::path::Path;
 
@@ -9,12 +17,15 @@ use burn::tensor::{Int, Tensor, TensorData};
 use foil_core::ImageEncoder;
 use foil_core::{Classifier, Error, Result};
 use foil_data::Dataset;
-use foil_embed::{ClassStats, EfRegenerator, Regenerator, SearchConfig, search, skip_steps};
+use foil_embed::{
+    ClassStats, Direction, EditOutcome, EfRegenerator, Regenerator, SearchConfig, search,
+    skip_steps,
+};
 use foil_invert::{EfInverter, EfInverterConfig};
 use foil_schedule::{NoiseSchedule, Spacing, Steps};
 
 use super::decoder::EmbeddingDecoder;
-use super::explain::{ExplainSummary, Made, for_each_direction};
+use super::explain::{ExplainSummary, Made, Produced, for_each_direction};
 
 /// What a DIFFusion run conditions the regeneration on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -111,10 +122,12 @@ fn denoiser_calls(config: &DiffusionConfig, trials: usize) -> usize {
     n + regen * branches
 }
 
-/// Explains every image of `data` (two classes, named as in `stats`) towards the other class
-/// with DIFFusion, writing per input under `out/<from>_to_<to>/` what
-/// [`explain_set`](super::explain_set) writes (the JSON records the `T_skip` that flipped it).
-/// Inputs whose `.json` exists are skipped.
+/// Explains every image of `data` (two classes, named as in `stats`) with DIFFusion: the edit
+/// moves it from its label towards the other class, and it flips when the oracle's prediction
+/// reaches the other class of its prediction on the original (see the module docs). Writes per
+/// input under `out/<from>_to_<to>/` what [`explain_set`](super::explain_set) writes, without
+/// masks (the JSON records the `T_skip` and lambda that flipped it). Inputs whose `.json`
+/// exists are skipped.
 #[allow(clippy::too_many_arguments)]
 pub fn diffusion_set<B, C>(
     decoder: &EmbeddingDecoder<B>,
@@ -155,40 +168,44 @@ where
             ..config.search.clone()
         },
     };
-    for_each_direction::<B, _>(
+    for_each_direction::<B, _, _>(
         data,
         out,
         config.per_direction,
         config.batch_size,
         config.image_size,
         device,
-        |x, from, to| {
-            let report = match config.method {
-                EditMethod::Arithmetic => search(
+        |x| foil_core::predicted_labels(oracle, x),
+        |x, from, targets| {
+            let run = |images: Tensor<B, 4>, targets: &[usize], lambda: f64| match config.method {
+                EditMethod::Arithmetic => search_per_target(
                     decoder,
                     &regenerator,
                     oracle,
-                    x.clone(),
+                    images,
                     &directions[from],
-                    to,
-                    &search_config,
-                )?,
-                EditMethod::TargetMean => search(
+                    targets,
+                    &SearchConfig {
+                        lambda,
+                        ..search_config.clone()
+                    },
+                ),
+                EditMethod::TargetMean => search_per_target(
                     decoder,
                     &TargetMeanRegenerator {
                         inner: &regenerator,
                         unit_mean: target_means[from].clone(),
                     },
                     oracle,
-                    x.clone(),
+                    images,
                     &directions[from],
-                    to,
+                    targets,
                     &search_config,
-                )?,
+                ),
             };
+            let (outcomes, mut images) = run(x.clone(), targets, search_config.lambda)?;
             let lambda = (config.method == EditMethod::Arithmetic).then_some(search_config.lambda);
-            let mut made: Vec<Made> = report
-                .outcomes
+            let mut made: Vec<Made> = outcomes
                 .iter()
                 .map(|o| Made {
                     flipped: o.flipped,
@@ -200,7 +217,6 @@ where
                     classifier_calls: o.trials,
                 })
                 .collect();
-            let mut images = report.images;
             let ladder = match config.method {
                 EditMethod::Arithmetic => config.extra_lambdas.as_slice(),
                 EditMethod::TargetMean => &[],
@@ -211,23 +227,13 @@ where
                     break;
                 }
                 let idx = index_tensor::<B>(&pending, device);
-                let rung = search(
-                    decoder,
-                    &regenerator,
-                    oracle,
-                    x.clone().select(0, idx),
-                    &directions[from],
-                    to,
-                    &SearchConfig {
-                        lambda,
-                        ..search_config.clone()
-                    },
-                )?;
+                let pending_targets: Vec<usize> = pending.iter().map(|&i| targets[i]).collect();
+                let (rung, rung_images) = run(x.clone().select(0, idx), &pending_targets, lambda)?;
                 let mut rows: Vec<Tensor<B, 4>> = (0..made.len())
                     .map(|i| images.clone().narrow(0, i, 1))
                     .collect();
                 for (k, &i) in pending.iter().enumerate() {
-                    let o = &rung.outcomes[k];
+                    let o = &rung[k];
                     let m = &mut made[i];
                     m.denoiser_calls += denoiser_calls(config, o.trials);
                     m.classifier_calls += o.trials;
@@ -237,13 +243,82 @@ where
                         m.lambda = Some(lambda);
                     }
                     // The flip, or this strength's strongest attempt.
-                    rows[i] = rung.images.clone().narrow(0, k, 1);
+                    rows[i] = rung_images.clone().narrow(0, k, 1);
                 }
                 images = Tensor::cat(rows, 0);
             }
-            Ok((images, made))
+            Ok(Produced::unmasked(images, made))
         },
     )
+}
+
+/// [`search`] with one target per input: the inputs are searched in groups of equal target
+/// (one group, the whole batch, when the oracle agrees with every label), and the outcomes and
+/// images come back in input order.
+fn search_per_target<B, R, C>(
+    decoder: &EmbeddingDecoder<B>,
+    regenerator: &R,
+    oracle: &C,
+    images: Tensor<B, 4>,
+    direction: &Direction,
+    targets: &[usize],
+    config: &SearchConfig,
+) -> Result<(Vec<EditOutcome>, Tensor<B, 4>)>
+where
+    B: Backend,
+    R: Regenerator<B>,
+    C: Classifier<B>,
+{
+    let n = targets.len();
+    let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (i, &t) in targets.iter().enumerate() {
+        match groups.iter_mut().find(|(g, _)| *g == t) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((t, vec![i])),
+        }
+    }
+    if let [(target, _)] = groups.as_slice() {
+        let report = search(
+            decoder,
+            regenerator,
+            oracle,
+            images,
+            direction,
+            *target,
+            config,
+        )?;
+        return Ok((report.outcomes, report.images));
+    }
+    let device = images.device();
+    let mut outcomes: Vec<Option<EditOutcome>> = vec![None; n];
+    let mut rows: Vec<Option<Tensor<B, 4>>> = vec![None; n];
+    for (target, members) in groups {
+        let subset = images
+            .clone()
+            .select(0, index_tensor::<B>(&members, &device));
+        let report = search(
+            decoder,
+            regenerator,
+            oracle,
+            subset,
+            direction,
+            target,
+            config,
+        )?;
+        for (k, &i) in members.iter().enumerate() {
+            outcomes[i] = report.outcomes.get(k).cloned();
+            rows[i] = Some(report.images.clone().narrow(0, k, 1));
+        }
+    }
+    let outcomes = outcomes
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| Error::shape("edit search outcomes", n, "fewer"))?;
+    let rows = rows
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| Error::shape("edit search images", n, "fewer"))?;
+    Ok((outcomes, Tensor::cat(rows, 0)))
 }
 
 /// `indices` as an index tensor on `device`.
@@ -302,9 +377,10 @@ impl<B: Backend, R: Regenerator<B>> Regenerator<B> for TargetMeanRegenerator<'_,
     }
 }
 
-/// The nearest-neighbour baseline: for each input, the training image of the target class
-/// whose embedding is the most cosine-similar to the input's, written as its counterfactual
-/// (the JSON records no `T_skip` and no denoiser call).
+/// The nearest-neighbour baseline: for each input, the training image of the other class than
+/// its label whose embedding is the most cosine-similar to the input's, written as its
+/// counterfactual (the JSON records no `T_skip` and no denoiser call). As for
+/// [`diffusion_set`], the flip is judged against the oracle's prediction on the original.
 #[allow(clippy::too_many_arguments)]
 pub fn nearest_set<B, E, C>(
     encoder: &E,
@@ -351,15 +427,16 @@ where
         }
         bank.push((items, Tensor::cat(parts, 0)));
     }
-    for_each_direction::<B, _>(
+    for_each_direction::<B, _, _>(
         data,
         out,
         per_direction,
         16,
         image_size,
         device,
-        |x, _, to| {
-            let (items, embeddings) = &bank[to];
+        |x| foil_core::predicted_labels(oracle, x),
+        |x, from, targets| {
+            let (items, embeddings) = &bank[1 - from];
             let query = unit_rows(encoder.encode(x)?);
             let similarity = query.matmul(embeddings.clone().transpose());
             let best = foil_core::tensor::to_vec_f32(&similarity.argmax(1).float())?;
@@ -368,7 +445,8 @@ where
             let labels = foil_core::predicted_labels(oracle, images.clone())?;
             let made = labels
                 .iter()
-                .map(|&l| Made {
+                .zip(targets)
+                .map(|(&l, &to)| Made {
                     flipped: l == to,
                     scale: None,
                     t_skip: None,
@@ -377,7 +455,7 @@ where
                     classifier_calls: 1,
                 })
                 .collect();
-            Ok((images, made))
+            Ok(Produced::unmasked(images, made))
         },
     )
 }

@@ -7,14 +7,14 @@ use std::time::Instant;
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use foil_core::image_io::{tensor_to_images, write_atomic};
-use foil_core::{Classifier, Denoiser, Error, Result};
+use foil_core::{Classifier, Denoiser, Error, Result, predicted_labels};
 use foil_data::Dataset;
 use foil_guide::{Guide, GuideConfig, MaskPolicy};
 use foil_schedule::{NoiseSchedule, Steps, space_timesteps};
-use image::{DynamicImage, GenericImage, Rgb, RgbImage};
+use image::{DynamicImage, GenericImage, GrayImage, Luma, Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
 
-use super::{image_mode, read_json, write_json};
+use super::{image_mode, write_json};
 
 /// Which of the three methods of the guided sampler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,18 +100,34 @@ impl ExplainConfig {
     }
 }
 
+/// One saved mask of an explanation (MaskDiME's `M1` or `M2`, FastDiME's difference mask).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaskFile {
+    /// The gray PNG beside the result (`<key>.m1.png`, `<key>.m2.png`): white where the
+    /// sampler could change the image.
+    pub file: String,
+    /// Share of the image's pixels inside the mask.
+    pub share: f64,
+}
+
 /// What one input's result file (`<key>.json`) records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ItemResult {
     /// Where the input came from (the dataset item's source).
     pub source: String,
-    /// Its class (label and name).
+    /// Its ground-truth class (label and name); the direction folder `<from>_to_<other>` is
+    /// named by it.
     pub from: usize,
-    /// The target class.
+    /// The oracle's prediction on the original input.
+    pub predicted: usize,
+    /// The target class: the other class of [`predicted`](Self::predicted), as in every
+    /// reference implementation (`target = 1 - prediction`). Equal to `from` when the oracle
+    /// misclassified the input.
     pub to: usize,
     /// Class names, `[label 0, label 1]`.
     pub classes: [String; 2],
-    /// Whether the oracle gives the target for the counterfactual.
+    /// Whether the oracle gives the target for the counterfactual (its prediction moved away
+    /// from [`predicted`](Self::predicted)).
     pub flipped: bool,
     /// The guidance scale that flipped it (MaskDiME, FastDiME, DiME).
     pub scale: Option<f64>,
@@ -128,8 +144,15 @@ pub struct ItemResult {
     pub mean_abs_change: f64,
     /// Denoiser evaluations spent.
     pub denoiser_calls: usize,
-    /// Classifier passes spent.
+    /// Classifier passes spent (the oracle's prediction on the original included).
     pub classifier_calls: usize,
+    /// The final outer mask (MaskDiME's `M1`, FastDiME's difference mask), saved as
+    /// `<key>.m1.png`; `None` for methods without masks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub m1: Option<MaskFile>,
+    /// The final inner mask (MaskDiME's `M2`), saved as `<key>.m2.png`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub m2: Option<MaskFile>,
 }
 
 /// What a batch run did.
@@ -159,6 +182,32 @@ pub fn result_key(source: &str) -> String {
         .collect()
 }
 
+/// The run folder of one seed of a multi-seed run (`foil maskdime|diffusion --seeds 0,1,2`):
+/// `out/seed-<seed>/`, each laid out as a single run.
+pub fn seed_dir(out: &Path, seed: u64) -> PathBuf {
+    out.join(format!("seed-{seed}"))
+}
+
+/// The runs of a seed list: `(seed, run folder)`. One seed runs into `out` itself (a single
+/// run's layout); several run into [`seed_dir`]s. An empty list or a repeated seed is an error.
+pub fn seed_runs(out: &Path, seeds: &[u64]) -> Result<Vec<(u64, PathBuf)>> {
+    match seeds {
+        [] => Err(Error::Empty {
+            what: "seeds".into(),
+            hint: "give at least one seed".into(),
+        }),
+        [seed] => Ok(vec![(*seed, out.to_path_buf())]),
+        many => {
+            for (i, s) in many.iter().enumerate() {
+                if many[..i].contains(s) {
+                    return Err(Error::out_of_range("seeds", "distinct seeds", s));
+                }
+            }
+            Ok(many.iter().map(|&s| (s, seed_dir(out, s))).collect())
+        }
+    }
+}
+
 /// The folder of one direction's results under a run folder.
 pub fn direction_dir(out: &Path, classes: &[String], from: usize, to: usize) -> PathBuf {
     out.join(format!(
@@ -168,11 +217,13 @@ pub fn direction_dir(out: &Path, classes: &[String], from: usize, to: usize) -> 
     ))
 }
 
-/// Explains every image of `data` (two classes) towards the other class with `ddpm` guided by
-/// `oracle`, writing per input under `out/<from>_to_<to>/`: `<key>.orig.png`, `<key>.cf.png`,
-/// `<key>.grid.png` (original | counterfactual | change heat map) and last `<key>.json`
-/// ([`ItemResult`]). Inputs whose `.json` exists are skipped, so a rerun finishes an
-/// interrupted run.
+/// Explains every image of `data` (two classes) with `ddpm` guided by `oracle`, towards the
+/// other class of the oracle's prediction on the input (the references' `target = 1 - pred`;
+/// a flip is the counterfactual's prediction reaching that target), writing per input under
+/// `out/<from>_to_<to>/` (named by the label): `<key>.orig.png`, `<key>.cf.png`, the final
+/// masks `<key>.m1.png` (and MaskDiME's `<key>.m2.png`), `<key>.grid.png` (original |
+/// counterfactual | change heat map | masks) and last `<key>.json` ([`ItemResult`]). Inputs
+/// whose `.json` exists are skipped, so a rerun finishes an interrupted run.
 pub fn explain_set<B, D, C>(
     ddpm: &D,
     schedule: &NoiseSchedule,
@@ -190,16 +241,16 @@ where
     let keep = space_timesteps(schedule.len(), &config.respaced_steps.to_string())?;
     let steps = Steps::respaced(schedule, &keep)?;
     let guide = Guide::<B, _, _>::new(config.guide.clone(), steps, ddpm, oracle)?;
-    for_each_direction::<B::InnerBackend, _>(
+    for_each_direction::<B::InnerBackend, _, _>(
         data,
         out,
         config.per_direction,
         config.batch_size,
         config.image_size,
         device,
-        |x, _from, to| {
-            let targets = vec![to; x.dims()[0]];
-            let result = guide.explain(x, &targets, config.seed)?;
+        |x| predicted_labels(oracle, Tensor::<B, 4>::from_inner(x)),
+        |x, _from, targets| {
+            let result = guide.explain(x, targets, config.seed)?;
             let made = result
                 .outcomes
                 .iter()
@@ -212,7 +263,12 @@ where
                     classifier_calls: o.classifier_calls,
                 })
                 .collect();
-            Ok((result.images, made))
+            Ok(Produced {
+                images: result.images,
+                made,
+                outer_masks: result.outer_masks,
+                inner_masks: result.inner_masks,
+            })
         },
     )
 }
@@ -228,21 +284,47 @@ pub(crate) struct Made {
     pub classifier_calls: usize,
 }
 
-/// The batch loop every method shares: for both directions, the pending inputs of the source
-/// class (no `<key>.json` yet) in batches, `method(images, from, to)` for their
-/// counterfactuals, then each input's PNGs and last its JSON, written atomically.
-pub(crate) fn for_each_direction<B, F>(
+/// A method's output for one batch: the counterfactuals `[N, C, H, W]`, one [`Made`] per
+/// input, and the final masks `[N, 1, H, W]` (values 0 / 1) of methods that have them.
+pub(crate) struct Produced<B: Backend> {
+    pub images: Tensor<B, 4>,
+    pub made: Vec<Made>,
+    pub outer_masks: Option<Tensor<B, 4>>,
+    pub inner_masks: Option<Tensor<B, 4>>,
+}
+
+impl<B: Backend> Produced<B> {
+    /// A method without masks.
+    pub(crate) fn unmasked(images: Tensor<B, 4>, made: Vec<Made>) -> Self {
+        Self {
+            images,
+            made,
+            outer_masks: None,
+            inner_masks: None,
+        }
+    }
+}
+
+/// The batch loop every method shares: for both directions (by label), the pending inputs of
+/// the source class (no `<key>.json` yet) in batches; `predict(images)` for the oracle's
+/// labels of the originals, whose other classes are the targets; `method(images, from,
+/// targets)` for the counterfactuals; then each input's PNGs and last its JSON, written
+/// atomically.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn for_each_direction<B, P, F>(
     data: &Dataset,
     out: &Path,
     per_direction: Option<usize>,
     batch_size: usize,
     image_size: u32,
     device: &B::Device,
+    mut predict: P,
     mut method: F,
 ) -> Result<ExplainSummary>
 where
     B: Backend,
-    F: FnMut(Tensor<B, 4>, usize, usize) -> Result<(Tensor<B, 4>, Vec<Made>)>,
+    P: FnMut(Tensor<B, 4>) -> Result<Vec<usize>>,
+    F: FnMut(Tensor<B, 4>, usize, &[usize]) -> Result<Produced<B>>,
 {
     let classes: [String; 2] = match data.class_names() {
         [a, b] => [a.clone(), b.clone()],
@@ -261,8 +343,8 @@ where
         flipped: 0,
         seconds: 0.0,
     };
-    for (from, to) in [(0usize, 1usize), (1, 0)] {
-        let dir = direction_dir(out, &classes, from, to);
+    for (from, other) in [(0usize, 1usize), (1, 0)] {
+        let dir = direction_dir(out, &classes, from, other);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let mut chosen: Vec<usize> = (0..data.len())
             .filter(|&i| data.items()[i].label == from)
@@ -281,7 +363,27 @@ where
         summary.skipped += considered - pending.len();
         for batch in pending.chunks(batch_size) {
             let (x, _) = data.tensors::<B>(batch, mode, resize, device)?;
-            let (images, made) = method(x.clone(), from, to)?;
+            let predicted = predict(x.clone())?;
+            if predicted.len() != batch.len() {
+                return Err(Error::shape(
+                    "oracle predictions of a batch",
+                    batch.len(),
+                    predicted.len(),
+                ));
+            }
+            let targets = predicted
+                .iter()
+                .map(|&p| match p {
+                    0 | 1 => Ok(1 - p),
+                    _ => Err(Error::out_of_range(
+                        "oracle prediction",
+                        "0 or 1 (a two-class oracle)",
+                        p,
+                    )),
+                })
+                .collect::<Result<Vec<usize>>>()?;
+            let produced = method(x.clone(), from, &targets)?;
+            let (images, made) = (&produced.images, &produced.made);
             if made.len() != batch.len() || images.dims()[0] != batch.len() {
                 return Err(Error::shape(
                     "counterfactuals of a batch",
@@ -290,7 +392,9 @@ where
                 ));
             }
             let originals = tensor_to_images(&x)?;
-            let counterfactuals = tensor_to_images(&images)?;
+            let counterfactuals = tensor_to_images(images)?;
+            let outer = mask_images(produced.outer_masks.as_ref(), batch.len())?;
+            let inner = mask_images(produced.inner_masks.as_ref(), batch.len())?;
             for (j, &i) in batch.iter().enumerate() {
                 let source = &data.items()[i].source;
                 let key = result_key(source);
@@ -298,15 +402,29 @@ where
                 let (changed_fraction, mean_abs_change, heat) = change_map(&orig, &cf);
                 save_png(&dir.join(format!("{key}.orig.png")), &orig)?;
                 save_png(&dir.join(format!("{key}.cf.png")), &cf)?;
-                save_png(
-                    &dir.join(format!("{key}.grid.png")),
-                    &grid(&[&orig, &cf, &heat])?,
-                )?;
+                let mut panels = vec![orig, cf, heat];
+                let mut masks = [None, None];
+                for (slot, (name, set)) in [("m1", &outer), ("m2", &inner)].into_iter().enumerate()
+                {
+                    if let Some(set) = set {
+                        let file = format!("{key}.{name}.png");
+                        save_gray_png(&dir.join(&file), &set[j])?;
+                        masks[slot] = Some(MaskFile {
+                            file,
+                            share: mask_share(&set[j]),
+                        });
+                        panels.push(DynamicImage::ImageLuma8(set[j].clone()).to_rgb8());
+                    }
+                }
+                let refs: Vec<&RgbImage> = panels.iter().collect();
+                save_png(&dir.join(format!("{key}.grid.png")), &grid(&refs)?)?;
                 let m = &made[j];
+                let [m1, m2] = masks;
                 let item = ItemResult {
                     source: source.clone(),
                     from,
-                    to,
+                    predicted: predicted[j],
+                    to: targets[j],
                     classes: classes.clone(),
                     flipped: m.flipped,
                     scale: m.scale,
@@ -315,7 +433,10 @@ where
                     changed_fraction,
                     mean_abs_change,
                     denoiser_calls: m.denoiser_calls,
-                    classifier_calls: m.classifier_calls,
+                    // The prediction on the original: one oracle pass.
+                    classifier_calls: m.classifier_calls + 1,
+                    m1,
+                    m2,
                 };
                 write_json(&dir.join(format!("{key}.json")), &item)?;
                 summary.done += 1;
@@ -325,6 +446,45 @@ where
     }
     summary.seconds = start.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Masks `[N, 1, H, W]` (values 0 / 1) as gray images, white inside; `None` stays `None`.
+fn mask_images<B: Backend>(
+    masks: Option<&Tensor<B, 4>>,
+    n: usize,
+) -> Result<Option<Vec<GrayImage>>> {
+    let Some(masks) = masks else {
+        return Ok(None);
+    };
+    let [rows, c, h, w] = masks.dims();
+    if rows != n || c != 1 {
+        return Err(Error::shape(
+            "masks of a batch",
+            format!("[{n}, 1, H, W]"),
+            foil_core::tensor::fmt_dims(&[rows, c, h, w]),
+        ));
+    }
+    let values = foil_core::tensor::to_vec_f32(masks)?;
+    Ok(Some(
+        values
+            .chunks_exact(h * w)
+            .map(|m| {
+                GrayImage::from_fn(w as u32, h as u32, |x, y| {
+                    Luma([if m[y as usize * w + x as usize] > 0.5 {
+                        255
+                    } else {
+                        0
+                    }])
+                })
+            })
+            .collect(),
+    ))
+}
+
+/// Share of a mask's pixels that are inside (white).
+pub fn mask_share(mask: &GrayImage) -> f64 {
+    let n = mask.pixels().len().max(1) as f64;
+    mask.pixels().filter(|p| p[0] > 127).count() as f64 / n
 }
 
 /// Reads every `<key>.json` result in the direction folders (`<from>_to_<to>`) of a run
@@ -345,13 +505,43 @@ pub fn read_results(out: &Path) -> Result<Vec<(PathBuf, ItemResult)>> {
         for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
             let path = entry.map_err(|e| Error::io(&dir, e))?.path();
             if path.extension().is_some_and(|e| e == "json") {
-                let item: ItemResult = read_json(&path, "result")?;
+                let item = read_result(&path)?;
                 found.push((path, item));
             }
         }
     }
     found.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(found)
+}
+
+/// One `<key>.json`; a result written before foil recorded the oracle's prediction (its
+/// target came from the label) is refused with a message saying so.
+fn read_result(path: &Path) -> Result<ItemResult> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let item: ItemResult = serde_json::from_slice(&bytes).map_err(|e| {
+        let detail = if e.to_string().contains("missing field `predicted`") {
+            "written by an older foil, whose target came from the label rather than the \
+             oracle's prediction (no `predicted` field); run the method again into a new folder"
+                .to_string()
+        } else {
+            e.to_string()
+        };
+        Error::format(format!("result {}", path.display()), detail)
+    })?;
+    for (what, v) in [
+        ("from", item.from),
+        ("predicted", item.predicted),
+        ("to", item.to),
+    ] {
+        if v > 1 {
+            return Err(Error::out_of_range(
+                format!("`{what}` of result {}", path.display()),
+                "0 or 1 (the two classes)",
+                v,
+            ));
+        }
+    }
+    Ok(item)
 }
 
 /// Changed share (> 2% of the range in any channel), mean absolute change in `[0, 1]`, and a
@@ -406,12 +596,20 @@ pub fn grid(images: &[&RgbImage]) -> Result<RgbImage> {
 
 /// Writes `img` as a PNG, atomically.
 pub(crate) fn save_png(path: &Path, img: &RgbImage) -> Result<()> {
+    write_png(path, DynamicImage::ImageRgb8(img.clone()))
+}
+
+/// Writes a gray `img` as a PNG, atomically.
+pub(crate) fn save_gray_png(path: &Path, img: &GrayImage) -> Result<()> {
+    write_png(path, DynamicImage::ImageLuma8(img.clone()))
+}
+
+fn write_png(path: &Path, img: DynamicImage) -> Result<()> {
     let mut bytes = Vec::new();
-    DynamicImage::ImageRgb8(img.clone())
-        .write_to(
-            &mut std::io::Cursor::new(&mut bytes),
-            image::ImageFormat::Png,
-        )
-        .map_err(|e| Error::format(path.display().to_string(), e))?;
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .map_err(|e| Error::format(path.display().to_string(), e))?;
     write_atomic(path, &bytes)
 }

@@ -11,6 +11,7 @@
 mod ddpm;
 mod decoder;
 mod diffusion;
+mod evaluate;
 mod explain;
 mod oracle;
 mod report;
@@ -21,11 +22,17 @@ pub use decoder::{
     train_decoder_on, tune_decoder_lora, write_class_stats,
 };
 pub use diffusion::{DiffusionConfig, EditMethod, diffusion_set, lambda_sweep, nearest_set};
-pub(crate) use explain::save_png;
-pub use explain::{
-    ExplainConfig, ExplainSummary, ItemResult, Preset, change_map, direction_dir, explain_set,
-    grid, read_results, result_key,
+pub use evaluate::{
+    AttributeOracle, Averaged, DirectionEvaluation, Diversity, ENCODER_CHOICES, Encoder,
+    EncoderChoice, EncoderLabel, EvaluateOptions, Metric, Metrics, Note, RunEvaluation,
+    SIMILARITY_THRESHOLD, ScorerPaths, Scorers, ScoringOracle, Similarity, evaluate_run, load_clip,
+    load_scorers, seed_folders,
 };
+pub use explain::{
+    ExplainConfig, ExplainSummary, ItemResult, MaskFile, Preset, change_map, direction_dir,
+    explain_set, grid, mask_share, read_results, result_key, seed_dir, seed_runs,
+};
+pub(crate) use explain::{save_gray_png, save_png};
 pub use oracle::{Arch, Member, OracleSpec, load_oracle, train_oracle};
 pub use report::{LPIPS_MIN_SIDE, ScoreOptions, contact_sheets, score_results};
 

@@ -167,7 +167,7 @@ pub fn contact_sheets(out: &Path, max_rows: usize) -> Result<Vec<PathBuf>> {
 /// (Fashion-MNIST's 28) are upscaled to this side first.
 pub const LPIPS_MIN_SIDE: u32 = 64;
 
-fn lpips_resize(images: &[image::DynamicImage]) -> Resize {
+pub(crate) fn lpips_resize(images: &[image::DynamicImage]) -> Resize {
     let (w, h) = images
         .first()
         .map_or((LPIPS_MIN_SIDE, LPIPS_MIN_SIDE), |i| {

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use foil_core::image_io::write_atomic;
 use foil_core::{Error, Result};
 use image::codecs::gif::{GifEncoder, Repeat};
-use image::{Delay, DynamicImage, Frame, Rgb, RgbImage, RgbaImage};
+use image::{Delay, DynamicImage, Frame, GrayImage, Rgb, RgbImage, RgbaImage};
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::{change_map, grid, save_png};
+use crate::pipeline::{change_map, grid, mask_share, save_gray_png, save_png};
 
 /// How a transition's frames were made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,9 +39,27 @@ pub struct Transition {
     pub frames: Vec<RgbImage>,
     /// How the frames were made.
     pub source: FrameSource,
+    /// The method's masks shown beside it (MaskDiME's `M1` and `M2`, FastDiME's `M1`); empty
+    /// for methods without masks.
+    pub masks: Vec<Mask>,
+}
+
+/// A mask of an explanation: where the method let the image change (white).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mask {
+    /// Its short name (`M1`, `M2`), also the file name's stem in lower case.
+    pub name: String,
+    /// The mask, the frames' size.
+    pub image: GrayImage,
 }
 
 impl Transition {
+    /// The same transition with `masks` shown beside it.
+    pub fn with_masks(mut self, masks: Vec<Mask>) -> Self {
+        self.masks = masks;
+        self
+    }
+
     /// `count` frames cross-fading `orig` into `cf` (`count >= 2`).
     pub fn cross_fade(
         key: impl Into<String>,
@@ -79,6 +97,7 @@ impl Transition {
             flipped,
             frames,
             source: FrameSource::CrossFade,
+            masks: Vec::new(),
         })
     }
 
@@ -103,6 +122,29 @@ impl Transition {
                 format!("frames of transition {:?}", self.key),
                 format!("{:?} each", first.dimensions()),
                 format!("{:?}", f.dimensions()),
+            ));
+        }
+        if let Some(m) = self
+            .masks
+            .iter()
+            .find(|m| m.image.dimensions() != first.dimensions())
+        {
+            return Err(Error::shape(
+                format!("mask {} of transition {:?}", m.name, self.key),
+                format!("{:?} (the frames' size)", first.dimensions()),
+                format!("{:?}", m.image.dimensions()),
+            ));
+        }
+        if let Some(m) = self.masks.iter().find(|m| {
+            m.name.is_empty()
+                || !m
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        }) {
+            return Err(Error::format(
+                format!("mask name of transition {:?}", self.key),
+                format!("expected letters, digits, '-' or '_', found {:?}", m.name),
             ));
         }
         Ok(())
@@ -130,11 +172,26 @@ pub struct RenderedItem {
     pub strip: String,
     /// The change heat map between the original and the counterfactual.
     pub heat: String,
+    /// The method's masks (MaskDiME's `M1`, `M2`), if it has any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masks: Vec<RenderedMask>,
+}
+
+/// Where [`render_transition`] wrote one mask, relative to the study folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RenderedMask {
+    /// Its short name (`M1`, `M2`).
+    pub name: String,
+    /// The gray PNG (white: where the image could change).
+    pub image: String,
+    /// Share of the pixels inside it.
+    pub share: f64,
 }
 
 /// Renders `t` under `root/items/<key>/`: `fNN.png` frames, `transition.gif` (each frame
-/// `delay_ms`, the last held three times as long, then back), `strip.png` and `heat.png`,
-/// each written atomically.
+/// `delay_ms`, the last held three times as long, then back), `strip.png` (the frames, the
+/// heat map, then the masks), `heat.png` and a gray `<name>.png` per mask (`m1.png`), each
+/// written atomically.
 pub fn render_transition(root: &Path, t: &Transition, delay_ms: u32) -> Result<RenderedItem> {
     t.check()?;
     let rel = PathBuf::from("items").join(&t.key);
@@ -149,11 +206,28 @@ pub fn render_transition(root: &Path, t: &Transition, delay_ms: u32) -> Result<R
     let (orig, cf) = (&t.frames[0], &t.frames[t.frames.len() - 1]);
     let (_, _, heat) = change_map(orig, cf);
     save_png(&dir.join("heat.png"), &heat)?;
+    let mut masks = Vec::new();
+    let mut mask_panels = Vec::new();
+    for m in &t.masks {
+        let name = format!("{}.png", m.name.to_lowercase());
+        save_gray_png(&dir.join(&name), &m.image)?;
+        masks.push((m, rel.join(name)));
+        mask_panels.push(DynamicImage::ImageLuma8(m.image.clone()).to_rgb8());
+    }
     let mut strip_parts: Vec<&RgbImage> = t.frames.iter().collect();
     strip_parts.push(&heat);
+    strip_parts.extend(mask_panels.iter());
     save_png(&dir.join("strip.png"), &grid(&strip_parts)?)?;
     write_gif(&dir.join("transition.gif"), &t.frames, delay_ms)?;
     let s = |p: PathBuf| p.to_string_lossy().replace('\\', "/");
+    let masks = masks
+        .into_iter()
+        .map(|(m, path)| RenderedMask {
+            name: m.name.clone(),
+            image: s(path),
+            share: mask_share(&m.image),
+        })
+        .collect();
     Ok(RenderedItem {
         key: t.key.clone(),
         from: t.from.clone(),
@@ -164,6 +238,7 @@ pub fn render_transition(root: &Path, t: &Transition, delay_ms: u32) -> Result<R
         gif: s(rel.join("transition.gif")),
         strip: s(rel.join("strip.png")),
         heat: s(rel.join("heat.png")),
+        masks,
     })
 }
 
@@ -423,6 +498,21 @@ pub fn build_study<B: burn::tensor::backend::Backend>(
             .unwrap_or_default();
         let key = format!("{dir_name}__{stem}");
         let (from, to) = (r.classes[r.from].as_str(), r.classes[r.to].as_str());
+        // DIFFusion edits away from the label, whatever the oracle predicted (its target).
+        let away = r.classes[1 - r.from].as_str();
+        let mut masks = Vec::new();
+        for (name, file) in [("M1", &r.m1), ("M2", &r.m2)] {
+            if let Some(file) = file {
+                let p = path.with_file_name(&file.file);
+                let image = image::open(&p)
+                    .map_err(|e| Error::format(p.display().to_string(), e))?
+                    .to_luma8();
+                masks.push(Mask {
+                    name: name.into(),
+                    image,
+                });
+            }
+        }
         let transition = match (&sweeper, r.t_skip) {
             (Some(sw), Some(t_skip)) => {
                 let x = foil_core::image_io::images_to_tensor::<B>(
@@ -443,7 +533,7 @@ pub fn build_study<B: burn::tensor::backend::Backend>(
                     sw.stats,
                     sw.config,
                     x,
-                    (from, to),
+                    (from, away),
                     skip,
                     &lambdas,
                 )?;
@@ -459,10 +549,12 @@ pub fn build_study<B: burn::tensor::backend::Backend>(
                     flipped: r.flipped,
                     frames,
                     source: FrameSource::LambdaSweep,
+                    masks: Vec::new(),
                 }
             }
             _ => Transition::cross_fade(key, (from, to), r.flipped, &orig, &cf, options.frames)?,
         };
+        let transition = transition.with_masks(masks);
         items.push(render_transition(out, &transition, options.delay_ms)?);
     }
     // Unseen quiz images, half per class, in a seeded order, at the studied images' size.

@@ -4,7 +4,7 @@
 //
 // STUDY_DIR holds index.html and study.json (written by foil::teach); screenshots and the
 // exported answers go to ARTIFACT_DIR. Checks: the page loads with no console error and every
-// image loads; a slider changes the shown frame; a scripted quiz run (every answer right but
+// image loads (masks included, shown on their card); a slider changes the shown frame; a scripted quiz run (every answer right but
 // the first two) shows and exports the expected score. Exits non-zero with a message on failure.
 import { chromium } from "playwright-core";
 import fs from "node:fs";
@@ -48,6 +48,12 @@ try {
     [...document.images].filter((i) => !i.classList.contains("hidden") && i.getAttribute("src") &&
       !(i.complete && i.naturalWidth > 0)).map((i) => i.getAttribute("src")));
   check(broken.length === 0, "every shown image loads " + JSON.stringify(broken));
+  // The method's masks (MaskDiME's M1, M2) show on their card.
+  const masked = data.items.find((i) => i.masks && i.masks.length);
+  if (masked) {
+    const shown = await page.getByTestId("masks-" + masked.key).locator("img").count();
+    check(shown === masked.masks.length, `the masks of ${masked.key} show (${shown})`);
+  }
   await page.screenshot({ path: path.join(artifacts, "gallery.png"), fullPage: true });
 
   // The slider scrubs the frames.

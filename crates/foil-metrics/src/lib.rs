@@ -1,6 +1,7 @@
 //! Metrics for visual counterfactuals, from both papers, for any method.
 //!
-//! - [`lpips`]: LPIPS (AlexNet) with the published weights, also a perceptual feature extractor;
+//! - [`lpips`]: LPIPS (AlexNet or VGG16) with the published weights, also a perceptual feature
+//!   extractor and (pooled) an image encoder;
 //! - [`flips`]: success / flip ratio over all inputs, per direction and overall;
 //! - [`fid`]: Fréchet distance of Gaussian fits to features of any `ImageEncoder` (FID), and
 //!   the split-half protocol (sFID);

@@ -1,4 +1,4 @@
-//! `foil train`, `foil stats`, `foil maskdime`, `foil diffusion` and `foil evaluate`: argument
+//! `foil train`, `foil stats`, `foil maskdime`, `foil diffusion` and `foil teach`: argument
 //! parsing over [`foil::pipeline`].
 
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use foil::embed::ClassStats;
 use foil::models::lora::LoraConfig;
 use foil::pipeline::{
     self, Arch, DdpmSpec, DecoderSpec, DiffusionConfig, EditMethod, ExplainConfig, Member,
-    OracleSpec, Preset, ScoreOptions,
+    OracleSpec, Preset,
 };
 use foil::train::{Augment, LrSchedule, TrainConfig};
 
@@ -484,6 +484,10 @@ pub struct DiffusionArgs {
     /// Seed of the inversion noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Run the set once per seed, into <out>/seed-<s>/ (several seeds; one seed: into <out>
+    /// itself, as --seed), e.g. for the diversity across seeds.
+    #[arg(long, value_delimiter = ',', conflicts_with = "seed")]
+    seeds: Option<Vec<u64>>,
     /// DIFFusion's embedding arithmetic, or a baseline: the target class's mean embedding alone
     /// (same inversion and search), or the nearest target-class training image by embedding.
     #[arg(long, value_enum, default_value = "arithmetic")]
@@ -529,52 +533,69 @@ pub fn diffusion(args: DiffusionArgs) -> Result<()> {
         .stats
         .clone()
         .unwrap_or_else(|| args.decoder.join(pipeline::STATS_FILE));
+    let runs = pipeline::seed_runs(&out, args.seeds.as_deref().unwrap_or(&[args.seed]))?;
+    if args.method == MethodArg::Nearest && runs.len() > 1 {
+        return Err(Error::out_of_range(
+            "--seeds",
+            "one seed with --method nearest (the nearest image has no randomness)",
+            runs.len(),
+        ));
+    }
     let stats = ClassStats::load(&stats_path)?;
     let (train, test) = args.data.load()?;
-    let summary = with_backend!(args.data.device()?, |B, dev| {
+    let name = out
+        .file_name()
+        .map_or("diffusion".into(), |n| n.to_string_lossy().into_owned());
+    with_backend!(args.data.device()?, |B, dev| {
         type I = <B as AutodiffBackend>::InnerBackend;
         let (spec, oracle) = pipeline::load_oracle::<I>(&args.oracle, &dev)?;
         let (dspec, decoder) = pipeline::load_decoder::<I>(&args.decoder, &dev)?;
         check_models(&spec, dspec.image_size, &test)?;
-        let config = DiffusionConfig {
-            image_size: spec.image_size,
-            ..config.clone()
-        };
-        if args.method == MethodArg::Nearest {
-            pipeline::nearest_set(
-                &decoder,
-                &train,
-                &oracle,
-                &test,
-                &out,
-                config.per_direction,
-                config.image_size,
-                &dev,
-            )
-        } else {
-            pipeline::diffusion_set(
-                &decoder,
-                &dspec.schedule()?,
-                &stats,
-                &oracle,
-                &test,
-                &out,
-                &config,
-                &dev,
-            )
+        for (seed, run_out) in &runs {
+            let config = DiffusionConfig {
+                image_size: spec.image_size,
+                seed: *seed,
+                ..config.clone()
+            };
+            let summary = if args.method == MethodArg::Nearest {
+                pipeline::nearest_set(
+                    &decoder,
+                    &train,
+                    &oracle,
+                    &test,
+                    run_out,
+                    config.per_direction,
+                    config.image_size,
+                    &dev,
+                )
+            } else {
+                pipeline::diffusion_set(
+                    &decoder,
+                    &dspec.schedule()?,
+                    &stats,
+                    &oracle,
+                    &test,
+                    run_out,
+                    &config,
+                    &dev,
+                )
+            }?;
+            print_summary(&name, &summary, run_out);
         }
-    })?;
+        Ok::<(), Error>(())
+    })
+}
+
+/// One line per finished run.
+fn print_summary(name: &str, summary: &pipeline::ExplainSummary, out: &Path) {
     println!(
-        "{}: {} explained ({} flipped), {} already done, {:.1} s -> {}",
-        out.file_name()
-            .map_or("diffusion".into(), |n| n.to_string_lossy()),
+        "{name}: {} explained ({} flipped), {} already done, {:.1} s -> {}",
         summary.done,
         summary.flipped,
         summary.skipped,
         summary.seconds,
         out.display()
     );
-    Ok(())
 }
 
 /// The oracle, the generator's image size and the data agree.
@@ -645,6 +666,10 @@ pub struct MaskdimeArgs {
     /// Sampler seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Run the set once per seed, into <out>/seed-<s>/ (several seeds; one seed: into <out>
+    /// itself, as --seed), e.g. for the diversity across seeds.
+    #[arg(long, value_delimiter = ',', conflicts_with = "seed")]
+    seeds: Option<Vec<u64>>,
     /// Results folder (default: results/<preset>); finished inputs are skipped on rerun.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -678,102 +703,45 @@ pub fn maskdime(args: MaskdimeArgs) -> Result<()> {
     }
     config.respaced_steps = args.respaced_steps;
     config.batch_size = args.batch_size;
-    config.seed = args.seed;
     config.per_direction = Some(args.per_direction);
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("results").join(preset.name()));
+    let runs = pipeline::seed_runs(&out, args.seeds.as_deref().unwrap_or(&[args.seed]))?;
     let (_, test) = args.data.load()?;
-    let summary = with_backend!(args.data.device()?, |B, dev| {
-        explain_with::<B>(&args, &test, &config, &out, &dev)
-    })?;
-    println!(
-        "{}: {} explained ({} flipped), {} already done, {:.1} s -> {}",
-        preset.name(),
-        summary.done,
-        summary.flipped,
-        summary.skipped,
-        summary.seconds,
-        out.display()
-    );
-    Ok(())
+    with_backend!(args.data.device()?, |B, dev| {
+        explain_with::<B>(&args, &test, &config, &runs, &dev)
+    })
 }
 
+/// Loads the networks once and explains the set once per `(seed, folder)` run.
 fn explain_with<B: AutodiffBackend>(
     args: &MaskdimeArgs,
     test: &Dataset,
     config: &ExplainConfig,
-    out: &Path,
+    runs: &[(u64, PathBuf)],
     device: &B::Device,
-) -> Result<pipeline::ExplainSummary> {
+) -> Result<()> {
     let (spec, oracle) = pipeline::load_oracle::<B>(&args.oracle, device)?;
     let (ddpm_spec, ddpm) = pipeline::load_ddpm::<B::InnerBackend>(&args.ddpm, device)?;
     check_models(&spec, ddpm_spec.image_size, test)?;
-    let config = ExplainConfig {
-        image_size: spec.image_size,
-        ..config.clone()
-    };
-    pipeline::explain_set::<B, _, _>(
-        &ddpm,
-        &ddpm_spec.schedule()?,
-        &oracle,
-        test,
-        out,
-        &config,
-        device,
-    )
-}
-
-/// `foil evaluate` arguments.
-#[derive(Debug, Args)]
-pub struct EvaluateArgs {
-    /// Results folder written by `foil maskdime` or `foil diffusion`.
-    #[arg(long, default_value = "results/maskdime")]
-    results: PathBuf,
-    /// LPIPS AlexNet weights (`foil weights lpips`); `none` to skip LPIPS.
-    #[arg(long, default_value = "assets/lpips/alexnet.safetensors")]
-    lpips: String,
-    /// Where to write the JSON report (default: <results>/metrics.json).
-    #[arg(long)]
-    json: Option<PathBuf>,
-}
-
-/// `foil evaluate`.
-pub fn evaluate(args: EvaluateArgs) -> Result<()> {
-    let lpips_weights = match args.lpips.as_str() {
-        "none" => None,
-        path => {
-            let path = PathBuf::from(path);
-            if !path.exists() {
-                return Err(Error::Empty {
-                    what: format!("LPIPS weights at {}", path.display()),
-                    hint: "run `foil weights lpips` first, or pass --lpips none".into(),
-                });
-            }
-            Some(path)
-        }
-    };
-    let options = ScoreOptions {
-        method: args
-            .results
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        lpips_weights,
-    };
-    let report = with_backend!(DeviceArg::Cpu, |B, dev| {
-        pipeline::score_results::<B>(&args.results, &options, &dev)
-    })?;
-    let json = args
-        .json
-        .clone()
-        .unwrap_or_else(|| args.results.join("metrics.json"));
-    report.write_json(&json)?;
-    println!("{report}");
-    println!("report written to {}", json.display());
-    for sheet in pipeline::contact_sheets(&args.results, 16)? {
-        println!("grid: {}", sheet.display());
+    for (seed, out) in runs {
+        let config = ExplainConfig {
+            image_size: spec.image_size,
+            seed: *seed,
+            ..config.clone()
+        };
+        let summary = pipeline::explain_set::<B, _, _>(
+            &ddpm,
+            &ddpm_spec.schedule()?,
+            &oracle,
+            test,
+            out,
+            &config,
+            device,
+        )?;
+        print_summary(config.preset.name(), &summary, out);
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod commands;
 mod device;
+mod evaluate;
 mod weights;
 
 use clap::{Parser, Subcommand};
@@ -35,8 +36,8 @@ enum Command {
     /// Teaching material from a results folder: per image a transition strip, GIF and heat map,
     /// and a self-contained HTML study page with a quiz.
     Teach(commands::TeachArgs),
-    /// Score a results folder: success ratio per direction, LPIPS, changed pixels (table + JSON).
-    Evaluate(commands::EvaluateArgs),
+    /// Score a results folder with every metric of both papers, per direction (table + JSON).
+    Evaluate(evaluate::EvaluateArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,7 +48,7 @@ fn main() -> std::process::ExitCode {
         Command::Maskdime(args) => commands::maskdime(args),
         Command::Stats(args) => commands::stats(args),
         Command::Diffusion(args) => commands::diffusion(args),
-        Command::Evaluate(args) => commands::evaluate(args),
+        Command::Evaluate(args) => evaluate::run(args),
         Command::Teach(args) => commands::teach(args),
     };
     match result {

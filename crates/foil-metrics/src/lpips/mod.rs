@@ -6,7 +6,7 @@ use std::path::Path;
 use burn::module::Module;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use foil_core::tensor::{fmt_dims, to_vec_f32};
-use foil_core::{Error, FeatureExtractor, Result};
+use foil_core::{Error, FeatureExtractor, ImageEncoder, Result};
 use foil_models::alexnet::{self, AlexNetConfig, AlexNetFeatures};
 use foil_models::vgg::{Vgg16Config, Vgg16Features};
 use foil_models::weights::TensorFile;
@@ -209,6 +209,46 @@ impl<B: Backend> FeatureExtractor<B> for Lpips<B> {
             .into_iter()
             .map(unit)
             .collect())
+    }
+}
+
+/// An [`ImageEncoder`] made of an LPIPS backbone: the spatial mean of its last unit-normalised
+/// feature map (AlexNet: 256 wide, VGG16: 512), a stand-in for Inception's pool features when
+/// computing FID without Inception weights. Numbers computed with it do not compare with
+/// Inception FIDs.
+#[derive(Debug)]
+pub struct LpipsEncoder<B: Backend> {
+    lpips: Lpips<B>,
+    identity: String,
+}
+
+impl<B: Backend> LpipsEncoder<B> {
+    /// Wraps `lpips`; `identity` names the backbone and its weights (for example `lpips-alex`).
+    pub fn new(lpips: Lpips<B>, identity: impl Into<String>) -> Self {
+        Self {
+            lpips,
+            identity: identity.into(),
+        }
+    }
+}
+
+impl<B: Backend> ImageEncoder<B> for LpipsEncoder<B> {
+    fn embedding_dim(&self) -> usize {
+        self.lpips.heads.last().map_or(0, |h| h.val().dims()[1])
+    }
+
+    fn identity(&self) -> String {
+        self.identity.clone()
+    }
+
+    fn encode(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 2>> {
+        let last = self
+            .lpips
+            .features(images)?
+            .pop()
+            .ok_or_else(|| Error::format("LPIPS encoder", "no layers"))?;
+        let [n, c, _, _] = last.dims();
+        Ok(last.mean_dim(2).mean_dim(3).reshape([n, c]))
     }
 }
 

@@ -184,7 +184,40 @@ fn mnac_counts_changed_attributes() {
     }
     let cf = Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(cf, [2, 1, 2, 4]), &dev);
     assert_eq!(mnac(&Halves, x.clone(), cf.clone()).unwrap(), vec![1, 2]);
-    assert_eq!(mnac_excluding(&Halves, x, cf, 0).unwrap(), vec![0, 1]);
+    assert_eq!(
+        mnac_excluding(&Halves, x.clone(), cf.clone(), 0).unwrap(),
+        vec![0, 1]
+    );
+    // The exclusion is checked like `mnac`: shapes and the attribute index.
+    assert!(mnac_excluding(&Halves, x.clone(), cf.narrow(0, 0, 1), 0).is_err());
+    assert!(mnac_excluding(&Halves, x, Tensor::zeros([2, 1, 2, 4], &dev), 2).is_err());
+}
+
+#[test]
+fn lpips_encoder_pools_the_last_layer() {
+    use foil_metrics::lpips::{Lpips, LpipsEncoder, LpipsNet};
+    use foil_models::alexnet::AlexNetConfig;
+    type B = Flex;
+    let dev = Default::default();
+    let lpips = Lpips::<B>::random(
+        LpipsNet::Alex(AlexNetConfig {
+            widths: [4, 6, 6, 5, 7],
+        }),
+        &dev,
+    );
+    let encoder = LpipsEncoder::new(lpips, "tiny-alex");
+    assert_eq!(encoder.embedding_dim(), 7);
+    assert_eq!(encoder.identity(), "tiny-alex");
+    let images = Tensor::<B, 4>::random(
+        [3, 3, 40, 40],
+        burn::tensor::Distribution::Uniform(-1.0, 1.0),
+        &dev,
+    );
+    let z = encoder.encode(images).unwrap();
+    assert_eq!(z.dims(), [3, 7]);
+    let v = z.to_data().to_vec::<f32>().unwrap();
+    // Unit-normalised features averaged over space: every entry in [-1, 1].
+    assert!(v.iter().all(|x| x.is_finite() && x.abs() <= 1.0 + 1e-5));
 }
 
 struct Flatten;
