@@ -12,9 +12,14 @@
 //!   burn backend, with per-sample step indices and the noise always passed in.
 //!
 //! Step indices `k` run `0..len` with `k = 0` the least noisy; samplers walk `k` downwards.
+//!
+//! With the `testing` feature, [`testing`] holds proptest strategies for every schedule kind and
+//! an invariant suite that runs on foil's schedules and on yours (docs/schedule.md).
 
 mod schedule;
 mod steps;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use schedule::{BetaSchedule, NoiseSchedule, space_timesteps};
 pub use steps::{Spacing, StepOutput, Steps, VarianceType};

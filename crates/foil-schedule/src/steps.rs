@@ -51,6 +51,7 @@ pub struct StepOutput<B: Backend> {
 /// and moves from `abar[k]` to `abar_prev[k]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Steps {
+    num_train_timesteps: usize,
     timesteps: Vec<usize>,
     abar: Vec<f64>,
     abar_prev: Vec<f64>,
@@ -86,6 +87,7 @@ impl Steps {
         let mut abar_prev = vec![1.0];
         abar_prev.extend_from_slice(&abar[..abar.len() - 1]);
         Ok(Self {
+            num_train_timesteps: schedule.len(),
             timesteps: keep.to_vec(),
             abar,
             abar_prev,
@@ -165,6 +167,7 @@ impl Steps {
             })
             .collect();
         Ok(Self {
+            num_train_timesteps: t_train,
             timesteps,
             abar,
             abar_prev,
@@ -179,6 +182,12 @@ impl Steps {
     /// Always false: there is at least one step.
     pub fn is_empty(&self) -> bool {
         self.timesteps.is_empty()
+    }
+
+    /// Number of steps `T` of the training schedule these steps were taken from: every
+    /// timestep lies in `0..T`.
+    pub fn num_train_timesteps(&self) -> usize {
+        self.num_train_timesteps
     }
 
     /// Network timesteps, ascending (`timesteps()[k]` for step `k`).
@@ -467,6 +476,27 @@ impl Steps {
             mean,
             std,
         })
+    }
+
+    /// DDIM inversion with `eta = 0`, the step [`ddim_step`](Self::ddim_step) undoes: from
+    /// `x_prev` (at `abar_prev`) to `x_k = sqrt(abar_k) x0 + sqrt(1 - abar_k) eps` with
+    /// `x0 = (x_prev - sqrt(1 - abar_prev) eps) / sqrt(abar_prev)` and the same `eps`.
+    pub fn ddim_inverse_step<B: Backend>(
+        &self,
+        x_prev: Tensor<B, 4>,
+        ks: &[usize],
+        eps: Tensor<B, 4>,
+    ) -> Result<Tensor<B, 4>> {
+        same_dims(&x_prev, &eps, "predicted noise")?;
+        let (n, dev) = (x_prev.dims()[0], x_prev.device());
+        let a = self.coef::<B>(ks, n, &dev, |k| 1.0 / self.abar_prev[k].sqrt())?;
+        let s = self.coef::<B>(ks, n, &dev, |k| {
+            ((1.0 - self.abar_prev[k]) / self.abar_prev[k]).sqrt()
+        })?;
+        let x0 = x_prev * a - eps.clone() * s;
+        let c0 = self.coef::<B>(ks, n, &dev, |k| self.abar[k].sqrt())?;
+        let ce = self.coef::<B>(ks, n, &dev, |k| (1.0 - self.abar[k]).sqrt())?;
+        Ok(x0 * c0 + eps * ce)
     }
 }
 

@@ -6,19 +6,9 @@ use foil_core::{Noise, tensor::to_vec_f32};
 use foil_schedule::{BetaSchedule, NoiseSchedule, Spacing, Steps, VarianceType, space_timesteps};
 use proptest::prelude::*;
 
-fn beta_schedule() -> impl Strategy<Value = BetaSchedule> {
-    prop_oneof![
-        (1e-5f64..1e-3, 1e-3f64..0.05).prop_map(|(start, end)| BetaSchedule::Linear { start, end }),
-        (1e-5f64..1e-3, 1e-3f64..0.05)
-            .prop_map(|(start, end)| BetaSchedule::ScaledLinear { start, end }),
-        (0.0f64..0.02).prop_map(|s| BetaSchedule::Cosine { s, max_beta: 0.999 }),
-    ]
-}
-
-fn schedule() -> impl Strategy<Value = NoiseSchedule> {
-    (beta_schedule(), 2usize..1200)
-        .prop_map(|(kind, n)| NoiseSchedule::new(&kind, n).expect("valid strategy"))
-}
+// The schedule strategies are the public ones of `foil_schedule::testing::strategies` (the
+// same ranges these tests had privately, plus `Custom` betas, the cosine clip and T = 1).
+use foil_schedule::testing::strategies::{beta_schedule, noise_schedule as schedule};
 
 /// A random subset of `0..n` (at least one step), ascending.
 fn subset(n: usize) -> impl Strategy<Value = Vec<usize>> {
