@@ -7,6 +7,7 @@
 #
 #   scripts/quality.sh                      # Shirt vs T-shirt/top, 100 per direction
 #   N=30 NETS=runs/quickstart/Pullover-Coat PAIR=Pullover,Coat scripts/quality.sh
+#   METHODS="maskdime nearest" scripts/quality.sh   # a subset of the methods
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,7 @@ N="${N:-100}"
 # DIFFusion's edit strengths: 2, then 3 and 4 for the inputs the weaker ones left unflipped.
 LAMBDA="${LAMBDA:-2,3,4}"
 DEVICE="${DEVICE:-cpu}"
+METHODS="${METHODS:-maskdime diffusion target-mean nearest}"
 SLUG="$(echo "$PAIR" | tr -c 'A-Za-z0-9,\n-' '_' | tr ',' '-')"
 NETS="${NETS:-assets/quickstart/$SLUG}"
 OUT="${OUT:-runs/quality/$SLUG}"
@@ -31,11 +33,16 @@ run() { # name, command...
     --device "$DEVICE"
   echo "$name: $(( $(date +%s) - t0 )) s"
 }
-run maskdime $FOIL maskdime --ddpm "$NETS/ddpm"
-run diffusion $FOIL diffusion --decoder "$NETS/decoder" --lambda "$LAMBDA"
-run target-mean $FOIL diffusion --decoder "$NETS/decoder" --method target-mean
-run nearest $FOIL diffusion --decoder "$NETS/decoder" --method nearest
-for name in maskdime diffusion target-mean nearest; do
+for name in $METHODS; do
+  case $name in
+    maskdime) run maskdime $FOIL maskdime --ddpm "$NETS/ddpm" ;;
+    diffusion) run diffusion $FOIL diffusion --decoder "$NETS/decoder" --lambda "$LAMBDA" ;;
+    target-mean) run target-mean $FOIL diffusion --decoder "$NETS/decoder" --method target-mean ;;
+    nearest) run nearest $FOIL diffusion --decoder "$NETS/decoder" --method nearest ;;
+    *) echo "unknown method $name" >&2; exit 2 ;;
+  esac
+done
+for name in $METHODS; do
   echo "== $name"
-  $FOIL evaluate --results "$OUT/$name"
+  $FOIL evaluate --results "$OUT/$name" --oracle "$NETS/oracle"
 done

@@ -8,9 +8,9 @@ use std::process::Command;
 use burn::backend::{Autodiff, Flex};
 use foil::data::{Dataset, Source};
 use foil::pipeline::{
-    Arch, DdpmSpec, DecoderSpec, DiffusionConfig, EditMethod, ExplainConfig, Member, OracleSpec,
-    Preset, STATS_FILE, ScoreOptions, diffusion_set, direction_dir, explain_set, load_ddpm,
-    load_decoder, load_oracle, nearest_set, read_results, score_results, train_ddpm_on,
+    Arch, DdpmSpec, DecoderSpec, DiffusionConfig, EditMethod, ExplainConfig, GuideModels, Member,
+    OracleSpec, Preset, STATS_FILE, ScoreOptions, diffusion_set, direction_dir, explain_set,
+    load_ddpm, load_decoder, load_oracle, nearest_set, read_results, score_results, train_ddpm_on,
     train_decoder_on, train_oracle, write_class_stats,
 };
 use foil::train::{ImageSet, TrainConfig, evaluate_accuracy};
@@ -102,16 +102,13 @@ fn train_explain_resume_and_score() {
     let out = dir.join("results");
     let schedule = ddpm_spec.schedule().unwrap();
     let run = |config: &ExplainConfig| {
-        explain_set::<B, _, _>(
-            &ddpm,
-            &schedule,
-            &guide_oracle,
-            &test,
-            &out,
-            config,
-            &device,
-        )
-        .unwrap()
+        let models = GuideModels {
+            ddpm: &ddpm,
+            schedule: &schedule,
+            oracle: &guide_oracle,
+            perceptual: None,
+        };
+        explain_set::<B, _, _>(&models, &test, &out, config, &device).unwrap()
     };
     let first = run(&explain);
     lap("4 inputs explained");
@@ -812,8 +809,13 @@ fn targets_come_from_the_oracles_prediction() {
         explain.per_direction = Some(2);
         explain.batch_size = 2;
         let out = dir.join(preset.name());
-        explain_set::<B, _, _>(&ddpm, &schedule, &says_kiki, &test, &out, &explain, &device)
-            .unwrap();
+        let models = GuideModels {
+            ddpm: &ddpm,
+            schedule: &schedule,
+            oracle: &says_kiki,
+            perceptual: None,
+        };
+        explain_set::<B, _, _>(&models, &test, &out, &explain, &device).unwrap();
         for (path, r) in check(&out, &says_kiki) {
             assert_eq!((r.predicted, r.to), (1, 0), "{r:?}");
             assert!(!r.flipped, "{r:?}");
@@ -847,6 +849,56 @@ fn targets_come_from_the_oracles_prediction() {
             }
         }
     }
+
+    // The perceptual term (the references' VGG-19 MSE, weight 30) is wired through: it changes
+    // the counterfactuals, and a weight without a network is refused before anything is written.
+    let vgg = foil::models::vgg::Vgg19Perceptual::<B>::load_file(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/crates/foil-models/tests/fixtures/vgg19_tiny.pth"
+        ),
+        &foil::models::vgg::Vgg19Config::tiny(),
+        &device,
+    )
+    .unwrap();
+    let mut explain = ExplainConfig::new(Preset::Dime, 16);
+    explain.respaced_steps = 10;
+    explain.guide.tau = 3;
+    explain.guide.scales = vec![8.0];
+    explain.per_direction = Some(1);
+    let run =
+        |perceptual: Option<&dyn foil::core::FeatureExtractor<B>>, weight: f64, name: &str| {
+            let mut config = explain.clone();
+            config.guide.lambda_perc = weight;
+            let models = GuideModels {
+                ddpm: &ddpm,
+                schedule: &schedule,
+                oracle: &says_kiki,
+                perceptual,
+            };
+            let out = dir.join(name);
+            explain_set::<B, _, _>(&models, &test, &out, &config, &device).map(|_| out)
+        };
+    let plain = run(None, 0.0, "dime-plain").unwrap();
+    let perc = run(Some(&vgg), 3000.0, "dime-perceptual").unwrap();
+    let cfs = |out: &Path| -> Vec<Vec<u8>> {
+        read_results(out)
+            .unwrap()
+            .iter()
+            .map(|(p, _)| std::fs::read(p.with_extension("cf.png")).unwrap())
+            .collect()
+    };
+    assert_ne!(
+        cfs(&plain),
+        cfs(&perc),
+        "the perceptual gradient moves the samples"
+    );
+    let err = run(None, 30.0, "dime-refused").unwrap_err().to_string();
+    assert!(
+        err.contains("lambda_perc") && err.contains("vgg19"),
+        "{err}"
+    );
+    assert!(!dir.join("dime-refused").exists());
     // A misclassified input's target is its label: under the old rule (target = the label's
     // other class) each bouba here was "flipped" to kiki without a change.
     let bouba = read_results(&dir.join("maskdime"))

@@ -7,7 +7,7 @@ use std::time::Instant;
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use foil_core::image_io::{tensor_to_images, write_atomic};
-use foil_core::{Classifier, Denoiser, Error, Result, predicted_labels};
+use foil_core::{Classifier, Denoiser, Error, FeatureExtractor, Result, predicted_labels};
 use foil_data::Dataset;
 use foil_guide::{Guide, GuideConfig, MaskPolicy};
 use foil_schedule::{NoiseSchedule, Steps, space_timesteps};
@@ -217,6 +217,28 @@ pub fn direction_dir(out: &Path, classes: &[String], from: usize, to: usize) -> 
     ))
 }
 
+/// The networks the guided sampler runs over a set: the unconditional DDPM and its training
+/// schedule, the oracle under explanation, and the perceptual network of the distance loss
+/// (the references' VGG-19 `features[:18]`; `None` needs `lambda_perc = 0`).
+pub struct GuideModels<'a, B: AutodiffBackend, D, C> {
+    /// The DDPM (on the inner backend: it is never differentiated).
+    pub ddpm: &'a D,
+    /// The DDPM's training schedule (respaced to `ExplainConfig::respaced_steps`).
+    pub schedule: &'a NoiseSchedule,
+    /// The classifier explained; its gradients guide, its prediction sets the targets.
+    pub oracle: &'a C,
+    /// The perceptual feature extractor, weighted by `lambda_perc`.
+    pub perceptual: Option<&'a dyn FeatureExtractor<B>>,
+}
+
+impl<B: AutodiffBackend, D, C> Clone for GuideModels<'_, B, D, C> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B: AutodiffBackend, D, C> Copy for GuideModels<'_, B, D, C> {}
+
 /// Explains every image of `data` (two classes) with `ddpm` guided by `oracle`, towards the
 /// other class of the oracle's prediction on the input (the references' `target = 1 - pred`;
 /// a flip is the counterfactual's prediction reaching that target), writing per input under
@@ -225,9 +247,7 @@ pub fn direction_dir(out: &Path, classes: &[String], from: usize, to: usize) -> 
 /// counterfactual | change heat map | masks) and last `<key>.json` ([`ItemResult`]). Inputs
 /// whose `.json` exists are skipped, so a rerun finishes an interrupted run.
 pub fn explain_set<B, D, C>(
-    ddpm: &D,
-    schedule: &NoiseSchedule,
-    oracle: &C,
+    models: &GuideModels<'_, B, D, C>,
     data: &Dataset,
     out: &Path,
     config: &ExplainConfig,
@@ -238,9 +258,26 @@ where
     D: Denoiser<B::InnerBackend>,
     C: Classifier<B>,
 {
+    let GuideModels {
+        ddpm,
+        schedule,
+        oracle,
+        perceptual,
+    } = *models;
     let keep = space_timesteps(schedule.len(), &config.respaced_steps.to_string())?;
     let steps = Steps::respaced(schedule, &keep)?;
-    let guide = Guide::<B, _, _>::new(config.guide.clone(), steps, ddpm, oracle)?;
+    let mut guide = Guide::<B, _, _>::new(config.guide.clone(), steps, ddpm, oracle)?;
+    match perceptual {
+        Some(extractor) => guide = guide.with_perceptual(extractor),
+        None if config.guide.lambda_perc > 0.0 => {
+            return Err(Error::out_of_range(
+                "lambda_perc",
+                "0 without a perceptual network (the references' VGG-19: `--perceptual vgg19:FILE`)",
+                config.guide.lambda_perc,
+            ));
+        }
+        None => {}
+    }
     for_each_direction::<B::InnerBackend, _, _>(
         data,
         out,

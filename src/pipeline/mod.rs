@@ -29,8 +29,8 @@ pub use evaluate::{
     load_scorers, seed_folders,
 };
 pub use explain::{
-    ExplainConfig, ExplainSummary, ItemResult, MaskFile, Preset, change_map, direction_dir,
-    explain_set, grid, mask_share, read_results, result_key, seed_dir, seed_runs,
+    ExplainConfig, ExplainSummary, GuideModels, ItemResult, MaskFile, Preset, change_map,
+    direction_dir, explain_set, grid, mask_share, read_results, result_key, seed_dir, seed_runs,
 };
 pub(crate) use explain::{save_gray_png, save_png};
 pub use oracle::{Arch, Member, OracleSpec, load_oracle, train_oracle};

@@ -38,11 +38,13 @@ pub fn score_results<B: Backend>(
             hint: "run `foil maskdime` or `foil diffusion` first".into(),
         });
     }
-    let sources: Vec<usize> = results.iter().map(|(_, r)| r.from).collect();
+    // A direction runs from the oracle's prediction on the original to the other class (the
+    // references' `target = 1 - prediction`); an unflipped counterfactual keeps the prediction.
+    let sources: Vec<usize> = results.iter().map(|(_, r)| r.predicted).collect();
     let targets: Vec<usize> = results.iter().map(|(_, r)| r.to).collect();
     let predicted: Vec<usize> = results
         .iter()
-        .map(|(_, r)| if r.flipped { r.to } else { r.from })
+        .map(|(_, r)| if r.flipped { r.to } else { r.predicted })
         .collect();
     let flips = flip_report(&sources, &targets, &predicted)?;
     let classes = results[0].1.classes.clone();

@@ -218,17 +218,52 @@ impl<B: Backend> EfInverter<B> {
         let batch = maps.batch_size();
         self.check_input(model, &x, target.as_ref())?;
         for k in (0..n_steps - skip).rev() {
-            let mu = self.mean(
-                model,
-                x,
-                k,
-                batch,
-                target.clone(),
-                self.config.target_guidance,
-            )?;
-            x = mu + maps.z(k).clone() * self.coefs[k].sigma;
+            x = self.step(model, x, k, batch, target.clone(), maps.z(k).clone())?;
         }
         Ok(x)
+    }
+
+    /// One regeneration step from `x` at step `k` (`[N, C, H, W]`) with the noise map `z` of
+    /// that step passed in: `mu(x; target, target_guidance) + sigma_k z`, the EF-DDPM
+    /// `reverse_step` with its `variance_noise`. [`generate`](Self::generate) is a loop over it.
+    pub fn generate_step<D: Denoiser<B>>(
+        &self,
+        model: &D,
+        x: Tensor<B, 4>,
+        k: usize,
+        target: Option<Tensor<B, 2>>,
+        z: Tensor<B, 4>,
+    ) -> Result<Tensor<B, 4>> {
+        if k >= self.steps.len() {
+            return Err(Error::out_of_range(
+                "step",
+                format!("below the number of steps, {}", self.steps.len()),
+                k,
+            ));
+        }
+        if z.dims() != x.dims() {
+            return Err(Error::shape(
+                "noise map",
+                fmt_dims(&x.dims()),
+                fmt_dims(&z.dims()),
+            ));
+        }
+        self.check_input(model, &x, target.as_ref())?;
+        let batch = x.dims()[0];
+        self.step(model, x, k, batch, target, z)
+    }
+
+    fn step<D: Denoiser<B>>(
+        &self,
+        model: &D,
+        x: Tensor<B, 4>,
+        k: usize,
+        batch: usize,
+        target: Option<Tensor<B, 2>>,
+        z: Tensor<B, 4>,
+    ) -> Result<Tensor<B, 4>> {
+        let mu = self.mean(model, x, k, batch, target, self.config.target_guidance)?;
+        Ok(mu + z * self.coefs[k].sigma)
     }
 
     /// The deterministic part of step `k`: `sqrt(abar_prev) x0_hat + direction * eps`.

@@ -368,3 +368,66 @@ fn conv_network_round_trip_on_both_backends() {
         );
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// One public regeneration step with the inversion's own noise map lands on the inverted
+    /// trajectory (the inversion re-derives `x_k` as exactly this step), and `generate` is the
+    /// loop over it.
+    #[test]
+    fn a_regeneration_step_with_the_noise_map_reproduces_the_trajectory(c in case()) {
+        type B = NdArray;
+        let dev = Default::default();
+        let model = linear();
+        let mut noise = Noise::new(c.seed);
+        let x0: Tensor<B, 4> = noise.normal(SHAPE, &dev).tanh();
+        let cond: Tensor<B, 2> = noise.normal([SHAPE[0], COND], &dev);
+        let config = EfInverterConfig { eta: c.eta, source_guidance: c.guidance, target_guidance: c.guidance };
+        let inv = config.init(steps(&c), Some(Tensor::zeros([1, COND], &dev))).unwrap();
+        let maps = inv.invert(&model, x0, Some(cond.clone()), &mut noise).unwrap();
+        let mut x = maps.x(c.n).clone();
+        for k in (0..c.n).rev() {
+            let next = inv.generate_step(&model, maps.x(k + 1).clone(), k, Some(cond.clone()), maps.z(k).clone()).unwrap();
+            let scale = norm(maps.x(k)).max(1.0);
+            prop_assert!(max_abs(&next, maps.x(k)) <= 1e-5 * scale, "step {k}: {}", max_abs(&next, maps.x(k)));
+            x = inv.generate_step(&model, x, k, Some(cond.clone()), maps.z(k).clone()).unwrap();
+        }
+        let looped = inv.generate(&model, &maps, Some(cond), 0).unwrap();
+        prop_assert_eq!(to_vec_f32(&x).unwrap(), to_vec_f32(&looped).unwrap());
+    }
+}
+
+#[test]
+fn a_regeneration_step_checks_its_inputs() {
+    type B = NdArray;
+    let dev = Default::default();
+    let c = Case {
+        kind: BetaSchedule::ddpm(),
+        n: 4,
+        eta: 1.0,
+        guidance: 1.0,
+        skip_frac: 0.0,
+        seed: 1,
+    };
+    let inv = EfInverterConfig::default()
+        .init(steps(&c), Some(Tensor::zeros([1, COND], &dev)))
+        .unwrap();
+    let x: Tensor<B, 4> = Tensor::zeros(SHAPE, &dev);
+    let err = inv
+        .generate_step(&linear(), x.clone(), 4, None, x.clone())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("step"), "{err}");
+    let err = inv
+        .generate_step(
+            &linear(),
+            x.clone(),
+            1,
+            None,
+            Tensor::zeros([1, 2, 3, 3], &dev),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("noise map"), "{err}");
+}

@@ -9,6 +9,7 @@ use foil::core::{Error, Result};
 use foil::data::{Dataset, Source};
 use foil::embed::ClassStats;
 use foil::models::lora::LoraConfig;
+use foil::models::vgg::{Vgg19Config, Vgg19Perceptual};
 use foil::pipeline::{
     self, Arch, DdpmSpec, DecoderSpec, DiffusionConfig, EditMethod, ExplainConfig, Member,
     OracleSpec, Preset,
@@ -660,6 +661,16 @@ pub struct MaskdimeArgs {
     /// MaskDiME: share of pixels in the editable mask M1 (in (0, 1]; default 0.2).
     #[arg(long)]
     mask_fraction: Option<f64>,
+    /// Perceptual network of the distance loss, `vgg19:FILE`: a torchvision `vgg19` state dict
+    /// (`vgg19-dcbb9e9d.pth` or safetensors), as the authors' scripts use (`features[:18]`).
+    #[arg(long, value_parser = parse_perceptual)]
+    perceptual: Option<PerceptualArg>,
+    /// VGG-19 modules kept for the perceptual loss (the scripts' `--l_perc_layer`).
+    #[arg(long, default_value_t = 18)]
+    perceptual_layers: usize,
+    /// Weight of the perceptual loss (the scripts' `--l_perc`; default 30 with --perceptual).
+    #[arg(long)]
+    lambda_perc: Option<f64>,
     /// Images per sampler call.
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
@@ -673,6 +684,22 @@ pub struct MaskdimeArgs {
     /// Results folder (default: results/<preset>); finished inputs are skipped on rerun.
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+/// A perceptual network named on the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PerceptualArg {
+    /// torchvision's VGG-19 from a state-dict file.
+    Vgg19(PathBuf),
+}
+
+fn parse_perceptual(s: &str) -> std::result::Result<PerceptualArg, String> {
+    match s.split_once(':') {
+        Some(("vgg19", file)) if !file.is_empty() => Ok(PerceptualArg::Vgg19(PathBuf::from(file))),
+        _ => Err(format!(
+            "expected vgg19:FILE (a torchvision vgg19 state dict), found {s:?}"
+        )),
+    }
 }
 
 /// `foil maskdime`.
@@ -701,6 +728,17 @@ pub fn maskdime(args: MaskdimeArgs) -> Result<()> {
             }
         }
     }
+    config.guide.lambda_perc = match (&args.perceptual, args.lambda_perc) {
+        (Some(_), weight) => weight.unwrap_or(30.0),
+        (None, Some(w)) if w > 0.0 => {
+            return Err(Error::out_of_range(
+                "--lambda-perc",
+                "0 without --perceptual vgg19:FILE (the perceptual network)",
+                w,
+            ));
+        }
+        (None, _) => 0.0,
+    };
     config.respaced_steps = args.respaced_steps;
     config.batch_size = args.batch_size;
     config.per_direction = Some(args.per_direction);
@@ -726,21 +764,30 @@ fn explain_with<B: AutodiffBackend>(
     let (spec, oracle) = pipeline::load_oracle::<B>(&args.oracle, device)?;
     let (ddpm_spec, ddpm) = pipeline::load_ddpm::<B::InnerBackend>(&args.ddpm, device)?;
     check_models(&spec, ddpm_spec.image_size, test)?;
+    let perceptual = match &args.perceptual {
+        Some(PerceptualArg::Vgg19(file)) => Some(Vgg19Perceptual::<B>::load_file(
+            file,
+            &Vgg19Config::default().with_layers(args.perceptual_layers),
+            device,
+        )?),
+        None => None,
+    };
+    let schedule = ddpm_spec.schedule()?;
+    let models = pipeline::GuideModels {
+        ddpm: &ddpm,
+        schedule: &schedule,
+        oracle: &oracle,
+        perceptual: perceptual
+            .as_ref()
+            .map(|p| p as &dyn foil::core::FeatureExtractor<B>),
+    };
     for (seed, out) in runs {
         let config = ExplainConfig {
             image_size: spec.image_size,
             seed: *seed,
             ..config.clone()
         };
-        let summary = pipeline::explain_set::<B, _, _>(
-            &ddpm,
-            &ddpm_spec.schedule()?,
-            &oracle,
-            test,
-            out,
-            &config,
-            device,
-        )?;
+        let summary = pipeline::explain_set::<B, _, _>(&models, test, out, &config, device)?;
         print_summary(config.preset.name(), &summary, out);
     }
     Ok(())
