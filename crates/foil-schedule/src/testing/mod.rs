@@ -38,6 +38,10 @@
 pub mod invariants;
 pub mod strategies;
 
+/// The proptest this module is built on, so that your strategies match its version (the
+/// `proptest!` macro still needs `proptest` among your own dependencies).
+pub use proptest;
+
 use std::fmt::Debug;
 
 use burn::tensor::{Tensor, backend::Backend};

@@ -344,3 +344,31 @@ fn the_suite_rejects_broken_steps_with_the_property_they_break() {
         rejected_as::<NdArray>(bug, property);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The invariants inside a user's own `proptest!` block: `?` turns an `InvariantFailure`
+    /// into a test-case failure.
+    #[test]
+    fn invariants_compose_with_the_proptest_macro(steps in strategies::steps(), (x0, eps) in strategies::images_and_noise::<NdArray>(Default::default())) {
+        use foil_schedule::testing::{check_schedule, tweedie_inverts_q_sample};
+        check_schedule(&steps)?;
+        tweedie_inverts_q_sample(&steps, steps.len() / 2, x0, eps)?;
+    }
+}
+
+#[test]
+fn the_suite_flags_the_identity_step_of_inference_without_alpha_to_one() {
+    use foil_schedule::Spacing;
+    use foil_schedule::testing::check_schedule;
+    let s = NoiseSchedule::ddpm();
+    // Smallest timestep 0 and abar_prev = abar_0: step 0 goes from abar_0 to abar_0 (beta 0).
+    let steps = Steps::inference(&s, 10, Spacing::Leading, 0, false).unwrap();
+    let failure = check_schedule(&steps).unwrap_err();
+    assert_eq!(failure.property, Property::BetasInOpenUnitInterval);
+    assert_eq!(failure.input, "step k = 0 of 10");
+    // Kandinsky's offset of 1 (or abar_prev = 1) makes every step a real one.
+    check_schedule(&Steps::inference(&s, 10, Spacing::Leading, 1, false).unwrap()).unwrap();
+    check_schedule(&Steps::inference(&s, 10, Spacing::Leading, 0, true).unwrap()).unwrap();
+}
