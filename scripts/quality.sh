@@ -21,8 +21,11 @@ SLUG="$(echo "$PAIR" | tr -c 'A-Za-z0-9,\n-' '_' | tr ',' '-')"
 NETS="${NETS:-assets/quickstart/$SLUG}"
 OUT="${OUT:-runs/quality/$SLUG}"
 
-cargo build --release --quiet --bin foil
-FOIL=target/release/foil
+# FOIL=path uses a binary built before (e.g. a copy, while the tree changes); else build one.
+if [ -z "${FOIL:-}" ]; then
+  cargo build --release --quiet --bin foil
+  FOIL=target/release/foil
+fi
 [ -f assets/lpips/alexnet.safetensors ] || $FOIL weights lpips
 
 echo "oracle: $(grep -o '"test_accuracy": [0-9.]*' "$NETS/oracle/model.json")"
