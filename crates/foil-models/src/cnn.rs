@@ -1,16 +1,15 @@
 //! Building blocks shared by the torchvision classifiers ([`crate::resnet`],
 //! [`crate::mobilenet`], [`crate::efficientnet`]): BatchNorm (inference by default, training under
 //! [`foil_core::mode::TrainingMode`]), [`parameter_count`], input normalisation,
-//! and a builder that makes each layer either with random weights or from a [`TensorFile`] by
-//! torchvision's state-dict names.
+//! and the layers the three build from a [`Weights`] builder by torchvision's state-dict names.
 
 use burn::module::{Module, ModuleVisitor, Param, RunningState};
+use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use foil_core::{Error, Result, tensor::fmt_dims};
 
-use crate::weights::TensorFile;
+use crate::weights::{Init, Weights};
 
 /// How a classifier maps foil's `[-1, 1]` images to the input range its weights expect:
 /// `((x + 1) / 2 - mean) / std` per RGB channel.
@@ -196,102 +195,28 @@ pub fn check_images(what: &str, dims: [usize; 4], min: usize) -> Result<()> {
     Ok(())
 }
 
-/// Makes layers with random weights (`file = None`) or with the named tensors of a file.
-pub(crate) struct Builder<'a, B: Backend> {
-    pub(crate) file: Option<&'a mut TensorFile>,
-    pub(crate) device: &'a B::Device,
+/// A bias-free `k x k` convolution `[input, output]` with torch's padding `(k - 1) / 2` and
+/// `stride` (chain `with_groups` / `with_bias` for the others); burn's default initialiser.
+pub fn conv_config(input: usize, output: usize, k: usize, stride: usize) -> Conv2dConfig {
+    let p = (k - 1) / 2;
+    Conv2dConfig::new([input, output], [k, k])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+        .with_bias(false)
 }
 
-impl<'a, B: Backend> Builder<'a, B> {
-    /// Random weights.
-    pub(crate) fn random(device: &'a B::Device) -> Self {
-        Self { file: None, device }
-    }
-
-    /// Weights from `file`.
-    pub(crate) fn from_file(file: &'a mut TensorFile, device: &'a B::Device) -> Self {
-        Self {
-            file: Some(file),
-            device,
-        }
-    }
-
-    /// A `k x k` convolution with torch's padding `(k - 1) / 2`, named `{name}.weight` (and
-    /// `{name}.bias` when `bias`).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn conv(
-        &mut self,
-        name: &str,
-        input: usize,
-        output: usize,
-        k: usize,
-        stride: usize,
-        groups: usize,
-        bias: bool,
-    ) -> Conv2d<B> {
-        let p = (k - 1) / 2;
-        let mut conv = Conv2dConfig::new([input, output], [k, k])
-            .with_stride([stride, stride])
-            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
-            .with_groups(groups)
-            .with_bias(bias)
-            .init(self.device);
-        if let Some(file) = self.file.as_deref_mut() {
-            conv.weight = file.take(
-                &format!("{name}.weight"),
-                [output, input / groups, k, k],
-                self.device,
-            );
-            if bias {
-                conv.bias = Some(file.take(&format!("{name}.bias"), [output], self.device));
-            }
-        }
-        conv
-    }
-
-    /// A BatchNorm (eps 1e-5) named `{name}.weight/bias/running_mean/running_var`;
-    /// `{name}.num_batches_tracked` is ignored.
-    pub(crate) fn bn(&mut self, name: &str, c: usize) -> BatchNorm2d<B> {
-        match self.file.as_deref_mut() {
-            None => BatchNorm2d {
-                weight: Param::from_tensor(Tensor::ones([c], self.device)),
-                bias: Param::from_tensor(Tensor::zeros([c], self.device)),
-                running_mean: RunningState::new(Tensor::zeros([c], self.device)),
-                running_var: RunningState::new(Tensor::ones([c], self.device)),
-                eps: 1e-5,
-            },
-            Some(file) => {
-                file.ignore([format!("{name}.num_batches_tracked")]);
-                BatchNorm2d {
-                    weight: file.take(&format!("{name}.weight"), [c], self.device),
-                    bias: file.take(&format!("{name}.bias"), [c], self.device),
-                    running_mean: RunningState::new(
-                        file.take(&format!("{name}.running_mean"), [c], self.device)
-                            .val()
-                            .detach(),
-                    ),
-                    running_var: RunningState::new(
-                        file.take(&format!("{name}.running_var"), [c], self.device)
-                            .val()
-                            .detach(),
-                    ),
-                    eps: 1e-5,
-                }
-            }
-        }
-    }
-
-    /// A linear layer with bias named `{name}.weight` (torch layout `[out, in]`, transposed to
-    /// burn's `[in, out]`) and `{name}.bias`.
-    pub(crate) fn linear(&mut self, name: &str, input: usize, output: usize) -> Linear<B> {
-        let mut linear = LinearConfig::new(input, output).init(self.device);
-        if let Some(file) = self.file.as_deref_mut() {
-            let w = file.take::<B, 2>(&format!("{name}.weight"), [output, input], self.device);
-            // Detached: a transposed parameter is no leaf, and autodiff backends refuse to track it.
-            linear.weight = Param::from_tensor(w.val().transpose().detach());
-            linear.bias = Some(file.take(&format!("{name}.bias"), [output], self.device));
-        }
-        linear
+/// A BatchNorm (eps 1e-5) of `c` channels named `{name}.weight/bias/running_mean/running_var`
+/// (`{name}.num_batches_tracked` is ignored); random: identity (scale one, shift zero, running
+/// mean zero, running variance one).
+pub fn batch_norm<B: Backend>(w: &Weights<'_, B>, name: &str, c: usize) -> BatchNorm2d<B> {
+    let w = w.pp(name);
+    w.ignore(["num_batches_tracked"]);
+    BatchNorm2d {
+        weight: w.tensor("weight", [c], Init::Ones),
+        bias: w.tensor("bias", [c], Init::Zeros),
+        running_mean: RunningState::new(w.tensor("running_mean", [c], Init::Zeros).val().detach()),
+        running_var: RunningState::new(w.tensor("running_var", [c], Init::Ones).val().detach()),
+        eps: 1e-5,
     }
 }
 
@@ -312,45 +237,22 @@ impl<B: Backend> ConvBn<B> {
     }
 }
 
-impl<B: Backend> Builder<'_, B> {
-    /// A bias-free convolution named `{conv}` and BatchNorm named `{bn}`.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn conv_bn(
-        &mut self,
-        conv: &str,
-        bn: &str,
-        input: usize,
-        output: usize,
-        k: usize,
-        stride: usize,
-        groups: usize,
-    ) -> ConvBn<B> {
-        ConvBn {
-            conv: self.conv(conv, input, output, k, stride, groups, false),
-            bn: self.bn(bn, output),
-        }
+/// A bias-free convolution `conv` (from `config`) and a BatchNorm `bn` of its outputs.
+pub fn conv_bn<B: Backend>(
+    w: &Weights<'_, B>,
+    conv: &str,
+    bn: &str,
+    config: &Conv2dConfig,
+) -> ConvBn<B> {
+    ConvBn {
+        conv: w.conv2d(conv, config),
+        bn: batch_norm(w, bn, config.channels[1]),
     }
+}
 
-    /// torchvision's `Conv2dNormActivation` named `{prefix}.0` (conv) and `{prefix}.1` (BN).
-    pub(crate) fn conv_norm(
-        &mut self,
-        prefix: &str,
-        input: usize,
-        output: usize,
-        k: usize,
-        stride: usize,
-        groups: usize,
-    ) -> ConvBn<B> {
-        self.conv_bn(
-            &format!("{prefix}.0"),
-            &format!("{prefix}.1"),
-            input,
-            output,
-            k,
-            stride,
-            groups,
-        )
-    }
+/// torchvision's `Conv2dNormActivation` under `w`'s prefix: the convolution `0`, the BatchNorm `1`.
+pub fn conv_norm<B: Backend>(w: &Weights<'_, B>, config: &Conv2dConfig) -> ConvBn<B> {
+    conv_bn(w, "0", "1", config)
 }
 
 /// torchvision's `_make_divisible(v, 8)`: `v` rounded to the nearest multiple of 8 (at least 8),

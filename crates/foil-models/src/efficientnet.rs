@@ -12,8 +12,10 @@ use burn::tensor::activation::{sigmoid, silu};
 use burn::tensor::{Tensor, backend::Backend};
 use foil_core::{Classifier, Error, Result};
 
-use crate::cnn::{Builder, ConvBn, Normalization, check_images, global_avg_pool, make_divisible};
-use crate::weights::TensorFile;
+use crate::cnn::{
+    ConvBn, Normalization, check_images, conv_config, conv_norm, global_avg_pool, make_divisible,
+};
+use crate::weights::{TensorFile, Weights};
 
 /// torchvision's B0 stages: expansion, kernel, stride, input and output channels, layers.
 const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
@@ -115,8 +117,7 @@ impl EfficientNetConfig {
 
     /// The network with random weights (BatchNorm at identity statistics).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<EfficientNet<B>> {
-        self.validate()?;
-        Ok(self.build(&mut Builder::random(device)))
+        self.build(&Weights::random(device))
     }
 
     /// The network with weights from `file`, by torchvision's names; call
@@ -127,8 +128,7 @@ impl EfficientNetConfig {
         file: &mut TensorFile,
         device: &B::Device,
     ) -> Result<EfficientNet<B>> {
-        self.validate()?;
-        Ok(self.build(&mut Builder::from_file(file, device)))
+        self.build(&Weights::from_file_mut(file, device))
     }
 
     /// [`EfficientNetConfig::load`] from a safetensors or PyTorch (`.pt`, `.pth`, `.bin`) file, checking that every tensor was used.
@@ -137,16 +137,19 @@ impl EfficientNetConfig {
         path: impl AsRef<std::path::Path>,
         device: &B::Device,
     ) -> Result<EfficientNet<B>> {
-        let mut file = TensorFile::open_any(path)?;
-        let net = self.load(&mut file, device)?;
-        file.finish()?;
+        let w = Weights::from_file(TensorFile::open_any(path)?, device);
+        let net = self.build(&w)?;
+        w.finish()?;
         Ok(net)
     }
 
-    fn build<B: Backend>(&self, b: &mut Builder<'_, B>) -> EfficientNet<B> {
+    /// The network with its parameters from `w`, by torchvision's names under `w`'s prefix.
+    pub fn build<B: Backend>(&self, w: &Weights<'_, B>) -> Result<EfficientNet<B>> {
+        self.validate()?;
         let ch = |c: usize| make_divisible(c as f64 * self.width_mult);
+        let features = w.pp("features");
         let stem_width = ch(STAGES[0].3);
-        let stem = b.conv_norm("features.0", 3, stem_width, 3, 2, 1);
+        let stem = conv_norm(&features.pp(0), &conv_config(3, stem_width, 3, 2));
         let mut blocks = Vec::new();
         let mut last = stem_width;
         for (s, &(t, k, stride, cin, cout, n)) in STAGES.iter().enumerate() {
@@ -154,43 +157,24 @@ impl EfficientNetConfig {
             let (cin, cout) = (ch(cin), ch(cout));
             for j in 0..layers {
                 let (input, stride) = if j == 0 { (cin, stride) } else { (cout, 1) };
-                let p = format!("features.{}.{j}.block", s + 1);
+                let p = features.pp(s + 1).pp(j).pp("block");
                 let expanded = make_divisible((input * t) as f64);
                 let mut idx = 0;
                 let expand = (expanded != input).then(|| {
                     idx += 1;
-                    b.conv_norm(&format!("{p}.0"), input, expanded, 1, 1, 1)
+                    conv_norm(&p.pp(0), &conv_config(input, expanded, 1, 1))
                 });
-                let depthwise = b.conv_norm(
-                    &format!("{p}.{idx}"),
-                    expanded,
-                    expanded,
-                    k,
-                    stride,
-                    expanded,
+                let depthwise = conv_norm(
+                    &p.pp(idx),
+                    &conv_config(expanded, expanded, k, stride).with_groups(expanded),
                 );
                 let squeeze = (input / 4).max(1);
+                let q = p.pp(idx + 1);
                 let se = SqueezeExcitation {
-                    fc1: b.conv(
-                        &format!("{p}.{}.fc1", idx + 1),
-                        expanded,
-                        squeeze,
-                        1,
-                        1,
-                        1,
-                        true,
-                    ),
-                    fc2: b.conv(
-                        &format!("{p}.{}.fc2", idx + 1),
-                        squeeze,
-                        expanded,
-                        1,
-                        1,
-                        1,
-                        true,
-                    ),
+                    fc1: q.conv2d("fc1", &conv_config(expanded, squeeze, 1, 1).with_bias(true)),
+                    fc2: q.conv2d("fc2", &conv_config(squeeze, expanded, 1, 1).with_bias(true)),
                 };
-                let project = b.conv_norm(&format!("{p}.{}", idx + 2), expanded, cout, 1, 1, 1);
+                let project = conv_norm(&p.pp(idx + 2), &conv_config(expanded, cout, 1, 1));
                 blocks.push(MbConv {
                     expand,
                     depthwise,
@@ -202,22 +186,18 @@ impl EfficientNetConfig {
             last = cout;
         }
         let head_width = 4 * last;
-        let head = b.conv_norm(
-            &format!("features.{}", STAGES.len() + 1),
-            last,
-            head_width,
-            1,
-            1,
-            1,
+        let head = conv_norm(
+            &features.pp(STAGES.len() + 1),
+            &conv_config(last, head_width, 1, 1),
         );
-        let classifier = b.linear("classifier.1", head_width, self.num_outputs);
-        EfficientNet {
+        let classifier = w.linear("classifier.1", head_width, self.num_outputs, true);
+        Ok(EfficientNet {
             stem,
             blocks,
             head,
             classifier,
             normalization: self.normalization,
-        }
+        })
     }
 }
 

@@ -10,9 +10,10 @@ use burn::tensor::{Tensor, backend::Backend};
 use foil_core::{Classifier, Error, Result};
 
 use crate::cnn::{
-    Builder, ConvBn, Normalization, check_images, global_avg_pool, make_divisible, relu6,
+    ConvBn, Normalization, check_images, conv_bn, conv_config, conv_norm, global_avg_pool,
+    make_divisible, relu6,
 };
-use crate::weights::TensorFile;
+use crate::weights::{TensorFile, Weights};
 
 /// torchvision's inverted-residual setting: expansion `t`, channels `c`, repeats `n`, stride `s`.
 const SETTING: [(usize, usize, usize, usize); 7] = [
@@ -96,8 +97,7 @@ impl MobileNetV2Config {
 
     /// The network with random weights (BatchNorm at identity statistics).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<MobileNetV2<B>> {
-        self.validate()?;
-        Ok(self.build(&mut Builder::random(device)))
+        self.build(&Weights::random(device))
     }
 
     /// The network with weights from `file`, by torchvision's names; call
@@ -108,8 +108,7 @@ impl MobileNetV2Config {
         file: &mut TensorFile,
         device: &B::Device,
     ) -> Result<MobileNetV2<B>> {
-        self.validate()?;
-        Ok(self.build(&mut Builder::from_file(file, device)))
+        self.build(&Weights::from_file_mut(file, device))
     }
 
     /// [`MobileNetV2Config::load`] from a safetensors or PyTorch (`.pt`, `.pth`, `.bin`) file, checking that every tensor was used.
@@ -118,43 +117,45 @@ impl MobileNetV2Config {
         path: impl AsRef<std::path::Path>,
         device: &B::Device,
     ) -> Result<MobileNetV2<B>> {
-        let mut file = TensorFile::open_any(path)?;
-        let net = self.load(&mut file, device)?;
-        file.finish()?;
+        let w = Weights::from_file(TensorFile::open_any(path)?, device);
+        let net = self.build(&w)?;
+        w.finish()?;
         Ok(net)
     }
 
-    fn build<B: Backend>(&self, b: &mut Builder<'_, B>) -> MobileNetV2<B> {
-        let w = self.width_mult;
-        let mut input = make_divisible(32.0 * w);
-        let last = make_divisible(1280.0 * w.max(1.0));
-        let stem = b.conv_norm("features.0", 3, input, 3, 2, 1);
+    /// The network with its parameters from `w`, by torchvision's names under `w`'s prefix.
+    pub fn build<B: Backend>(&self, w: &Weights<'_, B>) -> Result<MobileNetV2<B>> {
+        self.validate()?;
+        let wm = self.width_mult;
+        let mut input = make_divisible(32.0 * wm);
+        let last = make_divisible(1280.0 * wm.max(1.0));
+        let features = w.pp("features");
+        let stem = conv_norm(&features.pp(0), &conv_config(3, input, 3, 2));
         let mut blocks = Vec::new();
         let mut idx = 1;
         for &(t, c, n, s) in &SETTING {
-            let output = make_divisible(c as f64 * w);
+            let output = make_divisible(c as f64 * wm);
             for i in 0..n {
                 let stride = if i == 0 { s } else { 1 };
-                let p = format!("features.{idx}.conv");
+                let p = features.pp(idx).pp("conv");
                 let hidden = input * t;
                 let (expand, next) = if t != 1 {
                     (
-                        Some(b.conv_norm(&format!("{p}.0"), input, hidden, 1, 1, 1)),
+                        Some(conv_norm(&p.pp(0), &conv_config(input, hidden, 1, 1))),
                         1,
                     )
                 } else {
                     (None, 0)
                 };
-                let depthwise =
-                    b.conv_norm(&format!("{p}.{next}"), hidden, hidden, 3, stride, hidden);
-                let project = b.conv_bn(
-                    &format!("{p}.{}", next + 1),
-                    &format!("{p}.{}", next + 2),
-                    hidden,
-                    output,
-                    1,
-                    1,
-                    1,
+                let depthwise = conv_norm(
+                    &p.pp(next),
+                    &conv_config(hidden, hidden, 3, stride).with_groups(hidden),
+                );
+                let project = conv_bn(
+                    &p,
+                    &(next + 1).to_string(),
+                    &(next + 2).to_string(),
+                    &conv_config(hidden, output, 1, 1),
                 );
                 blocks.push(InvertedResidual {
                     expand,
@@ -166,15 +167,15 @@ impl MobileNetV2Config {
                 idx += 1;
             }
         }
-        let head = b.conv_norm(&format!("features.{idx}"), input, last, 1, 1, 1);
-        let classifier = b.linear("classifier.1", last, self.num_outputs);
-        MobileNetV2 {
+        let head = conv_norm(&features.pp(idx), &conv_config(input, last, 1, 1));
+        let classifier = w.linear("classifier.1", last, self.num_outputs, true);
+        Ok(MobileNetV2 {
             stem,
             blocks,
             head,
             classifier,
             normalization: self.normalization,
-        }
+        })
     }
 }
 

@@ -13,8 +13,10 @@ use burn::tensor::module::max_pool2d;
 use burn::tensor::{Tensor, backend::Backend};
 use foil_core::{Classifier, Error, Result};
 
-use crate::cnn::{BatchNorm2d, Builder, Normalization, check_images, global_avg_pool};
-use crate::weights::TensorFile;
+use crate::cnn::{
+    BatchNorm2d, Normalization, batch_norm, check_images, conv_config, global_avg_pool,
+};
+use crate::weights::{TensorFile, Weights};
 
 /// Configuration of a BasicBlock ResNet.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -118,16 +120,14 @@ impl ResNetConfig {
 
     /// The network with random weights (BatchNorm at identity statistics).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<ResNet<B>> {
-        self.validate()?;
-        Ok(self.build(&mut Builder::random(device)))
+        self.build(&Weights::random(device))
     }
 
-    /// The network with weights from `file`, by torchvision's names; one error lists every
-    /// missing, wrongly shaped and unexpected tensor.
+    /// The network with weights from `file`, by torchvision's names; call
+    /// [`TensorFile::finish`] afterwards for one error listing every missing, wrongly shaped and
+    /// unexpected tensor.
     pub fn load<B: Backend>(&self, file: &mut TensorFile, device: &B::Device) -> Result<ResNet<B>> {
-        self.validate()?;
-        let net = self.build(&mut Builder::from_file(file, device));
-        Ok(net)
+        self.build(&Weights::from_file_mut(file, device))
     }
 
     /// [`ResNetConfig::load`] from a safetensors or PyTorch (`.pt`, `.pth`, `.bin`) file, checking that every tensor was used.
@@ -136,52 +136,54 @@ impl ResNetConfig {
         path: impl AsRef<std::path::Path>,
         device: &B::Device,
     ) -> Result<ResNet<B>> {
-        let mut file = TensorFile::open_any(path)?;
-        let net = self.load(&mut file, device)?;
-        file.finish()?;
+        let w = Weights::from_file(TensorFile::open_any(path)?, device);
+        let net = self.build(&w)?;
+        w.finish()?;
         Ok(net)
     }
 
-    fn build<B: Backend>(&self, b: &mut Builder<'_, B>) -> ResNet<B> {
-        let w = self.width;
+    /// The network with its parameters from `w`, by torchvision's names under `w`'s prefix.
+    pub fn build<B: Backend>(&self, w: &Weights<'_, B>) -> Result<ResNet<B>> {
+        self.validate()?;
+        let width = self.width;
         let k = if self.small_input { 3 } else { 7 };
         let stride = if self.small_input { 1 } else { 2 };
-        let conv1 = b.conv("conv1", 3, w, k, stride, 1, false);
-        let bn1 = b.bn("bn1", w);
+        let conv1 = w.conv2d("conv1", &conv_config(3, width, k, stride));
+        let bn1 = batch_norm(w, "bn1", width);
         let mut layers = Vec::with_capacity(4);
-        let mut input = w;
+        let mut input = width;
         for (stage, &n) in self.blocks.iter().enumerate() {
-            let planes = w << stage;
+            let planes = width << stage;
             let mut blocks = Vec::with_capacity(n);
             for i in 0..n {
                 let s = if i == 0 && stage > 0 { 2 } else { 1 };
-                let p = format!("layer{}.{i}", stage + 1);
+                let b = w.pp(format!("layer{}", stage + 1)).pp(i);
                 let downsample = (s != 1 || input != planes).then(|| {
                     (
-                        b.conv(&format!("{p}.downsample.0"), input, planes, 1, s, 1, false),
-                        b.bn(&format!("{p}.downsample.1"), planes),
+                        b.conv2d("downsample.0", &conv_config(input, planes, 1, s)),
+                        batch_norm(&b, "downsample.1", planes),
                     )
                 });
                 blocks.push(BasicBlock {
-                    conv1: b.conv(&format!("{p}.conv1"), input, planes, 3, s, 1, false),
-                    bn1: b.bn(&format!("{p}.bn1"), planes),
-                    conv2: b.conv(&format!("{p}.conv2"), planes, planes, 3, 1, 1, false),
-                    bn2: b.bn(&format!("{p}.bn2"), planes),
+                    conv1: b.conv2d("conv1", &conv_config(input, planes, 3, s)),
+                    bn1: batch_norm(&b, "bn1", planes),
+                    conv2: b.conv2d("conv2", &conv_config(planes, planes, 3, 1)),
+                    bn2: batch_norm(&b, "bn2", planes),
                     downsample,
                 });
                 input = planes;
             }
             layers.push(blocks);
         }
-        let fc = b.linear("fc", input, self.num_outputs);
-        ResNet {
+        let fc = w.linear("fc", input, self.num_outputs, true);
+        Ok(ResNet {
             conv1,
             bn1,
             layers,
             fc,
             max_pool: !self.small_input,
             normalization: self.normalization,
-        }
+        })
     }
 }
 

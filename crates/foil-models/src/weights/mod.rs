@@ -1,4 +1,11 @@
-//! Named tensors from safetensors files, with one error listing everything that did not fit.
+//! Named tensors from safetensors and PyTorch files, with one error listing everything that did
+//! not fit, and [`Weights`], the one builder every network of this crate is made with.
+
+mod builder;
+#[cfg(test)]
+mod pinned_init;
+
+pub use builder::{Init, Weights};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -19,8 +26,75 @@ pub struct TensorFile {
     tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
     used: BTreeSet<String>,
     taken: BTreeSet<String>,
-    missing: Vec<String>,
-    mismatched: Vec<String>,
+    missing: Vec<(String, Vec<usize>)>,
+    mismatched: Vec<WrongShape>,
+}
+
+/// A tensor that was found but could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrongShape {
+    /// The tensor's name.
+    pub name: String,
+    /// The shape the network asked for.
+    pub expected: Vec<usize>,
+    /// The shape in the file, or `None` when the tensor was asked for twice (its values had
+    /// already moved into the first taker).
+    pub found: Option<Vec<usize>>,
+}
+
+/// Everything that did not fit while a network took its tensors from a [`TensorFile`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mismatches {
+    /// Requested tensors the file lacks, with the requested shape.
+    pub missing: Vec<(String, Vec<usize>)>,
+    /// Tensors found with another shape (or taken twice).
+    pub wrong_shape: Vec<WrongShape>,
+    /// Tensors of the file that nothing took or ignored, in sorted order.
+    pub unexpected: Vec<String>,
+}
+
+impl Mismatches {
+    /// Whether everything fitted.
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.wrong_shape.is_empty() && self.unexpected.is_empty()
+    }
+
+    /// The error for file `what`: `the weights do not fit the network:` then one line each for
+    /// the missing, wrongly shaped and unexpected tensors; `Ok` when everything fitted.
+    pub fn into_result(self, what: &str) -> Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let missing: Vec<String> = self
+            .missing
+            .iter()
+            .map(|(name, shape)| format!("{name} {}", fmt_dims(shape)))
+            .collect();
+        let wrong: Vec<String> = self
+            .wrong_shape
+            .iter()
+            .map(|w| match &w.found {
+                Some(found) => format!(
+                    "{}: expected {}, found {}",
+                    w.name,
+                    fmt_dims(&w.expected),
+                    fmt_dims(found)
+                ),
+                None => format!("{}: taken twice", w.name),
+            })
+            .collect();
+        let mut detail = String::from("the weights do not fit the network:");
+        for (label, list) in [
+            ("missing", &missing),
+            ("wrong shape", &wrong),
+            ("unexpected", &self.unexpected),
+        ] {
+            if !list.is_empty() {
+                detail.push_str(&format!("\n  {label}: {}", list.join(", ")));
+            }
+        }
+        Err(Error::format(what, detail))
+    }
 }
 
 impl TensorFile {
@@ -160,21 +234,25 @@ impl TensorFile {
     ) -> Param<Tensor<B, D>> {
         let tensor = match self.tensors.get_mut(name) {
             None => {
-                self.missing.push(format!("{name} {}", fmt_dims(&shape)));
+                self.missing.push((name.to_string(), shape.to_vec()));
                 Tensor::zeros(shape, device)
             }
             Some((found, _)) if found.as_slice() != shape.as_slice() => {
-                self.mismatched.push(format!(
-                    "{name}: expected {}, found {}",
-                    fmt_dims(&shape),
-                    fmt_dims(found)
-                ));
+                self.mismatched.push(WrongShape {
+                    name: name.to_string(),
+                    expected: shape.to_vec(),
+                    found: Some(found.clone()),
+                });
                 self.used.insert(name.to_string());
                 Tensor::zeros(shape, device)
             }
             Some(_) if self.taken.contains(name) => {
                 // The values were moved into the first taker; a second take is a loader bug.
-                self.mismatched.push(format!("{name}: taken twice"));
+                self.mismatched.push(WrongShape {
+                    name: name.to_string(),
+                    expected: shape.to_vec(),
+                    found: None,
+                });
                 Tensor::zeros(shape, device)
             }
             Some((_, values)) => {
@@ -193,31 +271,35 @@ impl TensorFile {
         self.used.extend(names.into_iter().map(Into::into));
     }
 
+    /// What did not fit so far: the missing and wrongly shaped tensors, and the tensors nothing
+    /// has taken or ignored yet.
+    pub fn mismatches(&self) -> Mismatches {
+        Mismatches {
+            missing: self.missing.clone(),
+            wrong_shape: self.mismatched.clone(),
+            unexpected: self
+                .tensors
+                .keys()
+                .filter(|k| !self.used.contains(*k))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// The name the file was opened under (its path), as errors show it.
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    /// Like [`finish`](Self::finish) without consuming the file.
+    pub fn check(&self) -> Result<()> {
+        self.mismatches().into_result(&self.what)
+    }
+
     /// Succeeds if every requested tensor was found with its shape and none was left over;
     /// otherwise one [`Error::Format`] lists the missing, mismatched and unexpected tensors.
     pub fn finish(self) -> Result<()> {
-        let unexpected: Vec<&String> = self
-            .tensors
-            .keys()
-            .filter(|k| !self.used.contains(*k))
-            .collect();
-        if self.missing.is_empty() && self.mismatched.is_empty() && unexpected.is_empty() {
-            return Ok(());
-        }
-        let mut detail = String::from("the weights do not fit the network:");
-        for (label, list) in [
-            ("missing", &self.missing),
-            ("wrong shape", &self.mismatched),
-        ] {
-            if !list.is_empty() {
-                detail.push_str(&format!("\n  {label}: {}", list.join(", ")));
-            }
-        }
-        if !unexpected.is_empty() {
-            let names: Vec<&str> = unexpected.iter().map(|s| s.as_str()).collect();
-            detail.push_str(&format!("\n  unexpected: {}", names.join(", ")));
-        }
-        Err(Error::format(self.what, detail))
+        self.check()
     }
 }
 
