@@ -1,98 +1,18 @@
-//! The building blocks of guided-diffusion's `UNetModel` (`guided_diffusion/unet.py`) and the
-//! parameter sources the network is built from (random initialisation, a weight file, a name and
-//! shape recorder).
+//! The building blocks of guided-diffusion's `UNetModel` (`guided_diffusion/unet.py`), built
+//! from a [`Weights`] builder with PyTorch's default initialisation for random weights.
 
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, Linear, PaddingConfig2d};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::module::avg_pool2d;
-use burn::tensor::{Distribution, Tensor, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 
-use crate::weights::TensorFile;
-
-/// How a parameter is filled when the network is built with random weights (PyTorch's defaults).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Fill {
-    /// Uniform in `[-bound, bound]` (PyTorch's conv / linear default: `bound = 1 / sqrt(fan_in)`).
-    Uniform(f64),
-    /// Standard normal (PyTorch's `nn.Embedding`).
-    Normal,
-    /// All ones (normalisation scales).
-    Ones,
-    /// All zeros (normalisation shifts, and the convolutions guided-diffusion `zero_module`s).
-    Zeros,
-}
-
-/// Where the parameters come from while the network is built. Every parameter is requested with
-/// guided-diffusion's name and PyTorch shape.
-pub(crate) trait Source<B: Backend> {
-    fn param<const D: usize>(
-        &mut self,
-        name: &str,
-        shape: [usize; D],
-        fill: Fill,
-    ) -> Param<Tensor<B, D>>;
-}
-
-/// Random weights, as PyTorch initialises the reference modules.
-pub(crate) struct Random<'a, B: Backend>(pub &'a B::Device);
-
-impl<B: Backend> Source<B> for Random<'_, B> {
-    fn param<const D: usize>(
-        &mut self,
-        _name: &str,
-        shape: [usize; D],
-        fill: Fill,
-    ) -> Param<Tensor<B, D>> {
-        let t = match fill {
-            Fill::Uniform(b) => Tensor::random(shape, Distribution::Uniform(-b, b), self.0),
-            Fill::Normal => Tensor::random(shape, Distribution::Normal(0.0, 1.0), self.0),
-            Fill::Ones => Tensor::ones(shape, self.0),
-            Fill::Zeros => Tensor::zeros(shape, self.0),
-        };
-        Param::from_tensor(t)
-    }
-}
-
-/// Weights taken by name from a tensor file.
-pub(crate) struct FromFile<'a, 'f, B: Backend> {
-    pub file: &'f mut TensorFile,
-    pub device: &'a B::Device,
-}
-
-impl<B: Backend> Source<B> for FromFile<'_, '_, B> {
-    fn param<const D: usize>(
-        &mut self,
-        name: &str,
-        shape: [usize; D],
-        _fill: Fill,
-    ) -> Param<Tensor<B, D>> {
-        self.file.take(name, shape, self.device)
-    }
-}
-
-/// Records names and shapes; hands out one-element placeholders (the network it builds is never run).
-pub(crate) struct Recorder<'a, B: Backend> {
-    pub device: &'a B::Device,
-    pub seen: Vec<(String, Vec<usize>)>,
-}
-
-impl<B: Backend> Source<B> for Recorder<'_, B> {
-    fn param<const D: usize>(
-        &mut self,
-        name: &str,
-        shape: [usize; D],
-        _fill: Fill,
-    ) -> Param<Tensor<B, D>> {
-        self.seen.push((name.to_string(), shape.to_vec()));
-        Param::from_tensor(Tensor::zeros([1; D], self.device))
-    }
-}
+use crate::weights::{Init, Weights};
 
 /// A 2-D convolution `prefix.weight` / `prefix.bias` (square kernel, symmetric padding).
-pub(crate) fn conv<B: Backend, S: Source<B>>(
-    src: &mut S,
+pub(crate) fn conv<B: Backend>(
+    src: &Weights<'_, B>,
     prefix: &str,
     [cin, cout]: [usize; 2],
     kernel: usize,
@@ -101,18 +21,18 @@ pub(crate) fn conv<B: Backend, S: Source<B>>(
 ) -> Conv2d<B> {
     let bound = 1.0 / ((cin * kernel * kernel) as f64).sqrt();
     let fill = if zero {
-        Fill::Zeros
+        Init::Zeros
     } else {
-        Fill::Uniform(bound)
+        Init::uniform(bound)
     };
     let pad = kernel / 2;
     Conv2d {
-        weight: src.param(
+        weight: src.tensor(
             &format!("{prefix}.weight"),
             [cout, cin, kernel, kernel],
-            fill,
+            fill.clone(),
         ),
-        bias: Some(src.param(&format!("{prefix}.bias"), [cout], fill)),
+        bias: Some(src.tensor(&format!("{prefix}.bias"), [cout], fill)),
         stride: [stride, stride],
         kernel_size: [kernel, kernel],
         dilation: [1, 1],
@@ -123,8 +43,8 @@ pub(crate) fn conv<B: Backend, S: Source<B>>(
 
 /// A linear layer from PyTorch's `[out, in]` weight (`nn.Linear`) or `[out, in, 1]` weight
 /// (`nn.Conv1d` with kernel 1), stored transposed as burn's `[in, out]`.
-pub(crate) fn linear<B: Backend, S: Source<B>>(
-    src: &mut S,
+pub(crate) fn linear<B: Backend>(
+    src: &Weights<'_, B>,
     prefix: &str,
     [cin, cout]: [usize; 2],
     conv1d: bool,
@@ -132,34 +52,34 @@ pub(crate) fn linear<B: Backend, S: Source<B>>(
 ) -> Linear<B> {
     let bound = 1.0 / (cin as f64).sqrt();
     let fill = if zero {
-        Fill::Zeros
+        Init::Zeros
     } else {
-        Fill::Uniform(bound)
+        Init::uniform(bound)
     };
     let name = format!("{prefix}.weight");
     let weight = if conv1d {
-        let w = src.param(&name, [cout, cin, 1], fill).val();
+        let w = src.tensor(&name, [cout, cin, 1], fill.clone()).val();
         let [o, i, _] = w.dims();
         w.reshape([o, i])
     } else {
-        src.param(&name, [cout, cin], fill).val()
+        src.tensor(&name, [cout, cin], fill.clone()).val()
     };
     Linear {
         // Detached: a transposed parameter is no leaf, and autodiff backends refuse to track it.
         weight: Param::from_tensor(weight.transpose().detach()),
-        bias: Some(src.param(&format!("{prefix}.bias"), [cout], fill)),
+        bias: Some(src.tensor(&format!("{prefix}.bias"), [cout], fill)),
     }
 }
 
 /// guided-diffusion's `normalization(channels)`: `GroupNorm32(32, channels)`, eps 1e-5.
-pub(crate) fn norm<B: Backend, S: Source<B>>(
-    src: &mut S,
+pub(crate) fn norm<B: Backend>(
+    src: &Weights<'_, B>,
     prefix: &str,
     channels: usize,
 ) -> GroupNorm<B> {
     GroupNorm {
-        gamma: Some(src.param(&format!("{prefix}.weight"), [channels], Fill::Ones)),
-        beta: Some(src.param(&format!("{prefix}.bias"), [channels], Fill::Zeros)),
+        gamma: Some(src.tensor(&format!("{prefix}.weight"), [channels], Init::Ones)),
+        beta: Some(src.tensor(&format!("{prefix}.bias"), [channels], Init::Zeros)),
         num_groups: GROUPS,
         num_channels: channels,
         epsilon: 1e-5,
@@ -228,7 +148,7 @@ pub(crate) struct ResSpec {
 }
 
 impl<B: Backend> ResBlock<B> {
-    pub(crate) fn build<S: Source<B>>(src: &mut S, p: &str, s: &ResSpec) -> Self {
+    pub(crate) fn build(src: &Weights<'_, B>, p: &str, s: &ResSpec) -> Self {
         let (c, o) = (s.channels, s.out_channels);
         let emb_out = if s.scale_shift { 2 * o } else { o };
         Self {
@@ -292,8 +212,8 @@ pub(crate) struct AttentionBlock<B: Backend> {
 }
 
 impl<B: Backend> AttentionBlock<B> {
-    pub(crate) fn build<S: Source<B>>(
-        src: &mut S,
+    pub(crate) fn build(
+        src: &Weights<'_, B>,
         p: &str,
         channels: usize,
         heads: usize,
@@ -362,8 +282,8 @@ pub(crate) struct Resample<B: Backend> {
 }
 
 impl<B: Backend> Resample<B> {
-    pub(crate) fn build<S: Source<B>>(
-        src: &mut S,
+    pub(crate) fn build(
+        src: &Weights<'_, B>,
         p: &str,
         channels: usize,
         use_conv: bool,

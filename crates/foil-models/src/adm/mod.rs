@@ -23,14 +23,13 @@ use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, Linear};
 use burn::tensor::activation::silu;
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{Distribution, Tensor, TensorData, backend::Backend};
 use foil_core::tensor::fmt_dims;
 use foil_core::{Denoiser, DenoiserOutput, Error, Result};
 
-use crate::weights::TensorFile;
+use crate::weights::{Init, TensorFile, Weights};
 use blocks::{
-    AttentionBlock, Block, Fill, FromFile, GROUPS, Layer, Random, Recorder, ResBlock, ResSpec,
-    Resample, Source, Updown, conv, linear, norm,
+    AttentionBlock, Block, GROUPS, Layer, ResBlock, ResSpec, Resample, Updown, conv, linear, norm,
 };
 
 /// The hyper-parameters of guided-diffusion's `UNetModel`, with the same names and meanings.
@@ -256,15 +255,15 @@ impl AdmConfig {
     /// The network with random weights (PyTorch's default initialisation; the convolutions
     /// guided-diffusion zero-initialises start at zero, so a fresh network outputs zeros).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<Adm<B>> {
-        self.validate()?;
-        Ok(self.build(&mut Random(device)))
+        self.build(&Weights::random(device))
     }
 
     /// The network with weights from `file`, by guided-diffusion's state-dict names. Every
     /// missing, wrongly shaped or unexpected tensor is reported in one error.
-    pub fn load<B: Backend>(&self, mut file: TensorFile, device: &B::Device) -> Result<Adm<B>> {
-        let model = self.take_from(&mut file, device)?;
-        file.finish()?;
+    pub fn load<B: Backend>(&self, file: TensorFile, device: &B::Device) -> Result<Adm<B>> {
+        let w = Weights::from_file(file, device);
+        let model = self.build(&w)?;
+        w.finish()?;
         Ok(model)
     }
 
@@ -285,8 +284,7 @@ impl AdmConfig {
         file: &mut TensorFile,
         device: &B::Device,
     ) -> Result<Adm<B>> {
-        self.validate()?;
-        Ok(self.build(&mut FromFile { file, device }))
+        self.build(&Weights::from_file_mut(file, device))
     }
 
     /// The tensors [`load`](Self::load) takes, in order: guided-diffusion's names and PyTorch
@@ -295,13 +293,9 @@ impl AdmConfig {
         &self,
         device: &B::Device,
     ) -> Result<Vec<(String, Vec<usize>)>> {
-        self.validate()?;
-        let mut rec = Recorder::<B> {
-            device,
-            seen: Vec::new(),
-        };
-        let _placeholder = self.build(&mut rec);
-        Ok(rec.seen)
+        let w = Weights::<B>::recorder(device);
+        let _placeholder = self.build(&w)?;
+        Ok(w.recorded())
     }
 
     fn res_spec(&self, channels: usize, out_channels: usize, updown: Updown) -> ResSpec {
@@ -314,18 +308,25 @@ impl AdmConfig {
         }
     }
 
-    /// Mirrors `UNetModel.__init__`, requesting every parameter from `src` by name.
-    fn build<B: Backend, S: Source<B>>(&self, src: &mut S) -> Adm<B> {
+    /// The network with its parameters from `src` by guided-diffusion's names (under `src`'s
+    /// prefix), mirroring `UNetModel.__init__`; random parameters follow PyTorch's defaults
+    /// (`Uniform(+-1 / sqrt(fan_in))`, `Normal(0, 1)` for `label_emb`), drawn in build order.
+    pub fn build<B: Backend>(&self, src: &Weights<'_, B>) -> Result<Adm<B>> {
+        self.validate()?;
         let mc = self.model_channels;
         let ted = self.time_embed_dim();
         let time_embed = [
             linear(src, "time_embed.0", [mc, ted], false, false),
             linear(src, "time_embed.2", [ted, ted], false, false),
         ];
-        let label_emb = self
-            .num_classes
-            .map(|k| src.param("label_emb.weight", [k, ted], Fill::Normal));
-        let attn = |src: &mut S, p: &str, ch: usize, up: bool| {
+        let label_emb = self.num_classes.map(|k| {
+            src.tensor(
+                "label_emb.weight",
+                [k, ted],
+                Init::Draw(Distribution::Normal(0.0, 1.0)),
+            )
+        });
+        let attn = |src: &Weights<'_, B>, p: &str, ch: usize, up: bool| {
             Layer::Attn(AttentionBlock::build(
                 src,
                 p,
@@ -429,7 +430,7 @@ impl AdmConfig {
             }
         }
 
-        Adm {
+        Ok(Adm {
             time_embed_0: time_embed[0].clone(),
             time_embed_2: time_embed[1].clone(),
             label_emb,
@@ -443,7 +444,7 @@ impl AdmConfig {
             learn_sigma: self.learn_sigma,
             num_classes: self.num_classes,
             levels,
-        }
+        })
     }
 }
 

@@ -1,185 +1,69 @@
 //! Building blocks shared by the Kandinsky 2.2 UNet and MoVQ, after diffusers 0.31.0
 //! (`models/resnet.py`, `models/attention_processor.py`, `models/embeddings.py`).
 
-use burn::module::{Initializer, Module, Param};
+use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{
-    GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d,
-};
+use burn::nn::{GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, PaddingConfig2d};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 use crate::lora::LoraDelta;
-use crate::weights::TensorFile;
+use crate::weights::Weights;
 
-/// Where the weights of a network being built come from: fresh random values, or tensors taken
-/// by their diffusers names from a [`TensorFile`].
-pub struct Source<'a> {
-    file: Option<&'a mut TensorFile>,
-    zeros: bool,
+/// A torch `nn.Conv2d(c_in, c_out, k, stride, padding)` with bias named `name`; `padding` is
+/// (top, left, bottom, right); random: burn's default initialiser.
+pub(crate) fn conv<B: Backend>(
+    src: &Weights<'_, B>,
+    name: &str,
+    [c_in, c_out]: [usize; 2],
+    k: usize,
+    stride: usize,
+    [t, l, b, r]: [usize; 4],
+) -> Conv2d<B> {
+    let config = Conv2dConfig::new([c_in, c_out], [k, k])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(t, l, b, r));
+    src.conv2d(name, &config)
 }
 
-impl<'a> Source<'a> {
-    /// Random weights (burn's default initialisers).
-    pub fn random() -> Self {
-        Self {
-            file: None,
-            zeros: false,
-        }
-    }
+/// A "same" 3x3 convolution (padding 1).
+pub(crate) fn conv3<B: Backend>(
+    src: &Weights<'_, B>,
+    name: &str,
+    c_in: usize,
+    c_out: usize,
+) -> Conv2d<B> {
+    conv(src, name, [c_in, c_out], 3, 1, [1; 4])
+}
 
-    /// All-zero weights (norm scales one): cheap, for counting parameters of big networks.
-    pub fn zeros() -> Self {
-        Self {
-            file: None,
-            zeros: true,
-        }
-    }
+/// A 1x1 convolution.
+pub(crate) fn conv1<B: Backend>(
+    src: &Weights<'_, B>,
+    name: &str,
+    c_in: usize,
+    c_out: usize,
+) -> Conv2d<B> {
+    conv(src, name, [c_in, c_out], 1, 1, [0; 4])
+}
 
-    /// Weights from `file`, by name.
-    pub fn file(file: &'a mut TensorFile) -> Self {
-        Self {
-            file: Some(file),
-            zeros: false,
-        }
-    }
+/// A torch `nn.GroupNorm(groups, channels, eps)` with affine weights, named `name`.
+pub(crate) fn group_norm<B: Backend>(
+    src: &Weights<'_, B>,
+    name: &str,
+    groups: usize,
+    channels: usize,
+    eps: f64,
+) -> GroupNorm<B> {
+    src.group_norm(
+        name,
+        &GroupNormConfig::new(groups, channels).with_epsilon(eps),
+    )
+}
 
-    /// Whether the weight file (if any) holds a tensor of this name.
-    pub fn contains(&self, name: &str) -> bool {
-        self.file.as_ref().is_some_and(|f| f.contains(name))
-    }
-
-    fn init(&self) -> Option<Initializer> {
-        // When loading, skip random initialisation: the values are replaced at once.
-        (self.zeros || self.file.is_some()).then_some(Initializer::Zeros)
-    }
-
-    /// A plain tensor parameter named `name` (random values in `[-1, 1]` when not loading).
-    pub fn param<B: Backend, const D: usize>(
-        &mut self,
-        name: &str,
-        shape: [usize; D],
-        device: &B::Device,
-    ) -> Param<Tensor<B, D>> {
-        match self.file.as_deref_mut() {
-            Some(file) => file.take(name, shape, device),
-            None if self.zeros => Initializer::Zeros.init(shape, device),
-            None => Initializer::Uniform {
-                min: -1.0,
-                max: 1.0,
-            }
-            .init(shape, device),
-        }
-    }
-
-    /// A torch `nn.Linear(d_in, d_out, bias)` named `name` (weights `[out, in]`, transposed).
-    pub fn linear<B: Backend>(
-        &mut self,
-        name: &str,
-        d_in: usize,
-        d_out: usize,
-        bias: bool,
-        device: &B::Device,
-    ) -> Linear<B> {
-        let mut config = LinearConfig::new(d_in, d_out).with_bias(bias);
-        if let Some(init) = self.init() {
-            config = config.with_initializer(init);
-        }
-        let mut linear = config.init(device);
-        if let Some(file) = self.file.as_deref_mut() {
-            let w = file.take::<B, 2>(&format!("{name}.weight"), [d_out, d_in], device);
-            linear.weight = Param::from_tensor(w.val().transpose().detach());
-            if bias {
-                linear.bias = Some(file.take(&format!("{name}.bias"), [d_out], device));
-            }
-        }
-        linear
-    }
-
-    /// A torch `nn.Conv2d(c_in, c_out, k, stride, padding)` with bias, named `name`; `padding`
-    /// is (top, left, bottom, right).
-    #[allow(clippy::too_many_arguments)]
-    pub fn conv<B: Backend>(
-        &mut self,
-        name: &str,
-        c_in: usize,
-        c_out: usize,
-        k: usize,
-        stride: usize,
-        padding: [usize; 4],
-        device: &B::Device,
-    ) -> Conv2d<B> {
-        let [t, l, b, r] = padding;
-        let mut config = Conv2dConfig::new([c_in, c_out], [k, k])
-            .with_stride([stride, stride])
-            .with_padding(PaddingConfig2d::Explicit(t, l, b, r));
-        if let Some(init) = self.init() {
-            config = config.with_initializer(init);
-        }
-        let mut conv = config.init(device);
-        if let Some(file) = self.file.as_deref_mut() {
-            conv.weight = file.take(&format!("{name}.weight"), [c_out, c_in, k, k], device);
-            conv.bias = Some(file.take(&format!("{name}.bias"), [c_out], device));
-        }
-        conv
-    }
-
-    /// A "same" 3x3 convolution (padding 1).
-    pub fn conv3<B: Backend>(
-        &mut self,
-        name: &str,
-        c_in: usize,
-        c_out: usize,
-        device: &B::Device,
-    ) -> Conv2d<B> {
-        self.conv(name, c_in, c_out, 3, 1, [1; 4], device)
-    }
-
-    /// A 1x1 convolution.
-    pub fn conv1<B: Backend>(
-        &mut self,
-        name: &str,
-        c_in: usize,
-        c_out: usize,
-        device: &B::Device,
-    ) -> Conv2d<B> {
-        self.conv(name, c_in, c_out, 1, 1, [0; 4], device)
-    }
-
-    /// A torch `nn.GroupNorm(groups, channels, eps)` with affine weights, named `name`.
-    pub fn group_norm<B: Backend>(
-        &mut self,
-        name: &str,
-        groups: usize,
-        channels: usize,
-        eps: f64,
-        device: &B::Device,
-    ) -> GroupNorm<B> {
-        let mut norm = GroupNormConfig::new(groups, channels)
-            .with_epsilon(eps)
-            .init(device);
-        if let Some(file) = self.file.as_deref_mut() {
-            norm.gamma = Some(file.take(&format!("{name}.weight"), [channels], device));
-            norm.beta = Some(file.take(&format!("{name}.bias"), [channels], device));
-        }
-        norm
-    }
-
-    /// A torch `nn.LayerNorm(dim)` (eps 1e-5) named `name`.
-    pub fn layer_norm<B: Backend>(
-        &mut self,
-        name: &str,
-        dim: usize,
-        device: &B::Device,
-    ) -> LayerNorm<B> {
-        let mut norm = LayerNormConfig::new(dim).init(device);
-        if let Some(file) = self.file.as_deref_mut() {
-            norm.gamma = file.take(&format!("{name}.weight"), [dim], device);
-            norm.beta = Some(file.take(&format!("{name}.bias"), [dim], device));
-        }
-        norm
-    }
+/// A torch `nn.LayerNorm(dim)` (eps 1e-5) named `name`.
+pub(crate) fn layer_norm<B: Backend>(src: &Weights<'_, B>, name: &str, dim: usize) -> LayerNorm<B> {
+    src.layer_norm(name, &LayerNormConfig::new(dim))
 }
 
 /// Whether `groups` divides every width in `widths`, the condition every GroupNorm needs.
@@ -276,24 +160,23 @@ pub struct ResnetBlock2D<B: Backend> {
 impl<B: Backend> ResnetBlock2D<B> {
     /// Builds the block named `name` (`{name}.norm1.weight`, ...).
     pub fn new(
-        src: &mut Source,
+        src: &Weights<'_, B>,
         name: &str,
         c_in: usize,
         c_out: usize,
         o: ResnetOptions,
-        device: &B::Device,
     ) -> Self {
         let proj_out = if o.scale_shift { 2 * c_out } else { c_out };
         Self {
-            norm1: src.group_norm(&format!("{name}.norm1"), o.groups, c_in, o.eps, device),
-            conv1: src.conv3(&format!("{name}.conv1"), c_in, c_out, device),
+            norm1: group_norm(src, &format!("{name}.norm1"), o.groups, c_in, o.eps),
+            conv1: conv3(src, &format!("{name}.conv1"), c_in, c_out),
             time_emb_proj: o
                 .temb_channels
-                .map(|t| src.linear(&format!("{name}.time_emb_proj"), t, proj_out, true, device)),
-            norm2: src.group_norm(&format!("{name}.norm2"), o.groups, c_out, o.eps, device),
-            conv2: src.conv3(&format!("{name}.conv2"), c_out, c_out, device),
+                .map(|t| src.linear(&format!("{name}.time_emb_proj"), t, proj_out, true)),
+            norm2: group_norm(src, &format!("{name}.norm2"), o.groups, c_out, o.eps),
+            conv2: conv3(src, &format!("{name}.conv2"), c_out, c_out),
             conv_shortcut: (c_in != c_out)
-                .then(|| src.conv1(&format!("{name}.conv_shortcut"), c_in, c_out, device)),
+                .then(|| conv1(src, &format!("{name}.conv_shortcut"), c_in, c_out)),
             scale_shift: o.scale_shift,
             up: o.up,
             down: o.down,
@@ -424,42 +307,23 @@ impl<B: Backend> AddedKvAttention<B> {
     /// Builds the layer named `name` for `channels` image channels in heads of `head_dim`, with
     /// conditioning tokens of width `cross_dim`.
     pub fn new(
-        src: &mut Source,
+        src: &Weights<'_, B>,
         name: &str,
         channels: usize,
         head_dim: usize,
         cross_dim: usize,
         groups: usize,
-        device: &B::Device,
     ) -> Self {
         let heads = channels / head_dim;
         let inner = heads * head_dim;
         Self {
-            group_norm: src.group_norm(
-                &format!("{name}.group_norm"),
-                groups,
-                channels,
-                1e-5,
-                device,
-            ),
-            to_q: src.linear(&format!("{name}.to_q"), channels, inner, true, device),
-            to_k: src.linear(&format!("{name}.to_k"), channels, inner, true, device),
-            to_v: src.linear(&format!("{name}.to_v"), channels, inner, true, device),
-            add_k_proj: src.linear(
-                &format!("{name}.add_k_proj"),
-                cross_dim,
-                inner,
-                true,
-                device,
-            ),
-            add_v_proj: src.linear(
-                &format!("{name}.add_v_proj"),
-                cross_dim,
-                inner,
-                true,
-                device,
-            ),
-            to_out: src.linear(&format!("{name}.to_out.0"), inner, channels, true, device),
+            group_norm: group_norm(src, &format!("{name}.group_norm"), groups, channels, 1e-5),
+            to_q: src.linear(&format!("{name}.to_q"), channels, inner, true),
+            to_k: src.linear(&format!("{name}.to_k"), channels, inner, true),
+            to_v: src.linear(&format!("{name}.to_v"), channels, inner, true),
+            add_k_proj: src.linear(&format!("{name}.add_k_proj"), cross_dim, inner, true),
+            add_v_proj: src.linear(&format!("{name}.add_v_proj"), cross_dim, inner, true),
+            to_out: src.linear(&format!("{name}.to_out.0"), inner, channels, true),
             heads,
             lora_q: None,
             lora_k: None,

@@ -6,7 +6,7 @@
 //! decoder conditioned on the latents themselves. The codebook is kept (and loaded) so the
 //! parameter count matches the published model, but no step uses it.
 
-use burn::module::{Module, Param};
+use burn::module::{Initializer, Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, Linear};
 use burn::tensor::activation::silu;
@@ -15,10 +15,10 @@ use foil_core::tensor::fmt_dims;
 use foil_core::{Error, Result};
 
 use super::blocks::{
-    Source, attention, groups_divide, merge_heads, split_heads, upsample_nearest,
-    upsample_nearest2x,
+    attention, conv, conv1, conv3, group_norm, groups_divide, merge_heads, split_heads,
+    upsample_nearest, upsample_nearest2x,
 };
-use crate::weights::TensorFile;
+use crate::weights::{Init, TensorFile, Weights};
 
 /// Groups of every `SpatialNorm` (fixed at 32 in diffusers).
 const SPATIAL_GROUPS: usize = 32;
@@ -144,27 +144,26 @@ impl MoVqConfig {
         Ok(())
     }
 
-    /// The autoencoder with random weights.
+    /// The autoencoder with random weights (burn's default initialisers; the codebook uniform
+    /// in `[-1, 1]`).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<MoVq<B>> {
-        self.validate()?;
-        Ok(self.build(&mut Source::random(), device))
+        self.build(&Weights::random(device))
     }
 
     /// The autoencoder with all-zero weights (norm scales one), allocated lazily by the OS on
     /// CPU backends: a cheap way to count parameters.
     pub fn init_zeros<B: Backend>(&self, device: &B::Device) -> Result<MoVq<B>> {
-        self.validate()?;
-        Ok(self.build(&mut Source::zeros(), device))
+        self.build(&Weights::zeros(device))
     }
 
     /// The autoencoder with weights from `file`, by diffusers' `VQModel` state-dict names
     /// (`encoder.conv_in.weight`, `decoder.up_blocks.0.attentions.0.spatial_norm.conv_y.weight`,
     /// ...; attention weights also under their pre-0.15 names `query`/`key`/`value`/`proj_attn`).
     /// Every missing, wrongly shaped or unexpected tensor is reported in one error.
-    pub fn load<B: Backend>(&self, mut file: TensorFile, device: &B::Device) -> Result<MoVq<B>> {
-        self.validate()?;
-        let net = self.build(&mut Source::file(&mut file), device);
-        file.finish()?;
+    pub fn load<B: Backend>(&self, file: TensorFile, device: &B::Device) -> Result<MoVq<B>> {
+        let w = Weights::from_file(file, device);
+        let net = self.build(&w)?;
+        w.finish()?;
         Ok(net)
     }
 
@@ -175,11 +174,12 @@ impl MoVqConfig {
         file: &mut TensorFile,
         device: &B::Device,
     ) -> Result<MoVq<B>> {
-        self.validate()?;
-        Ok(self.build(&mut Source::file(file), device))
+        self.build(&Weights::from_file_mut(file, device))
     }
 
-    fn build<B: Backend>(&self, src: &mut Source, device: &B::Device) -> MoVq<B> {
+    /// The autoencoder with its parameters from `src`, by diffusers' names under `src`'s prefix.
+    pub fn build<B: Backend>(&self, src: &Weights<'_, B>) -> Result<MoVq<B>> {
+        self.validate()?;
         let ch = &self.block_out_channels;
         let levels = ch.len();
         let g = self.norm_num_groups;
@@ -203,7 +203,6 @@ impl MoVqConfig {
                     c_out,
                     Some(g),
                     zq,
-                    device,
                 ));
                 if self.down_block_attention[i] {
                     attentions.push(VaeAttention::new(
@@ -212,20 +211,18 @@ impl MoVqConfig {
                         c_out,
                         Some(g),
                         zq,
-                        device,
                     ));
                 }
             }
             let sampler = (i + 1 < levels).then(|| {
                 // Downsample2D(padding=0): pad right and bottom by one, 3x3 stride-2 convolution.
-                src.conv(
+                conv(
+                    src,
                     &format!("{name}.downsamplers.0.conv"),
-                    c_out,
-                    c_out,
+                    [c_out, c_out],
                     3,
                     2,
                     [0, 0, 1, 1],
-                    device,
                 )
             });
             down.push(VaeBlock {
@@ -235,10 +232,10 @@ impl MoVqConfig {
             });
         }
         let c_mid = ch[levels - 1];
-        let enc_mid = self.mid(src, "encoder.mid_block", c_mid, Some(g), device);
+        let enc_mid = self.mid(src, "encoder.mid_block", c_mid, Some(g));
 
         // Decoder.
-        let dec_mid = self.mid(src, "decoder.mid_block", c_mid, None, device);
+        let dec_mid = self.mid(src, "decoder.mid_block", c_mid, None);
         let mut up = Vec::with_capacity(levels);
         let rev: Vec<usize> = ch.iter().rev().copied().collect();
         let mut c_out = rev[0];
@@ -257,7 +254,6 @@ impl MoVqConfig {
                     c_out,
                     None,
                     zq,
-                    device,
                 ));
                 if self.up_block_attention[i] {
                     attentions.push(VaeAttention::new(
@@ -266,12 +262,11 @@ impl MoVqConfig {
                         c_out,
                         None,
                         zq,
-                        device,
                     ));
                 }
             }
             let sampler = (i + 1 < levels)
-                .then(|| src.conv3(&format!("{name}.upsamplers.0.conv"), c_out, c_out, device));
+                .then(|| conv3(src, &format!("{name}.upsamplers.0.conv"), c_out, c_out));
             up.push(VaeBlock {
                 resnets,
                 attentions,
@@ -279,62 +274,49 @@ impl MoVqConfig {
             });
         }
 
-        MoVq {
-            encoder_conv_in: src.conv3("encoder.conv_in", self.in_channels, ch[0], device),
+        Ok(MoVq {
+            encoder_conv_in: conv3(src, "encoder.conv_in", self.in_channels, ch[0]),
             encoder_down: down,
             encoder_mid: enc_mid,
-            encoder_norm_out: src.group_norm("encoder.conv_norm_out", g, c_mid, EPS, device),
-            encoder_conv_out: src.conv3("encoder.conv_out", c_mid, self.latent_channels, device),
-            quant_conv: src.conv1(
-                "quant_conv",
-                self.latent_channels,
-                self.vq_embed_dim,
-                device,
-            ),
-            codebook: src.param(
+            encoder_norm_out: group_norm(src, "encoder.conv_norm_out", g, c_mid, EPS),
+            encoder_conv_out: conv3(src, "encoder.conv_out", c_mid, self.latent_channels),
+            quant_conv: conv1(src, "quant_conv", self.latent_channels, self.vq_embed_dim),
+            codebook: src.tensor(
                 "quantize.embedding.weight",
                 [self.num_vq_embeddings, self.vq_embed_dim],
-                device,
+                Init::lazy(Initializer::Uniform {
+                    min: -1.0,
+                    max: 1.0,
+                }),
             ),
-            post_quant_conv: src.conv1(
+            post_quant_conv: conv1(
+                src,
                 "post_quant_conv",
                 self.vq_embed_dim,
                 self.latent_channels,
-                device,
             ),
-            decoder_conv_in: src.conv3("decoder.conv_in", self.latent_channels, c_mid, device),
+            decoder_conv_in: conv3(src, "decoder.conv_in", self.latent_channels, c_mid),
             decoder_mid: dec_mid,
             decoder_up: up,
-            decoder_norm_out: Norm::new(src, "decoder.conv_norm_out", ch[0], None, zq, device),
-            decoder_conv_out: src.conv3("decoder.conv_out", ch[0], self.out_channels, device),
+            decoder_norm_out: Norm::new(src, "decoder.conv_norm_out", ch[0], None, zq),
+            decoder_conv_out: conv3(src, "decoder.conv_out", ch[0], self.out_channels),
             in_channels: self.in_channels,
             latent_channels: self.latent_channels,
             downscale: self.downscale(),
-        }
+        })
     }
 
     fn mid<B: Backend>(
         &self,
-        src: &mut Source,
+        src: &Weights<'_, B>,
         name: &str,
         c: usize,
         groups: Option<usize>,
-        device: &B::Device,
     ) -> VaeBlock<B> {
         let zq = self.latent_channels;
         VaeBlock {
             resnets: (0..2)
-                .map(|j| {
-                    VaeResnet::new(
-                        src,
-                        &format!("{name}.resnets.{j}"),
-                        c,
-                        c,
-                        groups,
-                        zq,
-                        device,
-                    )
-                })
+                .map(|j| VaeResnet::new(src, &format!("{name}.resnets.{j}"), c, c, groups, zq))
                 .collect(),
             attentions: vec![VaeAttention::new(
                 src,
@@ -342,7 +324,6 @@ impl MoVqConfig {
                 c,
                 groups,
                 zq,
-                device,
             )],
             sampler: None,
         }
@@ -361,30 +342,17 @@ pub struct Norm<B: Backend> {
 impl<B: Backend> Norm<B> {
     /// A GroupNorm named `name` when `groups` is given, else a SpatialNorm named `name`
     /// (`{name}.norm_layer`, `{name}.conv_y`, `{name}.conv_b`) conditioned on `zq` channels.
-    fn new(
-        src: &mut Source,
-        name: &str,
-        c: usize,
-        groups: Option<usize>,
-        zq: usize,
-        device: &B::Device,
-    ) -> Self {
+    fn new(src: &Weights<'_, B>, name: &str, c: usize, groups: Option<usize>, zq: usize) -> Self {
         match groups {
             Some(g) => Self {
-                group: src.group_norm(name, g, c, EPS, device),
+                group: group_norm(src, name, g, c, EPS),
                 conv_y: None,
                 conv_b: None,
             },
             None => Self {
-                group: src.group_norm(
-                    &format!("{name}.norm_layer"),
-                    SPATIAL_GROUPS,
-                    c,
-                    EPS,
-                    device,
-                ),
-                conv_y: Some(src.conv1(&format!("{name}.conv_y"), zq, c, device)),
-                conv_b: Some(src.conv1(&format!("{name}.conv_b"), zq, c, device)),
+                group: group_norm(src, &format!("{name}.norm_layer"), SPATIAL_GROUPS, c, EPS),
+                conv_y: Some(conv1(src, &format!("{name}.conv_y"), zq, c)),
+                conv_b: Some(conv1(src, &format!("{name}.conv_b"), zq, c)),
             },
         }
     }
@@ -415,21 +383,20 @@ pub struct VaeResnet<B: Backend> {
 
 impl<B: Backend> VaeResnet<B> {
     fn new(
-        src: &mut Source,
+        src: &Weights<'_, B>,
         name: &str,
         c_in: usize,
         c_out: usize,
         groups: Option<usize>,
         zq: usize,
-        device: &B::Device,
     ) -> Self {
         Self {
-            norm1: Norm::new(src, &format!("{name}.norm1"), c_in, groups, zq, device),
-            conv1: src.conv3(&format!("{name}.conv1"), c_in, c_out, device),
-            norm2: Norm::new(src, &format!("{name}.norm2"), c_out, groups, zq, device),
-            conv2: src.conv3(&format!("{name}.conv2"), c_out, c_out, device),
+            norm1: Norm::new(src, &format!("{name}.norm1"), c_in, groups, zq),
+            conv1: conv3(src, &format!("{name}.conv1"), c_in, c_out),
+            norm2: Norm::new(src, &format!("{name}.norm2"), c_out, groups, zq),
+            conv2: conv3(src, &format!("{name}.conv2"), c_out, c_out),
             conv_shortcut: (c_in != c_out)
-                .then(|| src.conv1(&format!("{name}.conv_shortcut"), c_in, c_out, device)),
+                .then(|| conv1(src, &format!("{name}.conv_shortcut"), c_in, c_out)),
         }
     }
 
@@ -456,14 +423,7 @@ pub struct VaeAttention<B: Backend> {
 }
 
 impl<B: Backend> VaeAttention<B> {
-    fn new(
-        src: &mut Source,
-        name: &str,
-        c: usize,
-        groups: Option<usize>,
-        zq: usize,
-        device: &B::Device,
-    ) -> Self {
+    fn new(src: &Weights<'_, B>, name: &str, c: usize, groups: Option<usize>, zq: usize) -> Self {
         let norm_name = if groups.is_some() {
             "group_norm"
         } else {
@@ -477,11 +437,11 @@ impl<B: Backend> VaeAttention<B> {
             ["to_q", "to_k", "to_v", "to_out.0"]
         };
         Self {
-            norm: Norm::new(src, &format!("{name}.{norm_name}"), c, groups, zq, device),
-            to_q: src.linear(&format!("{name}.{q}"), c, c, true, device),
-            to_k: src.linear(&format!("{name}.{k}"), c, c, true, device),
-            to_v: src.linear(&format!("{name}.{v}"), c, c, true, device),
-            to_out: src.linear(&format!("{name}.{o}"), c, c, true, device),
+            norm: Norm::new(src, &format!("{name}.{norm_name}"), c, groups, zq),
+            to_q: src.linear(&format!("{name}.{q}"), c, c, true),
+            to_k: src.linear(&format!("{name}.{k}"), c, c, true),
+            to_v: src.linear(&format!("{name}.{v}"), c, c, true),
+            to_out: src.linear(&format!("{name}.{o}"), c, c, true),
         }
     }
 

@@ -11,11 +11,11 @@ use foil_core::tensor::fmt_dims;
 use foil_core::{Denoiser, DenoiserOutput, Error, Result};
 
 use super::blocks::{
-    AddedKvAttention, PROJECTION_NAMES, ResnetBlock2D, ResnetOptions, Source, groups_divide,
-    timestep_embedding,
+    AddedKvAttention, PROJECTION_NAMES, ResnetBlock2D, ResnetOptions, conv3, group_norm,
+    groups_divide, layer_norm, timestep_embedding,
 };
 use crate::lora::{LoraConfig, LoraDelta};
-use crate::weights::TensorFile;
+use crate::weights::{TensorFile, Weights};
 
 /// A down block of the Kandinsky UNet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,17 +220,15 @@ impl UNetConfig {
         Ok(())
     }
 
-    /// The network with random weights.
+    /// The network with random weights (burn's default initialisers).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<KandinskyUNet<B>> {
-        self.validate()?;
-        Ok(self.build(&mut Source::random(), device))
+        self.build(&Weights::random(device))
     }
 
     /// The network with all-zero weights (norm scales one), allocated lazily by the OS on
     /// CPU backends: a cheap way to count the parameters of the full-size network.
     pub fn init_zeros<B: Backend>(&self, device: &B::Device) -> Result<KandinskyUNet<B>> {
-        self.validate()?;
-        Ok(self.build(&mut Source::zeros(), device))
+        self.build(&Weights::zeros(device))
     }
 
     /// The network with weights from `file`, by diffusers' `UNet2DConditionModel` state-dict
@@ -238,12 +236,12 @@ impl UNetConfig {
     /// missing, wrongly shaped or unexpected tensor is reported in one error.
     pub fn load<B: Backend>(
         &self,
-        mut file: TensorFile,
+        file: TensorFile,
         device: &B::Device,
     ) -> Result<KandinskyUNet<B>> {
-        self.validate()?;
-        let net = self.build(&mut Source::file(&mut file), device);
-        file.finish()?;
+        let w = Weights::from_file(file, device);
+        let net = self.build(&w)?;
+        w.finish()?;
         Ok(net)
     }
 
@@ -254,11 +252,12 @@ impl UNetConfig {
         file: &mut TensorFile,
         device: &B::Device,
     ) -> Result<KandinskyUNet<B>> {
-        self.validate()?;
-        Ok(self.build(&mut Source::file(file), device))
+        self.build(&Weights::from_file_mut(file, device))
     }
 
-    fn build<B: Backend>(&self, src: &mut Source, device: &B::Device) -> KandinskyUNet<B> {
+    /// The network with its parameters from `src`, by diffusers' names under `src`'s prefix.
+    pub fn build<B: Backend>(&self, src: &Weights<'_, B>) -> Result<KandinskyUNet<B>> {
+        self.validate()?;
         let ch = &self.block_out_channels;
         let levels = ch.len();
         let ted = self.time_embed_dim();
@@ -283,7 +282,6 @@ impl UNetConfig {
                     cin,
                     c_out,
                     res,
-                    device,
                 ));
                 if *kind == DownBlockType::SimpleCrossAttnDown {
                     attentions.push(AddedKvAttention::new(
@@ -293,20 +291,12 @@ impl UNetConfig {
                         head,
                         cross,
                         groups,
-                        device,
                     ));
                 }
             }
             let downsampler = (i + 1 < levels).then(|| {
                 let o = ResnetOptions { down: true, ..res };
-                ResnetBlock2D::new(
-                    src,
-                    &format!("{name}.downsamplers.0"),
-                    c_out,
-                    c_out,
-                    o,
-                    device,
-                )
+                ResnetBlock2D::new(src, &format!("{name}.downsamplers.0"), c_out, c_out, o)
             });
             down_blocks.push(UNetBlock {
                 resnets,
@@ -326,7 +316,6 @@ impl UNetConfig {
                         c_mid,
                         c_mid,
                         mid_res,
-                        device,
                     )
                 })
                 .collect(),
@@ -337,7 +326,6 @@ impl UNetConfig {
                 head,
                 cross,
                 groups,
-                device,
             )],
             sampler: None,
         };
@@ -362,7 +350,6 @@ impl UNetConfig {
                     cin + skip,
                     c_out,
                     res,
-                    device,
                 ));
                 if *kind == UpBlockType::SimpleCrossAttnUp {
                     attentions.push(AddedKvAttention::new(
@@ -372,20 +359,12 @@ impl UNetConfig {
                         head,
                         cross,
                         groups,
-                        device,
                     ));
                 }
             }
             let upsampler = (i + 1 < levels).then(|| {
                 let o = ResnetOptions { up: true, ..res };
-                ResnetBlock2D::new(
-                    src,
-                    &format!("{name}.upsamplers.0"),
-                    c_out,
-                    c_out,
-                    o,
-                    device,
-                )
+                ResnetBlock2D::new(src, &format!("{name}.upsamplers.0"), c_out, c_out, o)
             });
             up_blocks.push(UNetBlock {
                 resnets,
@@ -394,31 +373,24 @@ impl UNetConfig {
             });
         }
 
-        KandinskyUNet {
-            conv_in: src.conv3("conv_in", self.in_channels, ch[0], device),
-            time_linear_1: src.linear("time_embedding.linear_1", ch[0], ted, true, device),
-            time_linear_2: src.linear("time_embedding.linear_2", ted, ted, true, device),
-            add_image_proj: src.linear(
-                "add_embedding.image_proj",
-                self.encoder_hid_dim,
-                ted,
-                true,
-                device,
-            ),
-            add_image_norm: src.layer_norm("add_embedding.image_norm", ted, device),
+        Ok(KandinskyUNet {
+            conv_in: conv3(src, "conv_in", self.in_channels, ch[0]),
+            time_linear_1: src.linear("time_embedding.linear_1", ch[0], ted, true),
+            time_linear_2: src.linear("time_embedding.linear_2", ted, ted, true),
+            add_image_proj: src.linear("add_embedding.image_proj", self.encoder_hid_dim, ted, true),
+            add_image_norm: layer_norm(src, "add_embedding.image_norm", ted),
             hid_image_embeds: src.linear(
                 "encoder_hid_proj.image_embeds",
                 self.encoder_hid_dim,
                 self.num_image_text_embeds * cross,
                 true,
-                device,
             ),
-            hid_norm: src.layer_norm("encoder_hid_proj.norm", cross, device),
+            hid_norm: layer_norm(src, "encoder_hid_proj.norm", cross),
             down_blocks,
             mid_block,
             up_blocks,
-            conv_norm_out: src.group_norm("conv_norm_out", groups, ch[0], self.norm_eps, device),
-            conv_out: src.conv3("conv_out", ch[0], self.out_channels, device),
+            conv_norm_out: group_norm(src, "conv_norm_out", groups, ch[0], self.norm_eps),
+            conv_out: conv3(src, "conv_out", ch[0], self.out_channels),
             in_channels: self.in_channels,
             out_channels: self.out_channels,
             encoder_hid_dim: self.encoder_hid_dim,
@@ -427,7 +399,7 @@ impl UNetConfig {
             timestep_dim: ch[0],
             flip_sin_to_cos: self.flip_sin_to_cos,
             freq_shift: self.freq_shift as f64,
-        }
+        })
     }
 }
 
