@@ -850,6 +850,42 @@ fn targets_come_from_the_oracles_prediction() {
         }
     }
 
+    // The study page leaves out the inputs the oracle misclassified (every bouba here): their
+    // target is their own label.
+    let options = foil::teach::TeachOptions {
+        frames: 3,
+        max_items: 10,
+        quiz: 2,
+        delay_ms: 100,
+        seed: 0,
+        page: foil::teach::StudySettings {
+            title: "t".into(),
+            classes: classes.clone(),
+            study_seconds: 1,
+            display_px: 32,
+        },
+    };
+    let maskdime_out = dir.join(Preset::Maskdime.name());
+    let study = foil::teach::build_study::<I>(
+        &maskdime_out,
+        &test,
+        &options,
+        None,
+        &dir.join("study"),
+        &device,
+    )
+    .unwrap();
+    let kiki = read_results(&maskdime_out)
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r.from == 1)
+        .count();
+    assert_eq!(
+        study.items, kiki,
+        "only the correctly classified kiki inputs"
+    );
+    assert!(kiki > 0 && kiki < 4);
+
     // The perceptual term (the references' VGG-19 MSE, weight 30) is wired through: it changes
     // the counterfactuals, and a weight without a network is refused before anything is written.
     let vgg = foil::models::vgg::Vgg19Perceptual::<B>::load_file(

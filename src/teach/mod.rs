@@ -457,9 +457,13 @@ pub fn build_study<B: burn::tensor::backend::Backend>(
             hint: "run `foil diffusion` or `foil maskdime` first".into(),
         });
     }
-    // Both directions in turn, so a short gallery shows each.
+    // Both directions in turn, so a short gallery shows each. Inputs the oracle misclassified
+    // are left out: their target is their own label, so they teach no difference.
     let mut by_dir: std::collections::BTreeMap<PathBuf, Vec<usize>> = Default::default();
-    for (i, (path, _)) in found.iter().enumerate() {
+    for (i, (path, r)) in found.iter().enumerate() {
+        if r.predicted != r.from {
+            continue;
+        }
         by_dir
             .entry(path.parent().map(Path::to_path_buf).unwrap_or_default())
             .or_default()
