@@ -8,7 +8,7 @@ use burn::tensor::module::max_pool2d;
 use burn::tensor::{Tensor, backend::Backend};
 use foil_core::{Error, Result, tensor::fmt_dims};
 
-use crate::weights::TensorFile;
+use crate::weights::{TensorFile, Weights};
 
 /// Kernel, stride and padding of the five convolutions, and whether a 3x3 / 2 max-pool precedes them.
 const LAYERS: [(usize, usize, usize, bool); 5] = [
@@ -45,41 +45,43 @@ impl AlexNetConfig {
         }
     }
 
-    fn conv<B: Backend>(&self, i: usize, device: &B::Device) -> Conv2d<B> {
+    /// The configuration of convolution `i` (0..5).
+    fn conv(&self, i: usize) -> Conv2dConfig {
         let (k, s, p, _) = LAYERS[i];
         let input = if i == 0 { 3 } else { self.widths[i - 1] };
         Conv2dConfig::new([input, self.widths[i]], [k, k])
             .with_stride([s, s])
             .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
-            .init(device)
     }
 
     /// The network with random weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> AlexNetFeatures<B> {
-        AlexNetFeatures {
-            convs: (0..5).map(|i| self.conv(i, device)).collect(),
-        }
+        self.build(&Weights::random(device), |i| {
+            format!("features.{}", TORCH_INDICES[i])
+        })
     }
 
-    /// The network with weights from `file`, named `{prefix}{torch index}.weight` / `.bias`
-    /// (`prefix` is `"features."` for torchvision's own names).
+    /// The network with weights from `file`; `name(i)` gives convolution `i`'s tensor prefix
+    /// (`features.{TORCH_INDICES[i]}` for torchvision's own names).
     pub fn load<B: Backend>(
         &self,
         file: &mut TensorFile,
         name: impl Fn(usize) -> String,
         device: &B::Device,
     ) -> AlexNetFeatures<B> {
-        let convs = (0..5)
-            .map(|i| {
-                let mut conv = self.conv::<B>(i, device);
-                let [o, c, k, _] = conv.weight.dims();
-                let base = name(i);
-                conv.weight = file.take(&format!("{base}.weight"), [o, c, k, k], device);
-                conv.bias = Some(file.take(&format!("{base}.bias"), [o], device));
-                conv
-            })
-            .collect();
-        AlexNetFeatures { convs }
+        self.build(&Weights::from_file_mut(file, device), name)
+    }
+
+    /// The network with its parameters from `w`; `name(i)` gives convolution `i`'s prefix
+    /// under `w`'s (`{name}.weight`, `{name}.bias`).
+    pub fn build<B: Backend>(
+        &self,
+        w: &Weights<'_, B>,
+        name: impl Fn(usize) -> String,
+    ) -> AlexNetFeatures<B> {
+        AlexNetFeatures {
+            convs: (0..5).map(|i| w.conv2d(&name(i), &self.conv(i))).collect(),
+        }
     }
 }
 

@@ -11,7 +11,7 @@
 use std::path::Path;
 
 use burn::module::{Initializer, Module, Param};
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::{gelu, sigmoid, softmax};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
@@ -19,7 +19,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use foil_core::tensor::{fmt_dims, from_vec};
 use foil_core::{Error, ImageEncoder, Result};
 
-use crate::weights::TensorFile;
+use crate::weights::{Init, TensorFile, Weights};
 
 /// The MLP activation of the encoder layers (`hidden_act` in transformers' config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,12 +206,6 @@ impl ClipVisionConfig {
         Ok(())
     }
 
-    fn layer_norm<B: Backend>(&self, device: &B::Device) -> LayerNorm<B> {
-        LayerNormConfig::new(self.hidden_size)
-            .with_epsilon(self.layer_norm_eps)
-            .init(device)
-    }
-
     fn wrap<B: Backend>(&self, parts: Parts<B>) -> ClipVision<B> {
         ClipVision {
             class_embedding: parts.class_embedding,
@@ -228,42 +222,10 @@ impl ClipVisionConfig {
     }
 
     /// The network with random weights (lazily initialised: nothing is allocated until a
-    /// parameter is used).
+    /// parameter is used): burn's default linear layers, the class and position embeddings
+    /// `Normal(0, 1)`, the patch convolution `Uniform(+-1 / sqrt(fan_in))`.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<ClipVision<B>> {
-        self.validate()?;
-        let d = self.hidden_size;
-        let p = self.patch_size;
-        let normal = Initializer::Normal {
-            mean: 0.0,
-            std: 1.0,
-        };
-        let linear = |i: usize, o: usize| LinearConfig::new(i, o).init(device);
-        let layers = (0..self.num_layers)
-            .map(|_| EncoderLayer {
-                q_proj: linear(d, d),
-                k_proj: linear(d, d),
-                v_proj: linear(d, d),
-                out_proj: linear(d, d),
-                layer_norm1: self.layer_norm(device),
-                fc1: linear(d, self.intermediate_size),
-                fc2: linear(self.intermediate_size, d),
-                layer_norm2: self.layer_norm(device),
-            })
-            .collect();
-        let fan_in = self.num_channels * p * p;
-        let k = (1.0 / fan_in as f64).sqrt();
-        Ok(self.wrap(Parts {
-            class_embedding: normal.init([d], device),
-            patch_embedding: Initializer::Uniform { min: -k, max: k }
-                .init([d, self.num_channels, p, p], device),
-            position_embedding: normal.init([self.num_positions(), d], device),
-            pre_layrnorm: self.layer_norm(device),
-            layers,
-            post_layernorm: self.layer_norm(device),
-            visual_projection: LinearConfig::new(d, self.projection_dim)
-                .with_bias(false)
-                .init(device),
-        }))
+        self.build(&Weights::random(device))
     }
 
     /// The network with weights from `file`, by transformers' names
@@ -275,85 +237,57 @@ impl ClipVisionConfig {
         file: &mut TensorFile,
         device: &B::Device,
     ) -> Result<ClipVision<B>> {
+        self.build(&Weights::from_file_mut(file, device))
+    }
+
+    /// The network with its parameters from `w`, by transformers' names under `w`'s prefix
+    /// (`vision_model.embeddings.position_ids`, a buffer transformers >= 4.31 recomputes, is
+    /// ignored).
+    pub fn build<B: Backend>(&self, w: &Weights<'_, B>) -> Result<ClipVision<B>> {
         self.validate()?;
         let d = self.hidden_size;
         let p = self.patch_size;
         let m = self.intermediate_size;
-        let emb = "vision_model.embeddings";
-        // transformers >= 4.31 recomputes this buffer; older checkpoints still carry it.
-        file.ignore([format!("{emb}.position_ids")]);
-        let layer_norm = |file: &mut TensorFile, name: &str| {
-            let mut ln = self.layer_norm::<B>(device);
-            ln.gamma = file.take(&format!("{name}.weight"), [d], device);
-            ln.beta = Some(file.take(&format!("{name}.bias"), [d], device));
-            ln
-        };
+        let vision = w.pp("vision_model");
+        let emb = vision.pp("embeddings");
+        emb.ignore(["position_ids"]);
+        let ln = LayerNormConfig::new(d).with_epsilon(self.layer_norm_eps);
         let layers = (0..self.num_layers)
             .map(|i| {
-                let base = format!("vision_model.encoder.layers.{i}");
+                let l = vision.pp("encoder.layers").pp(i);
                 EncoderLayer {
-                    q_proj: torch_linear(
-                        file,
-                        &format!("{base}.self_attn.q_proj"),
-                        d,
-                        d,
-                        true,
-                        device,
-                    ),
-                    k_proj: torch_linear(
-                        file,
-                        &format!("{base}.self_attn.k_proj"),
-                        d,
-                        d,
-                        true,
-                        device,
-                    ),
-                    v_proj: torch_linear(
-                        file,
-                        &format!("{base}.self_attn.v_proj"),
-                        d,
-                        d,
-                        true,
-                        device,
-                    ),
-                    out_proj: torch_linear(
-                        file,
-                        &format!("{base}.self_attn.out_proj"),
-                        d,
-                        d,
-                        true,
-                        device,
-                    ),
-                    layer_norm1: layer_norm(file, &format!("{base}.layer_norm1")),
-                    fc1: torch_linear(file, &format!("{base}.mlp.fc1"), d, m, true, device),
-                    fc2: torch_linear(file, &format!("{base}.mlp.fc2"), m, d, true, device),
-                    layer_norm2: layer_norm(file, &format!("{base}.layer_norm2")),
+                    q_proj: l.linear("self_attn.q_proj", d, d, true),
+                    k_proj: l.linear("self_attn.k_proj", d, d, true),
+                    v_proj: l.linear("self_attn.v_proj", d, d, true),
+                    out_proj: l.linear("self_attn.out_proj", d, d, true),
+                    layer_norm1: l.layer_norm("layer_norm1", &ln),
+                    fc1: l.linear("mlp.fc1", d, m, true),
+                    fc2: l.linear("mlp.fc2", m, d, true),
+                    layer_norm2: l.layer_norm("layer_norm2", &ln),
                 }
             })
             .collect();
+        let normal = Init::lazy(Initializer::Normal {
+            mean: 0.0,
+            std: 1.0,
+        });
+        let k = (1.0 / (self.num_channels * p * p) as f64).sqrt();
         Ok(self.wrap(Parts {
-            class_embedding: file.take(&format!("{emb}.class_embedding"), [d], device),
-            patch_embedding: file.take(
-                &format!("{emb}.patch_embedding.weight"),
+            class_embedding: emb.tensor("class_embedding", [d], normal.clone()),
+            patch_embedding: emb.tensor(
+                "patch_embedding.weight",
                 [d, self.num_channels, p, p],
-                device,
+                Init::lazy(Initializer::Uniform { min: -k, max: k }),
             ),
-            position_embedding: file.take(
-                &format!("{emb}.position_embedding.weight"),
+            position_embedding: emb.tensor(
+                "position_embedding.weight",
                 [self.num_positions(), d],
-                device,
+                normal,
             ),
-            pre_layrnorm: layer_norm(file, "vision_model.pre_layrnorm"),
+            pre_layrnorm: vision.layer_norm("pre_layrnorm", &ln),
             layers,
-            post_layernorm: layer_norm(file, "vision_model.post_layernorm"),
-            visual_projection: torch_linear(
-                file,
-                "visual_projection",
-                d,
-                self.projection_dim,
-                false,
-                device,
-            ),
+            post_layernorm: vision.layer_norm("post_layernorm", &ln),
+            visual_projection: w.linear("visual_projection", d, self.projection_dim, false),
         }))
     }
 
@@ -417,25 +351,6 @@ pub fn ignore_text_tower(file: &mut TensorFile) {
         }
     }
     file.ignore(names);
-}
-
-/// A torch `nn.Linear` (`weight` `[out, in]`, optional `bias`) as a burn [`Linear`] (`[in, out]`).
-fn torch_linear<B: Backend>(
-    file: &mut TensorFile,
-    name: &str,
-    d_in: usize,
-    d_out: usize,
-    bias: bool,
-    device: &B::Device,
-) -> Linear<B> {
-    let weight = file
-        .take::<B, 2>(&format!("{name}.weight"), [d_out, d_in], device)
-        .val()
-        .transpose();
-    Linear {
-        weight: Param::from_tensor(weight),
-        bias: bias.then(|| file.take(&format!("{name}.bias"), [d_out], device)),
-    }
 }
 
 struct Parts<B: Backend> {

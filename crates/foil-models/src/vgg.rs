@@ -20,7 +20,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use foil_core::{Error, FeatureExtractor, Result, tensor::fmt_dims};
 
 use crate::cnn::Normalization;
-use crate::weights::TensorFile;
+use crate::weights::{TensorFile, Weights};
 
 /// One module of torchvision's `vgg.features` `Sequential`, in `make_layers` order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,22 +84,26 @@ impl VggLayout {
         out
     }
 
-    /// 3x3 convolutions (padding 1) with random weights, per block: block `b` has
-    /// `depths[b]` convolutions of `widths[b]` outputs; the first takes 3 channels.
+    /// 3x3 convolutions (padding 1) per block, from `w`: block `b` has `depths[b]`
+    /// convolutions of `widths[b]` outputs, the first taking 3 channels; `name(block, torch
+    /// index)` names each.
     fn conv_blocks<B: Backend>(
         &self,
         widths: [usize; 5],
-        device: &B::Device,
+        w: &Weights<'_, B>,
+        name: impl Fn(usize, usize) -> String,
     ) -> Vec<Vec<Conv2d<B>>> {
+        let indices = self.conv_indices();
         let mut input = 3;
         self.depths
             .iter()
             .zip(widths)
-            .map(|(&depth, w)| {
+            .enumerate()
+            .map(|(b, (&depth, width))| {
                 (0..depth)
-                    .map(|_| {
-                        let conv = conv3x3(input, w, device);
-                        input = w;
+                    .map(|j| {
+                        let conv = w.conv2d(&name(b, indices[b][j]), &conv3x3(input, width));
+                        input = width;
                         conv
                     })
                     .collect()
@@ -108,11 +112,9 @@ impl VggLayout {
     }
 }
 
-/// A 3x3 convolution with padding 1 and bias, random weights.
-fn conv3x3<B: Backend>(input: usize, output: usize, device: &B::Device) -> Conv2d<B> {
-    Conv2dConfig::new([input, output], [3, 3])
-        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-        .init(device)
+/// A 3x3 convolution `[input, output]` with padding 1 and bias.
+fn conv3x3(input: usize, output: usize) -> Conv2dConfig {
+    Conv2dConfig::new([input, output], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
 }
 
 /// VGG's 2x2 max-pool with stride 2 (floor mode, as torch's `MaxPool2d(2, 2)`).
@@ -152,15 +154,9 @@ impl Vgg16Config {
         }
     }
 
-    fn convs<B: Backend>(&self, device: &B::Device) -> Vec<Vec<Conv2d<B>>> {
-        VggLayout::VGG16.conv_blocks(self.widths, device)
-    }
-
     /// The network with random weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Vgg16Features<B> {
-        Vgg16Features {
-            blocks: self.convs(device),
-        }
+        self.build(&Weights::random(device), |_, i| format!("features.{i}"))
     }
 
     /// The network with weights from `file`; `name(block, torch_index)` gives the tensor prefix.
@@ -170,16 +166,19 @@ impl Vgg16Config {
         name: impl Fn(usize, usize) -> String,
         device: &B::Device,
     ) -> Vgg16Features<B> {
-        let mut blocks = self.convs::<B>(device);
-        for (b, block) in blocks.iter_mut().enumerate() {
-            for (j, conv) in block.iter_mut().enumerate() {
-                let [o, c, k, _] = conv.weight.dims();
-                let base = name(b, TORCH_INDICES[b][j]);
-                conv.weight = file.take(&format!("{base}.weight"), [o, c, k, k], device);
-                conv.bias = Some(file.take(&format!("{base}.bias"), [o], device));
-            }
+        self.build(&Weights::from_file_mut(file, device), name)
+    }
+
+    /// The network with its parameters from `w`; `name(block, torch_index)` gives each
+    /// convolution's prefix under `w`'s (`features.{torch_index}` for torchvision's names).
+    pub fn build<B: Backend>(
+        &self,
+        w: &Weights<'_, B>,
+        name: impl Fn(usize, usize) -> String,
+    ) -> Vgg16Features<B> {
+        Vgg16Features {
+            blocks: VggLayout::VGG16.conv_blocks(self.widths, w, name),
         }
-        Vgg16Features { blocks }
     }
 }
 
@@ -308,7 +307,7 @@ impl Vgg19Config {
 
     /// The network with random weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<Vgg19Features<B>> {
-        self.build(None, device)
+        self.build(&Weights::random(device))
     }
 
     /// The network with the weights of a torchvision `vgg19` state dict, by its names
@@ -322,19 +321,7 @@ impl Vgg19Config {
         file: &mut TensorFile,
         device: &B::Device,
     ) -> Result<Vgg19Features<B>> {
-        let net = self.build(Some(&mut *file), device)?;
-        for (i, module) in VggLayout::VGG19.modules().into_iter().enumerate() {
-            if i >= self.layers && matches!(module, VggModule::Conv { .. }) {
-                file.ignore([format!("features.{i}.weight"), format!("features.{i}.bias")]);
-            }
-        }
-        let classifier: Vec<String> = file
-            .names()
-            .filter(|n| n.starts_with("classifier."))
-            .map(str::to_string)
-            .collect();
-        file.ignore(classifier);
-        Ok(net)
+        self.build(&Weights::from_file_mut(file, device))
     }
 
     /// [`Vgg19Config::load`] from a safetensors or PyTorch (`.pth`, `.pt`, `.bin`) file, such as
@@ -345,37 +332,34 @@ impl Vgg19Config {
         path: impl AsRef<Path>,
         device: &B::Device,
     ) -> Result<Vgg19Features<B>> {
-        let mut file = TensorFile::open_any(path)?;
-        let net = self.load(&mut file, device)?;
-        file.finish()?;
+        let w = Weights::from_file(TensorFile::open_any(path)?, device);
+        let net = self.build(&w)?;
+        w.finish()?;
         Ok(net)
     }
 
-    fn build<B: Backend>(
-        &self,
-        mut file: Option<&mut TensorFile>,
-        device: &B::Device,
-    ) -> Result<Vgg19Features<B>> {
+    /// The network with its parameters from `w`, by torchvision's names under `w`'s prefix
+    /// (see [`load`](Self::load) for the tensors of a whole `vgg19` that are ignored).
+    pub fn build<B: Backend>(&self, w: &Weights<'_, B>) -> Result<Vgg19Features<B>> {
         self.validate()?;
         let plan = self.plan();
+        let features = w.pp("features");
         let mut convs = Vec::new();
         let mut input = 3;
         for (i, module) in plan.iter().enumerate() {
             if let VggModule::Conv { block, .. } = *module {
                 let output = self.widths[block];
-                let mut conv = conv3x3::<B>(input, output, device);
-                if let Some(file) = file.as_deref_mut() {
-                    conv.weight = file.take(
-                        &format!("features.{i}.weight"),
-                        [output, input, 3, 3],
-                        device,
-                    );
-                    conv.bias = Some(file.take(&format!("features.{i}.bias"), [output], device));
-                }
-                convs.push(conv);
+                convs.push(features.conv2d(&i.to_string(), &conv3x3(input, output)));
                 input = output;
             }
         }
+        for (i, module) in VggLayout::VGG19.modules().into_iter().enumerate() {
+            if i >= self.layers && matches!(module, VggModule::Conv { .. }) {
+                features.ignore([format!("{i}.weight"), format!("{i}.bias")]);
+            }
+        }
+        let classifier = w.pp("classifier");
+        classifier.ignore(classifier.names());
         Ok(Vgg19Features { convs, plan })
     }
 }

@@ -15,7 +15,7 @@ use super::blocks::{
     groups_divide, layer_norm, timestep_embedding,
 };
 use crate::lora::{LoraConfig, LoraDelta};
-use crate::weights::{TensorFile, Weights};
+use crate::weights::{Init, TensorFile, Weights};
 
 /// A down block of the Kandinsky UNet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -653,8 +653,10 @@ impl<B: Backend> KandinskyUNet<B> {
     /// Sets the LoRA updates of every projection `config` targets from `file` (peft's layout,
     /// as [`KandinskyUNet::lora_tensors`] writes; ranks from `config`), then checks that the
     /// file held exactly those tensors with those shapes.
-    pub fn load_lora(mut self, config: &LoraConfig, mut file: TensorFile) -> Result<Self> {
+    pub fn load_lora(mut self, config: &LoraConfig, file: TensorFile) -> Result<Self> {
         let r = config.rank;
+        let device = self.conv_in.weight.device();
+        let w = Weights::<B>::from_file(file, &device);
         let mut found = 0;
         for (prefix, attn) in self.attention_layers_mut() {
             for (name, layer, slot) in attn.projections_mut() {
@@ -663,9 +665,9 @@ impl<B: Backend> KandinskyUNet<B> {
                     continue;
                 }
                 let [d_in, d_out] = layer.weight.dims();
-                let device = layer.weight.device();
-                let a = file.take::<B, 2>(&format!("{path}.lora_A.weight"), [r, d_in], &device);
-                let b = file.take::<B, 2>(&format!("{path}.lora_B.weight"), [d_out, r], &device);
+                let p = w.pp(&path);
+                let a = p.tensor::<2>("lora_A.weight", [r, d_in], Init::Zeros);
+                let b = p.tensor::<2>("lora_B.weight", [d_out, r], Init::Zeros);
                 *slot = Some(LoraDelta::new(
                     d_in,
                     d_out,
@@ -676,7 +678,7 @@ impl<B: Backend> KandinskyUNet<B> {
                 found += 1;
             }
         }
-        file.finish()?;
+        w.finish()?;
         if found == 0 {
             return Err(no_lora_targets(config));
         }

@@ -238,14 +238,21 @@ impl<'a, B: Backend> Weights<'a, B> {
         }
     }
 
-    /// The names in the file (if any) that start with this builder's prefix, in full.
+    /// The names in the file (if any) under this builder's prefix, relative to it, in sorted
+    /// order (taken ones included).
     pub fn names(&self) -> Vec<String> {
         match &*self.source.borrow() {
             Source::File(file) => {
                 let dotted = format!("{}.", self.prefix);
                 file.get_ref()
                     .names()
-                    .filter(|n| self.prefix.is_empty() || n.starts_with(&dotted))
+                    .filter_map(|n| {
+                        if self.prefix.is_empty() {
+                            Some(n)
+                        } else {
+                            n.strip_prefix(&dotted)
+                        }
+                    })
                     .map(str::to_string)
                     .collect()
             }
