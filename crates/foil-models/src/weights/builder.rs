@@ -111,8 +111,13 @@ impl FileRef<'_> {
     }
 }
 
-/// The weight builder: a source of parameters (a [`TensorFile`], random values, zeros or a
-/// recorder, see the [module docs](self)) seen under a name prefix.
+/// The weight builder: a source of parameters seen under a name prefix. The source is a
+/// [`TensorFile`] ([`from_file`](Self::from_file), [`from_file_mut`](Self::from_file_mut): every
+/// missing, wrongly shaped and unexpected tensor reported together by [`finish`](Self::finish)),
+/// random values ([`random`](Self::random): each network's own initialisation, from the
+/// backend's generator, so the same `B::seed` gives the same network), zeros
+/// ([`zeros`](Self::zeros), norm scales one, allocated lazily) or a recorder
+/// ([`recorder`](Self::recorder): names and shapes, in order, see [`recorded`](Self::recorded)).
 ///
 /// [`pp`](Self::pp) returns a builder scoped one level deeper that shares the source (and its
 /// record of what did not fit), as candle's `VarBuilder::pp` does; names join with `.`:
