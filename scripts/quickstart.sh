@@ -30,8 +30,11 @@ SHIPPED="assets/quickstart/$SLUG"
 say() { printf '\n== %s\n' "$*"; }
 
 say "building foil (release)"
-cargo build --release --quiet --bin foil
-FOIL=target/release/foil
+# FOIL=path uses a binary built before; else build one.
+if [ -z "${FOIL:-}" ]; then
+  cargo build --release --quiet --bin foil
+  FOIL=target/release/foil
+fi
 
 if [ ! -d /usr/share/datasets/fashion-mnist ]; then
   say "installing Debian's dataset-fashion-mnist"
