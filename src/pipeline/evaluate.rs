@@ -27,6 +27,7 @@ use foil_metrics::lpips::{Lpips, LpipsEncoder, LpipsNet};
 use foil_metrics::mnac::{mnac, mnac_excluding};
 use foil_metrics::similarity::{SimilaritySummary, cosine_similarities, summarize};
 use foil_models::clip::{ClipVision, ClipVisionConfig, ignore_text_tower};
+use foil_models::inception::{InceptionV3, InceptionV3Config};
 use foil_models::weights::TensorFile;
 use image::DynamicImage;
 use serde::{Deserialize, Serialize};
@@ -52,8 +53,8 @@ pub enum EncoderChoice {
     /// told apart by their layer count), from a `CLIPVisionModelWithProjection` or full
     /// `CLIPModel` safetensors file.
     Clip(PathBuf),
-    /// `inception:FILE`: InceptionV3 pool features, the papers' FID encoder; not available
-    /// yet (foil-models has no InceptionV3), so building it is an error.
+    /// `inception:FILE`: pytorch-fid's InceptionV3 pool3 features (2048 wide, inputs resized
+    /// to 299), the papers' FID encoder, from pytorch-fid's `pt_inception` state dict.
     Inception(PathBuf),
 }
 
@@ -232,18 +233,15 @@ pub fn load_scorers<B: Backend>(paths: &ScorerPaths, device: &B::Device) -> Resu
                 "lpips-vgg",
             )),
             EncoderChoice::Clip(file) => Box::new(load_clip::<B>(file, device)?),
-            EncoderChoice::Inception(_) => {
-                return Err(Error::out_of_range(
-                    flag,
-                    "lpips-alex, lpips-vgg or clip:FILE (inception:FILE is not available yet: \
-                     foil-models has no InceptionV3 network)",
-                    choice,
-                ));
-            }
+            EncoderChoice::Inception(file) => Box::new(load_inception::<B>(file, device)?),
+        };
+        let name = match choice {
+            EncoderChoice::Inception(file) => format!("InceptionV3 ({})", file.display()),
+            other => other.to_string(),
         };
         Ok(Some(Encoder {
             label: EncoderLabel {
-                name: choice.to_string(),
+                name,
                 inception: matches!(choice, EncoderChoice::Inception(_)),
             },
             net,
@@ -293,6 +291,22 @@ pub fn load_scorers<B: Backend>(paths: &ScorerPaths, device: &B::Device) -> Resu
         oracle,
         mnac_oracle,
     })
+}
+
+/// Loads pytorch-fid's InceptionV3 (resizing to 299, pool3 features) from its
+/// `pt_inception-2015-12-05-6726825d.pth` (or the same state dict as safetensors); a file that
+/// does not exist is an I/O error that names InceptionV3 and the file to get.
+pub fn load_inception<B: Backend>(path: &Path, device: &B::Device) -> Result<InceptionV3<B>> {
+    if !path.is_file() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no InceptionV3 weights here (pytorch-fid's pt_inception-2015-12-05-6726825d.pth)",
+            ),
+        ));
+    }
+    InceptionV3Config::fid().load_file(path, device)
 }
 
 /// Loads a CLIP vision tower, choosing ViT-B/32, ViT-L/14 or ViT-bigG/14 by the number of

@@ -6,6 +6,8 @@
 //!   configuration for tiny parity tests;
 //! - [`clip`]: CLIP's vision tower with projection (transformers' `CLIPVisionModelWithProjection`:
 //!   ViT-B/32, ViT-L/14, ViT-bigG/14) and CLIP's image preprocessing;
+//! - [`inception`]: pytorch-fid's InceptionV3, the FID network (its
+//!   `pt_inception-2015-12-05-6726825d.pth`), 2048-d pool3 features as a `foil_core::ImageEncoder`;
 //! - [`kandinsky`]: the Kandinsky 2.2 decoder UNet and MoVQ autoencoder (diffusers names);
 //! - [`resnet`], [`mobilenet`], [`efficientnet`]: torchvision's ResNet-18, MobileNet-V2 and
 //!   EfficientNet-B0 image classifiers (`foil_core::Classifier`), with [`cnn`] their shared
@@ -52,6 +54,7 @@ pub mod clip;
 pub mod cnn;
 pub mod efficientnet;
 pub mod ensemble;
+pub mod inception;
 pub mod kandinsky;
 pub mod lora;
 pub mod mobilenet;

@@ -4,6 +4,7 @@ mod adm;
 mod classifiers;
 mod clip;
 mod ensemble;
+mod inception;
 mod kandinsky_movq;
 mod kandinsky_unet;
 mod lora;
