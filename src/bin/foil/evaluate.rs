@@ -26,8 +26,8 @@ pub struct EvaluateArgs {
     /// assets/lpips/vgg16.safetensors when present); `none` to skip.
     #[arg(long)]
     lpips_vgg: Option<String>,
-    /// FID / sFID encoder: lpips-alex, lpips-vgg, clip:FILE or inception:FILE. Only
-    /// InceptionV3 FIDs compare with the papers' (not available yet).
+    /// FID / sFID encoder: lpips-alex, lpips-vgg, clip:FILE or inception:FILE (pytorch-fid's
+    /// `pt_inception-2015-12-05-6726825d.pth`). Only InceptionV3 FIDs compare with the papers'.
     #[arg(long)]
     fid_encoder: Option<String>,
     /// Cosine-similarity encoder (FS / S3 style): lpips-alex, lpips-vgg, clip:FILE.
