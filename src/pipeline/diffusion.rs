@@ -25,7 +25,7 @@ use foil_invert::{EfInverter, EfInverterConfig};
 use foil_schedule::{NoiseSchedule, Spacing, Steps};
 
 use super::decoder::EmbeddingDecoder;
-use super::explain::{ExplainSummary, Made, Produced, for_each_direction};
+use super::explain::{ExplainSummary, Made, Produced, SetRun, for_each_direction};
 
 /// What a DIFFusion run conditions the regeneration on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -169,12 +169,14 @@ where
         },
     };
     for_each_direction::<B, _, _>(
-        data,
-        out,
-        config.per_direction,
-        config.batch_size,
-        config.image_size,
-        device,
+        SetRun {
+            data,
+            out,
+            per_direction: config.per_direction,
+            batch_size: config.batch_size,
+            image_size: config.image_size,
+            device,
+        },
         |x| foil_core::predicted_labels(oracle, x),
         |x, from, targets| {
             let run = |images: Tensor<B, 4>, targets: &[usize], lambda: f64| match config.method {
@@ -428,12 +430,14 @@ where
         bank.push((items, Tensor::cat(parts, 0)));
     }
     for_each_direction::<B, _, _>(
-        data,
-        out,
-        per_direction,
-        16,
-        image_size,
-        device,
+        SetRun {
+            data,
+            out,
+            per_direction,
+            batch_size: 16,
+            image_size,
+            device,
+        },
         |x| foil_core::predicted_labels(oracle, x),
         |x, from, targets| {
             let (items, embeddings) = &bank[1 - from];

@@ -279,12 +279,14 @@ where
         None => {}
     }
     for_each_direction::<B::InnerBackend, _, _>(
-        data,
-        out,
-        config.per_direction,
-        config.batch_size,
-        config.image_size,
-        device,
+        SetRun {
+            data,
+            out,
+            per_direction: config.per_direction,
+            batch_size: config.batch_size,
+            image_size: config.image_size,
+            device,
+        },
         |x| predicted_labels(oracle, Tensor::<B, 4>::from_inner(x)),
         |x, _from, targets| {
             let result = guide.explain(x, targets, config.seed)?;
@@ -342,19 +344,31 @@ impl<B: Backend> Produced<B> {
     }
 }
 
+/// What a set run walks over and where it writes: the data (two classes), the run folder, at
+/// most `per_direction` inputs per label, `batch_size` inputs per call, at `image_size`.
+pub(crate) struct SetRun<'a, B: Backend> {
+    pub data: &'a Dataset,
+    pub out: &'a Path,
+    pub per_direction: Option<usize>,
+    pub batch_size: usize,
+    pub image_size: u32,
+    pub device: &'a B::Device,
+}
+
 /// The batch loop every method shares: for both directions (by label), the pending inputs of
 /// the source class (no `<key>.json` yet) in batches; `predict(images)` for the oracle's
 /// labels of the originals, whose other classes are the targets; `method(images, from,
 /// targets)` for the counterfactuals; then each input's PNGs and last its JSON, written
 /// atomically.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn for_each_direction<B, P, F>(
-    data: &Dataset,
-    out: &Path,
-    per_direction: Option<usize>,
-    batch_size: usize,
-    image_size: u32,
-    device: &B::Device,
+    SetRun {
+        data,
+        out,
+        per_direction,
+        batch_size,
+        image_size,
+        device,
+    }: SetRun<'_, B>,
     mut predict: P,
     mut method: F,
 ) -> Result<ExplainSummary>

@@ -59,8 +59,8 @@ pub fn num_train_timesteps() -> impl Strategy<Value = usize> {
 pub fn noise_schedule() -> impl Strategy<Value = NoiseSchedule> {
     num_train_timesteps()
         .prop_flat_map(|n| (beta_schedule_for(n), Just(n)))
-        .prop_map(|(kind, n)| {
-            NoiseSchedule::new(&kind, n).expect("the strategies' kinds are valid at every length")
+        .prop_filter_map("a valid schedule of that kind and length", |(kind, n)| {
+            NoiseSchedule::new(&kind, n).ok()
         })
 }
 
@@ -95,8 +95,8 @@ pub fn respacing(num_timesteps: usize) -> BoxedStrategy<String> {
 pub fn kept_steps(num_timesteps: usize) -> BoxedStrategy<Vec<usize>> {
     let n = num_timesteps.max(1);
     let subset = btree_set(0..n, 1..=n.min(64)).prop_map(|s| s.into_iter().collect::<Vec<_>>());
-    let respaced = respacing(n).prop_map(move |r| {
-        space_timesteps(n, &r).expect("the respacing strategy makes valid strings")
+    let respaced = respacing(n).prop_filter_map("a valid respacing string", move |r| {
+        space_timesteps(n, &r).ok()
     });
     prop_oneof![subset, respaced].boxed()
 }
@@ -183,13 +183,11 @@ pub fn steps() -> impl Strategy<Value = Steps> {
         let (s1, s2) = (s.clone(), s.clone());
         prop_oneof![
             Just(Steps::full(&s)),
-            kept_steps(n).prop_map(move |keep| {
-                Steps::respaced(&s1, &keep).expect("kept steps are valid by construction")
+            kept_steps(n).prop_filter_map("valid kept steps", move |keep| {
+                Steps::respaced(&s1, &keep).ok()
             }),
-            inference_setup(n).prop_map(move |c| {
-                c.build(&s2)
-                    .expect("inference setups are valid by construction")
-            }),
+            inference_setup(n)
+                .prop_filter_map("a valid inference setup", move |c| { c.build(&s2).ok() }),
         ]
     })
 }
