@@ -89,7 +89,7 @@ fn main() -> Result<(), foil::core::Error> {
     // Changed: moved by more than 0.05 (2.5% of the range). MaskDiME keeps the input noised to
     // the last step's level outside its mask, as its code does (a std of about 0.01 here).
     let changed = diff.iter().filter(|&&d| d > 0.05).count() as f64 / diff.len() as f64;
-    let calls: usize = out.outcomes.iter().map(|o| o.denoiser_calls).sum();
+    let calls: usize = out.outcomes.iter().map(|o| o.cost.denoiser_calls).sum();
     println!(
         "{:?}: {} images {s}x{s}, tau {}, {elapsed:.2?} ({:.1} denoiser calls per image)",
         args.preset,

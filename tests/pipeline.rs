@@ -7,12 +7,16 @@ use std::process::Command;
 
 use burn::backend::{Autodiff, Flex};
 use foil::data::{Dataset, Source};
+use foil::core::{Classifier, Result};
+use foil::diffusion::{DiffusionMethod, Editor, Nearest};
+use foil::embed::ClassStats;
 use foil::pipeline::{
-    Arch, DdpmSpec, DecoderSpec, DiffusionConfig, EditMethod, ExplainConfig, GuideModels, Member,
-    OracleSpec, Preset, STATS_FILE, ScoreOptions, diffusion_set, direction_dir, explain_set,
-    load_ddpm, load_decoder, load_oracle, nearest_set, read_results, score_results, train_ddpm_on,
-    train_decoder_on, train_oracle, write_class_stats,
+    Arch, DdpmSpec, DecoderSpec, DiffusionConfig, EditMethod, EmbeddingDecoder, ExplainConfig,
+    GuideModels, Member, OracleSpec, Preset, STATS_FILE, ScoreOptions, direction_dir, load_ddpm,
+    load_decoder, load_oracle, read_results, score_results, train_ddpm_on, train_decoder_on,
+    train_oracle, write_class_stats,
 };
+use foil::run::{RunSummary, SetRun, run_set};
 use foil::train::{ImageSet, TrainConfig, evaluate_accuracy};
 use image::RgbImage;
 
@@ -30,6 +34,51 @@ fn temp_dir(tag: &str) -> PathBuf {
 fn data() -> (Dataset, Dataset) {
     let source: Source = "kiki-bouba:80:16".parse().unwrap();
     source.load_pair("bouba", "kiki", 0.25, 3).unwrap()
+}
+
+/// The set run of these tests: the first `per` inputs per direction of `data`, `batch` per
+/// call, at 16 px, seed 0.
+fn plan<'a>(
+    data: &'a Dataset,
+    out: &'a Path,
+    per: Option<usize>,
+    batch: usize,
+    device: &'a burn::tensor::Device<I>,
+) -> SetRun<'a, I> {
+    SetRun {
+        per_direction: per,
+        batch_size: batch,
+        ..SetRun::new(data, out, 16, device)
+    }
+}
+
+/// DIFFusion (or its target-mean baseline) of `config` over `plan`, judged by `oracle`.
+fn diffusion_run<C: Classifier<I>>(
+    (decoder, spec): (&EmbeddingDecoder<I>, &DecoderSpec),
+    stats: &ClassStats,
+    oracle: &C,
+    config: &DiffusionConfig,
+    plan: &SetRun<'_, I>,
+) -> Result<RunSummary> {
+    let device = plan.device;
+    let editor = Editor::new(decoder, &spec.schedule()?, stats, config.clone(), device)?;
+    let classes = [
+        plan.data.class_names()[0].clone(),
+        plan.data.class_names()[1].clone(),
+    ];
+    let method = DiffusionMethod::new(editor, oracle, &classes, device)?;
+    run_set(&method, oracle, plan)
+}
+
+/// The nearest-neighbour baseline over `plan`, from the images of `train`.
+fn nearest_run<C: Classifier<I>>(
+    decoder: &EmbeddingDecoder<I>,
+    train: &Dataset,
+    oracle: &C,
+    plan: &SetRun<'_, I>,
+) -> Result<RunSummary> {
+    let method = Nearest::new(decoder, oracle, train, plan.image_size, plan.device)?;
+    run_set(&method, oracle, plan)
 }
 
 fn json_count(dir: &Path) -> usize {
@@ -93,22 +142,22 @@ fn train_explain_resume_and_score() {
 
     // MaskDiME on two test images per direction.
     let (_, guide_oracle) = load_oracle::<B>(&dir.join("oracle"), &device).unwrap();
-    let mut explain = ExplainConfig::new(Preset::Maskdime, 16);
+    let mut explain = ExplainConfig::new(Preset::Maskdime);
     explain.respaced_steps = 10;
     explain.guide.tau = 4;
     explain.guide.scales = vec![8.0];
-    explain.per_direction = Some(2);
-    explain.batch_size = 2;
     let out = dir.join("results");
     let schedule = ddpm_spec.schedule().unwrap();
     let run = |config: &ExplainConfig| {
-        let models = GuideModels {
+        let models = GuideModels::<B, _, _> {
             ddpm: &ddpm,
             schedule: &schedule,
             oracle: &guide_oracle,
             perceptual: None,
         };
-        explain_set::<B, _, _>(&models, &test, &out, config, &device).unwrap()
+        models
+            .run(config, &plan(&test, &out, Some(2), 2, &device))
+            .unwrap()
     };
     let first = run(&explain);
     lap("4 inputs explained");
@@ -194,22 +243,17 @@ fn train_explain_resume_and_score() {
     assert_eq!(stats.names(), &classes[..]);
     let stats = foil::embed::ClassStats::load(&stats_path).unwrap();
 
-    let mut diffusion = DiffusionConfig::new(16);
+    let mut diffusion = DiffusionConfig::default();
     diffusion.steps = 10;
     diffusion.search.t_skips = vec![0.6, 0.0];
-    diffusion.per_direction = Some(2);
-    diffusion.batch_size = 2;
     let diffusion_out = dir.join("diffusion");
     let run_diffusion = |stats: &foil::embed::ClassStats| {
-        diffusion_set(
-            &decoder,
-            &schedule_of(&decoder_spec),
+        diffusion_run(
+            (&decoder, &decoder_spec),
             stats,
             &oracle,
-            &test,
-            &diffusion_out,
             &diffusion,
-            &device,
+            &plan(&test, &diffusion_out, Some(2), 2, &device),
         )
     };
     let first = run_diffusion(&stats).unwrap();
@@ -242,15 +286,12 @@ fn train_explain_resume_and_score() {
         ..diffusion.clone()
     };
     let ladder_out = dir.join("ladder");
-    diffusion_set(
-        &decoder,
-        &schedule_of(&decoder_spec),
+    diffusion_run(
+        (&decoder, &decoder_spec),
         &stats,
         &oracle,
-        &test,
-        &ladder_out,
         &ladder,
-        &device,
+        &plan(&test, &ladder_out, Some(2), 2, &device),
     )
     .unwrap();
     let one_rung = |trials: usize| 10 + 2 * [4, 10][..trials].iter().sum::<usize>();
@@ -297,29 +338,22 @@ fn train_explain_resume_and_score() {
         ..diffusion.clone()
     };
     let mean_out = dir.join("target-mean");
-    let summary = diffusion_set(
-        &decoder,
-        &schedule_of(&decoder_spec),
+    let summary = diffusion_run(
+        (&decoder, &decoder_spec),
         &stats,
         &oracle,
-        &test,
-        &mean_out,
         &baseline,
-        &device,
+        &plan(&test, &mean_out, Some(2), 2, &device),
     )
     .unwrap();
     assert_eq!(summary.done, 4);
     // ... the nearest neighbour hands back a training image of the label's other class.
     let nearest_out = dir.join("nearest");
-    let summary = nearest_set(
+    let summary = nearest_run(
         &decoder,
         &train,
         &oracle,
-        &test,
-        &nearest_out,
-        Some(2),
-        16,
-        &device,
+        &plan(&test, &nearest_out, Some(2), 16, &device),
     )
     .unwrap();
     assert_eq!(summary.done, 4);
@@ -420,19 +454,15 @@ fn lora_tunes_a_frozen_decoder() {
     )
     .unwrap();
     let (_, oracle) = load_oracle::<I>(&oracle_dir, &device).unwrap();
-    let mut diffusion = DiffusionConfig::new(16);
+    let mut diffusion = DiffusionConfig::default();
     diffusion.steps = 5;
     diffusion.search.t_skips = vec![0.0];
-    diffusion.per_direction = Some(1);
-    let summary = diffusion_set(
-        &tuned_net,
-        &schedule_of(&tuned_spec),
+    let summary = diffusion_run(
+        (&tuned_net, &tuned_spec),
         &stats,
         &oracle,
-        &test,
-        &dir.join("diffusion"),
         &diffusion,
-        &device,
+        &plan(&test, &dir.join("diffusion"), Some(1), 16, &device),
     )
     .unwrap();
     assert_eq!(summary.done, 2);
@@ -455,10 +485,6 @@ fn lora_tunes_a_frozen_decoder() {
     let err = load_decoder::<I>(&tuned_dir, &device).err().unwrap();
     assert!(err.to_string().contains("tune the adapters again"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn schedule_of(spec: &DecoderSpec) -> foil::schedule::NoiseSchedule {
-    spec.schedule().unwrap()
 }
 
 fn foil(args: &[&str], cwd: &Path) -> (bool, String, String) {
@@ -799,23 +825,23 @@ fn targets_come_from_the_oracles_prediction() {
     let (_, ddpm) = load_ddpm::<I>(&dir.join("ddpm"), &device).unwrap();
     let schedule = ddpm_spec.schedule().unwrap();
     for preset in [Preset::Maskdime, Preset::Fastdime] {
-        let mut explain = ExplainConfig::new(preset, 16);
+        let mut explain = ExplainConfig::new(preset);
         explain.respaced_steps = 10;
         explain.guide.tau = 4;
         explain.guide.scales = vec![8.0];
         if let foil::guide::MaskPolicy::Difference { warmup, .. } = &mut explain.guide.mask {
             *warmup = 1;
         }
-        explain.per_direction = Some(2);
-        explain.batch_size = 2;
         let out = dir.join(preset.name());
-        let models = GuideModels {
+        let models = GuideModels::<B, _, _> {
             ddpm: &ddpm,
             schedule: &schedule,
             oracle: &says_kiki,
             perceptual: None,
         };
-        explain_set::<B, _, _>(&models, &test, &out, &explain, &device).unwrap();
+        models
+            .run(&explain, &plan(&test, &out, Some(2), 2, &device))
+            .unwrap();
         for (path, r) in check(&out, &says_kiki) {
             assert_eq!((r.predicted, r.to), (1, 0), "{r:?}");
             assert!(!r.flipped, "{r:?}");
@@ -897,11 +923,10 @@ fn targets_come_from_the_oracles_prediction() {
         &device,
     )
     .unwrap();
-    let mut explain = ExplainConfig::new(Preset::Dime, 16);
+    let mut explain = ExplainConfig::new(Preset::Dime);
     explain.respaced_steps = 10;
     explain.guide.tau = 3;
     explain.guide.scales = vec![8.0];
-    explain.per_direction = Some(1);
     let run =
         |perceptual: Option<&dyn foil::core::FeatureExtractor<B>>, weight: f64, name: &str| {
             let mut config = explain.clone();
@@ -913,7 +938,9 @@ fn targets_come_from_the_oracles_prediction() {
                 perceptual,
             };
             let out = dir.join(name);
-            explain_set::<B, _, _>(&models, &test, &out, &config, &device).map(|_| out)
+            models
+                .run(&config, &plan(&test, &out, Some(1), 16, &device))
+                .map(|_| out)
         };
     let plain = run(None, 0.0, "dime-plain").unwrap();
     let perc = run(Some(&vgg), 3000.0, "dime-perceptual").unwrap();
@@ -969,22 +996,17 @@ fn targets_come_from_the_oracles_prediction() {
         &device,
     )
     .unwrap();
-    let mut diffusion = DiffusionConfig::new(16);
+    let mut diffusion = DiffusionConfig::default();
     diffusion.steps = 5;
     diffusion.search.t_skips = vec![0.6, 0.0];
-    diffusion.per_direction = Some(2);
-    diffusion.batch_size = 2;
     let run = |config: &DiffusionConfig, oracle: &MeanOracle, name: &str| {
         let out = dir.join(name);
-        diffusion_set(
-            &decoder,
-            &schedule_of(&decoder_spec),
+        diffusion_run(
+            (&decoder, &decoder_spec),
             &stats,
             oracle,
-            &test,
-            &out,
             config,
-            &device,
+            &plan(&test, &out, Some(2), 2, &device),
         )
         .unwrap();
         check(&out, oracle)
@@ -1015,15 +1037,11 @@ fn targets_come_from_the_oracles_prediction() {
         }
     }
     let nearest_out = dir.join("nearest");
-    nearest_set(
+    nearest_run(
         &decoder,
         &train,
         &says_kiki,
-        &test,
-        &nearest_out,
-        Some(2),
-        16,
-        &device,
+        &plan(&test, &nearest_out, Some(2), 16, &device),
     )
     .unwrap();
     for (_, r) in check(&nearest_out, &says_kiki) {

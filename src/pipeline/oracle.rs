@@ -19,7 +19,8 @@ use foil_train::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{image_mode, read_spec, recorder, write_json};
+use foil_core::image_io::image_mode;
+use foil_models::folder::{read_spec, recorder, write_json};
 
 const FORMAT: &str = "foil oracle 1";
 
@@ -132,6 +133,21 @@ impl OracleSpec {
             members,
             test_accuracy: None,
         })
+    }
+
+    /// Checks that `data` has this oracle's classes, in its order.
+    pub fn check_data(&self, data: &Dataset) -> Result<()> {
+        if self.classes.as_slice() != data.class_names() {
+            return Err(Error::format(
+                "oracle classes",
+                format!(
+                    "the oracle was trained on {:?}, the data has {:?}",
+                    self.classes,
+                    data.class_names()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Reads `dir/model.json`.

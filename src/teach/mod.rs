@@ -12,7 +12,7 @@ use image::codecs::gif::{GifEncoder, Repeat};
 use image::{Delay, DynamicImage, Frame, GrayImage, Rgb, RgbImage, RgbaImage};
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::{change_map, grid, mask_share, save_gray_png, save_png};
+use foil_run::{change_map, grid, mask_share, save_gray_png, save_png};
 
 /// How a transition's frames were made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -416,17 +416,13 @@ pub struct StudySummary {
     pub quiz: usize,
 }
 
-/// DIFFusion's networks and settings, to render true lambda sweeps instead of cross-fades.
-#[derive(Debug)]
+/// DIFFusion's editing engine and the run's seed, to render true lambda sweeps instead of
+/// cross-fades.
 pub struct Sweeper<'a, B: burn::tensor::backend::Backend> {
-    /// The decoder and encoder.
-    pub decoder: &'a crate::pipeline::EmbeddingDecoder<B>,
-    /// Its noise schedule.
-    pub schedule: &'a foil_schedule::NoiseSchedule,
-    /// The class statistics the run used.
-    pub stats: &'a foil_embed::ClassStats,
-    /// The run's settings (steps, lambda, guidance, seed).
-    pub config: &'a crate::pipeline::DiffusionConfig,
+    /// The engine the run used (decoder, statistics, steps, lambda, guidance).
+    pub editor: &'a foil_diffusion::Editor<'a, B, crate::pipeline::EmbeddingDecoder<B>>,
+    /// The run's seed (of the inversion noise).
+    pub seed: u64,
 }
 
 /// Builds a study folder `out` from a results folder (`foil maskdime` or `foil diffusion`):
@@ -450,10 +446,10 @@ pub fn build_study<B: burn::tensor::backend::Backend>(
             options.quiz,
         ));
     }
-    let found = crate::pipeline::read_results(results)?;
+    let found = foil_run::read_results(results)?;
     if found.is_empty() {
         return Err(Error::Empty {
-            what: format!("results under {}", results.display()),
+            what: format!("results under {}", results.display()).into(),
             hint: "run `foil diffusion` or `foil maskdime` first".into(),
         });
     }
@@ -525,22 +521,14 @@ pub fn build_study<B: burn::tensor::backend::Backend>(
                     foil_core::image_io::Resize::Keep,
                     device,
                 )?;
-                let skip = foil_embed::skip_steps(sw.config.steps, t_skip);
+                let config = sw.editor.config();
+                let skip = foil_diffusion::skip_steps(config.steps, t_skip);
                 // Up to the strength that flipped it (a ladder's later rung, maybe).
-                let top = r.lambda.unwrap_or(sw.config.search.lambda);
+                let top = r.lambda.unwrap_or(config.search.lambda);
                 let lambdas: Vec<f64> = (1..options.frames)
                     .map(|k| top * k as f64 / (options.frames - 1) as f64)
                     .collect();
-                let outs = crate::pipeline::lambda_sweep(
-                    sw.decoder,
-                    sw.schedule,
-                    sw.stats,
-                    sw.config,
-                    x,
-                    (from, away),
-                    skip,
-                    &lambdas,
-                )?;
+                let outs = sw.editor.sweep(x, (from, away), skip, &lambdas, sw.seed)?;
                 let mut frames = vec![orig.clone()];
                 for o in outs {
                     frames.push(foil_core::image_io::tensor_to_images(&o)?[0].to_rgb8());
@@ -581,7 +569,7 @@ pub fn build_study<B: burn::tensor::backend::Backend>(
         chosen.extend(pool.into_iter().take(options.quiz / 2));
     }
     chosen.shuffle(&mut rng);
-    let (mode, resize) = crate::pipeline::image_mode(size);
+    let (mode, resize) = foil_core::image_io::image_mode(size);
     let mut quiz = Vec::with_capacity(chosen.len());
     for chunk in chosen.chunks(64) {
         let (x, labels) = data.tensors::<B>(chunk, mode, resize, device)?;

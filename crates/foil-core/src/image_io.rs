@@ -93,6 +93,17 @@ fn check_nonzero(w: u32, h: u32) -> Result<()> {
     Ok(())
 }
 
+/// How every network of a pipeline sees images: RGB (gray data is replicated), `size` x `size`.
+pub fn image_mode(size: u32) -> (ColorMode, Resize) {
+    (
+        ColorMode::Rgb,
+        Resize::Exact {
+            width: size,
+            height: size,
+        },
+    )
+}
+
 /// Reads an image file (any format the enabled `image` features decode).
 pub fn load(path: impl AsRef<Path>) -> Result<DynamicImage> {
     let path = path.as_ref();

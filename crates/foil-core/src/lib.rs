@@ -9,21 +9,28 @@
 //!   tensors in `[-1, 1]`, and back, in one place;
 //! - training or inference mode for layers that differ between them ([`mode`]);
 //! - explicit, seeded randomness ([`Noise`]): nothing in foil draws from a hidden global RNG;
+//! - what a counterfactual method is ([`Method`]: a batch and its targets in, one
+//!   counterfactual per input out, with its [`Cost`] and [`Setting`]) and the shared ladder
+//!   of stronger settings ([`escalate()`]);
 //! - the [`Error`] type, whose messages say what was expected and what was found.
 //!
 //! All of it is generic over a burn [`Backend`](burn::tensor::backend::Backend).
 
 mod error;
+pub mod escalate;
 pub mod image_io;
+pub mod method;
 pub mod mode;
 mod noise;
 pub mod tensor;
 pub mod toy;
 mod traits;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
+pub use escalate::{Attempt, Climb, escalate};
+pub use method::{Cost, Explained, Method, Outcome, Request, Setting};
 pub use noise::Noise;
 pub use traits::{
-    Classifier, Denoiser, DenoiserOutput, FeatureExtractor, ImageEncoder, labels_from_logits,
+    Classifier, Denoiser, DenoiserOutput, Detached, FeatureExtractor, ImageEncoder, labels_from_logits,
     predicted_labels,
 };

@@ -1,6 +1,6 @@
 //! Small tensor helpers used across the workspace: host copies, finiteness and shape checks.
 
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 use crate::{Error, Result};
 
@@ -15,7 +15,7 @@ pub fn to_vec_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Result<Vec<f3
 /// Returns an error naming `what` if `t` holds NaN or an infinity.
 pub fn ensure_finite<B: Backend, const D: usize>(
     t: &Tensor<B, D>,
-    what: &str,
+    what: impl Into<std::borrow::Cow<'static, str>>,
     context: &str,
 ) -> Result<()> {
     // One reduction, one scalar read: sum(|x|) is finite only if every element is.
@@ -31,7 +31,7 @@ pub fn ensure_finite<B: Backend, const D: usize>(
 /// Returns an error naming `what` unless `t` has exactly `expected` dims.
 pub fn ensure_dims<B: Backend, const D: usize>(
     t: &Tensor<B, D>,
-    what: &str,
+    what: impl Into<std::borrow::Cow<'static, str>>,
     expected: [usize; D],
 ) -> Result<()> {
     let found = t.dims();
@@ -70,4 +70,22 @@ pub fn from_vec<B: Backend, const D: usize>(
         ));
     }
     Ok(Tensor::from_data(TensorData::new(values, shape), device))
+}
+
+/// `indices` as an `Int` index tensor on `device` (for `select`).
+pub fn index_tensor<B: Backend>(indices: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+    let values: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+    Tensor::from_data(TensorData::new(values, [indices.len()]), device)
+}
+
+/// The Euclidean norm of each row of `[N, D]`, as `[N, 1]`.
+pub fn row_norms<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    x.powi_scalar(2).sum_dim(1).sqrt()
+}
+
+/// Each row of `[N, D]` divided by its Euclidean norm, norms below `min_norm` raised to it (so
+/// a zero row stays zero).
+pub fn unit_rows<B: Backend>(x: Tensor<B, 2>, min_norm: f64) -> Tensor<B, 2> {
+    let norms = row_norms(x.clone()).clamp_min(min_norm);
+    x / norms
 }

@@ -1,6 +1,7 @@
 //! The three model roles the methods are generic over.
 
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::Tensor;
 
 use crate::Result;
 
@@ -180,5 +181,31 @@ impl<B: Backend, T: ImageEncoder<B> + ?Sized> ImageEncoder<B> for &T {
     }
     fn encode(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 2>> {
         (**self).encode(images)
+    }
+}
+
+/// A classifier of an autodiff backend `B` run on `B`'s inner backend, without gradients (for
+/// the oracle's predictions beside a method that differentiates it).
+pub struct Detached<'a, B, C> {
+    classifier: &'a C,
+    backend: std::marker::PhantomData<B>,
+}
+
+impl<'a, B, C> Detached<'a, B, C> {
+    /// `classifier` seen from `B`'s inner backend.
+    pub fn new(classifier: &'a C) -> Self {
+        Self {
+            classifier,
+            backend: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<B: AutodiffBackend, C: Classifier<B>> Classifier<B::InnerBackend> for Detached<'_, B, C> {
+    fn num_logits(&self) -> usize {
+        self.classifier.num_logits()
+    }
+    fn logits(&self, images: Tensor<B::InnerBackend, 4>) -> Result<Tensor<B::InnerBackend, 2>> {
+        Ok(self.classifier.logits(Tensor::from_inner(images))?.inner())
     }
 }

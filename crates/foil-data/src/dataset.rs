@@ -112,7 +112,7 @@ impl Dataset {
         for (name, count) in pair.names.iter().zip(pair.counts()) {
             if count == 0 {
                 return Err(Error::Empty {
-                    what: format!("class {name:?}"),
+                    what: format!("class {name:?}").into(),
                     hint: "it has no images in this dataset".into(),
                 });
             }

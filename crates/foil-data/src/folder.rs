@@ -43,7 +43,7 @@ pub fn list(root: impl AsRef<Path>) -> Result<Vec<(String, Vec<PathBuf>)>> {
             .collect();
         if files.is_empty() {
             return Err(Error::Empty {
-                what: format!("class folder {}", dir.display()),
+                what: format!("class folder {}", dir.display()).into(),
                 hint: format!(
                     "put images ({}) in it, or remove it",
                     IMAGE_EXTENSIONS.join(", ")
@@ -54,7 +54,7 @@ pub fn list(root: impl AsRef<Path>) -> Result<Vec<(String, Vec<PathBuf>)>> {
     }
     if classes.is_empty() {
         return Err(Error::Empty {
-            what: format!("dataset folder {}", root.display()),
+            what: format!("dataset folder {}", root.display()).into(),
             hint: "expected one sub-folder per class, each holding images".into(),
         });
     }

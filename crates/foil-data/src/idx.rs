@@ -68,13 +68,13 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
 pub fn parse_idx_u8(bytes: &[u8], what: &str) -> Result<(Vec<usize>, Vec<u8>)> {
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
         return Err(Error::format(
-            what,
+            what.to_owned(),
             "not an idx file (expected two zero bytes, a type byte and a rank byte)",
         ));
     }
     if bytes[2] != 0x08 {
         return Err(Error::format(
-            what,
+            what.to_owned(),
             format!(
                 "idx element type 0x{:02x}, expected 0x08 (unsigned byte)",
                 bytes[2]
@@ -85,7 +85,7 @@ pub fn parse_idx_u8(bytes: &[u8], what: &str) -> Result<(Vec<usize>, Vec<u8>)> {
     let header = 4 + 4 * rank;
     if bytes.len() < header {
         return Err(Error::format(
-            what,
+            what.to_owned(),
             format!("truncated header: {} bytes, expected {header}", bytes.len()),
         ));
     }
@@ -98,7 +98,7 @@ pub fn parse_idx_u8(bytes: &[u8], what: &str) -> Result<(Vec<usize>, Vec<u8>)> {
     let data = &bytes[header..];
     if data.len() != count {
         return Err(Error::format(
-            what,
+            what.to_owned(),
             format!(
                 "dimensions {dims:?} need {count} data bytes, found {} (truncated or corrupt)",
                 data.len()

@@ -27,7 +27,8 @@ pub fn load(digits_dir: impl AsRef<Path>) -> Result<Dataset> {
         let path = dir.join(format!("{digit}.json"));
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let what = path.display().to_string();
-        let digits: Digits = serde_json::from_slice(&bytes).map_err(|e| Error::format(&what, e))?;
+        let digits: Digits =
+            serde_json::from_slice(&bytes).map_err(|e| Error::format(what.clone(), e))?;
         let px = SIDE * SIDE;
         if digits.data.is_empty() || !digits.data.len().is_multiple_of(px) {
             return Err(Error::shape(

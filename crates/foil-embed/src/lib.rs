@@ -6,16 +6,12 @@
 //!   (two backgrounds, say) removed by Gram–Schmidt.
 //! - [`apply`] / [`sweep`]: `c' = |c| (c / |c| + lambda d)` (the reference form) or its
 //!   renormalised variant, for any lambda (negative too).
-//! - [`search`]: the edit search: per input, try `T_skip` values from gentle to strong and keep
-//!   the first output an oracle labels as the target; the success ratio counts every input.
+//!
+//! The edit search that regenerates with these conditions lives in `foil-diffusion`; this
+//! crate knows nothing of the decoder.
 
 mod direction;
-mod search;
 mod stats;
 
 pub use direction::{Direction, EditForm, apply, sweep};
-pub use search::{
-    EditOutcome, EfRegenerator, Regenerator, SearchConfig, SearchReport, oracle_labels, search,
-    skip_steps,
-};
 pub use stats::{ClassStats, ClassStatsBuilder};

@@ -86,7 +86,7 @@ impl ClassStatsBuilder {
         for (name, sum, count) in &self.classes {
             if *count == 0 {
                 return Err(Error::Empty {
-                    what: format!("class {name:?}"),
+                    what: format!("class {name:?}").into(),
                     hint: "give it at least one image".into(),
                 });
             }
@@ -207,24 +207,25 @@ impl ClassStats {
         let path = path.as_ref();
         let what = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::format(&what, e))?;
+        let (_, meta) =
+            SafeTensors::read_metadata(&bytes).map_err(|e| Error::format(what.clone(), e))?;
         let meta = meta.metadata().clone().unwrap_or_default();
         let field = |key: &str| {
             meta.get(key)
                 .cloned()
-                .ok_or_else(|| Error::format(&what, format!("missing metadata {key:?}")))
+                .ok_or_else(|| Error::format(what.clone(), format!("missing metadata {key:?}")))
         };
         if field("format")? != FORMAT {
-            return Err(Error::format(&what, format!("not a {FORMAT} file")));
+            return Err(Error::format(what.clone(), format!("not a {FORMAT} file")));
         }
         let names: Vec<String> = serde_json::from_str(&field("names")?)
-            .map_err(|e| Error::format(&what, format!("names: {e}")))?;
+            .map_err(|e| Error::format(what.clone(), format!("names: {e}")))?;
         let counts: Vec<usize> = serde_json::from_str(&field("counts")?)
-            .map_err(|e| Error::format(&what, format!("counts: {e}")))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::format(&what, e))?;
+            .map_err(|e| Error::format(what.clone(), format!("counts: {e}")))?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::format(what.clone(), e))?;
         let view = st
             .tensor("means")
-            .map_err(|_| Error::format(&what, "missing tensor \"means\""))?;
+            .map_err(|_| Error::format(what.clone(), "missing tensor \"means\""))?;
         let shape = view.shape().to_vec();
         if view.dtype() != Dtype::F64
             || shape.len() != 2

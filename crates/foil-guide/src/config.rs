@@ -148,6 +148,17 @@ impl GuideConfig {
         }
     }
 
+    /// The method these switches make: `maskdime` (dual masks), `fastdime` (difference mask),
+    /// `dime` (the full chain, no mask), or `guided` for another combination.
+    pub fn name(&self) -> &'static str {
+        match (self.clean, self.mask) {
+            (_, MaskPolicy::Dual { .. }) => "maskdime",
+            (_, MaskPolicy::Difference { .. }) => "fastdime",
+            (CleanEstimate::FullChain, MaskPolicy::None) => "dime",
+            _ => "guided",
+        }
+    }
+
     /// Checks every setting against the number of sampling steps.
     pub fn validate(&self, num_steps: usize) -> Result<()> {
         if self.tau == 0 || self.tau >= num_steps {

@@ -135,7 +135,7 @@ pub fn difference_mask<B: Backend>(
     pooled.greater_equal_elem(threshold).float()
 }
 
-pub(crate) fn check_share(what: &str, v: f64) -> Result<()> {
+pub(crate) fn check_share(what: &'static str, v: f64) -> Result<()> {
     if v > 0.0 && v <= 1.0 {
         Ok(())
     } else {

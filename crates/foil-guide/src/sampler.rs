@@ -2,8 +2,11 @@
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData, activation};
-use foil_core::tensor::{ensure_finite, fmt_dims, per_sample};
-use foil_core::{Classifier, Denoiser, Error, FeatureExtractor, Noise, Result, predicted_labels};
+use foil_core::tensor::{ensure_finite, fmt_dims, index_tensor, per_sample};
+use foil_core::{
+    Attempt, Classifier, Cost, Denoiser, Error, Explained, FeatureExtractor, Method, Noise,
+    Outcome, Request, Result, Setting, escalate, predicted_labels,
+};
 use foil_schedule::{Steps, VarianceType};
 
 use crate::config::{ClassLoss, CleanEstimate, GuideConfig, MaskPolicy};
@@ -12,41 +15,6 @@ use crate::masks::{difference_mask, dual_masks};
 type Inner<B> = <B as AutodiffBackend>::InnerBackend;
 /// An image batch on the inner (non-autodiff) backend.
 type Images<B> = Tensor<Inner<B>, 4>;
-
-/// What happened to one input.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
-    /// Whether the classifier gives the target for the counterfactual.
-    pub flipped: bool,
-    /// The guidance scale that flipped it (`None`: none of the ladder did).
-    pub scale: Option<f64>,
-    /// Denoiser evaluations spent on this input (one per image and call).
-    pub denoiser_calls: usize,
-    /// Classifier forward-and-backward passes spent on this input (guidance plus flip checks).
-    pub classifier_calls: usize,
-}
-
-/// The sampler's results for a batch.
-#[derive(Debug, Clone)]
-pub struct Counterfactuals<B: Backend> {
-    /// The counterfactuals `[N, C, H, W]`: the flipped output, or the last scale's attempt.
-    pub images: Tensor<B, 4>,
-    /// One outcome per input.
-    pub outcomes: Vec<Outcome>,
-    /// The final dilated outer mask (`M1`, or FastDiME's difference mask) per input,
-    /// `[N, 1, H, W]`; `None` under [`MaskPolicy::None`].
-    pub outer_masks: Option<Tensor<B, 4>>,
-    /// The final dilated inner mask (`M2`) per input; `Some` only for MaskDiME.
-    pub inner_masks: Option<Tensor<B, 4>>,
-}
-
-impl<B: Backend> Counterfactuals<B> {
-    /// Share of inputs flipped.
-    pub fn flip_rate(&self) -> f64 {
-        self.outcomes.iter().filter(|o| o.flipped).count() as f64
-            / self.outcomes.len().max(1) as f64
-    }
-}
 
 /// What the sampler carries from one step to the next.
 #[derive(Debug, Clone)]
@@ -164,74 +132,81 @@ where
     }
 
     /// Makes counterfactuals of `x` (`[N, C, H, W]` in `[-1, 1]`) towards `targets` (one class
-    /// per input), trying the scale ladder on the inputs not yet flipped. The noised start
-    /// `q_sample(x, tau)` is drawn once and reused by every scale, as the references do.
-    /// Deterministic in `seed`.
+    /// per input), trying the scale ladder on the inputs not yet flipped
+    /// ([`escalate`](foil_core::escalate)). The noised start `q_sample(x, tau)` is drawn once and
+    /// reused by every scale, as the references do. Deterministic in `seed`.
     pub fn explain(
         &self,
         x: Tensor<Inner<B>, 4>,
         targets: &[usize],
         seed: u64,
-    ) -> Result<Counterfactuals<Inner<B>>> {
+    ) -> Result<Explained<Inner<B>>> {
         let [n, ..] = x.dims();
         self.check_inputs(&x, targets)?;
         ensure_finite(&x, "inputs", "")?;
 
         let mut noise = Noise::new(seed);
         let start = self.start(x.clone(), noise.normal_like(&x))?;
-        let mut outcomes = vec![
-            Outcome {
-                flipped: false,
-                scale: None,
-                denoiser_calls: 0,
-                classifier_calls: 0
-            };
-            n
-        ];
-        let mut images: Vec<Option<Tensor<Inner<B>, 4>>> = vec![None; n];
-        let mut outer: Vec<Option<Tensor<Inner<B>, 4>>> = vec![None; n];
-        let mut inner: Vec<Option<Tensor<Inner<B>, 4>>> = vec![None; n];
-        let mut active: Vec<usize> = (0..n).collect();
-        for &scale in &self.config.scales {
-            if active.is_empty() {
-                break;
-            }
-            let idx = index_tensor::<Inner<B>>(&active, &x.device());
+        let mut costs = vec![Cost::default(); n];
+        let climbs = escalate(n, &self.config.scales, |&scale, active| {
+            let idx = index_tensor::<Inner<B>>(active, &x.device());
             let xs = x.clone().select(0, idx.clone());
             let zs = start.clone().select(0, idx);
             let ts: Vec<usize> = active.iter().map(|&i| targets[i]).collect();
             let run = self.run(xs, zs, &ts, scale, &mut noise.fork())?;
             let labels = predicted_labels(self.classifier, Tensor::from_inner(run.images.clone()))?;
-            let per_input_d = run.denoiser_calls / active.len();
-            let per_input_c = run.classifier_calls / active.len() + 1;
-            let mut still = Vec::new();
-            for (j, &i) in active.iter().enumerate() {
-                let o = &mut outcomes[i];
-                o.denoiser_calls += per_input_d;
-                o.classifier_calls += per_input_c;
-                images[i] = Some(run.images.clone().narrow(0, j, 1));
-                outer[i] = run.outer.as_ref().map(|m| m.clone().narrow(0, j, 1));
-                inner[i] = run.inner.as_ref().map(|m| m.clone().narrow(0, j, 1));
-                if labels[j] == targets[i] {
-                    o.flipped = true;
-                    o.scale = Some(scale);
-                } else {
-                    still.push(i);
-                }
+            let per_input = Cost {
+                denoiser_calls: run.denoiser_calls / active.len(),
+                // The guidance passes, and the flip check.
+                classifier_calls: run.classifier_calls / active.len() + 1,
+                encoder_calls: 0,
+            };
+            Ok(active
+                .iter()
+                .enumerate()
+                .map(|(j, &i)| {
+                    costs[i] += per_input;
+                    Attempt {
+                        flipped: labels[j] == targets[i],
+                        value: [
+                            Some(run.images.clone().narrow(0, j, 1)),
+                            run.outer.as_ref().map(|m| m.clone().narrow(0, j, 1)),
+                            run.inner.as_ref().map(|m| m.clone().narrow(0, j, 1)),
+                        ],
+                    }
+                })
+                .collect())
+        })?;
+        let outcomes = climbs
+            .iter()
+            .zip(&costs)
+            .map(|(c, &cost)| Outcome {
+                flipped: c.flipped(),
+                setting: c.flipped_at.map(|k| Setting::Guidance {
+                    scale: self.config.scales[k],
+                }),
+                cost,
+            })
+            .collect();
+        let mut rows: [Vec<Option<Images<B>>>; 3] = Default::default();
+        for climb in climbs {
+            for (slot, value) in rows.iter_mut().zip(climb.value) {
+                slot.push(value);
             }
-            active = still;
         }
-        let stack = |v: Vec<Option<Tensor<Inner<B>, 4>>>| -> Option<Tensor<Inner<B>, 4>> {
-            let v: Vec<_> = v.into_iter().collect::<Option<Vec<_>>>()?;
-            Some(Tensor::cat(v, 0))
-        };
-        let images = stack(images)
-            .ok_or_else(|| Error::format("guided sampler", "no scale produced an output"))?;
-        Ok(Counterfactuals {
+        let [images, outer, inner] = rows.map(|v| {
+            v.into_iter()
+                .collect::<Option<Vec<_>>>()
+                .filter(|v| !v.is_empty())
+                .map(|v| Tensor::cat(v, 0))
+        });
+        let images =
+            images.ok_or_else(|| Error::format("guided sampler", "no scale produced an output"))?;
+        Ok(Explained {
             images,
             outcomes,
-            outer_masks: stack(outer),
-            inner_masks: stack(inner),
+            outer_masks: outer,
+            inner_masks: inner,
         })
     }
 
@@ -522,16 +497,6 @@ fn blend<B: Backend>(m: &Tensor<B, 4>, a: Tensor<B, 4>, b: Tensor<B, 4>) -> Tens
     a * m.clone() + b * (m.clone().neg() + 1.0)
 }
 
-fn index_tensor<B: Backend>(indices: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
-    Tensor::from_data(
-        TensorData::new(
-            indices.iter().map(|&i| i as i64).collect::<Vec<_>>(),
-            [indices.len()],
-        ),
-        device,
-    )
-}
-
 /// The classifier loss summed over the batch (so each image's gradient is its own).
 fn class_loss<B: Backend>(
     logits: Tensor<B, 2>,
@@ -579,4 +544,21 @@ fn class_loss<B: Backend>(
 /// `log(1 + e^y)` computed without overflow: `max(y, 0) + log(1 + e^-|y|)`.
 fn softplus<B: Backend>(y: Tensor<B, 2>) -> Tensor<B, 2> {
     y.clone().clamp_min(0.0) + (y.abs().neg().exp() + 1.0).log()
+}
+
+/// The sampler as a [`Method`] over the inner backend: each batch towards its targets with the
+/// request's seed (the labels are not used: the targets say where to go).
+impl<B, D, C> Method<Inner<B>> for Guide<'_, B, D, C>
+where
+    B: AutodiffBackend,
+    D: Denoiser<Inner<B>>,
+    C: Classifier<B>,
+{
+    fn name(&self) -> &str {
+        self.config.name()
+    }
+
+    fn explain(&self, request: Request<'_, Inner<B>>) -> Result<Explained<Inner<B>>> {
+        Guide::explain(self, request.images, request.targets, request.seed)
+    }
 }

@@ -146,8 +146,8 @@ fn calls(config: GuideConfig) -> (usize, usize) {
     .unwrap();
     let out = guide.explain(inputs(2), &[1, 1], 1).unwrap();
     (
-        out.outcomes[0].denoiser_calls,
-        out.outcomes[0].classifier_calls,
+        out.outcomes[0].cost.denoiser_calls,
+        out.outcomes[0].cost.classifier_calls,
     )
 }
 
@@ -211,10 +211,10 @@ fn the_ladder_retries_only_unflipped_inputs() {
     };
     let guide = Guide::<B, _, _>::new(config, steps(), &model, &clf).unwrap();
     let out = guide.explain(x, &[1, 1], 3).unwrap();
-    assert_eq!(out.outcomes[0].scale, Some(0.0));
-    assert_eq!(out.outcomes[1].scale, Some(20.0), "{:?}", out.outcomes);
-    assert_eq!(out.outcomes[0].denoiser_calls, 10);
-    assert_eq!(out.outcomes[1].denoiser_calls, 20);
+    assert_eq!(out.outcomes[0].setting.and_then(|s| s.scale()), Some(0.0));
+    assert_eq!(out.outcomes[1].setting.and_then(|s| s.scale()), Some(20.0), "{:?}", out.outcomes);
+    assert_eq!(out.outcomes[0].cost.denoiser_calls, 10);
+    assert_eq!(out.outcomes[1].cost.denoiser_calls, 20);
 }
 
 #[test]

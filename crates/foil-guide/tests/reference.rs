@@ -184,7 +184,7 @@ fn the_noised_start_is_shared_by_every_scale() {
     let x = inputs(2, 7);
     let a = once.explain(x.clone(), &[1, 1], 11).unwrap();
     let b = twice.explain(x, &[1, 1], 11).unwrap();
-    assert_eq!(b.outcomes[0].denoiser_calls, 20);
+    assert_eq!(b.outcomes[0].cost.denoiser_calls, 20);
     assert_eq!(vec(&a.images), vec(&b.images));
 }
 

@@ -184,11 +184,11 @@ impl<B: Backend> NoiseMaps<B> {
         let path = path.as_ref();
         let what = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::format(&what, e))?;
+        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::format(what.clone(), e))?;
         let meta = meta.metadata().clone().unwrap_or_default();
         if meta.get("format").map(String::as_str) != Some(FORMAT) {
             return Err(Error::format(
-                &what,
+                what.clone(),
                 format!(
                     "expected metadata format {FORMAT:?}, found {:?}",
                     meta.get("format")
@@ -198,19 +198,19 @@ impl<B: Backend> NoiseMaps<B> {
         let timesteps: Vec<usize> = meta
             .get("timesteps")
             .and_then(|s| serde_json::from_str(s).ok())
-            .ok_or_else(|| Error::format(&what, "missing or malformed timesteps metadata"))?;
+            .ok_or_else(|| Error::format(what.clone(), "missing or malformed timesteps metadata"))?;
         let eta: f64 = meta
             .get("eta")
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| Error::format(&what, "missing or malformed eta metadata"))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::format(&what, e))?;
+            .ok_or_else(|| Error::format(what.clone(), "missing or malformed eta metadata"))?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::format(what.clone(), e))?;
         let read = |name: String| -> Result<Tensor<B, 4>> {
             let view = st
                 .tensor(&name)
-                .map_err(|_| Error::format(&what, format!("missing tensor {name}")))?;
+                .map_err(|_| Error::format(what.clone(), format!("missing tensor {name}")))?;
             if view.dtype() != Dtype::F32 {
                 return Err(Error::format(
-                    &what,
+                    what.clone(),
                     format!("{name}: expected F32, found {:?}", view.dtype()),
                 ));
             }

@@ -183,7 +183,11 @@ pub fn relu6<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
 }
 
 /// Checks classifier input `[N >= 1, 3, H >= min, W >= min]`.
-pub fn check_images(what: &str, dims: [usize; 4], min: usize) -> Result<()> {
+pub fn check_images(
+    what: impl Into<std::borrow::Cow<'static, str>>,
+    dims: [usize; 4],
+    min: usize,
+) -> Result<()> {
     let [n, c, h, w] = dims;
     if n == 0 || c != 3 || h < min || w < min {
         return Err(Error::shape(

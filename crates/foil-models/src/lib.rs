@@ -12,6 +12,8 @@
 //! - [`resnet`], [`mobilenet`], [`efficientnet`]: torchvision's ResNet-18, MobileNet-V2 and
 //!   EfficientNet-B0 image classifiers (`foil_core::Classifier`), with [`cnn`] their shared
 //!   BatchNorm and input normalisation, and [`ensemble`] the mean-of-sigmoids oracle;
+//! - [`folder`]: model folders (`model.json` with a format tag beside full-precision burn
+//!   records) and their JSON helpers;
 //! - [`lora`]: LoRA adapters for linear layers, chosen by module path, and their merge;
 //! - [`vgg`]: torchvision's VGG16 feature stack, LPIPS's other backbone, and VGG-19's, truncated
 //!   at any module (`features[:18]` by default) and wrapped as the perceptual loss network of
@@ -54,6 +56,7 @@ pub mod clip;
 pub mod cnn;
 pub mod efficientnet;
 pub mod ensemble;
+pub mod folder;
 pub mod inception;
 pub mod kandinsky;
 pub mod lora;

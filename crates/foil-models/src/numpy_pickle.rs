@@ -74,12 +74,12 @@ pub fn read_numpy_pickle(bytes: &[u8], what: &str) -> Result<BTreeMap<String, Nu
             .replace_unresolved_globals()
             .keep_restore_state(),
     )
-    .map_err(|e| Error::format(what, format!("not a readable pickle: {e}")))?;
+    .map_err(|e| Error::format(what.to_owned(), format!("not a readable pickle: {e}")))?;
     let mut out = BTreeMap::new();
     collect(&value, String::new(), what, &mut out)?;
     if out.is_empty() {
         return Err(Error::Empty {
-            what: format!("{what}: numpy arrays"),
+            what: format!("{what}: numpy arrays").into(),
             hint: "expected a pickled dictionary of float32 numpy arrays".into(),
         });
     }
@@ -101,7 +101,7 @@ fn collect(
                     HashableValue::I64(i) => i.to_string(),
                     other => {
                         return Err(Error::format(
-                            what,
+                            what.to_owned(),
                             format!("dictionary key {other:?} at `{path}` is not a string"),
                         ));
                     }
@@ -116,8 +116,9 @@ fn collect(
             Ok(())
         }
         Value::Tuple(state) if is_array_state(state) => {
-            let array = array_from_state(state)
-                .map_err(|detail| Error::format(what, format!("array `{path}`: {detail}")))?;
+            let array = array_from_state(state).map_err(|detail| {
+                Error::format(what.to_owned(), format!("array `{path}`: {detail}"))
+            })?;
             out.insert(path, array);
             Ok(())
         }

