@@ -14,16 +14,15 @@ use foil_train::{ImageSet, TrainConfig, train_ddpm, trainable};
 use serde::{Deserialize, Serialize};
 
 use foil_core::image_io::image_mode;
-use foil_models::folder::{read_spec, recorder, write_json};
+use foil_models::folder::{Format, ModelSpec, load_spec, recorder, save_spec};
 
-const FORMAT: &str = "foil ddpm 1";
 const RECORD: &str = "adm";
 
 /// What a DDPM folder holds (`model.json`): the network and its noise schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DdpmSpec {
-    /// Format tag.
-    pub format: String,
+    /// Format version (`foil ddpm 1`).
+    pub format: Format,
     /// The classes it was trained on (for the record).
     pub classes: Vec<String>,
     /// Side of the square RGB images.
@@ -45,7 +44,7 @@ impl DdpmSpec {
     /// at a quarter of the resolution, `T = 1000`.
     pub fn small(classes: Vec<String>, image_size: u32) -> Self {
         Self {
-            format: FORMAT.into(),
+            format: Self::expected_format(),
             classes,
             image_size,
             model_channels: 32,
@@ -80,7 +79,7 @@ impl DdpmSpec {
 
     /// Reads `dir/model.json`.
     pub fn load(dir: &Path) -> Result<Self> {
-        read_spec(dir, "DDPM description", FORMAT, |s: &Self| &s.format)
+        load_spec(dir)
     }
 }
 
@@ -112,7 +111,7 @@ pub fn train_ddpm_on<B: AutodiffBackend>(
         .valid()
         .save_file(path.clone(), &recorder())
         .map_err(|e| Error::format(path.display().to_string(), e))?;
-    write_json(&dir.join("model.json"), spec)?;
+    save_spec(dir, spec)?;
     Ok(trained.losses.last().map(|&(_, l)| l).unwrap_or(f64::NAN))
 }
 
@@ -128,4 +127,16 @@ pub fn load_ddpm<B: Backend>(dir: &Path, device: &B::Device) -> Result<(DdpmSpec
     })?;
     let net = spec.adm_config().init::<B>(device)?.load_record(record);
     Ok((spec, net))
+}
+
+impl ModelSpec for DdpmSpec {
+    const WHAT: &'static str = "DDPM description";
+
+    fn expected_format() -> Format {
+        Format::new("ddpm", 1)
+    }
+
+    fn format(&self) -> &Format {
+        &self.format
+    }
 }

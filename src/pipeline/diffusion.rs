@@ -1,6 +1,7 @@
 //! DIFFusion on the networks of model folders: the decoder (with its encoder and class
-//! statistics) and the oracle, loaded once ([`Diffusion::load`]), run over a set as DIFFusion,
-//! its target-mean baseline or the nearest-neighbour baseline.
+//! statistics) and the oracle, loaded once ([`Diffusion::load`]), then DIFFusion
+//! ([`Diffusion::arithmetic`]), its target-mean baseline or the nearest-neighbour baseline run
+//! over a set ([`Diffusion::run`]).
 
 use std::path::{Path, PathBuf};
 
@@ -8,8 +9,8 @@ use burn::tensor::backend::Backend;
 use foil_core::Result;
 use foil_data::Dataset;
 use foil_diffusion::{
-    DecoderSpec, DiffusionConfig, DiffusionMethod, EmbeddingDecoder, Editor, Nearest, STATS_FILE,
-    load_decoder,
+    DecoderSpec, DiffusionConfig, DiffusionMethod, Editor, EmbeddingDecoder, Nearest, STATS_FILE,
+    TargetMean, load_decoder,
 };
 use foil_embed::ClassStats;
 use foil_models::ensemble::Ensemble;
@@ -84,35 +85,58 @@ impl<B: Backend> Diffusion<B> {
         )
     }
 
-    /// DIFFusion (or its target-mean baseline) of `config` over `data`, writing one result per
-    /// input under `out`; inputs already done are skipped.
-    pub fn run(
+    /// DIFFusion with the settings of `config`, between the oracle's classes.
+    pub fn arithmetic(
         &self,
         config: DiffusionConfig,
-        data: &Dataset,
-        out: &Path,
-        options: &RunOptions,
-    ) -> Result<RunSummary> {
-        self.oracle_spec.check_data(data)?;
-        let classes = &self.oracle_spec.classes;
-        let method = DiffusionMethod::new(self.editor(config)?, &self.oracle, classes, &self.device)?;
-        let plan = options.plan(data, out, self.image_size(), &self.device);
-        run_set(&method, &self.oracle, &plan)
+    ) -> Result<DiffusionMethod<'_, B, EmbeddingDecoder<B>, Ensemble<B>>> {
+        DiffusionMethod::new(
+            self.editor(config)?,
+            &self.oracle,
+            &self.oracle_spec.classes,
+        )
     }
 
-    /// The nearest-neighbour baseline over `data`: each input's counterfactual is the training
-    /// image of `train` of the other class whose embedding is the nearest.
-    pub fn run_nearest(
+    /// The target-mean baseline: the same inversion and search, with the other class's mean
+    /// embedding in place of the arithmetic.
+    pub fn target_mean(
         &self,
-        train: &Dataset,
+        config: DiffusionConfig,
+    ) -> Result<TargetMean<'_, B, EmbeddingDecoder<B>, Ensemble<B>>> {
+        Ok(TargetMean {
+            editor: self.editor(config)?,
+            oracle: &self.oracle,
+            classes: self.oracle_spec.classes.clone(),
+        })
+    }
+
+    /// The nearest-neighbour baseline: each input's counterfactual is the training image of
+    /// `train` of the other class whose embedding is the nearest.
+    pub fn nearest<'a>(
+        &'a self,
+        train: &'a Dataset,
+    ) -> Result<Nearest<'a, B, EmbeddingDecoder<B>, Ensemble<B>>> {
+        self.oracle_spec.check_data(train)?;
+        Nearest::new(
+            &self.decoder,
+            &self.oracle,
+            train,
+            self.image_size(),
+            &self.device,
+        )
+    }
+
+    /// Runs `method` (one of the above) over `data`, writing one result per input under `out`;
+    /// inputs already done are skipped. `data` must have the oracle's classes.
+    pub fn run<M: foil_core::Method<B>>(
+        &self,
+        method: &M,
         data: &Dataset,
         out: &Path,
         options: &RunOptions,
     ) -> Result<RunSummary> {
         self.oracle_spec.check_data(data)?;
-        self.oracle_spec.check_data(train)?;
-        let method = Nearest::new(&self.decoder, &self.oracle, train, self.image_size(), &self.device)?;
         let plan = options.plan(data, out, self.image_size(), &self.device);
-        run_set(&method, &self.oracle, &plan)
+        run_set(method, &self.oracle, &plan)
     }
 }

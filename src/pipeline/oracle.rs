@@ -20,9 +20,8 @@ use foil_train::{
 use serde::{Deserialize, Serialize};
 
 use foil_core::image_io::image_mode;
-use foil_models::folder::{read_spec, recorder, write_json};
+use foil_models::folder::{Format, ModelSpec, load_spec, recorder, save_spec};
 
-const FORMAT: &str = "foil oracle 1";
 
 /// A classifier architecture (torchvision's, with one logit and `[-1, 1]` input).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,8 +92,8 @@ impl Member {
 /// What an oracle folder holds (`model.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OracleSpec {
-    /// Format tag.
-    pub format: String,
+    /// Format version (`foil oracle 1`).
+    pub format: Format,
     /// Class names: logit > 0 means `classes[1]`.
     pub classes: [String; 2],
     /// Side of the square RGB input.
@@ -127,7 +126,7 @@ impl OracleSpec {
             ));
         }
         Ok(Self {
-            format: FORMAT.into(),
+            format: Self::expected_format(),
             classes,
             image_size,
             members,
@@ -152,7 +151,7 @@ impl OracleSpec {
 
     /// Reads `dir/model.json`.
     pub fn load(dir: &Path) -> Result<Self> {
-        read_spec(dir, "oracle description", FORMAT, |s: &Self| &s.format)
+        load_spec(dir)
     }
 }
 
@@ -234,10 +233,10 @@ pub fn train_oracle<B: AutodiffBackend>(
         };
         member.test_accuracy = Some(accuracy);
     }
-    write_json(&dir.join("model.json"), &out)?;
+    save_spec(dir, &out)?;
     let (_, ensemble) = load_oracle::<B::InnerBackend>(dir, device)?;
     out.test_accuracy = Some(evaluate_accuracy(&ensemble, &test_set, 64)?);
-    write_json(&dir.join("model.json"), &out)?;
+    save_spec(dir, &out)?;
     Ok(out)
 }
 
@@ -300,4 +299,16 @@ pub fn load_oracle<B: Backend>(
         }
     }
     Ok((spec, Ensemble::new(members)?))
+}
+
+impl ModelSpec for OracleSpec {
+    const WHAT: &'static str = "oracle description";
+
+    fn expected_format() -> Format {
+        Format::new("oracle", 1)
+    }
+
+    fn format(&self) -> &Format {
+        &self.format
+    }
 }

@@ -21,9 +21,8 @@ use foil_train::{ImageSet, TrainConfig, train_embedding_ddpm, trainable};
 use serde::{Deserialize, Serialize};
 
 use foil_core::image_io::image_mode;
-use foil_models::folder::{read_spec, recorder, write_json};
+use foil_models::folder::{Format, ModelSpec, load_spec, recorder, save_spec};
 
-const FORMAT: &str = "foil decoder 1";
 const RECORD: &str = "decoder";
 /// File name of a LoRA-tuned decoder's adapters (peft layout, see
 /// [`KandinskyUNet::lora_tensors`]).
@@ -34,8 +33,8 @@ pub const STATS_FILE: &str = "stats.json";
 /// What a decoder folder holds (`model.json`): the encoder, the UNet and the noise schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecoderSpec {
-    /// Format tag.
-    pub format: String,
+    /// Format version (`foil decoder 1`).
+    pub format: Format,
     /// The classes it was trained on (for the record).
     pub classes: Vec<String>,
     /// Side of the square RGB images.
@@ -101,7 +100,7 @@ impl DecoderSpec {
     /// with 4-pixel patches, a two-level UNet 32 and 64 wide, `T = 1000`, 10% condition dropout.
     pub fn small(classes: Vec<String>, image_size: u32) -> Self {
         Self {
-            format: FORMAT.into(),
+            format: Self::expected_format(),
             classes,
             image_size,
             embedding_dim: 32,
@@ -197,7 +196,7 @@ impl DecoderSpec {
 
     /// Reads `dir/model.json`.
     pub fn load(dir: &Path) -> Result<Self> {
-        read_spec(dir, "decoder description", FORMAT, |s: &Self| &s.format)
+        load_spec(dir)
     }
 }
 
@@ -342,7 +341,7 @@ pub fn train_decoder_on<B: AutodiffBackend>(
         .valid()
         .save_file(path.clone(), &recorder())
         .map_err(|e| Error::format(path.display().to_string(), e))?;
-    write_json(&dir.join("model.json"), spec)?;
+    save_spec(dir, spec)?;
     Ok(trained.losses.last().map(|&(_, l)| l).unwrap_or(f64::NAN))
 }
 
@@ -511,7 +510,7 @@ pub fn tune_decoder_lora<B: AutodiffBackend>(
         }),
         ..base_spec
     };
-    write_json(&dir.join("model.json"), &spec)?;
+    save_spec(dir, &spec)?;
     Ok(trained.losses.last().map(|&(_, l)| l).unwrap_or(f64::NAN))
 }
 
@@ -574,4 +573,16 @@ pub fn write_class_stats<B: Backend, E: ImageEncoder<B>>(
     let stats = builder.build()?;
     stats.save(path)?;
     Ok(stats)
+}
+
+impl ModelSpec for DecoderSpec {
+    const WHAT: &'static str = "decoder description";
+
+    fn expected_format() -> Format {
+        Format::new("decoder", 1)
+    }
+
+    fn format(&self) -> &Format {
+        &self.format
+    }
 }

@@ -7,8 +7,9 @@
 //! - [`Editor`]: the engine over one decoder (an embedding-conditioned denoiser that is also
 //!   the image encoder), its inverter and its class statistics, with lambda sweeps for study
 //!   transitions;
-//! - [`DiffusionMethod`]: DIFFusion and its target-mean baseline as a `foil_core::Method`, with a
-//!   ladder of edit strengths; [`Nearest`]: the nearest-training-image baseline;
+//! - [`DiffusionMethod`]: DIFFusion as a `foil_core::Method`, with a ladder of edit strengths;
+//!   its baselines [`TargetMean`] (the target class's mean embedding instead of the arithmetic)
+//!   and [`Nearest`] (the nearest training image of the other class);
 //! - [`decoder`]: the small decoder and encoder foil trains on a dataset (a CLIP-style ViT and
 //!   a Kandinsky-style UNet), their model folder, LoRA tuning and class statistics.
 //!
@@ -18,13 +19,15 @@
 pub mod decoder;
 mod method;
 mod search;
+mod target_mean;
 
 pub use decoder::{
     DecoderSpec, EmbeddingDecoder, EncoderWithHead, LORA_FILE, LoraSpec, STATS_FILE, load_decoder,
     train_decoder_on, tune_decoder_lora, write_class_stats,
 };
-pub use method::{DiffusionConfig, DiffusionMethod, EditMethod, Editor, Nearest};
+pub use method::{DiffusionConfig, DiffusionMethod, Editor, Nearest};
 pub use search::{
     EditOutcome, EfRegenerator, Regenerator, SearchConfig, SearchReport, oracle_labels, search,
     skip_steps,
 };
+pub use target_mean::TargetMean;

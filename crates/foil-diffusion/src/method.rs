@@ -1,9 +1,8 @@
 //! DIFFusion as a [`Method`]: invert each input once (edit-friendly DDPM inversion under the
 //! decoder), then regenerate it with its embedding moved along the class-mean difference,
 //! gentle `T_skip` first, keeping the first output the oracle gives the target; a ladder of
-//! stronger edit strengths for the inputs still unflipped. Also its two baselines: the
-//! target-mean embedding ([`EditMethod::TargetMean`]) and the nearest training image of the
-//! other class ([`Nearest`]).
+//! stronger edit strengths for the inputs still unflipped. Also the nearest-neighbour baseline
+//! ([`Nearest`]); the target-mean baseline is its own method (`crate::TargetMean`).
 //!
 //! As diff-usion's `eval.py`: the edit direction follows the input's label
 //! (`direction_sign` of the data loader), and a flip is the oracle's prediction on the output
@@ -12,32 +11,20 @@
 //! oracle's prediction changes. The reference stops the `T_skip` search of a whole batch once
 //! any of its inputs flips; foil stops per input.
 
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 use foil_core::image_io::image_mode;
-use foil_core::tensor::{index_tensor, row_norms, to_vec_f32, unit_rows};
+use foil_core::tensor::{index_tensor, to_vec_f32, unit_rows};
 use foil_core::{
-    Attempt, Classifier, Cost, Denoiser, Error, Explained, ImageEncoder, Method, Outcome,
-    Request, Result, Setting, escalate, predicted_labels,
+    Attempt, Classifier, Cost, Denoiser, Error, Explained, ImageEncoder, Method, Outcome, Request,
+    Result, Setting, escalate, predicted_labels,
 };
 use foil_data::Dataset;
-use foil_embed::{ClassStats, Direction, EditForm, sweep};
+use foil_embed::{ClassStats, Direction, sweep};
 use foil_invert::{EfInverter, EfInverterConfig};
 use foil_schedule::{NoiseSchedule, Spacing, Steps};
 
 use crate::search::{EditOutcome, EfRegenerator, Regenerator, SearchConfig, search, skip_steps};
-
-/// What DIFFusion conditions the regeneration on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum EditMethod {
-    /// DIFFusion: the input's embedding moved along the class-mean difference,
-    /// `|c| (c / |c| + lambda d)`.
-    #[default]
-    Arithmetic,
-    /// The baseline without the arithmetic: the target class's mean embedding alone (rescaled
-    /// to the input embedding's norm), from the same inversion and the same `T_skip` search.
-    TargetMean,
-}
 
 /// DIFFusion's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,12 +35,10 @@ pub struct DiffusionConfig {
     pub inverter: EfInverterConfig,
     /// The edit search (`T_skip` values, lambda, edit form).
     pub search: SearchConfig,
-    /// DIFFusion's edit or the target-mean baseline.
-    pub method: EditMethod,
     /// Stronger edit strengths tried in turn after `search.lambda`, each on the inputs the
     /// previous strengths left unflipped (a new inversion and the whole `T_skip` search per
     /// strength); empty (the reference's single strength) by default. The paper tunes lambda
-    /// per dataset; a ladder keeps the gentle strength for the inputs it flips. Arithmetic only.
+    /// per dataset; a ladder keeps the gentle strength for the inputs it flips.
     pub extra_lambdas: Vec<f64>,
 }
 
@@ -66,7 +51,6 @@ impl Default for DiffusionConfig {
             steps: 50,
             inverter: EfInverterConfig::diffusion(),
             search: SearchConfig::default(),
-            method: EditMethod::Arithmetic,
             extra_lambdas: Vec::new(),
         }
     }
@@ -78,12 +62,10 @@ impl DiffusionConfig {
         Steps::inference(schedule, self.steps, Spacing::Leading, 1, false)
     }
 
-    /// The edit strengths tried in turn: `search.lambda`, then `extra_lambdas` (arithmetic).
+    /// The edit strengths tried in turn: `search.lambda`, then `extra_lambdas`.
     pub fn lambdas(&self) -> Vec<f64> {
         let mut all = vec![self.search.lambda];
-        if self.method == EditMethod::Arithmetic {
-            all.extend(&self.extra_lambdas);
-        }
+        all.extend(&self.extra_lambdas);
         all
     }
 
@@ -159,6 +141,11 @@ where
         self.stats
     }
 
+    /// The decoder (also the image encoder).
+    pub fn decoder(&self) -> &D {
+        self.decoder
+    }
+
     /// Inversion and regeneration under the decoder, inverting with noise seeded by `seed`.
     pub fn regenerator(&self, seed: u64) -> EfRegenerator<'_, B, D> {
         EfRegenerator {
@@ -193,15 +180,13 @@ where
     }
 }
 
-/// DIFFusion (or its target-mean baseline) as a [`Method`] on a two-class problem: the
-/// editing engine, the oracle that judges flips, and the two directions between the classes.
+/// DIFFusion as a [`Method`] on a two-class problem: the editing engine, the oracle that judges
+/// flips, and the two directions between the classes.
 pub struct DiffusionMethod<'a, B: Backend, D, C> {
     editor: Editor<'a, B, D>,
     oracle: &'a C,
     /// Class-mean directions away from label 0 and away from label 1.
     directions: [Direction; 2],
-    /// Unit mean embeddings `[1, D]` of the class each label edits towards.
-    target_means: [Tensor<B, 2>; 2],
 }
 
 impl<'a, B, D, C> DiffusionMethod<'a, B, D, C>
@@ -212,20 +197,11 @@ where
 {
     /// DIFFusion between `classes` (label 0, label 1, as named in the editor's statistics),
     /// judged by `oracle`.
-    pub fn new(
-        editor: Editor<'a, B, D>,
-        oracle: &'a C,
-        classes: &[String; 2],
-        device: &B::Device,
-    ) -> Result<Self> {
+    pub fn new(editor: Editor<'a, B, D>, oracle: &'a C, classes: &[String; 2]) -> Result<Self> {
         let stats = editor.stats;
         let [a, b] = classes;
         Ok(Self {
             directions: [stats.direction(a, b)?, stats.direction(b, a)?],
-            target_means: [
-                unit_mean::<B>(stats, b, device)?,
-                unit_mean::<B>(stats, a, device)?,
-            ],
             editor,
             oracle,
         })
@@ -246,39 +222,18 @@ where
         seed: u64,
     ) -> Result<(Vec<EditOutcome>, Tensor<B, 4>)> {
         let config = &self.editor.config;
-        let regenerator = self.editor.regenerator(seed);
-        let direction = &self.directions[from];
-        let report = match config.method {
-            EditMethod::Arithmetic => search(
-                self.editor.decoder,
-                &regenerator,
-                self.oracle,
-                images,
-                direction,
-                target,
-                &SearchConfig {
-                    lambda,
-                    ..config.search.clone()
-                },
-            )?,
-            // lambda 0: the search hands the input's own embedding to the regenerator.
-            EditMethod::TargetMean => search(
-                self.editor.decoder,
-                &TargetMeanRegenerator {
-                    inner: &regenerator,
-                    unit_mean: self.target_means[from].clone(),
-                },
-                self.oracle,
-                images,
-                direction,
-                target,
-                &SearchConfig {
-                    lambda: 0.0,
-                    form: EditForm::Reference,
-                    ..config.search.clone()
-                },
-            )?,
-        };
+        let report = search(
+            self.editor.decoder,
+            &self.editor.regenerator(seed),
+            self.oracle,
+            images,
+            &self.directions[from],
+            target,
+            &SearchConfig {
+                lambda,
+                ..config.search.clone()
+            },
+        )?;
         Ok((report.outcomes, report.images))
     }
 }
@@ -290,10 +245,7 @@ where
     C: Classifier<B>,
 {
     fn name(&self) -> &str {
-        match self.editor.config.method {
-            EditMethod::Arithmetic => "diffusion",
-            EditMethod::TargetMean => "target-mean",
-        }
+        "diffusion"
     }
 
     /// Per group of inputs with the same label and target: the edit search at each strength
@@ -308,7 +260,7 @@ where
         check_request(&images, labels, targets)?;
         let config = &self.editor.config;
         let lambdas = config.lambdas();
-        let keys: Vec<(usize, usize)> = labels.iter().copied().zip(targets.iter().copied()).collect();
+        let keys = keys(labels, targets);
         let mut rows = Rows::new(targets.len());
         for ((from, target), members) in groups(&keys) {
             let x = subset(&images, &members, targets.len());
@@ -328,7 +280,7 @@ where
                         };
                         let setting = o.t_skip.map(|t_skip| Setting::Edit {
                             t_skip,
-                            lambda: (config.method == EditMethod::Arithmetic).then_some(lambda),
+                            lambda: Some(lambda),
                         });
                         Attempt {
                             flipped: o.flipped,
@@ -349,55 +301,6 @@ where
         }
         rows.finish()
     }
-}
-
-/// Regenerates with the target class's mean embedding in place of the condition it is given
-/// (rescaled to that condition's norm): the baseline without embedding arithmetic.
-struct TargetMeanRegenerator<'a, R, B: Backend> {
-    inner: &'a R,
-    unit_mean: Tensor<B, 2>,
-}
-
-impl<B: Backend, R: Regenerator<B>> Regenerator<B> for TargetMeanRegenerator<'_, R, B> {
-    type State = R::State;
-
-    fn num_steps(&self) -> usize {
-        self.inner.num_steps()
-    }
-
-    fn invert(&self, images: Tensor<B, 4>) -> Result<Self::State> {
-        self.inner.invert(images)
-    }
-
-    fn generate(
-        &self,
-        state: &Self::State,
-        indices: &[usize],
-        cond: Tensor<B, 2>,
-        skip: usize,
-    ) -> Result<Tensor<B, 4>> {
-        let cond = self.unit_mean.clone().repeat_dim(0, indices.len()) * row_norms(cond);
-        self.inner.generate(state, indices, cond, skip)
-    }
-}
-
-/// The mean embedding of `class`, scaled to unit norm, as `[1, D]`.
-fn unit_mean<B: Backend>(
-    stats: &ClassStats,
-    class: &str,
-    device: &B::Device,
-) -> Result<Tensor<B, 2>> {
-    let mean = stats.mean(class)?;
-    let norm = mean.iter().map(|v| v * v).sum::<f64>().sqrt();
-    if norm.is_nan() || norm <= 0.0 {
-        return Err(Error::out_of_range(
-            format!("norm of the mean embedding of {class:?}"),
-            "> 0",
-            norm,
-        ));
-    }
-    let values: Vec<f32> = mean.iter().map(|v| (v / norm) as f32).collect();
-    foil_core::tensor::from_vec(values, [1, mean.len()], device)
 }
 
 /// The nearest-neighbour baseline as a [`Method`]: for each input, the training image of the
@@ -481,9 +384,6 @@ where
         let device = images.device();
         let mut rows = Rows::new(targets.len());
         for (from, members) in groups(labels) {
-            if from > 1 {
-                return Err(Error::out_of_range("input label", "0 or 1", from));
-            }
             let (items, embeddings) = &self.bank[1 - from];
             let query = unit_rows(
                 self.encoder
@@ -513,8 +413,12 @@ where
     }
 }
 
-/// Checks a request's lengths: one label and one target per image.
-fn check_request<B: Backend>(images: &Tensor<B, 4>, labels: &[usize], targets: &[usize]) -> Result<()> {
+/// Checks a request: one label and one target per image, each 0 or 1.
+pub(crate) fn check_request<B: Backend>(
+    images: &Tensor<B, 4>,
+    labels: &[usize],
+    targets: &[usize],
+) -> Result<()> {
     let n = images.dims()[0];
     if labels.len() != n || targets.len() != n {
         return Err(Error::shape(
@@ -523,11 +427,23 @@ fn check_request<B: Backend>(images: &Tensor<B, 4>, labels: &[usize], targets: &
             format!("{} labels, {} targets", labels.len(), targets.len()),
         ));
     }
+    if let Some(&bad) = labels.iter().chain(targets).find(|&&c| c > 1) {
+        return Err(Error::out_of_range("class of a request", "0 or 1", bad));
+    }
     Ok(())
 }
 
+/// The `(label, target)` pair of each input of a request.
+pub(crate) fn keys(labels: &[usize], targets: &[usize]) -> Vec<(usize, usize)> {
+    labels
+        .iter()
+        .copied()
+        .zip(targets.iter().copied())
+        .collect()
+}
+
 /// Indices of equal keys, groups in order of first appearance.
-fn groups<K: PartialEq + Copy>(keys: &[K]) -> Vec<(K, Vec<usize>)> {
+pub(crate) fn groups<K: PartialEq + Copy>(keys: &[K]) -> Vec<(K, Vec<usize>)> {
     let mut found: Vec<(K, Vec<usize>)> = Vec::new();
     for (i, &k) in keys.iter().enumerate() {
         match found.iter_mut().find(|(g, _)| *g == k) {
@@ -539,7 +455,7 @@ fn groups<K: PartialEq + Copy>(keys: &[K]) -> Vec<(K, Vec<usize>)> {
 }
 
 /// The rows `members` of `x` (of `n` rows); `x` itself when they are all of them, in order.
-fn subset<B: Backend>(x: &Tensor<B, 4>, members: &[usize], n: usize) -> Tensor<B, 4> {
+pub(crate) fn subset<B: Backend>(x: &Tensor<B, 4>, members: &[usize], n: usize) -> Tensor<B, 4> {
     if members.len() == n && members.iter().enumerate().all(|(k, &i)| k == i) {
         x.clone()
     } else {
@@ -548,25 +464,25 @@ fn subset<B: Backend>(x: &Tensor<B, 4>, members: &[usize], n: usize) -> Tensor<B
 }
 
 /// Per-input answers gathered in input order.
-struct Rows<B: Backend> {
+pub(crate) struct Rows<B: Backend> {
     images: Vec<Option<Tensor<B, 4>>>,
     outcomes: Vec<Option<Outcome>>,
 }
 
 impl<B: Backend> Rows<B> {
-    fn new(n: usize) -> Self {
+    pub(crate) fn new(n: usize) -> Self {
         Self {
             images: vec![None; n],
             outcomes: vec![None; n],
         }
     }
 
-    fn put(&mut self, i: usize, image: Tensor<B, 4>, outcome: Outcome) {
+    pub(crate) fn put(&mut self, i: usize, image: Tensor<B, 4>, outcome: Outcome) {
         self.images[i] = Some(image);
         self.outcomes[i] = Some(outcome);
     }
 
-    fn finish(self) -> Result<Explained<B>> {
+    pub(crate) fn finish(self) -> Result<Explained<B>> {
         let n = self.images.len();
         let images = self
             .images

@@ -146,6 +146,21 @@ impl ClassStats {
         Ok(&self.means[self.index(name)?])
     }
 
+    /// The mean embedding of class `name` scaled to unit norm (in `f64`, then rounded to `f32`);
+    /// an error if the mean is zero or not a number.
+    pub fn unit_mean(&self, name: &str) -> Result<Vec<f32>> {
+        let mean = self.mean(name)?;
+        let norm = mean.iter().map(|v| v * v).sum::<f64>().sqrt();
+        if norm.is_nan() || norm <= 0.0 {
+            return Err(Error::out_of_range(
+                format!("norm of the mean embedding of {name:?}"),
+                "> 0",
+                norm,
+            ));
+        }
+        Ok(mean.iter().map(|v| (v / norm) as f32).collect())
+    }
+
     /// The direction from class `from` to class `to`: `mu_to - mu_from`.
     pub fn direction(&self, from: &str, to: &str) -> Result<Direction> {
         let (a, b) = (self.mean(from)?, self.mean(to)?);

@@ -1,12 +1,28 @@
-//! Model folders: a `model.json` that says what to build (with a format tag) beside burn
-//! records (`*.mpk`, full precision), so a saved network loads on any backend.
+//! Model folders: a `model.json` that says what to build (a [`ModelSpec`], tagged with its
+//! [`Format`] version) beside burn records (`*.mpk`, full precision), so a saved network loads on
+//! any backend. [`save_spec`] and [`load_spec`] are the one way every folder is written and read.
+//!
+//! The specs stay plain serde structs rather than burn `#[derive(Config)]`: burn 0.21's derive
+//! drops serde field attributes, so fields added later with `#[serde(default)]` would make older
+//! folders unreadable, and `skip_serializing_if` would change the files written.
+//!
+//! ```
+//! use foil_models::folder::Format;
+//! let f: Format = "foil ddpm 1".parse()?;
+//! assert_eq!((f.kind(), f.version()), ("ddpm", 1));
+//! assert_eq!(f.to_string(), "foil ddpm 1");
+//! assert!("foil ddpm".parse::<Format>().is_err());
+//! # Ok::<(), foil_core::Error>(())
+//! ```
 
+use std::fmt;
 use std::path::Path;
+use std::str::FromStr;
 
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use foil_core::image_io::write_atomic;
 use foil_core::{Error, Result};
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
 
 /// The description file of a model folder.
 pub const SPEC_FILE: &str = "model.json";
@@ -30,21 +46,153 @@ pub fn read_json<T: DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
         .map_err(|e| Error::format(format!("{what} {}", path.display()), e))
 }
 
-/// Reads the `model.json` of a model folder and checks its format tag against `expected`.
-pub fn read_spec<T: DeserializeOwned>(
-    dir: &Path,
-    what: &str,
-    expected: &str,
-    format_of: impl Fn(&T) -> &str,
-) -> Result<T> {
+/// The format version of a model folder, written `foil <kind> <version>` (`"foil ddpm 1"`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Format {
+    kind: String,
+    version: u32,
+}
+
+impl Format {
+    /// Version `version` of the folders of `kind` (`ddpm`, `oracle`, `decoder`, ...).
+    pub fn new(kind: impl Into<String>, version: u32) -> Self {
+        Self {
+            kind: kind.into(),
+            version,
+        }
+    }
+
+    /// What the folder holds.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The version of its layout.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "foil {} {}", self.kind, self.version)
+    }
+}
+
+impl FromStr for Format {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.split(' ').collect::<Vec<_>>().as_slice() {
+            ["foil", kind, version] if !kind.is_empty() => version
+                .parse()
+                .map(|version| Self::new(*kind, version))
+                .map_err(|_| {
+                    Error::format(
+                        "model format",
+                        format!("expected `foil <kind> <version>`, found {s:?}"),
+                    )
+                }),
+            _ => Err(Error::format(
+                "model format",
+                format!("expected `foil <kind> <version>`, found {s:?}"),
+            )),
+        }
+    }
+}
+
+impl Serialize for Format {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Format {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The description of a model folder (`model.json`): what to build, tagged with its format.
+pub trait ModelSpec: Serialize + DeserializeOwned {
+    /// What such a folder holds, for messages (`"DDPM description"`).
+    const WHAT: &'static str;
+
+    /// The format this version of foil writes and reads.
+    fn expected_format() -> Format;
+
+    /// The format the spec says it has.
+    fn format(&self) -> &Format;
+}
+
+/// Writes `spec` as `dir/model.json`, atomically (the folder must exist).
+pub fn save_spec<S: ModelSpec>(dir: &Path, spec: &S) -> Result<()> {
+    write_json(&dir.join(SPEC_FILE), spec)
+}
+
+/// Reads `dir/model.json` and checks its format against [`ModelSpec::expected_format`].
+pub fn load_spec<S: ModelSpec>(dir: &Path) -> Result<S> {
     let path = dir.join(SPEC_FILE);
-    let spec: T = read_json(&path, what)?;
-    let found = format_of(&spec);
-    if found != expected {
+    let spec: S = read_json(&path, S::WHAT)?;
+    let (expected, found) = (S::expected_format(), spec.format());
+    if *found != expected {
         return Err(Error::format(
             path.display().to_string(),
-            format!("expected format {expected:?}, found {found:?}"),
+            format!("expected format \"{expected}\", found \"{found}\""),
         ));
     }
     Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Toy {
+        format: Format,
+        width: usize,
+    }
+
+    impl ModelSpec for Toy {
+        const WHAT: &'static str = "toy description";
+        fn expected_format() -> Format {
+            Format::new("toy", 2)
+        }
+        fn format(&self) -> &Format {
+            &self.format
+        }
+    }
+
+    #[test]
+    fn specs_round_trip_and_other_formats_are_refused() {
+        let dir = std::env::temp_dir().join(format!("foil-folder-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let spec = Toy {
+            format: Toy::expected_format(),
+            width: 3,
+        };
+        save_spec(&dir, &spec).unwrap();
+        let text = std::fs::read_to_string(dir.join(SPEC_FILE)).unwrap();
+        assert!(text.contains("\"format\": \"foil toy 2\""), "{text}");
+        assert_eq!(load_spec::<Toy>(&dir).unwrap(), spec);
+        let older = Toy {
+            format: Format::new("toy", 1),
+            width: 3,
+        };
+        save_spec(&dir, &older).unwrap();
+        let err = load_spec::<Toy>(&dir).unwrap_err().to_string();
+        assert!(
+            err.ends_with("expected format \"foil toy 2\", found \"foil toy 1\""),
+            "{err}"
+        );
+        std::fs::write(dir.join(SPEC_FILE), r#"{"format": "toy two", "width": 3}"#).unwrap();
+        let err = load_spec::<Toy>(&dir).unwrap_err().to_string();
+        assert!(
+            err.contains("toy description") && err.contains("toy two"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
