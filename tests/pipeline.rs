@@ -8,13 +8,15 @@ use std::process::Command;
 use burn::backend::{Autodiff, Flex};
 use foil::data::{Dataset, Source};
 use foil::core::{Classifier, Result};
-use foil::diffusion::{DiffusionMethod, Editor, Nearest};
+use foil::diffusion::{DiffusionMethod, Editor, Nearest, TargetMean};
 use foil::embed::ClassStats;
+use foil::metrics::lpips::{Lpips, LpipsNet};
+use foil::models::alexnet::AlexNetConfig;
 use foil::pipeline::{
-    Arch, DdpmSpec, DecoderSpec, DiffusionConfig, EditMethod, EmbeddingDecoder, ExplainConfig,
-    GuideModels, Member, OracleSpec, Preset, STATS_FILE, ScoreOptions, direction_dir, load_ddpm,
-    load_decoder, load_oracle, read_results, score_results, train_ddpm_on, train_decoder_on,
-    train_oracle, write_class_stats,
+    Arch, DdpmSpec, DecoderSpec, DiffusionConfig, EmbeddingDecoder, EvaluateOptions,
+    ExplainConfig, GuideModels, Member, Metric, OracleSpec, Preset, STATS_FILE, Scorers,
+    direction_dir, evaluate_run, load_ddpm, load_decoder, load_oracle, read_results, train_ddpm_on,
+    train_decoder_on, train_oracle, write_class_stats,
 };
 use foil::run::{RunSummary, SetRun, run_set};
 use foil::train::{ImageSet, TrainConfig, evaluate_accuracy};
@@ -52,22 +54,30 @@ fn plan<'a>(
     }
 }
 
-/// DIFFusion (or its target-mean baseline) of `config` over `plan`, judged by `oracle`.
+/// DIFFusion of `config` over `plan` (its target-mean baseline when `baseline`), judged by
+/// `oracle`.
 fn diffusion_run<C: Classifier<I>>(
     (decoder, spec): (&EmbeddingDecoder<I>, &DecoderSpec),
     stats: &ClassStats,
     oracle: &C,
-    config: &DiffusionConfig,
+    (config, baseline): (&DiffusionConfig, bool),
     plan: &SetRun<'_, I>,
 ) -> Result<RunSummary> {
-    let device = plan.device;
-    let editor = Editor::new(decoder, &spec.schedule()?, stats, config.clone(), device)?;
+    let editor = Editor::new(decoder, &spec.schedule()?, stats, config.clone(), plan.device)?;
     let classes = [
         plan.data.class_names()[0].clone(),
         plan.data.class_names()[1].clone(),
     ];
-    let method = DiffusionMethod::new(editor, oracle, &classes, device)?;
-    run_set(&method, oracle, plan)
+    if baseline {
+        let method = TargetMean {
+            editor,
+            oracle,
+            classes,
+        };
+        run_set(&method, oracle, plan)
+    } else {
+        run_set(&DiffusionMethod::new(editor, oracle, &classes)?, oracle, plan)
+    }
 }
 
 /// The nearest-neighbour baseline over `plan`, from the images of `train`.
@@ -198,21 +208,59 @@ fn train_explain_resume_and_score() {
     let third = run(&explain);
     assert_eq!((third.done, third.skipped), (1, 3));
 
-    // Scoring counts every input.
+    // Scoring counts every input, per direction (the oracle's prediction to the other class)
+    // and overall; LPIPS with a small random AlexNet scores every pair.
     let results = read_results(&out).unwrap();
-    let options = ScoreOptions {
-        method: "maskdime".into(),
-        lpips_weights: None,
+    let scorers = Scorers::<I> {
+        lpips: Some(Lpips::random(
+            LpipsNet::Alex(AlexNetConfig {
+                widths: [4, 6, 6, 4, 3],
+            }),
+            &device,
+        )),
+        ..Scorers::default()
     };
-    let report = score_results::<I>(&out, &options, &device).unwrap();
+    let options = EvaluateOptions {
+        method: "maskdime".into(),
+        ..EvaluateOptions::default()
+    };
+    let report = evaluate_run::<I>(&out, &scorers, &options, &device).unwrap();
     lap("scored");
-    assert_eq!(report.inputs, 4);
+    assert_eq!(report.method, "maskdime");
+    assert_eq!(report.overall.inputs, 4);
     let flipped = results.iter().filter(|(_, r)| r.flipped).count();
-    let overall = report.flips.as_ref().unwrap().overall;
-    assert!((overall - flipped as f64 / 4.0).abs() < 1e-12);
+    assert_eq!(report.overall.flipped, flipped);
+    assert!((report.overall.success_ratio - flipped as f64 / 4.0).abs() < 1e-12);
     let mean_changed =
         results.iter().map(|(_, r)| r.changed_fraction).sum::<f64>() / results.len() as f64;
-    assert!((report.extra["changed fraction"] - mean_changed).abs() < 1e-12);
+    assert!((report.overall.changed_fraction - mean_changed).abs() < 1e-12);
+    let directions: std::collections::BTreeSet<(usize, usize)> =
+        results.iter().map(|(_, r)| (r.predicted, r.to)).collect();
+    assert_eq!(
+        report
+            .directions
+            .iter()
+            .map(|d| (d.from, d.to))
+            .collect::<Vec<_>>(),
+        directions.into_iter().collect::<Vec<_>>()
+    );
+    for d in &report.directions {
+        let of: Vec<_> = results
+            .iter()
+            .filter(|(_, r)| (r.predicted, r.to) == (d.from, d.to))
+            .map(|(_, r)| r)
+            .collect();
+        let n_flipped = of.iter().filter(|r| r.flipped).count();
+        assert_eq!((d.metrics.inputs, d.metrics.flipped), (of.len(), n_flipped));
+        assert!((d.metrics.success_ratio - n_flipped as f64 / of.len() as f64).abs() < 1e-12);
+        assert_eq!(d.from_name, classes[d.from]);
+        assert_eq!(d.to_name, classes[d.to]);
+    }
+    let lpips = report.overall.lpips.unwrap();
+    assert!(lpips.all.is_finite() && lpips.all >= 0.0, "{lpips:?}");
+    assert_eq!(lpips.flipped.is_some(), flipped > 0);
+    assert!(lpips.flipped.is_none_or(|l| l.is_finite() && l >= 0.0));
+    assert!(!report.notes.iter().any(|n| n.metric == Metric::Lpips));
 
     // DIFFusion: the decoder and its encoder (a few steps: mechanics), the class statistics,
     // then the edit search on two inputs per direction.
@@ -252,7 +300,7 @@ fn train_explain_resume_and_score() {
             (&decoder, &decoder_spec),
             stats,
             &oracle,
-            &diffusion,
+            (&diffusion, false),
             &plan(&test, &diffusion_out, Some(2), 2, &device),
         )
     };
@@ -290,7 +338,7 @@ fn train_explain_resume_and_score() {
         (&decoder, &decoder_spec),
         &stats,
         &oracle,
-        &ladder,
+        (&ladder, false),
         &plan(&test, &ladder_out, Some(2), 2, &device),
     )
     .unwrap();
@@ -333,16 +381,12 @@ fn train_explain_resume_and_score() {
     assert!(err.contains("another encoder"), "{err}");
 
     // The baselines: the target mean alone runs the same search ...
-    let baseline = DiffusionConfig {
-        method: EditMethod::TargetMean,
-        ..diffusion.clone()
-    };
     let mean_out = dir.join("target-mean");
     let summary = diffusion_run(
         (&decoder, &decoder_spec),
         &stats,
         &oracle,
-        &baseline,
+        (&diffusion, true),
         &plan(&test, &mean_out, Some(2), 2, &device),
     )
     .unwrap();
@@ -461,7 +505,7 @@ fn lora_tunes_a_frozen_decoder() {
         (&tuned_net, &tuned_spec),
         &stats,
         &oracle,
-        &diffusion,
+        (&diffusion, false),
         &plan(&test, &dir.join("diffusion"), Some(1), 16, &device),
     )
     .unwrap();
@@ -999,7 +1043,7 @@ fn targets_come_from_the_oracles_prediction() {
     let mut diffusion = DiffusionConfig::default();
     diffusion.steps = 5;
     diffusion.search.t_skips = vec![0.6, 0.0];
-    let run = |config: &DiffusionConfig, oracle: &MeanOracle, name: &str| {
+    let run = |config: (&DiffusionConfig, bool), oracle: &MeanOracle, name: &str| {
         let out = dir.join(name);
         diffusion_run(
             (&decoder, &decoder_spec),
@@ -1015,14 +1059,10 @@ fn targets_come_from_the_oracles_prediction() {
         extra_lambdas: vec![4.0],
         ..diffusion.clone()
     };
-    let target_mean = DiffusionConfig {
-        method: EditMethod::TargetMean,
-        ..diffusion.clone()
-    };
     for (config, name, rungs) in [
-        (&diffusion, "diffusion", 1),
-        (&ladder, "ladder", 2),
-        (&target_mean, "target-mean", 1),
+        ((&diffusion, false), "diffusion", 1),
+        ((&ladder, false), "ladder", 2),
+        ((&diffusion, true), "target-mean", 1),
     ] {
         for (path, r) in run(config, &says_kiki, name) {
             assert_eq!((r.predicted, r.to), (1, 0), "{name}: {r:?}");
@@ -1065,7 +1105,7 @@ fn targets_come_from_the_oracles_prediction() {
         threshold: (means[0] + means[1]) / 2.0,
         slope: 50.0,
     };
-    let results = run(&diffusion, &split, "split");
+    let results = run((&diffusion, false), &split, "split");
     let bouba: Vec<_> = results.iter().filter(|(_, r)| r.from == 0).collect();
     assert_eq!(bouba.len(), 2);
     assert_ne!(bouba[0].1.predicted, bouba[1].1.predicted, "{bouba:?}");

@@ -16,7 +16,8 @@ use foil_embed::ClassStats;
 use foil_models::ensemble::Ensemble;
 use foil_run::{RunSummary, run_set};
 
-use super::{OracleSpec, RunOptions, load_oracle};
+use super::RunOptions;
+use foil_models::oracle::{OracleSpec, load_oracle};
 
 /// Where DIFFusion's networks are.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,7 +117,7 @@ impl<B: Backend> Diffusion<B> {
         &'a self,
         train: &'a Dataset,
     ) -> Result<Nearest<'a, B, EmbeddingDecoder<B>, Ensemble<B>>> {
-        self.oracle_spec.check_data(train)?;
+        self.oracle_spec.check_classes(train.class_names())?;
         Nearest::new(
             &self.decoder,
             &self.oracle,
@@ -135,7 +136,7 @@ impl<B: Backend> Diffusion<B> {
         out: &Path,
         options: &RunOptions,
     ) -> Result<RunSummary> {
-        self.oracle_spec.check_data(data)?;
+        self.oracle_spec.check_classes(data.class_names())?;
         let plan = options.plan(data, out, self.image_size(), &self.device);
         run_set(method, &self.oracle, &plan)
     }

@@ -14,7 +14,9 @@ use foil_models::vgg::{Vgg19Config, Vgg19Perceptual};
 use foil_run::{RunSummary, SetRun, run_set};
 use foil_schedule::{NoiseSchedule, Steps, space_timesteps};
 
-use super::{OracleSpec, RunOptions, load_ddpm, load_oracle};
+use super::RunOptions;
+use foil_models::adm::folder::load_ddpm;
+use foil_models::oracle::{OracleSpec, load_oracle};
 
 /// Which of the three methods of the guided sampler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -137,7 +139,11 @@ where
     /// Explains every image of `plan.data` (two classes) towards the other class of the
     /// oracle's prediction, writing one result per input under `plan.out`
     /// (`foil_run::run_set`); inputs already done are skipped.
-    pub fn run(&self, config: &ExplainConfig, plan: &SetRun<'_, B::InnerBackend>) -> Result<RunSummary> {
+    pub fn run(
+        &self,
+        config: &ExplainConfig,
+        plan: &SetRun<'_, B::InnerBackend>,
+    ) -> Result<RunSummary> {
         let guide = self.guide(config)?;
         run_set(&guide, &Detached::<B, C>::new(self.oracle), plan)
     }
@@ -222,7 +228,7 @@ impl<B: AutodiffBackend> MaskDime<B> {
         out: &Path,
         options: &RunOptions,
     ) -> Result<RunSummary> {
-        self.oracle_spec.check_data(data)?;
+        self.oracle_spec.check_classes(data.class_names())?;
         let plan = options.plan(data, out, self.image_size(), &self.device);
         self.models().run(config, &plan)
     }

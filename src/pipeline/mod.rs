@@ -21,26 +21,28 @@ use burn::tensor::backend::Backend;
 use foil_data::Dataset;
 use foil_run::SetRun;
 
-pub use ddpm::{DdpmSpec, load_ddpm, train_ddpm_on};
+pub use ddpm::train_ddpm_on;
 pub use diffusion::{Diffusion, DiffusionFiles};
 pub use evaluate::{
     AttributeOracle, Averaged, DirectionEvaluation, Diversity, ENCODER_CHOICES, Encoder,
     EncoderChoice, EncoderLabel, EvaluateOptions, Metric, Metrics, Note, RunEvaluation,
     SIMILARITY_THRESHOLD, ScorerPaths, Scorers, ScoringOracle, Similarity, evaluate_run, load_clip,
-    load_scorers, seed_folders,
+    load_inception, load_scorers, seed_folders,
 };
 pub use foil_core::image_io::image_mode;
 pub use foil_diffusion::{
-    DecoderSpec, DiffusionConfig, EditMethod, EmbeddingDecoder, EncoderWithHead, LORA_FILE,
-    LoraSpec, STATS_FILE, load_decoder, train_decoder_on, tune_decoder_lora, write_class_stats,
+    DecoderSpec, DiffusionConfig, EmbeddingDecoder, EncoderWithHead, LORA_FILE, LoraSpec,
+    STATS_FILE, load_decoder, train_decoder_on, tune_decoder_lora, write_class_stats,
 };
+pub use foil_models::adm::folder::{DdpmSpec, load_ddpm};
+pub use foil_models::oracle::{Arch, Member, OracleSpec, load_oracle};
 pub use foil_run::{
     ItemResult, MaskFile, RunSummary, change_map, direction_dir, grid, mask_share, read_results,
     result_key, run_set, seed_dir, seed_runs,
 };
 pub use maskdime::{ExplainConfig, GuideModels, MaskDime, MaskDimeFiles, Preset};
-pub use oracle::{Arch, Member, OracleSpec, load_oracle, train_oracle};
-pub use report::{LPIPS_MIN_SIDE, ScoreOptions, contact_sheets, score_results};
+pub use oracle::train_oracle;
+pub use report::{LPIPS_MIN_SIDE, contact_sheets};
 
 /// How a set is run by the pipeline objects: which inputs, how many per call, which seed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -152,4 +152,17 @@ impl Dataset {
             .collect::<Result<Vec<Item>>>()?;
         Dataset::new(self.class_names().to_vec(), items)
     }
+
+    /// The first `n` items of each class, in their order (`foil train --train-per-class`).
+    pub fn first_per_class(&self, n: usize) -> Result<Dataset> {
+        let mut seen = vec![0usize; self.class_names().len()];
+        let keep: Vec<usize> = (0..self.len())
+            .filter(|&i| {
+                let label = self.items()[i].label;
+                seen[label] += 1;
+                seen[label] <= n
+            })
+            .collect();
+        self.subset(&keep)
+    }
 }

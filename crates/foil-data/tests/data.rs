@@ -321,3 +321,21 @@ fn mnist_json_digits_load_and_bad_files_are_refused() {
             .contains("7.json")
     );
 }
+
+proptest::proptest! {
+    /// `first_per_class(n)` keeps, per class, the first `min(n, count)` items, in order.
+    #[test]
+    fn first_per_class_keeps_the_first_of_each_class(n in 0usize..5, seed in 0u64..50) {
+        let source: foil_data::Source = "kiki-bouba:4:8".parse().unwrap();
+        let (all, _) = source.load(0.0, seed).unwrap();
+        let kept = all.first_per_class(n).unwrap();
+        for (label, &count) in all.counts().iter().enumerate() {
+            let sources = |d: &Dataset, k: usize| -> Vec<String> {
+                d.items().iter().filter(|i| i.label == label).take(k).map(|i| i.source.clone()).collect()
+            };
+            let (expected, found) = (sources(&all, n), sources(&kept, usize::MAX));
+            proptest::prop_assert_eq!(found, expected);
+            proptest::prop_assert_eq!(kept.counts()[label], count.min(n));
+        }
+    }
+}

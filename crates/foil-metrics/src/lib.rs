@@ -9,7 +9,8 @@
 //! - [`mnac`]: MNAC, how many attributes of a multi-attribute oracle change;
 //! - [`similarity`]: cosine similarities of encoder embeddings (FS / FVA / S3);
 //! - [`diversity`]: mean pairwise distance between counterfactuals made with different seeds;
-//! - [`Evaluation`]: one report per run, printed as a table or written as JSON.
+//! - [`run`]: every metric above over a results folder (`foil_run`'s format), per direction
+//!   and overall, as a typed [`RunEvaluation`] printed as a table or written as JSON.
 
 pub mod cout;
 pub mod diversity;
@@ -17,7 +18,7 @@ pub mod fid;
 pub mod flips;
 pub mod lpips;
 pub mod mnac;
-mod report;
+pub mod run;
 pub mod similarity;
 
-pub use report::Evaluation;
+pub use run::{RunEvaluation, evaluate_run};

@@ -14,6 +14,8 @@
 //!   BatchNorm and input normalisation, and [`ensemble`] the mean-of-sigmoids oracle;
 //! - [`folder`]: model folders (`model.json` with a format tag beside full-precision burn
 //!   records) and their JSON helpers;
+//! - [`oracle`]: the oracle folder, an ensemble of one-logit torchvision classifiers, and
+//!   [`adm::folder`] the DDPM folder;
 //! - [`lora`]: LoRA adapters for linear layers, chosen by module path, and their merge;
 //! - [`vgg`]: torchvision's VGG16 feature stack, LPIPS's other backbone, and VGG-19's, truncated
 //!   at any module (`features[:18]` by default) and wrapped as the perceptual loss network of
@@ -62,6 +64,7 @@ pub mod kandinsky;
 pub mod lora;
 pub mod mobilenet;
 pub mod numpy_pickle;
+pub mod oracle;
 pub mod resnet;
 pub mod vgg;
 pub mod weights;

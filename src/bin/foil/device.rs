@@ -47,7 +47,7 @@ impl FromStr for DeviceArg {
 #[allow(dead_code)]
 pub fn not_compiled(device: &str, feature: &str) -> Error {
     Error::Backend {
-        backend: device.into(),
+        backend: device.to_owned().into(),
         reason: format!("this foil was built without it: rebuild with `--features {feature}`"),
     }
 }

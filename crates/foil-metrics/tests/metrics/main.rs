@@ -2,3 +2,4 @@
 
 mod lpips;
 mod metrics;
+mod run;

@@ -1,10 +1,9 @@
-//! Metric properties, parity of FID with pytorch-fid, and the report.
+//! Metric properties and parity of FID with pytorch-fid.
 
 use burn::backend::{Flex, NdArray};
 use burn::tensor::{Tensor, backend::Backend};
 use foil_core::toy::RegionClassifier;
 use foil_core::{Classifier, ImageEncoder, Noise, Result};
-use foil_metrics::Evaluation;
 use foil_metrics::cout::cout;
 use foil_metrics::diversity::{RmsDistance, diversity};
 use foil_metrics::fid::{Features, fid, split_fid};
@@ -256,26 +255,4 @@ fn cosine_metrics_and_diversity() {
     // Image 1 differs by 2 in one of 4 pixels: RMS 1, in two of the three pairs.
     assert!((d[1] - 2.0 / 3.0).abs() < 1e-6, "{}", d[1]);
     assert!(diversity(&RmsDistance, &[x]).is_err());
-}
-
-#[test]
-fn evaluation_prints_and_round_trips_json() {
-    let mut e = Evaluation {
-        method: "maskdime".into(),
-        inputs: 5,
-        fid: Some(1.25),
-        ..Default::default()
-    };
-    e.flips = Some(flip_report(&[0, 0, 1], &[1, 1, 0], &[1, 0, 0]).unwrap());
-    e.extra.insert("changed fraction".into(), 0.125);
-    let table = e.to_string();
-    assert!(
-        table.contains("success ratio")
-            && table.contains("0.6667")
-            && table.contains("FID")
-            && table.contains("0.1250"),
-        "{table}"
-    );
-    assert!(!table.contains("LPIPS"));
-    assert_eq!(Evaluation::from_json(&e.to_json().unwrap()).unwrap(), e);
 }

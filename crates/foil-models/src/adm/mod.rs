@@ -18,6 +18,7 @@
 //! ```
 
 mod blocks;
+pub mod folder;
 
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;

@@ -9,8 +9,14 @@ use foil::pipeline::{self, EncoderChoice, EvaluateOptions, ScorerPaths};
 
 use crate::device::{DeviceArg, with_backend};
 
+/// Where `foil weights lpips` writes the LPIPS AlexNet weights (`--lpips`'s default).
 const LPIPS_ALEX: &str = "assets/lpips/alexnet.safetensors";
+/// Where `foil weights lpips` writes the LPIPS VGG16 weights (`--lpips-vgg`'s default).
 const LPIPS_VGG: &str = "assets/lpips/vgg16.safetensors";
+/// The spelling of a weights flag that skips what needs the weights.
+const SKIP: &str = "none";
+/// At most this many inputs per direction in the contact sheets.
+const CONTACT_SHEET_ROWS: usize = 16;
 
 /// `foil evaluate` arguments.
 #[derive(Debug, Args)]
@@ -20,19 +26,19 @@ pub struct EvaluateArgs {
     #[arg(long, default_value = "results/maskdime")]
     results: PathBuf,
     /// LPIPS AlexNet weights (`foil weights lpips`); `none` to skip LPIPS.
-    #[arg(long, default_value = LPIPS_ALEX)]
-    lpips: String,
+    #[arg(long, default_value = LPIPS_ALEX, value_parser = parse_weights)]
+    lpips: WeightsArg,
     /// LPIPS VGG16 weights, for the diversity across seeds and `lpips-vgg` encoders (default
     /// assets/lpips/vgg16.safetensors when present); `none` to skip.
-    #[arg(long)]
-    lpips_vgg: Option<String>,
+    #[arg(long, value_parser = parse_weights)]
+    lpips_vgg: Option<WeightsArg>,
     /// FID / sFID encoder: lpips-alex, lpips-vgg, clip:FILE or inception:FILE (pytorch-fid's
     /// `pt_inception-2015-12-05-6726825d.pth`). Only InceptionV3 FIDs compare with the papers'.
-    #[arg(long)]
-    fid_encoder: Option<String>,
+    #[arg(long, value_parser = str::parse::<EncoderChoice>)]
+    fid_encoder: Option<EncoderChoice>,
     /// Cosine-similarity encoder (FS / S3 style): lpips-alex, lpips-vgg, clip:FILE.
-    #[arg(long)]
-    similarity_encoder: Option<String>,
+    #[arg(long, value_parser = str::parse::<EncoderChoice>)]
+    similarity_encoder: Option<EncoderChoice>,
     /// Oracle folder (`foil train oracle`), for COUT.
     #[arg(long)]
     oracle: Option<PathBuf>,
@@ -54,44 +60,51 @@ pub struct EvaluateArgs {
     /// Images per network call.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    /// Device: cpu, ndarray, flex, wgpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
     /// Where to write the JSON report (default: <results>/metrics.json).
     #[arg(long)]
     json: Option<PathBuf>,
 }
 
-/// A weights path: `none` skips; a missing file is an error naming the flag, except a missing
-/// default when `default_optional` (then skipped).
+/// A weights flag: a file, or `none` to skip what needs the weights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WeightsArg {
+    /// `none`.
+    Skip,
+    /// A weights file.
+    File(PathBuf),
+}
+
+fn parse_weights(s: &str) -> std::result::Result<WeightsArg, std::convert::Infallible> {
+    Ok(if s == SKIP {
+        WeightsArg::Skip
+    } else {
+        WeightsArg::File(PathBuf::from(s))
+    })
+}
+
+/// The weights file of `flag`: `value`, else `default`; `none` skips. A missing file is an
+/// error naming the flag, except a missing default when `optional` (then skipped).
 fn weights(
     flag: &str,
-    value: Option<&str>,
+    value: Option<&WeightsArg>,
     default: &str,
     optional: bool,
 ) -> Result<Option<PathBuf>> {
-    let (value, given) = match value {
-        Some(v) => (v, true),
-        None => (default, false),
+    let path = match value {
+        Some(WeightsArg::Skip) => return Ok(None),
+        Some(WeightsArg::File(path)) => path.clone(),
+        None => PathBuf::from(default),
     };
-    if value == "none" {
-        return Ok(None);
-    }
-    let path = PathBuf::from(value);
     if path.exists() {
         Ok(Some(path))
-    } else if optional && !given {
+    } else if optional && value.is_none() {
         Ok(None)
     } else {
         Err(Error::Empty {
-            what: format!("{flag} weights at {}", path.display()),
-            hint: format!("run `foil weights lpips` first, or pass {flag} none"),
+            what: format!("{flag} weights at {}", path.display()).into(),
+            hint: format!("run `foil weights lpips` first, or pass {flag} {SKIP}"),
         })
     }
-}
-
-fn encoder(value: &Option<String>) -> Result<Option<EncoderChoice>> {
-    value.as_deref().map(str::parse).transpose()
 }
 
 fn method_name(results: &Path) -> String {
@@ -101,14 +114,13 @@ fn method_name(results: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// `foil evaluate`.
-pub fn run(args: EvaluateArgs) -> Result<()> {
-    let device: DeviceArg = args.device.parse()?;
+/// `foil evaluate` on `device`.
+pub fn run(args: EvaluateArgs, device: DeviceArg) -> Result<()> {
     let paths = ScorerPaths {
         lpips: weights("--lpips", Some(&args.lpips), LPIPS_ALEX, false)?,
-        lpips_vgg: weights("--lpips-vgg", args.lpips_vgg.as_deref(), LPIPS_VGG, true)?,
-        fid_encoder: encoder(&args.fid_encoder)?,
-        similarity_encoder: encoder(&args.similarity_encoder)?,
+        lpips_vgg: weights("--lpips-vgg", args.lpips_vgg.as_ref(), LPIPS_VGG, true)?,
+        fid_encoder: args.fid_encoder.clone(),
+        similarity_encoder: args.similarity_encoder.clone(),
         oracle: args.oracle.clone(),
         mnac_oracles: args.mnac_oracle.clone(),
     };
@@ -132,7 +144,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     report.write_json(&json)?;
     println!("{report}");
     println!("report written to {}", json.display());
-    for sheet in pipeline::contact_sheets(&report.scored_folder, 16)? {
+    for sheet in pipeline::contact_sheets(&report.scored_folder, CONTACT_SHEET_ROWS)? {
         println!("grid: {}", sheet.display());
     }
     Ok(())

@@ -1,0 +1,230 @@
+//! The oracle folder: one or more one-logit torchvision classifiers (ResNet-18, MobileNet-V2,
+//! EfficientNet-B0 at a chosen width, `[-1, 1]` input) joined as DIFFusion's mean-of-sigmoids
+//! [`Ensemble`], described by an [`OracleSpec`] beside one record per member.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use burn::module::Module;
+use burn::record::Recorder;
+use burn::tensor::backend::Backend;
+use foil_core::{Classifier, Error, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::cnn::Normalization;
+use crate::efficientnet::EfficientNetConfig;
+use crate::ensemble::Ensemble;
+use crate::folder::{Format, ModelSpec, load_spec, recorder};
+use crate::mobilenet::MobileNetV2Config;
+use crate::resnet::ResNetConfig;
+
+/// A classifier architecture (torchvision's, with one logit and `[-1, 1]` input).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arch {
+    /// ResNet-18 with the small-input stem (3x3 stride-1 `conv1`, no max-pool).
+    Resnet18,
+    /// MobileNet-V2.
+    MobilenetV2,
+    /// EfficientNet-B0.
+    EfficientnetB0,
+}
+
+impl Arch {
+    /// The name the command line and file names use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Resnet18 => "resnet18",
+            Arch::MobilenetV2 => "mobilenet-v2",
+            Arch::EfficientnetB0 => "efficientnet-b0",
+        }
+    }
+}
+
+impl FromStr for Arch {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "resnet18" => Ok(Arch::Resnet18),
+            "mobilenet-v2" | "mobilenet_v2" => Ok(Arch::MobilenetV2),
+            "efficientnet-b0" | "efficientnet_b0" => Ok(Arch::EfficientnetB0),
+            _ => Err(Error::out_of_range(
+                "classifier architecture",
+                "resnet18, mobilenet-v2 or efficientnet-b0",
+                format!("{s:?}"),
+            )),
+        }
+    }
+}
+
+/// One member of the oracle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    /// Its architecture.
+    pub arch: Arch,
+    /// Width multiplier against the published network (ResNet: `64 * width` stem channels).
+    pub width: f64,
+    /// Record file inside the oracle folder, without burn's `.mpk` extension.
+    pub file: String,
+    /// Accuracy on the held-out set after training (`None` before).
+    pub test_accuracy: Option<f64>,
+}
+
+impl Member {
+    /// An untrained member of `arch` at `width`.
+    pub fn new(arch: Arch, width: f64) -> Self {
+        // No dot in the name: burn's file recorders set the extension themselves.
+        let file = format!("{}-w{}", arch.name(), (width * 1000.0).round() as i64);
+        Self {
+            arch,
+            width,
+            file,
+            test_accuracy: None,
+        }
+    }
+}
+
+/// What an oracle folder holds (`model.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OracleSpec {
+    /// Format version (`foil oracle 1`).
+    pub format: Format,
+    /// Class names: logit > 0 means `classes[1]`.
+    pub classes: [String; 2],
+    /// Side of the square RGB input.
+    pub image_size: u32,
+    /// The members.
+    pub members: Vec<Member>,
+    /// The ensemble's accuracy on the held-out set after training (`None` before); for one
+    /// member, that member's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_accuracy: Option<f64>,
+}
+
+impl OracleSpec {
+    /// An oracle of `members` for `classes` at `image_size`.
+    pub fn new(classes: [String; 2], image_size: u32, members: Vec<Member>) -> Result<Self> {
+        if members.is_empty() {
+            return Err(Error::Empty {
+                what: "oracle members".into(),
+                hint: "name at least one architecture".into(),
+            });
+        }
+        if let Some(m) = members
+            .iter()
+            .find(|m| !(m.width.is_finite() && m.width > 0.0))
+        {
+            return Err(Error::out_of_range(
+                "member width",
+                "finite and > 0",
+                m.width,
+            ));
+        }
+        Ok(Self {
+            format: Self::expected_format(),
+            classes,
+            image_size,
+            members,
+            test_accuracy: None,
+        })
+    }
+
+    /// Checks that data of classes `names` (by label) has this oracle's classes, in its order.
+    pub fn check_classes(&self, names: &[String]) -> Result<()> {
+        if self.classes.as_slice() != names {
+            return Err(Error::format(
+                "oracle classes",
+                format!(
+                    "the oracle was trained on {:?}, the data has {:?}",
+                    self.classes, names
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads `dir/model.json`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        load_spec(dir)
+    }
+}
+
+/// The ResNet-18 of a member of `width` (small-input stem, one logit, no normalisation).
+pub fn resnet(width: f64) -> ResNetConfig {
+    ResNetConfig {
+        width: ((64.0 * width).round() as usize).max(1),
+        ..ResNetConfig::resnet18()
+    }
+    .with_outputs(1)
+    .with_small_input(true)
+    .with_normalization(Normalization::identity())
+}
+
+/// The MobileNet-V2 of a member of `width` (one logit, no normalisation).
+pub fn mobilenet(width: f64) -> MobileNetV2Config {
+    MobileNetV2Config {
+        width_mult: width,
+        ..MobileNetV2Config::default()
+    }
+    .with_outputs(1)
+    .with_normalization(Normalization::identity())
+}
+
+/// The EfficientNet-B0 of a member of `width` (one logit, no normalisation).
+pub fn efficientnet(width: f64) -> EfficientNetConfig {
+    EfficientNetConfig {
+        width_mult: width,
+        ..EfficientNetConfig::b0()
+    }
+    .with_outputs(1)
+    .with_normalization(Normalization::identity())
+}
+
+/// Loads the oracle folder `dir` (written by `foil::pipeline::train_oracle`) as an [`Ensemble`] on `B` (an
+/// autodiff backend too, for guidance).
+pub fn load_oracle<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(OracleSpec, Ensemble<B>)> {
+    let spec = OracleSpec::load(dir)?;
+    let mut members: Vec<Box<dyn Classifier<B>>> = Vec::new();
+    for m in &spec.members {
+        let path = dir.join(&m.file);
+        let record_err = |e: burn::record::RecorderError| {
+            Error::format(
+                path.display().to_string(),
+                format!("{e} (train the oracle first: foil train oracle)"),
+            )
+        };
+        match m.arch {
+            Arch::Resnet18 => {
+                let net = resnet(m.width).init::<B>(device)?;
+                let record = recorder().load(path.clone(), device).map_err(record_err)?;
+                members.push(Box::new(net.load_record(record)));
+            }
+            Arch::MobilenetV2 => {
+                let net = mobilenet(m.width).init::<B>(device)?;
+                let record = recorder().load(path.clone(), device).map_err(record_err)?;
+                members.push(Box::new(net.load_record(record)));
+            }
+            Arch::EfficientnetB0 => {
+                let net = efficientnet(m.width).init::<B>(device)?;
+                let record = recorder().load(path.clone(), device).map_err(record_err)?;
+                members.push(Box::new(net.load_record(record)));
+            }
+        }
+    }
+    Ok((spec, Ensemble::new(members)?))
+}
+
+impl ModelSpec for OracleSpec {
+    const WHAT: &'static str = "oracle description";
+
+    fn expected_format() -> Format {
+        Format::new("oracle", 1)
+    }
+
+    fn format(&self) -> &Format {
+        &self.format
+    }
+}

@@ -1,0 +1,175 @@
+//! The commands, one file per group: each resolves its (already typed) arguments into the
+//! library's pipeline objects ([`foil::pipeline`]) and prints what they return. Here: the
+//! argument groups several commands share and the one-line summary of a finished run.
+
+pub mod evaluate;
+pub mod explain;
+pub mod stats;
+pub mod teach;
+pub mod train;
+pub mod weights;
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use foil::core::{Error, Result};
+use foil::data::{Dataset, Source};
+use foil::diffusion::{DiffusionConfig, SearchConfig};
+use foil::invert::EfInverterConfig;
+use foil::pipeline::{self, RunOptions, RunSummary};
+
+/// Folder under which runs write their results by default (`results/<method>`).
+const RESULTS_DIR: &str = "results";
+
+/// The data and class pair every command works on.
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// Dataset: `fashion-mnist[:DIR]`, `mnist-json:DIR`, `kiki-bouba[:PER_CLASS:SIZE]` or a
+    /// folder with one sub-folder per class.
+    #[arg(long, default_value = "fashion-mnist", value_parser = str::parse::<Source>)]
+    pub data: Source,
+    /// The two classes, by name: `A,B` (A is label 0).
+    #[arg(long, value_parser = parse_pair)]
+    pub classes: ClassPair,
+    /// Share of each class held out for testing (datasets without an official test part).
+    #[arg(long, default_value_t = 0.2)]
+    pub test_fraction: f64,
+    /// Seed of the split (and of procedural data).
+    #[arg(long, default_value_t = 0)]
+    pub split_seed: u64,
+    /// Use at most this many training images per class (the first ones).
+    #[arg(long)]
+    pub train_per_class: Option<usize>,
+}
+
+/// Two class names.
+#[derive(Debug, Clone)]
+pub struct ClassPair(pub [String; 2]);
+
+fn parse_pair(s: &str) -> std::result::Result<ClassPair, String> {
+    match s.split(',').collect::<Vec<_>>().as_slice() {
+        [a, b] if !a.is_empty() && !b.is_empty() => Ok(ClassPair([a.to_string(), b.to_string()])),
+        _ => Err(format!("expected two class names as A,B, found {s:?}")),
+    }
+}
+
+impl DataArgs {
+    /// The training and test images of the class pair (`--train-per-class` applied to the
+    /// training part).
+    pub fn load(&self) -> Result<(Dataset, Dataset)> {
+        let [a, b] = &self.classes.0;
+        let (train, test) = self
+            .data
+            .load_pair(a, b, self.test_fraction, self.split_seed)?;
+        let train = match self.train_per_class {
+            Some(n) => train.first_per_class(n)?,
+            None => train,
+        };
+        Ok((train, test))
+    }
+
+    /// The training images of every class of the source (not only the pair).
+    pub fn load_all_classes(&self) -> Result<Dataset> {
+        let (all, _) = self.data.load(self.test_fraction, self.split_seed)?;
+        Ok(all)
+    }
+
+    /// The class pair, label 0 first.
+    pub fn classes(&self) -> [String; 2] {
+        self.classes.0.clone()
+    }
+}
+
+/// Which inputs of a test set a counterfactual run explains, how many per call, and with
+/// which seeds: shared by `foil maskdime` and `foil diffusion`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Test images per direction (the first ones).
+    #[arg(long, default_value_t = 16)]
+    pub per_direction: usize,
+    /// Images per method call (a sampler call, an inversion and edit batch).
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Seed of the method's noise (the sampler's, the inversion's).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Run the set once per seed, into <out>/seed-<s>/ (several seeds; one seed: into <out>
+    /// itself, as --seed), e.g. for the diversity across seeds.
+    #[arg(long, value_delimiter = ',', conflicts_with = "seed")]
+    pub seeds: Option<Vec<u64>>,
+}
+
+impl RunArgs {
+    /// One `(seed, folder)` per run under `out` (`--seeds`, else `--seed` into `out` itself).
+    pub fn runs(&self, out: &Path) -> Result<Vec<(u64, PathBuf)>> {
+        pipeline::seed_runs(out, self.seeds.as_deref().unwrap_or(&[self.seed]))
+    }
+
+    /// The options of the run with `seed`.
+    pub fn options(&self, seed: u64) -> RunOptions {
+        RunOptions {
+            per_direction: Some(self.per_direction),
+            batch_size: self.batch_size,
+            seed,
+        }
+    }
+}
+
+/// The results folder of a run: `--out`, else `results/<name>`.
+pub fn results_dir(out: Option<&Path>, name: &str) -> PathBuf {
+    out.map_or_else(|| Path::new(RESULTS_DIR).join(name), Path::to_path_buf)
+}
+
+/// DIFFusion's edit settings, shared by `foil diffusion` and `foil teach`.
+#[derive(Debug, Clone, Args)]
+pub struct EditArgs {
+    /// Inversion and regeneration steps.
+    #[arg(long = "steps", value_name = "STEPS", default_value_t = 50)]
+    pub sampling_steps: usize,
+    /// Edit strength lambda; several (`2,3`) form a ladder: each next strength is tried on the
+    /// inputs the previous ones left unflipped.
+    #[arg(long, value_delimiter = ',', default_value = "2")]
+    pub lambda: Vec<f64>,
+    /// Classifier-free guidance scale while regenerating (1: none).
+    #[arg(long, default_value_t = 4.0)]
+    pub guidance: f64,
+}
+
+impl EditArgs {
+    /// DIFFusion's settings: these steps, strengths and guidance, the defaults' inverter and
+    /// search otherwise.
+    pub fn config(&self) -> Result<DiffusionConfig> {
+        if let Some(&bad) = self.lambda.iter().find(|l| !(l.is_finite() && **l > 0.0)) {
+            return Err(Error::out_of_range("--lambda", "finite and > 0", bad));
+        }
+        let (first, rest) = self.lambda.split_first().ok_or_else(|| Error::Empty {
+            what: "--lambda".into(),
+            hint: "give at least one edit strength".into(),
+        })?;
+        let defaults = DiffusionConfig::default();
+        Ok(DiffusionConfig {
+            steps: self.sampling_steps,
+            inverter: EfInverterConfig {
+                target_guidance: self.guidance,
+                ..defaults.inverter
+            },
+            search: SearchConfig {
+                lambda: *first,
+                ..defaults.search
+            },
+            extra_lambdas: rest.to_vec(),
+        })
+    }
+}
+
+/// The one line printed per finished run.
+pub fn print_summary(name: &str, summary: &RunSummary, out: &Path) {
+    println!(
+        "{name}: {} explained ({} flipped), {} already done, {:.1} s -> {}",
+        summary.done,
+        summary.flipped,
+        summary.skipped,
+        summary.seconds,
+        out.display()
+    );
+}
