@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use burn::module::{AutodiffModule, Module};
+use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use foil_core::{Error, Result};
 use foil_data::Dataset;
@@ -12,7 +12,7 @@ use foil_models::adm::folder::{DdpmSpec, RECORD};
 use foil_train::{ImageSet, TrainConfig, train_ddpm, trainable};
 
 use foil_core::image_io::image_mode;
-use foil_models::folder::{recorder, save_spec};
+use foil_models::folder::save_folder;
 
 /// Trains the DDPM of `spec` on every image of `train` and writes the folder `dir`
 /// (`model.json`, `adm.mpk`; the training run under `dir/train` resumes when rerun).
@@ -36,12 +36,6 @@ pub fn train_ddpm_on<B: AutodiffBackend>(
         ..config.clone()
     };
     let trained = train_ddpm(model, &set, &spec.schedule()?, &run)?;
-    let path = dir.join(RECORD);
-    trained
-        .model
-        .valid()
-        .save_file(path.clone(), &recorder())
-        .map_err(|e| Error::format(path.display().to_string(), e))?;
-    save_spec(dir, spec)?;
+    save_folder(dir, RECORD, trained.model.valid(), spec)?;
     Ok(trained.losses.last().map(|&(_, l)| l).unwrap_or(f64::NAN))
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use burn::module::{AutodiffModule, Module};
+use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use foil_core::{Classifier, Error, Result};
 use foil_data::Dataset;
@@ -13,7 +13,7 @@ use foil_train::{
 };
 
 use foil_core::image_io::image_mode;
-use foil_models::folder::{recorder, save_spec};
+use foil_models::folder::{save_record, save_spec};
 
 /// Trains every member of `spec` on `train` (labels 0 / 1), scores it and then the ensemble on
 /// `test`, and writes the oracle folder `dir` (`model.json`, one record per member; training
@@ -90,8 +90,6 @@ where
     let plain = train.to_backend::<B::InnerBackend>(&device);
     recalibrate_batchnorm(&model, &plain, config.batch_size, 50, config.seed)?;
     let accuracy = evaluate_accuracy(&model, test, 64)?;
-    model
-        .save_file(path, &recorder())
-        .map_err(|e| Error::format(path.display().to_string(), e))?;
+    save_record(model, path)?;
     Ok(accuracy)
 }

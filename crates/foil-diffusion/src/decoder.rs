@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::{AutodiffModule, Module};
-use burn::record::Recorder;
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use foil_core::{Denoiser, DenoiserOutput, Error, ImageEncoder, Result};
@@ -21,7 +20,7 @@ use foil_train::{ImageSet, TrainConfig, train_embedding_ddpm, trainable};
 use serde::{Deserialize, Serialize};
 
 use foil_core::image_io::image_mode;
-use foil_models::folder::{Format, ModelSpec, load_spec, recorder, save_spec};
+use foil_models::folder::{Format, ModelSpec, load_record, load_spec, save_folder, save_spec};
 
 const RECORD: &str = "decoder";
 /// File name of a LoRA-tuned decoder's adapters (peft layout, see
@@ -335,13 +334,7 @@ pub fn train_decoder_on<B: AutodiffBackend>(
         model.encoder = trained.model.encoder;
     }
     let trained = train_stage(model, train, spec, !pretrain, config, dir, device)?;
-    let path = dir.join(RECORD);
-    trained
-        .model
-        .valid()
-        .save_file(path.clone(), &recorder())
-        .map_err(|e| Error::format(path.display().to_string(), e))?;
-    save_spec(dir, spec)?;
+    save_folder(dir, RECORD, trained.model.valid(), spec)?;
     Ok(trained.losses.last().map(|&(_, l)| l).unwrap_or(f64::NAN))
 }
 
@@ -383,7 +376,7 @@ pub fn load_decoder<B: Backend>(
 ) -> Result<(DecoderSpec, EmbeddingDecoder<B>)> {
     let spec = DecoderSpec::load(dir)?;
     let (checksum, net) = match &spec.lora {
-        None => load_record::<B>(dir, &spec, device)?,
+        None => load_decoder_record::<B>(dir, &spec, device)?,
         Some(lora) => {
             let base_dir = dir.join(&lora.base);
             let base_spec = DecoderSpec::load(&base_dir)?;
@@ -393,7 +386,7 @@ pub fn load_decoder<B: Backend>(
                     "the base of a LoRA decoder must be a trained decoder, not another LoRA folder",
                 ));
             }
-            let (base_sum, mut net) = load_record::<B>(&base_dir, &base_spec, device)?;
+            let (base_sum, mut net) = load_decoder_record::<B>(&base_dir, &base_spec, device)?;
             let found = format!("{base_sum:016x}");
             if found != lora.base_checksum {
                 return Err(Error::format(
@@ -429,7 +422,7 @@ pub fn load_decoder<B: Backend>(
 }
 
 /// The decoder record of a trained folder and the checksum of its file.
-fn load_record<B: Backend>(
+fn load_decoder_record<B: Backend>(
     dir: &Path,
     spec: &DecoderSpec,
     device: &B::Device,
@@ -441,10 +434,9 @@ fn load_record<B: Backend>(
             format!("{e} (train the decoder first: foil train decoder)"),
         )
     })?;
-    let record = recorder()
-        .load(dir.join(RECORD), device)
-        .map_err(|e| Error::format(path.display().to_string(), e))?;
-    Ok((fnv1a(&bytes), spec.init::<B>(device)?.load_record(record)))
+    let hint = "train the decoder first: foil train decoder";
+    let net = load_record(spec.init::<B>(device)?, &dir.join(RECORD), hint, device)?;
+    Ok((fnv1a(&bytes), net))
 }
 
 /// Tunes LoRA adapters (`lora`: rank, alpha, target projections) of the decoder folder `base`
@@ -469,7 +461,7 @@ pub fn tune_decoder_lora<B: AutodiffBackend>(
             "tune LoRA adapters on a trained decoder, not on another LoRA folder",
         ));
     }
-    let (base_sum, model) = load_record::<B>(base, &base_spec, device)?;
+    let (base_sum, model) = load_decoder_record::<B>(base, &base_spec, device)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     B::seed(device, config.seed);
     let mut model = model.no_grad();

@@ -19,7 +19,9 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::module::Module;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::tensor::backend::Backend;
 use foil_core::image_io::write_atomic;
 use foil_core::{Error, Result};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
@@ -30,6 +32,39 @@ pub const SPEC_FILE: &str = "model.json";
 /// The recorder of every model folder: named MessagePack, full precision.
 pub fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
     NamedMpkFileRecorder::<FullPrecisionSettings>::new()
+}
+
+/// Writes `model`'s parameters to `path` (burn adds `.mpk`), full precision.
+pub fn save_record<B: Backend, M: Module<B>>(model: M, path: &Path) -> Result<()> {
+    model
+        .save_file(path.to_path_buf(), &recorder())
+        .map_err(|e| Error::format(path.display().to_string(), e))
+}
+
+/// Loads the parameters at `path` (without `.mpk`) into `model`; a missing or unreadable file
+/// is an error naming it and `hint` (how to make it, e.g. "train the DDPM first: foil train ddpm").
+pub fn load_record<B: Backend, M: Module<B>>(
+    model: M,
+    path: &Path,
+    hint: &str,
+    device: &B::Device,
+) -> Result<M> {
+    let record = recorder()
+        .load(path.to_path_buf(), device)
+        .map_err(|e| Error::format(path.display().to_string(), format!("{e} ({hint})")))?;
+    Ok(model.load_record(record))
+}
+
+/// Writes a trained model folder: `model`'s record as `dir/<record>.mpk`, then `spec` as
+/// `dir/model.json` (last, so a folder with a spec is complete).
+pub fn save_folder<B: Backend, M: Module<B>, S: ModelSpec>(
+    dir: &Path,
+    record: &str,
+    model: M,
+    spec: &S,
+) -> Result<()> {
+    save_record(model, &dir.join(record))?;
+    save_spec(dir, spec)
 }
 
 /// Writes `value` as pretty JSON, atomically.

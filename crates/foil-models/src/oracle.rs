@@ -5,8 +5,6 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use burn::module::Module;
-use burn::record::Recorder;
 use burn::tensor::backend::Backend;
 use foil_core::{Classifier, Error, Result};
 use serde::{Deserialize, Serialize};
@@ -14,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::cnn::Normalization;
 use crate::efficientnet::EfficientNetConfig;
 use crate::ensemble::Ensemble;
-use crate::folder::{Format, ModelSpec, load_spec, recorder};
+use crate::folder::{Format, ModelSpec, load_record, load_spec};
 use crate::mobilenet::MobileNetV2Config;
 use crate::resnet::ResNetConfig;
 
@@ -188,31 +186,24 @@ pub fn load_oracle<B: Backend>(
 ) -> Result<(OracleSpec, Ensemble<B>)> {
     let spec = OracleSpec::load(dir)?;
     let mut members: Vec<Box<dyn Classifier<B>>> = Vec::new();
+    const HINT: &str = "train the oracle first: foil train oracle";
     for m in &spec.members {
         let path = dir.join(&m.file);
-        let record_err = |e: burn::record::RecorderError| {
-            Error::format(
-                path.display().to_string(),
-                format!("{e} (train the oracle first: foil train oracle)"),
-            )
-        };
-        match m.arch {
+        let member: Box<dyn Classifier<B>> = match m.arch {
             Arch::Resnet18 => {
                 let net = resnet(m.width).init::<B>(device)?;
-                let record = recorder().load(path.clone(), device).map_err(record_err)?;
-                members.push(Box::new(net.load_record(record)));
+                Box::new(load_record(net, &path, HINT, device)?)
             }
             Arch::MobilenetV2 => {
                 let net = mobilenet(m.width).init::<B>(device)?;
-                let record = recorder().load(path.clone(), device).map_err(record_err)?;
-                members.push(Box::new(net.load_record(record)));
+                Box::new(load_record(net, &path, HINT, device)?)
             }
             Arch::EfficientnetB0 => {
                 let net = efficientnet(m.width).init::<B>(device)?;
-                let record = recorder().load(path.clone(), device).map_err(record_err)?;
-                members.push(Box::new(net.load_record(record)));
+                Box::new(load_record(net, &path, HINT, device)?)
             }
-        }
+        };
+        members.push(member);
     }
     Ok((spec, Ensemble::new(members)?))
 }

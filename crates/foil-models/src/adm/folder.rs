@@ -3,15 +3,13 @@
 
 use std::path::Path;
 
-use burn::module::Module;
-use burn::record::Recorder;
 use burn::tensor::backend::Backend;
-use foil_core::{Error, Result};
+use foil_core::Result;
 use foil_schedule::NoiseSchedule;
 use serde::{Deserialize, Serialize};
 
 use super::{Adm, AdmConfig};
-use crate::folder::{Format, ModelSpec, load_spec, recorder};
+use crate::folder::{Format, ModelSpec, load_record, load_spec};
 
 /// The record file of the network, without burn's `.mpk` extension.
 pub const RECORD: &str = "adm";
@@ -84,14 +82,9 @@ impl DdpmSpec {
 /// Loads a DDPM folder (written by `foil::pipeline::train_ddpm_on`).
 pub fn load_ddpm<B: Backend>(dir: &Path, device: &B::Device) -> Result<(DdpmSpec, Adm<B>)> {
     let spec = DdpmSpec::load(dir)?;
-    let path = dir.join(RECORD);
-    let record = recorder().load(path.clone(), device).map_err(|e| {
-        Error::format(
-            path.display().to_string(),
-            format!("{e} (train the DDPM first: foil train ddpm)"),
-        )
-    })?;
-    let net = spec.adm_config().init::<B>(device)?.load_record(record);
+    let net = spec.adm_config().init::<B>(device)?;
+    let hint = "train the DDPM first: foil train ddpm";
+    let net = load_record(net, &dir.join(RECORD), hint, device)?;
     Ok((spec, net))
 }
 
