@@ -12,6 +12,8 @@
 //! - [`resnet`], [`mobilenet`], [`efficientnet`]: torchvision's ResNet-18, MobileNet-V2 and
 //!   EfficientNet-B0 image classifiers (`foil_core::Classifier`), with [`cnn`] their shared
 //!   BatchNorm and input normalisation, and [`ensemble`] the mean-of-sigmoids oracle;
+//! - [`densenet`]: torchvision's DenseNet-121 (and 161 / 169 / 201) classifier, loading both the
+//!   current and the published checkpoints' dotted dense-layer names;
 //! - [`folder`]: model folders (`model.json` with a format tag beside full-precision burn
 //!   records) and their JSON helpers;
 //! - [`oracle`]: the oracle folder, an ensemble of one-logit torchvision classifiers, and
@@ -56,6 +58,7 @@ pub mod adm;
 pub mod alexnet;
 pub mod clip;
 pub mod cnn;
+pub mod densenet;
 pub mod efficientnet;
 pub mod ensemble;
 pub mod folder;
