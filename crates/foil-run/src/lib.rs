@@ -33,6 +33,9 @@ use foil_data::Dataset;
 use image::{DynamicImage, GenericImage, GrayImage, Luma, Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 /// One saved mask of an explanation (MaskDiME's `M1` or `M2`, FastDiME's difference mask).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MaskFile {
@@ -262,7 +265,10 @@ where
         let considered = chosen.len();
         let pending: Vec<usize> = chosen
             .into_iter()
-            .filter(|&i| !dir.join(format!("{}.json", result_key(&data.items()[i].source))).exists())
+            .filter(|&i| {
+                !dir.join(format!("{}.json", result_key(&data.items()[i].source)))
+                    .exists()
+            })
             .collect();
         summary.skipped += considered - pending.len();
         for batch in pending.chunks(batch_size) {

@@ -1,79 +1,79 @@
-//! `run::evaluate_run` on a hand-made results folder: counts and LPIPS per direction, the
-//! notes for metrics without a network, the table, the JSON's fields, the seed folders and
-//! the LPIPS resize.
+//! `run::evaluate_run` on hand-made results folders (written with `foil_run::testing`): counts
+//! and LPIPS per direction, flipped-only against all-inputs LPIPS, the notes for metrics without
+//! a network, the table, the JSON's fields, diversity across seed folders, FID / COUT / MNAC /
+//! similarity with small networks, the errors, the seed folders and the LPIPS resize.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::backend::Flex;
 use burn::tensor::{Tensor, backend::Backend};
 use foil_core::image_io::Resize;
-use foil_core::{ImageEncoder, Result};
-use foil_metrics::lpips::{Lpips, LpipsNet};
+use foil_core::{Classifier, Error, ImageEncoder, Result};
+use foil_metrics::lpips::{Lpips, LpipsEncoder, LpipsNet};
 use foil_metrics::run::{
-    Encoder, EncoderLabel, EvaluateOptions, LPIPS_MIN_SIDE, Metric, RunEvaluation, Scorers,
-    evaluate_run, lpips_resize, seed_folders,
+    AttributeOracle, Encoder, EncoderLabel, EvaluateOptions, LPIPS_MIN_SIDE, Metric, RunEvaluation,
+    Scorers, ScoringOracle, evaluate_run, lpips_resize, seed_folders,
 };
 use foil_models::alexnet::AlexNetConfig;
-use foil_run::{ItemResult, write_json};
-use image::{DynamicImage, Rgb, RgbImage};
+use foil_models::vgg::Vgg16Config;
+use foil_run::testing::{CLASSES, FixtureItem, picture, temp_dir};
+use image::{DynamicImage, RgbImage};
 
 type I = Flex;
 
-const CLASSES: [&str; 2] = ["bouba", "kiki"];
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("foil-metrics-run-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// A 16 x 16 gradient shifted by `level`, with a square of `patch` brightness.
-fn picture(level: u8, patch: u8) -> RgbImage {
-    RgbImage::from_fn(16, 16, |x, y| {
-        if (4..10).contains(&x) && (5..11).contains(&y) {
-            Rgb([patch, patch / 2, 255 - patch])
-        } else {
-            let v = level.wrapping_add((x * 9 + y * 5) as u8);
-            Rgb([v, v / 3, 200 - v / 2])
+/// `n` inputs per direction; item `k` of direction `d` is flipped unless `k == 0 && d == 0`.
+fn fixture(run: &Path, n: usize, cf_shift: u8) {
+    for d in 0..2 {
+        for k in 0..n {
+            let orig = picture((k * 23 + d * 7) as u8, 40 + (k * 11) as u8);
+            let cf = picture(
+                (k * 23 + d * 7) as u8,
+                ((200 + k * 13) as u8).wrapping_add(cf_shift),
+            );
+            FixtureItem {
+                flipped: !(k == 0 && d == 0),
+                ..FixtureItem::new(format!("img{d}{k:02}"), d, orig, cf)
+            }
+            .write(run)
+            .unwrap();
         }
-    })
+    }
 }
 
-/// One result as the methods write it: `<run>/<from>_to_<to>/<key>.{orig,cf}.png` and
-/// `<key>.json`.
-fn write_item(
-    run: &Path,
-    key: &str,
-    predicted: usize,
-    flipped: bool,
-    changed: f64,
-    (orig, cf): (&RgbImage, &RgbImage),
-) {
-    let to = 1 - predicted;
-    let dir = run.join(format!("{}_to_{}", CLASSES[predicted], CLASSES[to]));
-    std::fs::create_dir_all(&dir).unwrap();
-    orig.save(dir.join(format!("{key}.orig.png"))).unwrap();
-    cf.save(dir.join(format!("{key}.cf.png"))).unwrap();
-    let item = ItemResult {
-        source: key.into(),
-        from: predicted,
-        predicted,
-        to,
-        classes: CLASSES.map(String::from),
-        flipped,
-        scale: Some(8.0),
-        t_skip: None,
-        lambda: None,
-        changed_fraction: changed,
-        mean_abs_change: changed / 2.0,
-        denoiser_calls: 10,
-        classifier_calls: 11,
-        encoder_calls: 0,
-        m1: None,
-        m2: None,
-    };
-    write_json(&dir.join(format!("{key}.json")), &item).unwrap();
+fn tiny_alex() -> Lpips<I> {
+    Lpips::random(
+        LpipsNet::Alex(AlexNetConfig {
+            widths: [4, 6, 6, 4, 3],
+        }),
+        &Default::default(),
+    )
+}
+
+fn tiny_vgg() -> Lpips<I> {
+    Lpips::random(
+        LpipsNet::Vgg(Vgg16Config {
+            widths: [3, 4, 4, 5, 5],
+        }),
+        &Default::default(),
+    )
+}
+
+/// A one-logit classifier: `scale * (mean of channel c - 0.1)`, images in `[-1, 1]`.
+struct Brightness {
+    channel: usize,
+    scale: f32,
+}
+
+impl<B: Backend> Classifier<B> for Brightness {
+    fn num_logits(&self) -> usize {
+        1
+    }
+
+    fn logits(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 2>> {
+        let [n, ..] = images.dims();
+        let c = images.narrow(1, self.channel, 1);
+        Ok((c.reshape([n as i32, -1]).mean_dim(1) - 0.1) * self.scale)
+    }
 }
 
 /// Per-channel means, a 3-wide encoder.
@@ -94,6 +94,16 @@ impl<B: Backend> ImageEncoder<B> for ChannelMeans {
     }
 }
 
+fn options() -> EvaluateOptions {
+    EvaluateOptions {
+        method: "test".into(),
+        cout_steps: 4,
+        sfid_repeats: 2,
+        batch_size: 3,
+        ..EvaluateOptions::default()
+    }
+}
+
 #[test]
 fn evaluate_run_counts_scores_and_notes_per_direction() {
     let dir = temp_dir("score");
@@ -101,27 +111,26 @@ fn evaluate_run_counts_scores_and_notes_per_direction() {
     for k in 0..3u8 {
         let orig = picture(k * 23, 40 + k * 11);
         let cf = picture(k * 23, 200 + k * 13);
-        write_item(
-            &dir,
-            &format!("a{k}"),
-            0,
-            k != 0,
-            0.1 * f64::from(k + 1),
-            (&orig, &cf),
-        );
+        FixtureItem {
+            flipped: k != 0,
+            changed_fraction: 0.1 * f64::from(k + 1),
+            ..FixtureItem::new(format!("a{k}"), 0, orig, cf)
+        }
+        .write(&dir)
+        .unwrap();
     }
     // kiki -> bouba: two flipped inputs whose counterfactual is the original.
     for k in 0..2u8 {
         let orig = picture(100 + k * 7, 90);
-        write_item(&dir, &format!("b{k}"), 1, true, 0.5, (&orig, &orig));
+        FixtureItem {
+            changed_fraction: 0.5,
+            ..FixtureItem::new(format!("b{k}"), 1, orig.clone(), orig)
+        }
+        .write(&dir)
+        .unwrap();
     }
     let scorers = Scorers::<I> {
-        lpips: Some(Lpips::random(
-            LpipsNet::Alex(AlexNetConfig {
-                widths: [4, 6, 6, 4, 3],
-            }),
-            &Default::default(),
-        )),
+        lpips: Some(tiny_alex()),
         similarity_encoder: Some(Encoder {
             label: EncoderLabel {
                 name: "channel-means".into(),
@@ -252,14 +261,241 @@ fn evaluate_run_counts_scores_and_notes_per_direction() {
 }
 
 #[test]
+fn flipped_only_lpips_differs_from_all_and_json_round_trips() {
+    let dir = temp_dir("lpips");
+    fixture(&dir, 2, 0);
+    let scorers = Scorers::<I> {
+        lpips: Some(tiny_alex()),
+        ..Scorers::default()
+    };
+    let report = evaluate_run(&dir, &scorers, &options(), &Default::default()).unwrap();
+    assert_eq!(report.overall.inputs, 4);
+    assert_eq!(report.overall.flipped, 3);
+    assert!((report.overall.success_ratio - 0.75).abs() < 1e-12);
+    assert_eq!(report.directions.len(), 2);
+    let first = &report.directions[0];
+    assert_eq!((first.from, first.to), (0, 1));
+    assert_eq!(first.label(), "bouba -> kiki");
+    assert_eq!((first.metrics.inputs, first.metrics.flipped), (2, 1));
+    // Per direction and overall, the flipped mean leaves out the unflipped input.
+    let l = first.metrics.lpips.unwrap();
+    let overall = report.overall.lpips.unwrap();
+    assert!(
+        (l.flipped.unwrap() - l.all).abs() > 1e-6,
+        "flipped {:?} vs all {}",
+        l.flipped,
+        l.all
+    );
+    assert!((overall.flipped.unwrap() - overall.all).abs() > 1e-7);
+    // The overall all-inputs mean is the mean of the directions' (two inputs each).
+    let second = report.directions[1].metrics.lpips.unwrap();
+    assert!((overall.all - (l.all + second.all) / 2.0).abs() < 1e-9);
+    // The second direction has no unflipped input: both means agree.
+    assert!((second.flipped.unwrap() - second.all).abs() < 1e-12);
+    // And the unflipped item's LPIPS: 2 * all - flipped.
+    assert!(l.flipped.unwrap() > 0.0 && l.all > 0.0);
+
+    // Notes say why the rest is missing.
+    for m in [
+        Metric::Fid,
+        Metric::Sfid,
+        Metric::Cout,
+        Metric::Mnac,
+        Metric::Similarity,
+        Metric::Diversity,
+    ] {
+        assert!(
+            report.notes.iter().any(|n| n.metric == m),
+            "no note for {m:?}"
+        );
+    }
+    assert!(!report.notes.iter().any(|n| n.metric == Metric::Lpips));
+    let table = report.to_string();
+    assert!(table.contains("LPIPS, flipped (papers)"), "{table}");
+    assert!(table.contains("bouba -> kiki"), "{table}");
+    assert!(table.contains("--fid-encoder"), "{table}");
+
+    let path = dir.join("metrics.json");
+    report.write_json(&path).unwrap();
+    let back = RunEvaluation::from_json(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(back, report);
+    let value: serde_json::Value = serde_json::from_str(&report.to_json().unwrap()).unwrap();
+    assert!(value["directions"][0]["metrics"]["lpips"]["flipped"].is_f64());
+    assert!(value["overall"]["fid"].is_null());
+}
+
+#[test]
+fn diversity_is_zero_for_identical_seeds_and_positive_otherwise() {
+    let dir = temp_dir("diversity");
+    fixture(&dir.join("seed-0"), 2, 0);
+    fixture(&dir.join("seed-1"), 2, 0);
+    let scorers = Scorers::<I> {
+        diversity_lpips: Some(tiny_vgg()),
+        ..Scorers::default()
+    };
+    let same = evaluate_run(&dir, &scorers, &options(), &Default::default()).unwrap();
+    assert_eq!(same.seeds, vec![0, 1]);
+    assert!(same.scored_folder.ends_with("seed-0"));
+    let d = same.overall.diversity.unwrap();
+    assert_eq!((d.inputs, d.seeds), (4, 2));
+    assert!(d.mean.abs() < 1e-9, "{}", d.mean);
+
+    // A third seed with other counterfactuals; one input missing from it is left out.
+    fixture(&dir.join("seed-2"), 2, 60);
+    let gone = dir.join("seed-2/kiki_to_bouba/img101.json");
+    std::fs::remove_file(&gone).unwrap();
+    let varied = evaluate_run(&dir, &scorers, &options(), &Default::default()).unwrap();
+    let d = varied.overall.diversity.unwrap();
+    assert_eq!((d.inputs, d.seeds), (3, 3));
+    assert!(d.mean > 1e-6, "{}", d.mean);
+    assert_eq!(varied.directions[1].metrics.diversity.unwrap().inputs, 1);
+    assert!(varied.to_string().contains("first seed"));
+
+    // One seed folder only: no diversity, and the note says why.
+    let single = temp_dir("single-seed");
+    fixture(&single.join("seed-3"), 1, 0);
+    let report = evaluate_run(&single, &scorers, &options(), &Default::default()).unwrap();
+    assert!(report.overall.diversity.is_none());
+    let note = report
+        .notes
+        .iter()
+        .find(|n| n.metric == Metric::Diversity)
+        .unwrap();
+    assert!(note.reason.contains("found 1"), "{}", note.reason);
+}
+
+#[test]
+fn fid_cout_mnac_and_similarity_with_small_networks() {
+    let dir = temp_dir("all");
+    fixture(&dir, 6, 0);
+    // Randomly initialised from the backend's global generator: 32 output channels, so that an
+    // image whose features are all cut by the last ReLU (a zero embedding, which has no cosine)
+    // does not happen (with 3 channels it did, now and then).
+    let encoder = |name: &str| Encoder::<I> {
+        label: EncoderLabel {
+            name: name.into(),
+            inception: false,
+        },
+        net: Box::new(LpipsEncoder::new(
+            Lpips::random(
+                LpipsNet::Alex(AlexNetConfig {
+                    widths: [8, 16, 16, 16, 32],
+                }),
+                &Default::default(),
+            ),
+            name,
+        )),
+    };
+    let scorers = Scorers::<I> {
+        fid_encoder: Some(Encoder {
+            label: EncoderLabel {
+                name: "channel-means".into(),
+                inception: false,
+            },
+            net: Box::new(ChannelMeans),
+        }),
+        similarity_encoder: Some(encoder("lpips-alex")),
+        oracle: Some(ScoringOracle {
+            names: CLASSES.map(String::from).to_vec(),
+            image_size: 16,
+            classifier: Box::new(Brightness {
+                channel: 0,
+                scale: 5.0,
+            }),
+        }),
+        mnac_oracle: Some(ScoringOracle {
+            names: vec!["red".into(), "blue".into()],
+            image_size: 16,
+            classifier: Box::new(
+                AttributeOracle::new(vec![
+                    Box::new(Brightness {
+                        channel: 0,
+                        scale: 5.0,
+                    }),
+                    Box::new(Brightness {
+                        channel: 2,
+                        scale: 5.0,
+                    }),
+                ])
+                .unwrap(),
+            ),
+        }),
+        ..Scorers::default()
+    };
+    let report = evaluate_run(&dir, &scorers, &options(), &Default::default()).unwrap();
+    let m = &report.overall;
+    // 12 originals against 11 flipped counterfactuals, 3 features wide.
+    let fid = m.fid.unwrap();
+    assert!(fid.is_finite() && fid > 0.0, "{fid}");
+    assert!(m.sfid.unwrap().is_finite());
+    let cout = m.cout.unwrap();
+    assert!((-1.0..=1.0).contains(&cout.all));
+    let mnac = m.mnac.unwrap();
+    assert!((0.0..=2.0).contains(&mnac.all));
+    let sim = m.similarity.unwrap();
+    assert!((-1.0..=1.0).contains(&sim.all.mean));
+    assert!(sim.flipped.is_some());
+    assert_eq!(report.mnac_attributes, ["red", "blue"]);
+    assert_eq!(report.fid_encoder.as_ref().unwrap().name, "channel-means");
+    assert_eq!(
+        report.similarity_encoder.as_ref().unwrap().name,
+        "lpips-alex"
+    );
+    let table = report.to_string();
+    assert!(table.contains("not InceptionV3"), "{table}");
+    assert!(table.contains("every attribute counted"), "{table}");
+
+    // Excluding an attribute never counts more; an index past the attributes is an error.
+    let mut exclude = options();
+    exclude.mnac_exclude = Some(0);
+    let fewer = evaluate_run(&dir, &scorers, &exclude, &Default::default()).unwrap();
+    assert!(fewer.overall.mnac.unwrap().all <= mnac.all);
+    assert_eq!(fewer.mnac_excluded, Some(0));
+    exclude.mnac_exclude = Some(2);
+    let err = evaluate_run(&dir, &scorers, &exclude, &Default::default()).unwrap_err();
+    assert!(matches!(err, Error::OutOfRange { .. }), "{err}");
+
+    // Per direction, 6 originals cannot fit 3-wide Gaussians for sFID halves: None, with the
+    // reason in the notes.
+    let first = &report.directions[0];
+    assert!(first.metrics.sfid.is_none());
+    assert!(report.notes.iter().any(|n| n.metric == Metric::Sfid
+        && n.direction.as_deref() == Some("bouba -> kiki")
+        && n.reason.contains("at least")));
+}
+
+#[test]
+fn an_oracle_of_other_classes_is_an_error() {
+    let dir = temp_dir("classes");
+    fixture(&dir, 1, 0);
+    let scorers = Scorers::<I> {
+        oracle: Some(ScoringOracle {
+            names: vec!["cat".into(), "dog".into()],
+            image_size: 16,
+            classifier: Box::new(Brightness {
+                channel: 0,
+                scale: 1.0,
+            }),
+        }),
+        ..Scorers::default()
+    };
+    let err = evaluate_run(&dir, &scorers, &options(), &Default::default()).unwrap_err();
+    assert!(err.to_string().contains("cat"), "{err}");
+}
+
+#[test]
 fn an_empty_folder_and_mixed_classes_are_errors() {
     let dir = temp_dir("empty");
     let scorers = Scorers::<I>::default();
     let options = EvaluateOptions::default();
     let err = evaluate_run(&dir, &scorers, &options, &Default::default()).unwrap_err();
     assert!(err.to_string().contains("results under"), "{err}");
-    let (orig, cf) = (picture(0, 10), picture(0, 200));
-    write_item(&dir, "a", 0, true, 0.1, (&orig, &cf));
+    FixtureItem {
+        changed_fraction: 0.1,
+        ..FixtureItem::new("a", 0, picture(0, 10), picture(0, 200))
+    }
+    .write(&dir)
+    .unwrap();
     let other = dir.join("cat_to_dog");
     std::fs::create_dir_all(&other).unwrap();
     let text = std::fs::read_to_string(dir.join("bouba_to_kiki/a.json"))
