@@ -6,16 +6,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use burn::backend::{Autodiff, Flex};
-use foil::data::{Dataset, Source};
 use foil::core::{Classifier, Result};
+use foil::data::{Dataset, Source};
 use foil::diffusion::{DiffusionMethod, Editor, Nearest, TargetMean};
 use foil::embed::ClassStats;
 use foil::metrics::lpips::{Lpips, LpipsNet};
 use foil::models::alexnet::AlexNetConfig;
 use foil::pipeline::{
-    Arch, DdpmSpec, DecoderSpec, DiffusionConfig, EmbeddingDecoder, EvaluateOptions,
-    ExplainConfig, GuideModels, Member, Metric, OracleSpec, Preset, STATS_FILE, Scorers,
-    direction_dir, evaluate_run, load_ddpm, load_decoder, load_oracle, read_results, train_ddpm_on,
+    Arch, DdpmSpec, DecoderSpec, DiffusionConfig, EmbeddingDecoder, EvaluateOptions, ExplainConfig,
+    GuideModels, Member, Metric, OracleSpec, Preset, STATS_FILE, Scorers, direction_dir,
+    evaluate_run, load_ddpm, load_decoder, load_oracle, read_results, train_ddpm_on,
     train_decoder_on, train_oracle, write_class_stats,
 };
 use foil::run::{RunSummary, SetRun, run_set};
@@ -63,7 +63,13 @@ fn diffusion_run<C: Classifier<I>>(
     (config, baseline): (&DiffusionConfig, bool),
     plan: &SetRun<'_, I>,
 ) -> Result<RunSummary> {
-    let editor = Editor::new(decoder, &spec.schedule()?, stats, config.clone(), plan.device)?;
+    let editor = Editor::new(
+        decoder,
+        &spec.schedule()?,
+        stats,
+        config.clone(),
+        plan.device,
+    )?;
     let classes = [
         plan.data.class_names()[0].clone(),
         plan.data.class_names()[1].clone(),
@@ -76,7 +82,11 @@ fn diffusion_run<C: Classifier<I>>(
         };
         run_set(&method, oracle, plan)
     } else {
-        run_set(&DiffusionMethod::new(editor, oracle, &classes)?, oracle, plan)
+        run_set(
+            &DiffusionMethod::new(editor, oracle, &classes)?,
+            oracle,
+            plan,
+        )
     }
 }
 

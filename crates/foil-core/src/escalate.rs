@@ -140,9 +140,18 @@ mod tests {
 
     #[test]
     fn a_wrong_answer_count_is_an_error() {
-        let err = escalate(2, &[0], |_, _| Ok(vec![Attempt { flipped: true, value: () }]));
+        let err = escalate(2, &[0], |_, _| {
+            Ok(vec![Attempt {
+                flipped: true,
+                value: (),
+            }])
+        });
         assert!(matches!(err, Err(Error::Shape { .. })));
         assert!(escalate::<usize, ()>(2, &[], |_, _| Ok(vec![])).is_err());
-        assert!(escalate::<usize, ()>(0, &[], |_, _| Ok(vec![])).unwrap().is_empty());
+        assert!(
+            escalate::<usize, ()>(0, &[], |_, _| Ok(vec![]))
+                .unwrap()
+                .is_empty()
+        );
     }
 }

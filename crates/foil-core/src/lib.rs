@@ -31,6 +31,6 @@ pub use escalate::{Attempt, Climb, escalate};
 pub use method::{Cost, Explained, Method, Outcome, Request, Setting};
 pub use noise::Noise;
 pub use traits::{
-    Classifier, Denoiser, DenoiserOutput, Detached, FeatureExtractor, ImageEncoder, labels_from_logits,
-    predicted_labels,
+    Classifier, Denoiser, DenoiserOutput, Detached, FeatureExtractor, ImageEncoder,
+    labels_from_logits, predicted_labels,
 };

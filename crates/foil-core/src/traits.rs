@@ -1,7 +1,7 @@
 //! The three model roles the methods are generic over.
 
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use crate::Result;
 

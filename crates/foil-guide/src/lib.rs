@@ -25,6 +25,6 @@ mod sampler;
 
 pub use config::{ClassLoss, CleanEstimate, GuideConfig, MaskPolicy};
 pub use foil_core::predicted_labels;
-pub use masks::{Dilation, DualMasks, difference_mask, dual_masks, selected_count};
 pub use foil_core::{Explained, Method, Outcome, Setting};
+pub use masks::{Dilation, DualMasks, difference_mask, dual_masks, selected_count};
 pub use sampler::{Carry, Guide, StepNoise, StepResult};

@@ -212,7 +212,12 @@ fn the_ladder_retries_only_unflipped_inputs() {
     let guide = Guide::<B, _, _>::new(config, steps(), &model, &clf).unwrap();
     let out = guide.explain(x, &[1, 1], 3).unwrap();
     assert_eq!(out.outcomes[0].setting.and_then(|s| s.scale()), Some(0.0));
-    assert_eq!(out.outcomes[1].setting.and_then(|s| s.scale()), Some(20.0), "{:?}", out.outcomes);
+    assert_eq!(
+        out.outcomes[1].setting.and_then(|s| s.scale()),
+        Some(20.0),
+        "{:?}",
+        out.outcomes
+    );
     assert_eq!(out.outcomes[0].cost.denoiser_calls, 10);
     assert_eq!(out.outcomes[1].cost.denoiser_calls, 20);
 }

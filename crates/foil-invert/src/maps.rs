@@ -184,7 +184,8 @@ impl<B: Backend> NoiseMaps<B> {
         let path = path.as_ref();
         let what = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::format(what.clone(), e))?;
+        let (_, meta) =
+            SafeTensors::read_metadata(&bytes).map_err(|e| Error::format(what.clone(), e))?;
         let meta = meta.metadata().clone().unwrap_or_default();
         if meta.get("format").map(String::as_str) != Some(FORMAT) {
             return Err(Error::format(
@@ -198,7 +199,9 @@ impl<B: Backend> NoiseMaps<B> {
         let timesteps: Vec<usize> = meta
             .get("timesteps")
             .and_then(|s| serde_json::from_str(s).ok())
-            .ok_or_else(|| Error::format(what.clone(), "missing or malformed timesteps metadata"))?;
+            .ok_or_else(|| {
+                Error::format(what.clone(), "missing or malformed timesteps metadata")
+            })?;
         let eta: f64 = meta
             .get("eta")
             .and_then(|s| s.parse().ok())
