@@ -8,7 +8,7 @@ use std::process::Command;
 use burn::backend::{Autodiff, Flex};
 use foil::core::{Classifier, Result};
 use foil::data::{Dataset, Source};
-use foil::diffusion::{DiffusionMethod, Editor, Nearest, TargetMean};
+use foil::diffusion::{DiffusionMethod, Editor, Nearest, SearchConfig, TargetMean};
 use foil::embed::ClassStats;
 use foil::metrics::lpips::{Lpips, LpipsNet};
 use foil::models::alexnet::AlexNetConfig;
@@ -301,9 +301,14 @@ fn train_explain_resume_and_score() {
     assert_eq!(stats.names(), &classes[..]);
     let stats = foil::embed::ClassStats::load(&stats_path).unwrap();
 
-    let mut diffusion = DiffusionConfig::default();
-    diffusion.steps = 10;
-    diffusion.search.t_skips = vec![0.6, 0.0];
+    let diffusion = DiffusionConfig {
+        steps: 10,
+        search: SearchConfig {
+            t_skips: vec![0.6, 0.0],
+            ..SearchConfig::default()
+        },
+        ..DiffusionConfig::default()
+    };
     let diffusion_out = dir.join("diffusion");
     let run_diffusion = |stats: &foil::embed::ClassStats| {
         diffusion_run(
@@ -508,9 +513,14 @@ fn lora_tunes_a_frozen_decoder() {
     )
     .unwrap();
     let (_, oracle) = load_oracle::<I>(&oracle_dir, &device).unwrap();
-    let mut diffusion = DiffusionConfig::default();
-    diffusion.steps = 5;
-    diffusion.search.t_skips = vec![0.0];
+    let diffusion = DiffusionConfig {
+        steps: 5,
+        search: SearchConfig {
+            t_skips: vec![0.0],
+            ..SearchConfig::default()
+        },
+        ..DiffusionConfig::default()
+    };
     let summary = diffusion_run(
         (&tuned_net, &tuned_spec),
         &stats,
@@ -1050,9 +1060,14 @@ fn targets_come_from_the_oracles_prediction() {
         &device,
     )
     .unwrap();
-    let mut diffusion = DiffusionConfig::default();
-    diffusion.steps = 5;
-    diffusion.search.t_skips = vec![0.6, 0.0];
+    let diffusion = DiffusionConfig {
+        steps: 5,
+        search: SearchConfig {
+            t_skips: vec![0.6, 0.0],
+            ..SearchConfig::default()
+        },
+        ..DiffusionConfig::default()
+    };
     let run = |config: (&DiffusionConfig, bool), oracle: &MeanOracle, name: &str| {
         let out = dir.join(name);
         diffusion_run(
