@@ -38,7 +38,9 @@ pub struct DenseNetConfig {
     /// Bottleneck width factor: each dense layer's 1x1 convolution has
     /// `bn_size * growth_rate` outputs (`bn_size`; 4 in every published configuration).
     pub bn_size: usize,
-    /// Number of logits (ImageNet: 1000; a one-logit binary classifier: 1).
+    /// Number of logits (ImageNet: 1000; a one-logit binary classifier: 1); 0: no classifier,
+    /// as torchvision's model with `classifier = Identity` (no `classifier.*` weights; the
+    /// output is the pooled features).
     pub num_outputs: usize,
     /// Mapping from foil's `[-1, 1]` images to the network's input (ImageNet statistics for
     /// torchvision's weights).
@@ -106,7 +108,7 @@ impl DenseNetConfig {
         }
     }
 
-    /// Sets the number of logits.
+    /// Sets the number of logits (0: no classifier, the pooled features are the output).
     pub fn with_outputs(self, num_outputs: usize) -> Self {
         Self {
             num_outputs,
@@ -166,7 +168,6 @@ impl DenseNetConfig {
             ("DenseNet growth_rate", self.growth_rate),
             ("DenseNet init_features", self.init_features),
             ("DenseNet bn_size", self.bn_size),
-            ("DenseNet num_outputs", self.num_outputs),
         ] {
             if v == 0 {
                 return Err(Error::out_of_range(what, ">= 1", v));
@@ -256,7 +257,8 @@ impl DenseNetConfig {
             }
         }
         let norm5 = batch_norm(&features, "norm5", c);
-        let classifier = w.linear("classifier", c, self.num_outputs, true);
+        let classifier =
+            (self.num_outputs > 0).then(|| w.linear("classifier", c, self.num_outputs, true));
         Ok(DenseNet {
             conv0,
             norm0,
@@ -264,6 +266,7 @@ impl DenseNetConfig {
             transitions,
             norm5,
             classifier,
+            num_features: c,
             min_input_size: self.min_input_size(),
             normalization: self.normalization,
         })
@@ -329,7 +332,8 @@ pub struct DenseNet<B: Backend> {
     blocks: Vec<DenseBlock<B>>,
     transitions: Vec<Transition<B>>,
     norm5: BatchNorm2d<B>,
-    classifier: Linear<B>,
+    classifier: Option<Linear<B>>,
+    num_features: usize,
     min_input_size: usize,
     #[module(skip)]
     normalization: Normalization,
@@ -357,14 +361,19 @@ impl<B: Backend> DenseNet<B> {
     }
 
     /// Logits `[N, K]` for already normalised inputs `[N, 3, H, W]` (torchvision's `forward`:
-    /// features, ReLU, adaptive average pooling, flatten, classifier).
+    /// features, ReLU, adaptive average pooling, flatten, classifier; without a classifier,
+    /// the pooled features).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        self.classifier.forward(self.pooled_features(x))
+        let pooled = self.pooled_features(x);
+        match &self.classifier {
+            Some(classifier) => classifier.forward(pooled),
+            None => pooled,
+        }
     }
 
     /// Channels of the pooled features (DenseNet-121: 1024).
     pub fn num_features(&self) -> usize {
-        self.classifier.weight.dims()[0]
+        self.num_features
     }
 
     /// The smallest input height and width accepted (see [`DenseNetConfig::min_input_size`]).
@@ -380,7 +389,9 @@ impl<B: Backend> DenseNet<B> {
 
 impl<B: Backend> Classifier<B> for DenseNet<B> {
     fn num_logits(&self) -> usize {
-        self.classifier.weight.dims()[1]
+        self.classifier
+            .as_ref()
+            .map_or(self.num_features, |c| c.weight.dims()[1])
     }
 
     /// Normalises images in `[-1, 1]` (see [`DenseNetConfig::normalization`]) and runs the net;

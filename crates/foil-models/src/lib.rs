@@ -14,6 +14,8 @@
 //!   BatchNorm and input normalisation, and [`ensemble`] the mean-of-sigmoids oracle;
 //! - [`densenet`]: torchvision's DenseNet-121 (and 161 / 169 / 201) classifier, loading both the
 //!   current and the published checkpoints' dotted dense-layer names;
+//! - [`dime_classifier`]: DiME's CelebA classifier (DenseNet-121 features and a 40-attribute head,
+//!   one attribute explained), loading the authors' checkpoint layout, as a `foil_core::Classifier`;
 //! - [`folder`]: model folders (`model.json` with a format tag beside full-precision burn
 //!   records) and their JSON helpers;
 //! - [`oracle`]: the oracle folder, an ensemble of one-logit torchvision classifiers, and
@@ -59,6 +61,7 @@ pub mod alexnet;
 pub mod clip;
 pub mod cnn;
 pub mod densenet;
+pub mod dime_classifier;
 pub mod efficientnet;
 pub mod ensemble;
 pub mod folder;

@@ -316,7 +316,6 @@ fn bad_configs_and_inputs_are_errors() {
     type B = NdArray;
     let dev = Default::default();
     for config in [
-        DenseNetConfig::tiny().with_outputs(0),
         DenseNetConfig::tiny().with_blocks(Vec::new()),
         DenseNetConfig::tiny().with_blocks([1, 0]),
         DenseNetConfig::tiny().with_widths(0, 8, 2),
@@ -386,4 +385,40 @@ proptest! {
         prop_assert!(model.logits(images::<B>(seed, [n, 3, min - 1, w])).is_err());
         prop_assert!(model.logits(images::<B>(seed, [n, 3, h, min - 1])).is_err());
     }
+}
+
+#[test]
+fn without_a_classifier_the_output_is_the_pooled_features() {
+    type B = NdArray;
+    let dev = Default::default();
+    let w = Weights::<B>::recorder(&dev);
+    let _ = DenseNetConfig::tiny().with_outputs(0).build(&w).unwrap();
+    // torchvision's `classifier = Identity`: no `classifier.*` names at all ...
+    let recorded = w.recorded();
+    assert!(recorded.iter().any(|(n, _)| n == "features.norm5.weight"));
+    assert!(!recorded.iter().any(|(n, _)| n.starts_with("classifier")));
+    // ... so a checkpoint's classifier is left over, and nothing is missing.
+    let mut f = weights();
+    let _ = DenseNetConfig::tiny()
+        .with_outputs(0)
+        .load::<B>(&mut f, &dev);
+    let m = f.mismatches();
+    assert!(m.missing.is_empty() && m.wrong_shape.is_empty(), "{m:?}");
+    let mut left: Vec<&str> = m.unexpected.iter().map(|n| n.as_str()).collect();
+    left.sort();
+    assert_eq!(left, ["classifier.bias", "classifier.weight"]);
+    let net = DenseNetConfig::tiny()
+        .with_outputs(0)
+        .init::<B>(&dev)
+        .unwrap();
+    let x = foil_core::Noise::new(4)
+        .normal::<B, 4>([2, 3, 32, 32], &dev)
+        .tanh();
+    let logits = net.logits(x.clone()).unwrap();
+    assert_eq!(net.num_logits(), net.num_features());
+    let pooled = net.pooled_features(net.normalization().apply(x));
+    assert_eq!(
+        foil_core::tensor::to_vec_f32(&logits).unwrap(),
+        foil_core::tensor::to_vec_f32(&pooled).unwrap()
+    );
 }
