@@ -2,7 +2,7 @@
 //! files, and the command on a hand-made results folder (written with `foil_run::testing`). The
 //! scoring itself is tested in foil-metrics (`tests/metrics/run.rs`).
 
-use std::process::Command;
+mod common;
 
 use burn::backend::Flex;
 use foil::core::Error;
@@ -66,18 +66,7 @@ fn the_command_rejects_a_typo_before_scoring_and_writes_typed_json() {
         .write(&dir.join("results"))
         .unwrap();
     }
-    let foil = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_foil"))
-            .args(args)
-            .current_dir(&dir)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let foil = |args: &[&str]| common::foil(args, &dir);
     let (ok, _, stderr) = foil(&[
         "evaluate",
         "--results",

@@ -2,8 +2,11 @@
 //! oracle, a DDPM and DIFFusion's decoder, explain both directions with MaskDiME and DIFFusion,
 //! rerun after an interruption, score the results, and the same through the `foil` binary.
 
+mod common;
+
+use common::foil;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use burn::backend::{Autodiff, Flex};
 use foil::core::{Classifier, Result};
@@ -27,10 +30,7 @@ type I = Flex;
 type B = Autodiff<I>;
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("foil-e2e-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::temp_dir("e2e", tag)
 }
 
 fn data() -> (Dataset, Dataset) {
@@ -549,19 +549,6 @@ fn lora_tunes_a_frozen_decoder() {
     let err = load_decoder::<I>(&tuned_dir, &device).err().unwrap();
     assert!(err.to_string().contains("tune the adapters again"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn foil(args: &[&str], cwd: &Path) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_foil"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

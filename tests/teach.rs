@@ -4,6 +4,8 @@
 //! `tests/browser/study_page.mjs`): run when `FOIL_BROWSER_TESTS=1` (CI sets it and installs
 //! both), skipped with a message otherwise.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -14,10 +16,7 @@ use foil::teach::{
 use image::{AnimationDecoder, GrayImage, Luma, RgbImage};
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("foil-teach-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::temp_dir("teach", tag)
 }
 
 /// `n` kiki / bouba images of each class, 16 px RGB.

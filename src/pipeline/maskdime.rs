@@ -1,6 +1,12 @@
-//! MaskDiME (FastDiME, DiME) on the networks of model folders: the DDPM, the oracle and the
-//! optional VGG-19 of the perceptual loss, loaded once ([`MaskDime::load`]) and run over a set
-//! by `foil_run::run_set`.
+//! MaskDiME (FastDiME, DiME) on its networks: the DDPM, the oracle and the optional VGG-19 of
+//! the perceptual loss, loaded once ([`MaskDime::load`]) and run over a set by
+//! `foil_run::run_set`.
+//!
+//! The DDPM and the oracle come from foil's model folders (`foil train ddpm`, `foil train
+//! oracle`) or from the authors' published files ([`DdpmSource::Checkpoint`]: a guided-diffusion
+//! state dict such as DiME's CelebA 128 px DDPM; [`OracleSource::DimeClassifier`]: DiME's
+//! DenseNet-121 CelebA classifier, one attribute explained). With published files, start from
+//! [`ExplainConfig::published`], the authors' scripts' settings.
 
 use std::path::{Path, PathBuf};
 
@@ -9,14 +15,13 @@ use foil_core::{Classifier, Denoiser, Detached, Error, FeatureExtractor, Result}
 use foil_data::Dataset;
 use foil_guide::{Guide, GuideConfig, MaskPolicy};
 use foil_models::adm::Adm;
-use foil_models::ensemble::Ensemble;
+use foil_models::adm::folder::DdpmSource;
 use foil_models::vgg::{Vgg19Config, Vgg19Perceptual};
 use foil_run::{RunSummary, SetRun, run_set};
 use foil_schedule::{NoiseSchedule, Steps, space_timesteps};
 
 use super::RunOptions;
-use foil_models::adm::folder::load_ddpm;
-use foil_models::oracle::{OracleSpec, load_oracle};
+use foil_models::oracle::{LoadedOracle, OracleSource};
 
 /// Which of the three methods of the guided sampler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -88,7 +93,28 @@ impl ExplainConfig {
             respaced_steps: 100,
         }
     }
+
+    /// The preset as the authors' scripts run it on CelebA at 128 px with DiME's published
+    /// networks: [`GuideConfig::maskdime`], [`GuideConfig::fastdime`] or [`GuideConfig::dime`]
+    /// unchanged (start step `tau` = 60, the perceptual weight 30 of their VGG-19 loss), the
+    /// DDPM's 500 diffusion steps respaced to 200. The perceptual weight needs a perceptual
+    /// network ([`MaskDimeFiles::perceptual`]); set `guide.lambda_perc` to 0 to run without.
+    pub fn published(preset: Preset) -> Self {
+        let guide = match preset {
+            Preset::Maskdime => GuideConfig::maskdime(),
+            Preset::Fastdime => GuideConfig::fastdime(),
+            Preset::Dime => GuideConfig::dime(),
+        };
+        Self {
+            preset,
+            guide,
+            respaced_steps: PUBLISHED_RESPACED_STEPS,
+        }
+    }
 }
+
+/// Sampling steps of the authors' scripts (`--timestep_respacing 200`).
+pub const PUBLISHED_RESPACED_STEPS: usize = 200;
 
 /// The networks the guided sampler runs: the unconditional DDPM and its training schedule,
 /// the oracle under explanation, and the perceptual network of the distance loss (the
@@ -149,39 +175,71 @@ where
     }
 }
 
-/// Where MaskDiME's networks are: model folders written by `foil train`, and torchvision's
-/// VGG-19 for the perceptual loss.
+/// Where MaskDiME's networks are: foil's model folders or the authors' published files, and
+/// torchvision's VGG-19 for the perceptual loss.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MaskDimeFiles {
-    /// The oracle folder (`foil train oracle`).
-    pub oracle: PathBuf,
-    /// The DDPM folder (`foil train ddpm`).
-    pub ddpm: PathBuf,
+    /// The oracle.
+    pub oracle: OracleSource,
+    /// The DDPM.
+    pub ddpm: DdpmSource,
     /// A torchvision `vgg19` state dict and the `features` modules kept (the references: 18).
     pub perceptual: Option<(PathBuf, usize)>,
+}
+
+impl MaskDimeFiles {
+    /// An oracle folder and a DDPM folder (`foil train`), no perceptual network.
+    pub fn folders(oracle: impl Into<PathBuf>, ddpm: impl Into<PathBuf>) -> Self {
+        Self {
+            oracle: OracleSource::Folder(oracle.into()),
+            ddpm: DdpmSource::Folder(ddpm.into()),
+            perceptual: None,
+        }
+    }
+
+    /// Whether the DDPM or the oracle is a published network (then
+    /// [`ExplainConfig::published`] is the natural start).
+    pub fn is_published(&self) -> bool {
+        self.oracle.is_published() || matches!(self.ddpm, DdpmSource::Checkpoint { .. })
+    }
 }
 
 /// MaskDiME's networks, loaded: the DDPM and its schedule, the oracle, the perceptual network.
 pub struct MaskDime<B: AutodiffBackend> {
     ddpm: Adm<B::InnerBackend>,
     schedule: NoiseSchedule,
-    oracle: Ensemble<B>,
-    oracle_spec: OracleSpec,
+    image_size: u32,
+    oracle: LoadedOracle<B>,
     perceptual: Option<Vgg19Perceptual<B>>,
     device: B::Device,
 }
 
 impl<B: AutodiffBackend> MaskDime<B> {
-    /// Loads the networks of `files`; the oracle and the DDPM must take the same image size.
+    /// Loads the networks of `files`. The image size is the DDPM's (its folder's, or its
+    /// checkpoint configuration's `image_size`); a folder oracle must take the same size, and
+    /// DiME's classifier must accept it (at least its minimum input size).
     pub fn load(files: &MaskDimeFiles, device: &B::Device) -> Result<Self> {
-        let (oracle_spec, oracle) = load_oracle::<B>(&files.oracle, device)?;
-        let (ddpm_spec, ddpm) = load_ddpm::<B::InnerBackend>(&files.ddpm, device)?;
-        if oracle_spec.image_size != ddpm_spec.image_size {
-            return Err(Error::shape(
-                "oracle and DDPM image sizes",
-                oracle_spec.image_size,
-                ddpm_spec.image_size,
-            ));
+        let oracle = LoadedOracle::<B>::load(&files.oracle, device)?;
+        let (ddpm, schedule, image_size) = files.ddpm.load::<B::InnerBackend>(device)?;
+        match &oracle {
+            LoadedOracle::Folder { spec, .. } => {
+                if spec.image_size != image_size {
+                    return Err(Error::shape(
+                        "oracle and DDPM image sizes",
+                        spec.image_size,
+                        image_size,
+                    ));
+                }
+            }
+            LoadedOracle::Dime(net) => {
+                if (image_size as usize) < net.min_input_size() {
+                    return Err(Error::out_of_range(
+                        "DDPM image size for DiME's classifier",
+                        format!("at least its minimum input size, {}", net.min_input_size()),
+                        image_size,
+                    ));
+                }
+            }
         }
         let perceptual = match &files.perceptual {
             Some((file, layers)) => Some(Vgg19Perceptual::<B>::load_file(
@@ -193,9 +251,9 @@ impl<B: AutodiffBackend> MaskDime<B> {
         };
         Ok(Self {
             ddpm,
-            schedule: ddpm_spec.schedule()?,
+            schedule,
+            image_size,
             oracle,
-            oracle_spec,
             perceptual,
             device: device.clone(),
         })
@@ -203,11 +261,21 @@ impl<B: AutodiffBackend> MaskDime<B> {
 
     /// Side of the square images the networks take.
     pub fn image_size(&self) -> u32 {
-        self.oracle_spec.image_size
+        self.image_size
+    }
+
+    /// The oracle explained.
+    pub fn oracle(&self) -> &LoadedOracle<B> {
+        &self.oracle
+    }
+
+    /// The DDPM's training schedule.
+    pub fn schedule(&self) -> &NoiseSchedule {
+        &self.schedule
     }
 
     /// The networks, borrowed.
-    pub fn models(&self) -> GuideModels<'_, B, Adm<B::InnerBackend>, Ensemble<B>> {
+    pub fn models(&self) -> GuideModels<'_, B, Adm<B::InnerBackend>, LoadedOracle<B>> {
         GuideModels {
             ddpm: &self.ddpm,
             schedule: &self.schedule,
@@ -219,8 +287,9 @@ impl<B: AutodiffBackend> MaskDime<B> {
         }
     }
 
-    /// [`GuideModels::run`] on these networks, after checking that `data` has the oracle's
-    /// classes.
+    /// [`GuideModels::run`] on these networks, after checking that `data` has a folder
+    /// oracle's classes (a published classifier has none: the data's label 1 must be its
+    /// attribute present).
     pub fn run(
         &self,
         config: &ExplainConfig,
@@ -228,7 +297,7 @@ impl<B: AutodiffBackend> MaskDime<B> {
         out: &Path,
         options: &RunOptions,
     ) -> Result<RunSummary> {
-        self.oracle_spec.check_classes(data.class_names())?;
+        self.oracle.check_classes(data.class_names())?;
         let plan = options.plan(data, out, self.image_size(), &self.device);
         self.models().run(config, &plan)
     }

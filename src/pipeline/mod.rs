@@ -34,13 +34,17 @@ pub use foil_diffusion::{
     DecoderSpec, DiffusionConfig, EmbeddingDecoder, EncoderWithHead, LORA_FILE, LoraSpec,
     STATS_FILE, load_decoder, train_decoder_on, tune_decoder_lora, write_class_stats,
 };
+pub use foil_models::adm::folder::{DIME_DIFFUSION_STEPS, DdpmSource};
 pub use foil_models::adm::folder::{DdpmSpec, load_ddpm};
 pub use foil_models::oracle::{Arch, Member, OracleSpec, load_oracle};
+pub use foil_models::oracle::{LoadedOracle, OracleSource};
 pub use foil_run::{
     ItemResult, MaskFile, RunSummary, change_map, direction_dir, grid, mask_share, read_results,
     result_key, run_set, seed_dir, seed_runs,
 };
-pub use maskdime::{ExplainConfig, GuideModels, MaskDime, MaskDimeFiles, Preset};
+pub use maskdime::{
+    ExplainConfig, GuideModels, MaskDime, MaskDimeFiles, PUBLISHED_RESPACED_STEPS, Preset,
+};
 pub use oracle::train_oracle;
 pub use report::{LPIPS_MIN_SIDE, contact_sheets};
 

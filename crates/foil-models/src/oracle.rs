@@ -2,14 +2,16 @@
 //! EfficientNet-B0 at a chosen width, `[-1, 1]` input) joined as DIFFusion's mean-of-sigmoids
 //! [`Ensemble`], described by an [`OracleSpec`] beside one record per member.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use foil_core::{Classifier, Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::cnn::Normalization;
+use crate::dime_classifier::{DimeClassifier, DimeClassifierConfig};
 use crate::efficientnet::EfficientNetConfig;
 use crate::ensemble::Ensemble;
 use crate::folder::{Format, ModelSpec, load_record, load_spec};
@@ -217,5 +219,99 @@ impl ModelSpec for OracleSpec {
 
     fn format(&self) -> &Format {
         &self.format
+    }
+}
+
+/// Where an oracle is: a foil oracle folder or DiME's published classifier.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OracleSource {
+    /// An oracle folder (`foil train oracle`): the data's classes must be the ones it was
+    /// trained on, in order.
+    Folder(PathBuf),
+    /// DiME's CelebA classifier (`classifier.pth`, or a `module.` / flat / safetensors state
+    /// dict of the same model), explaining `config.attribute`. It has no class names: label 1
+    /// is "the attribute is present" (logit > 0), so the data's second class (label 1) must be
+    /// the images with the attribute.
+    DimeClassifier {
+        /// The weight file.
+        file: PathBuf,
+        /// The network and the explained attribute ([`DimeClassifierConfig::celeba`]).
+        config: DimeClassifierConfig,
+    },
+}
+
+impl OracleSource {
+    /// DiME's DenseNet-121 CelebA classifier from `file`, explaining `attribute` (31: Smiling).
+    pub fn dime_celeba(file: impl Into<PathBuf>, attribute: usize) -> Self {
+        Self::DimeClassifier {
+            file: file.into(),
+            config: DimeClassifierConfig::celeba(attribute),
+        }
+    }
+
+    /// Whether this is a published network (not a foil model folder).
+    pub fn is_published(&self) -> bool {
+        !matches!(self, Self::Folder(_))
+    }
+}
+
+/// An oracle, loaded: a foil ensemble or DiME's classifier.
+pub enum LoadedOracle<B: Backend> {
+    /// A foil oracle folder's ensemble, with its spec (classes, image size).
+    Folder {
+        /// What the folder's `model.json` says.
+        spec: OracleSpec,
+        /// The networks.
+        net: Ensemble<B>,
+    },
+    /// DiME's CelebA classifier (one logit: the explained attribute's).
+    Dime(Box<DimeClassifier<B>>),
+}
+
+impl<B: Backend> LoadedOracle<B> {
+    /// Loads `source`.
+    pub fn load(source: &OracleSource, device: &B::Device) -> Result<Self> {
+        match source {
+            OracleSource::Folder(dir) => {
+                let (spec, net) = load_oracle::<B>(dir, device)?;
+                Ok(Self::Folder { spec, net })
+            }
+            OracleSource::DimeClassifier { file, config } => {
+                Ok(Self::Dime(Box::new(config.load_file::<B>(file, device)?)))
+            }
+        }
+    }
+
+    /// A folder oracle's spec (`None` for a published classifier).
+    pub fn spec(&self) -> Option<&OracleSpec> {
+        match self {
+            Self::Folder { spec, .. } => Some(spec),
+            Self::Dime(_) => None,
+        }
+    }
+
+    /// Checks that `names` are the classes a folder oracle was trained on, in order; a published
+    /// classifier has no class names (label 1: its attribute present) and accepts any pair.
+    pub fn check_classes(&self, names: &[String]) -> Result<()> {
+        match self.spec() {
+            Some(spec) => spec.check_classes(names),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<B: Backend> Classifier<B> for LoadedOracle<B> {
+    fn num_logits(&self) -> usize {
+        match self {
+            Self::Folder { net, .. } => net.num_logits(),
+            Self::Dime(net) => net.num_logits(),
+        }
+    }
+
+    fn logits(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 2>> {
+        match self {
+            Self::Folder { net, .. } => net.logits(images),
+            Self::Dime(net) => net.logits(images),
+        }
     }
 }

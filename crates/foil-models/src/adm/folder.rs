@@ -1,15 +1,16 @@
 //! The DDPM folder: guided-diffusion's UNet (ADM) with its linear noise schedule, described by
 //! a [`DdpmSpec`] beside the record `adm.mpk`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
-use foil_core::Result;
+use foil_core::{Error, Result};
 use foil_schedule::NoiseSchedule;
 use serde::{Deserialize, Serialize};
 
 use super::{Adm, AdmConfig};
 use crate::folder::{Format, ModelSpec, load_record, load_spec};
+use crate::weights::{TensorFile, Weights};
 
 /// The record file of the network, without burn's `.mpk` extension.
 pub const RECORD: &str = "adm";
@@ -98,4 +99,105 @@ impl ModelSpec for DdpmSpec {
     fn format(&self) -> &Format {
         &self.format
     }
+}
+
+/// Diffusion steps of DiME's CelebA DDPM (guided-diffusion's linear betas, `--diffusion_steps
+/// 500`).
+pub const DIME_DIFFUSION_STEPS: usize = 500;
+
+/// Where a DDPM is: a foil folder or a published guided-diffusion checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DdpmSource {
+    /// A DDPM folder (`foil train ddpm`): its `model.json` holds the network, the schedule and
+    /// the image size.
+    Folder(PathBuf),
+    /// A guided-diffusion checkpoint (`.pt`, `.pth`, `.bin`, `.ckpt` or safetensors) of an
+    /// unconditional `UNetModel` state dict, its names as they are or all under one prefix
+    /// (`module.`, as `DataParallel` saves them), such as DiME's CelebA DDPM.
+    Checkpoint {
+        /// The weight file.
+        file: PathBuf,
+        /// The network's hyper-parameters ([`AdmConfig::dime_celeba128`] for DiME's); its
+        /// `image_size` is the size the set is explained at.
+        config: AdmConfig,
+        /// Diffusion steps `T` of guided-diffusion's linear schedule it was trained with
+        /// ([`DIME_DIFFUSION_STEPS`] for DiME's).
+        diffusion_steps: usize,
+    },
+}
+
+impl DdpmSource {
+    /// The network, its training schedule and its image size.
+    pub fn load<B: Backend>(&self, device: &B::Device) -> Result<(Adm<B>, NoiseSchedule, u32)> {
+        match self {
+            DdpmSource::Folder(dir) => {
+                let (spec, net) = load_ddpm::<B>(dir, device)?;
+                Ok((net, spec.schedule()?, spec.image_size))
+            }
+            DdpmSource::Checkpoint {
+                file,
+                config,
+                diffusion_steps,
+            } => {
+                if config.num_classes.is_some() {
+                    return Err(Error::out_of_range(
+                        "guided-diffusion DDPM configuration",
+                        "an unconditional model (num_classes None): MaskDiME's DDPM",
+                        format!("num_classes {:?}", config.num_classes),
+                    ));
+                }
+                if *diffusion_steps == 0 {
+                    return Err(Error::out_of_range("DDPM diffusion steps", ">= 1", 0));
+                }
+                let size = u32::try_from(config.image_size).map_err(|_| {
+                    Error::out_of_range("DDPM image size", "at most u32::MAX", config.image_size)
+                })?;
+                let net = load_checkpoint::<B>(file, config, device)?;
+                Ok((net, NoiseSchedule::guided_linear(*diffusion_steps)?, size))
+            }
+        }
+    }
+
+    /// DiME's CelebA 128 px DDPM from `file` (500 linear steps).
+    pub fn dime_celeba128(file: impl Into<PathBuf>) -> Self {
+        Self::Checkpoint {
+            file: file.into(),
+            config: AdmConfig::dime_celeba128(),
+            diffusion_steps: DIME_DIFFUSION_STEPS,
+        }
+    }
+}
+
+/// guided-diffusion's UNet from `file` under `config`, its names as they are or under the one
+/// prefix (`module.`, ...) that holds them all; one error lists what did not fit.
+pub fn load_checkpoint<B: Backend>(
+    file: &Path,
+    config: &AdmConfig,
+    device: &B::Device,
+) -> Result<Adm<B>> {
+    /// The first tensor of every `UNetModel`.
+    const FIRST: &str = "time_embed.0.weight";
+    let tensors = TensorFile::open_any(file)?;
+    let root = if tensors.contains(FIRST) {
+        None
+    } else {
+        let roots: Vec<String> = tensors
+            .names()
+            .filter_map(|n| n.strip_suffix(FIRST)?.strip_suffix('.'))
+            .map(str::to_string)
+            .collect();
+        match <[String; 1]>::try_from(roots) {
+            Ok([root]) => Some(root),
+            // None or several: the names as they are (`finish` lists what is missing).
+            Err(_) => None,
+        }
+    };
+    let w = Weights::<B>::from_file(tensors, device);
+    let scoped = match &root {
+        Some(root) => w.pp(root),
+        None => w.clone(),
+    };
+    let net = config.build(&scoped)?;
+    w.finish()?;
+    Ok(net)
 }

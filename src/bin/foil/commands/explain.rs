@@ -8,7 +8,12 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, ValueEnum};
 use foil::core::{Error, Result};
 use foil::guide::MaskPolicy;
-use foil::pipeline::{Diffusion, DiffusionFiles, ExplainConfig, MaskDime, MaskDimeFiles, Preset};
+use foil::models::adm::AdmConfig;
+use foil::models::dime_classifier::{DimeClassifierConfig, celeba_attribute_index};
+use foil::pipeline::{
+    DIME_DIFFUSION_STEPS, DdpmSource, Diffusion, DiffusionFiles, ExplainConfig, MaskDime,
+    MaskDimeFiles, OracleSource, Preset,
+};
 
 use super::{DataArgs, EditArgs, RunArgs, print_summary, results_dir};
 use crate::device::{DeviceArg, with_backend};
@@ -49,17 +54,44 @@ pub struct MaskdimeArgs {
     /// DDPM folder (`foil train ddpm`).
     #[arg(long, default_value = "runs/ddpm")]
     ddpm: PathBuf,
+    /// Published DDPM instead of a folder: a guided-diffusion checkpoint (`.pt`, `.pth` or
+    /// safetensors, names with or without `module.`), such as DiME's CelebA DDPM. The set is
+    /// explained at its configuration's image size.
+    #[arg(long, value_name = "FILE", conflicts_with = "ddpm")]
+    ddpm_checkpoint: Option<PathBuf>,
+    /// The checkpoint's network: `dime-celeba128` (DiME's CelebA 128 px UNet, the default) or
+    /// `tiny` (16 px, for tests).
+    #[arg(long, value_enum, requires = "ddpm_checkpoint")]
+    ddpm_config: Option<DdpmConfigArg>,
+    /// Diffusion steps the checkpoint was trained with (guided-diffusion's linear betas;
+    /// default 500, DiME's).
+    #[arg(long, requires = "ddpm_checkpoint")]
+    diffusion_steps: Option<usize>,
+    /// Published oracle instead of a folder: DiME's CelebA classifier, `dime-densenet121:FILE`
+    /// (the authors' `classifier.pth`) or `dime-tiny:FILE` (tests). It has no class names:
+    /// label 1 (the second of --classes) must be the images with the attribute.
+    #[arg(
+        long,
+        value_parser = parse_classifier,
+        conflicts_with = "oracle",
+        requires = "attribute"
+    )]
+    classifier: Option<ClassifierArg>,
+    /// The attribute the classifier explains: a CelebA index (0 to 39; the authors' scripts:
+    /// 31, Smiling) or name (`Smiling`).
+    #[arg(long, value_parser = parse_attribute, requires = "classifier")]
+    attribute: Option<usize>,
     /// Sampler preset.
     #[arg(long, value_enum, default_value = "maskdime")]
     preset: PresetArg,
     #[command(flatten)]
     run: RunArgs,
-    /// Start step tau (of the respaced steps).
+    /// Start step tau (of the respaced steps; default 30, with a published network 60).
     #[arg(long)]
     tau: Option<usize>,
-    /// Respaced sampling steps.
-    #[arg(long, default_value_t = 100)]
-    respaced_steps: usize,
+    /// Respaced sampling steps (default 100, with a published network 200).
+    #[arg(long)]
+    respaced_steps: Option<usize>,
     /// Guidance scales tried in turn on inputs not yet flipped.
     #[arg(long, value_delimiter = ',')]
     scales: Option<Vec<f64>>,
@@ -88,6 +120,73 @@ pub enum PerceptualArg {
     Vgg19(PathBuf),
 }
 
+/// A `--ddpm-checkpoint` network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DdpmConfigArg {
+    /// DiME's unconditional CelebA 128 px UNet (`AdmConfig::dime_celeba128`).
+    DimeCeleba128,
+    /// A tiny 16 px UNet with DiME's switches (`AdmConfig::tiny`, for tests).
+    Tiny,
+}
+
+impl DdpmConfigArg {
+    /// The network's hyper-parameters.
+    fn config(self) -> AdmConfig {
+        match self {
+            DdpmConfigArg::DimeCeleba128 => AdmConfig::dime_celeba128(),
+            DdpmConfigArg::Tiny => AdmConfig::tiny(),
+        }
+    }
+}
+
+/// A published classifier named on the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClassifierArg {
+    /// DiME's DenseNet-121 CelebA classifier.
+    DimeDensenet121(PathBuf),
+    /// Its tiny twin (tests).
+    DimeTiny(PathBuf),
+}
+
+impl ClassifierArg {
+    /// The oracle source explaining `attribute`.
+    fn source(&self, attribute: usize) -> OracleSource {
+        let (file, config) = match self {
+            ClassifierArg::DimeDensenet121(file) => (file, DimeClassifierConfig::celeba(attribute)),
+            ClassifierArg::DimeTiny(file) => (file, DimeClassifierConfig::tiny(attribute)),
+        };
+        OracleSource::DimeClassifier {
+            file: file.clone(),
+            config,
+        }
+    }
+}
+
+fn parse_classifier(s: &str) -> std::result::Result<ClassifierArg, String> {
+    match s.split_once(':') {
+        Some(("dime-densenet121", file)) if !file.is_empty() => {
+            Ok(ClassifierArg::DimeDensenet121(PathBuf::from(file)))
+        }
+        Some(("dime-tiny", file)) if !file.is_empty() => {
+            Ok(ClassifierArg::DimeTiny(PathBuf::from(file)))
+        }
+        _ => Err(format!(
+            "expected dime-densenet121:FILE (DiME's CelebA classifier) or dime-tiny:FILE, \
+             found {s:?}"
+        )),
+    }
+}
+
+/// A CelebA attribute by index or name; the range is checked against the classifier's head.
+fn parse_attribute(s: &str) -> std::result::Result<usize, String> {
+    s.parse::<usize>()
+        .ok()
+        .or_else(|| celeba_attribute_index(s))
+        .ok_or_else(|| {
+            format!("expected a CelebA attribute index (0 to 39) or name (Smiling), found {s:?}")
+        })
+}
+
 fn parse_perceptual(s: &str) -> std::result::Result<PerceptualArg, String> {
     match s.split_once(':') {
         Some(("vgg19", file)) if !file.is_empty() => Ok(PerceptualArg::Vgg19(PathBuf::from(file))),
@@ -100,7 +199,11 @@ fn parse_perceptual(s: &str) -> std::result::Result<PerceptualArg, String> {
 impl MaskdimeArgs {
     /// The preset's settings with the flags' changes.
     fn config(&self) -> Result<ExplainConfig> {
-        let mut config = ExplainConfig::new(self.preset.into());
+        let mut config = if self.is_published() {
+            ExplainConfig::published(self.preset.into())
+        } else {
+            ExplainConfig::new(self.preset.into())
+        };
         if let Some(tau) = self.tau {
             config.guide.tau = tau;
         }
@@ -130,20 +233,50 @@ impl MaskdimeArgs {
             }
             (None, _) => 0.0,
         };
-        config.respaced_steps = self.respaced_steps;
+        if let Some(steps) = self.respaced_steps {
+            config.respaced_steps = steps;
+        }
         Ok(config)
     }
 
-    /// Where the networks are.
-    fn files(&self) -> MaskDimeFiles {
-        MaskDimeFiles {
-            oracle: self.oracle.clone(),
-            ddpm: self.ddpm.clone(),
+    /// Whether a published network is named (`--ddpm-checkpoint`, `--classifier`).
+    fn is_published(&self) -> bool {
+        self.ddpm_checkpoint.is_some() || self.classifier.is_some()
+    }
+
+    /// Where the networks are; a published classifier's attribute is checked here, before any
+    /// data is read.
+    fn files(&self) -> Result<MaskDimeFiles> {
+        let oracle = match (&self.classifier, self.attribute) {
+            (Some(classifier), Some(attribute)) => {
+                let source = classifier.source(attribute);
+                if let OracleSource::DimeClassifier { config, .. } = &source {
+                    config.validate()?;
+                }
+                source
+            }
+            // clap: --classifier requires --attribute.
+            _ => OracleSource::Folder(self.oracle.clone()),
+        };
+        let ddpm = match &self.ddpm_checkpoint {
+            Some(file) => DdpmSource::Checkpoint {
+                file: file.clone(),
+                config: self
+                    .ddpm_config
+                    .unwrap_or(DdpmConfigArg::DimeCeleba128)
+                    .config(),
+                diffusion_steps: self.diffusion_steps.unwrap_or(DIME_DIFFUSION_STEPS),
+            },
+            None => DdpmSource::Folder(self.ddpm.clone()),
+        };
+        Ok(MaskDimeFiles {
+            oracle,
+            ddpm,
             perceptual: self
                 .perceptual
                 .as_ref()
                 .map(|PerceptualArg::Vgg19(file)| (file.clone(), self.perceptual_layers)),
-        }
+        })
     }
 }
 
@@ -153,8 +286,8 @@ pub fn maskdime(args: MaskdimeArgs, device: DeviceArg) -> Result<()> {
     let name = config.preset.name();
     let out = results_dir(args.out.as_deref(), name);
     let runs = args.run.runs(&out)?;
+    let files = args.files()?;
     let (_, test) = args.data.load()?;
-    let files = args.files();
     with_backend!(device, |B, dev| {
         let maskdime = MaskDime::<B>::load(&files, &dev)?;
         for (seed, out) in &runs {

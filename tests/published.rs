@@ -1,0 +1,224 @@
+//! `foil maskdime` on the authors' published files, end to end through the `foil` binary: a
+//! guided-diffusion DDPM checkpoint and DiME's CelebA classifier, here their tiny twins
+//! recorded in the published layouts (`crates/foil-models/tests/fixtures`: `adm_tiny.safetensors`
+//! is guided-diffusion's `UNetModel` at `AdmConfig::tiny`, `dime_classifier_tiny.pth` the
+//! authors' nested `classifier.pth` layout at tiny DenseNet widths), on a class-folder set the
+//! test writes.
+
+mod common;
+
+use common::foil;
+
+use std::path::{Path, PathBuf};
+
+use burn::backend::NdArray;
+use foil::core::image_io::{image_mode, images_to_tensor};
+use foil::core::predicted_labels;
+use foil::guide::GuideConfig;
+use foil::models::dime_classifier::DimeClassifierConfig;
+use foil::pipeline::{ExplainConfig, Preset, read_results};
+use image::{DynamicImage, Rgb, RgbImage};
+
+/// Side of the tiny ADM's images (`AdmConfig::tiny().image_size`).
+const SIZE: u32 = 16;
+
+fn fixture(name: &str) -> String {
+    format!(
+        "{}/crates/foil-models/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    common::temp_dir("published", tag)
+}
+
+/// `dir/<class>/<i>.png`: 16 px RGB images, four per class, smooth gradients with a
+/// class-dependent bright band (`smiling`) or none (`plain`).
+fn write_folder_set(dir: &Path) {
+    for (c, class) in ["plain", "smiling"].into_iter().enumerate() {
+        let sub = dir.join(class);
+        std::fs::create_dir_all(&sub).unwrap();
+        for i in 0..4u32 {
+            let img = RgbImage::from_fn(SIZE, SIZE, |x, y| {
+                let band = c == 1 && (6..10).contains(&y);
+                let base = (x * 9 + y * 5 + i * 23) % 200;
+                Rgb([
+                    if band { 250 } else { base as u8 },
+                    (base / 2 + 40 * i) as u8,
+                    (255 - base) as u8,
+                ])
+            });
+            img.save(sub.join(format!("{i}.png"))).unwrap();
+        }
+    }
+}
+
+/// A copy of a safetensors file with every tensor renamed `module.<name>` (a `DataParallel`
+/// state dict): the header's keys change, the data offsets do not.
+fn with_module_prefix(from: &str, to: &Path) {
+    let bytes = std::fs::read(from).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let renamed: serde_json::Map<String, serde_json::Value> = header
+        .into_iter()
+        .map(|(k, v)| {
+            if k == "__metadata__" {
+                (k, v)
+            } else {
+                (format!("module.{k}"), v)
+            }
+        })
+        .collect();
+    let header = serde_json::to_vec(&renamed).unwrap();
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(to, out).unwrap();
+}
+
+#[test]
+fn published_settings_are_the_authors_scripts() {
+    for (preset, guide) in [
+        (Preset::Maskdime, GuideConfig::maskdime()),
+        (Preset::Fastdime, GuideConfig::fastdime()),
+        (Preset::Dime, GuideConfig::dime()),
+    ] {
+        let config = ExplainConfig::published(preset);
+        assert_eq!(config.preset, preset);
+        assert_eq!(config.guide, guide);
+        assert_eq!((config.respaced_steps, config.guide.tau), (200, 60));
+    }
+    // foil's own small networks keep their settings.
+    assert_eq!(ExplainConfig::new(Preset::Maskdime).respaced_steps, 100);
+}
+
+#[test]
+fn maskdime_runs_on_published_files() {
+    let dir = temp_dir("maskdime");
+    write_folder_set(&dir.join("data"));
+    let adm = fixture("adm_tiny.safetensors");
+    let classifier = format!("dime-tiny:{}", fixture("dime_classifier_tiny.pth"));
+    let run = |ddpm: &str, attribute: &str, extra: &[&str]| {
+        let mut args = vec![
+            "maskdime",
+            "--data",
+            "data",
+            "--classes",
+            "plain,smiling",
+            "--test-fraction",
+            "0.5",
+            "--ddpm-checkpoint",
+            ddpm,
+            "--ddpm-config",
+            "tiny",
+            "--classifier",
+            &classifier,
+            "--attribute",
+            attribute,
+            "--respaced-steps",
+            "10",
+            "--tau",
+            "3",
+            "--scales",
+            "8",
+        ];
+        args.extend_from_slice(extra);
+        foil(&args, &dir)
+    };
+
+    let (ok, stdout, stderr) = run(&adm, "31", &["--out", "results/published"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("4 explained"), "{stdout}");
+    let out = dir.join("results/published");
+    let results = read_results(&out).unwrap();
+    assert_eq!(results.len(), 4);
+    // The prediction recorded is the tiny classifier's (attribute 31) on the saved original.
+    let net = DimeClassifierConfig::tiny(31)
+        .load_file::<NdArray>(fixture("dime_classifier_tiny.pth"), &Default::default())
+        .unwrap();
+    let (mode, resize) = image_mode(SIZE);
+    for (json, item) in &results {
+        let folder = json.parent().unwrap();
+        let stem = json.file_stem().unwrap().to_string_lossy();
+        let m1 = item.m1.as_ref().expect("MaskDiME writes M1");
+        let m2 = item.m2.as_ref().expect("MaskDiME writes M2");
+        assert!(folder.join(&m1.file).exists() && folder.join(&m2.file).exists());
+        let orig = image::open(folder.join(format!("{stem}.orig.png"))).unwrap();
+        assert_eq!((orig.width(), orig.height()), (SIZE, SIZE));
+        let x = images_to_tensor::<NdArray>(
+            &[DynamicImage::from(orig.to_rgb8())],
+            mode,
+            resize,
+            &Default::default(),
+        )
+        .unwrap();
+        let predicted = predicted_labels(&net, x).unwrap()[0];
+        assert_eq!(item.predicted, predicted, "{}", json.display());
+        assert_eq!(item.to, 1 - predicted, "{}", json.display());
+        assert_eq!(item.classes, ["plain".to_string(), "smiling".to_string()]);
+    }
+    // A rerun skips every input.
+    let (ok, stdout, stderr) = run(&adm, "31", &["--out", "results/published"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("0 explained") && stdout.contains("4 already done"),
+        "{stdout}"
+    );
+
+    // The same DDPM saved by DataParallel (`module.` names), the attribute by name.
+    let module = dir.join("adm_module.safetensors");
+    with_module_prefix(&adm, &module);
+    let (ok, stdout, stderr) = run(
+        module.to_str().unwrap(),
+        "Smiling",
+        &["--out", "results/module", "--per-direction", "1"],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("2 explained"), "{stdout}");
+
+    // Typed errors, not panics.
+    let (ok, _, stderr) = run("missing-ddpm.safetensors", "31", &[]);
+    assert!(
+        !ok && stderr.contains("missing-ddpm.safetensors") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = run(&adm, "41", &[]);
+    assert!(
+        !ok && stderr.contains("41") && stderr.contains("40") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = run(&adm, "31", &["--ddpm", "runs/ddpm"]);
+    assert!(
+        !ok && stderr.contains("--ddpm-checkpoint") && stderr.contains("cannot be used with"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = run(&adm, "31", &["--oracle", "runs/oracle"]);
+    assert!(!ok && stderr.contains("cannot be used with"), "{stderr}");
+    let (ok, _, stderr) = foil(
+        &[
+            "maskdime",
+            "--classes",
+            "plain,smiling",
+            "--classifier",
+            "densenet:x.pth",
+            "--attribute",
+            "31",
+        ],
+        &dir,
+    );
+    assert!(!ok && stderr.contains("dime-densenet121:FILE"), "{stderr}");
+    let (ok, _, stderr) = foil(
+        &[
+            "maskdime",
+            "--classes",
+            "plain,smiling",
+            "--classifier",
+            &classifier,
+        ],
+        &dir,
+    );
+    assert!(!ok && stderr.contains("--attribute"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
