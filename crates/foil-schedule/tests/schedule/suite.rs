@@ -54,6 +54,54 @@ fn foil_respacing_satisfies_the_suite() {
     ));
 }
 
+/// A CI run found it: keeping one late step of a steep schedule makes its beta `1 - abar` with
+/// `abar` near 1e-8, so `1 - beta` is exact only to an ulp of 1 (1e-9 relative to abar); the
+/// property allows that rounding, and still rejects a wrong beta.
+#[test]
+fn respacing_to_one_late_step_of_a_steep_schedule_passes() {
+    let steep = NoiseSchedule::new(
+        &foil_schedule::BetaSchedule::Linear {
+            start: 0.01,
+            end: 0.05,
+        },
+        1000,
+    )
+    .unwrap();
+    for t in [700, 754, 900, 999] {
+        let steps = Steps::respaced(&steep, &[t]).unwrap();
+        let abar = steep.alphas_cumprod()[t];
+        assert!(abar < 1e-7, "abar {abar}");
+        foil_schedule::testing::invariants::respacing_reproduces_abar(&steep, &[t], &steps)
+            .unwrap();
+    }
+    // A beta off by 1e-6 of abar is still caught.
+    let t = 754;
+    let steps = Steps::respaced(&steep, &[t]).unwrap();
+    let abar = steep.alphas_cumprod()[t];
+    let wrong = NoiseSchedule::from_betas(vec![1.0 - abar * (1.0 + 1e-6)]).unwrap();
+    struct Mixed<'a>(&'a Steps, &'a NoiseSchedule);
+    impl ScheduleUnderTest for Mixed<'_> {
+        fn num_train_timesteps(&self) -> usize {
+            ScheduleUnderTest::num_train_timesteps(self.0)
+        }
+        fn alphas_cumprod(&self) -> Vec<f64> {
+            ScheduleUnderTest::alphas_cumprod(self.0)
+        }
+        fn alphas_cumprod_prev(&self) -> Vec<f64> {
+            ScheduleUnderTest::alphas_cumprod_prev(self.0)
+        }
+        fn betas(&self) -> Vec<f64> {
+            ScheduleUnderTest::betas(self.1)
+        }
+    }
+    let err = foil_schedule::testing::invariants::respacing_reproduces_abar(
+        &steep,
+        &[t],
+        &Mixed(&steps, &wrong),
+    );
+    assert!(err.is_err());
+}
+
 #[test]
 fn foil_steps_satisfy_the_tensor_suite_on_ndarray() {
     pass(run_step_suite::<NdArray, _, _>(
