@@ -148,6 +148,22 @@ impl GuideConfig {
         }
     }
 
+    /// These settings with MaskDiME's `M1` share set to `share` (the scripts' `k`); an error
+    /// for a mask policy without dual top-k masks.
+    pub fn with_mask_share(mut self, share: f64) -> Result<Self> {
+        match &mut self.mask {
+            MaskPolicy::Dual { k, .. } => {
+                *k = share;
+                Ok(self)
+            }
+            _ => Err(Error::out_of_range(
+                "mask share",
+                "only with dual top-k masks (MaskDiME)",
+                share,
+            )),
+        }
+    }
+
     /// The method these switches make: `maskdime` (dual masks), `fastdime` (difference mask),
     /// `dime` (the full chain, no mask), or `guided` for another combination.
     pub fn name(&self) -> &'static str {

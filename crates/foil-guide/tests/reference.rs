@@ -384,3 +384,18 @@ fn a_step_checks_its_inputs() {
         .to_string();
     assert!(err.contains("noise"), "{err}");
 }
+
+#[test]
+fn the_mask_share_is_maskdimes_alone() {
+    let config = foil_guide::GuideConfig::maskdime()
+        .with_mask_share(0.2)
+        .unwrap();
+    assert!(matches!(config.mask, foil_guide::MaskPolicy::Dual { k, .. } if k == 0.2));
+    for other in [
+        foil_guide::GuideConfig::fastdime(),
+        foil_guide::GuideConfig::dime(),
+    ] {
+        let err = other.with_mask_share(0.2).unwrap_err();
+        assert_eq!(err.subject(), Some("mask share"), "{err}");
+    }
+}

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, ValueEnum};
 use foil::core::{Error, Result};
-use foil::guide::MaskPolicy;
 use foil::models::adm::AdmConfig;
 use foil::models::dime_classifier::{DimeClassifierConfig, celeba_attribute_index};
 use foil::pipeline::{
@@ -211,16 +210,13 @@ impl MaskdimeArgs {
             config.guide.scales = scales.clone();
         }
         if let Some(fraction) = self.mask_fraction {
-            match &mut config.guide.mask {
-                MaskPolicy::Dual { k, .. } => *k = fraction,
-                _ => {
-                    return Err(Error::out_of_range(
-                        "--mask-fraction",
-                        "only with --preset maskdime (its dual top-k masks)",
-                        fraction,
-                    ));
-                }
-            }
+            config.guide = config.guide.with_mask_share(fraction).map_err(|_| {
+                Error::out_of_range(
+                    "--mask-fraction",
+                    "only with --preset maskdime (its dual top-k masks)",
+                    fraction,
+                )
+            })?;
         }
         config.guide.lambda_perc = match (&self.perceptual, self.lambda_perc) {
             (Some(_), weight) => weight.unwrap_or(DEFAULT_LAMBDA_PERC),
