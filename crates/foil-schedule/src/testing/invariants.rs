@@ -1,8 +1,9 @@
 //! The invariants, one function each: what must hold, why, and how close is close enough.
 //!
 //! Scalar properties compare `f64` values exactly or to `1e-9` relative (the respacing chain
-//! also allows `1 - beta` its ulp of 1). Tensor properties run in the backend's float type (`f32` for foil's CPU backends), so they allow a rounding
-//! tolerance of [`TOLERANCE`] times the magnitude of the values involved (and, where a
+//! also allows `1 - beta` its ulp of 1). Tensor properties run in the backend's float type
+//! (`f32` for foil's CPU backends), so they allow a rounding tolerance of [`TOLERANCE`] times
+//! the magnitude of the values involved (and, where a
 //! division by `sqrt(abar)` amplifies rounding, of that factor). The "bit for bit" halves of the
 //! DDIM and EF-DDPM properties allow nothing.
 
