@@ -29,16 +29,16 @@ import pathlib
 import torch
 import torchvision
 from safetensors.torch import save_file
+from torch_fixtures import MEAN, STD, randomise
 from torch import nn
 from torchvision.models import efficientnet as tv_eff
 from torchvision.models import resnet as tv_resnet
 
 torch.set_num_threads(1)
 
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIX = ROOT / "crates/foil-models/tests/fixtures"
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
 def tiny_resnet(width, outputs, small_input):
@@ -64,25 +64,6 @@ def tiny_efficientnet(width_mult, depth_mult, outputs):
     return tv_eff.EfficientNet(setting, 0.2, last_channel=last, num_classes=outputs)
 
 
-def randomise(m, gen):
-    """Random conv/linear weights of moderate scale and random BN affine + running stats."""
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, (nn.Conv2d, nn.Linear)):
-                fan_in = mod.weight[0].numel()
-                mod.weight.copy_(torch.randn(mod.weight.shape, generator=gen) * (1.5 / fan_in) ** 0.5)
-                if mod.bias is not None:
-                    mod.bias.copy_(torch.randn(mod.bias.shape, generator=gen) * 0.1)
-            elif isinstance(mod, nn.BatchNorm2d):
-                c = mod.num_features
-                mod.weight.copy_(torch.rand(c, generator=gen) + 0.5)
-                mod.bias.copy_(torch.randn(c, generator=gen) * 0.2)
-                mod.running_mean.copy_(torch.randn(c, generator=gen) * 0.3)
-                mod.running_var.copy_(torch.rand(c, generator=gen) * 1.5 + 0.5)
-                mod.num_batches_tracked.fill_(17)
-    return m.eval()
-
-
 def record(name, model):
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1
@@ -99,10 +80,10 @@ def main():
     FIX.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    record("resnet", randomise(tiny_resnet(4, 3, small_input=False), gen))
-    record("resnet_small", randomise(tiny_resnet(4, 1, small_input=True), gen))
-    record("mobilenet", randomise(torchvision.models.mobilenet_v2(width_mult=0.1, num_classes=3), gen))
-    record("efficientnet", randomise(tiny_efficientnet(0.1, 0.5, 3), gen))
+    record("resnet", randomise(tiny_resnet(4, 3, small_input=False), gen).eval())
+    record("resnet_small", randomise(tiny_resnet(4, 1, small_input=True), gen).eval())
+    record("mobilenet", randomise(torchvision.models.mobilenet_v2(width_mult=0.1, num_classes=3), gen).eval())
+    record("efficientnet", randomise(tiny_efficientnet(0.1, 0.5, 3), gen).eval())
 
     counts = {
         "torch": torch.__version__,

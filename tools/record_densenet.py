@@ -33,35 +33,16 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from safetensors.torch import save_file
+from torch_fixtures import MEAN, STD, randomise
 from torch import nn
 
 torch.set_num_threads(1)
 
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIX = ROOT / "crates/foil-models/tests/fixtures"
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 # The inverse of torchvision's rename in `densenet._load_state_dict`.
 NEW_NAME = re.compile(r"^(.*denselayer\d+\.)(norm|relu|conv)([12])\.(weight|bias|running_mean|running_var)$")
-
-
-def randomise(m, gen):
-    """Random conv/linear weights of moderate scale and random BN affine + running stats."""
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, (nn.Conv2d, nn.Linear)):
-                fan_in = mod.weight[0].numel()
-                mod.weight.copy_(torch.randn(mod.weight.shape, generator=gen) * (1.5 / fan_in) ** 0.5)
-                if mod.bias is not None:
-                    mod.bias.copy_(torch.randn(mod.bias.shape, generator=gen) * 0.1)
-            elif isinstance(mod, nn.BatchNorm2d):
-                c = mod.num_features
-                mod.weight.copy_(torch.rand(c, generator=gen) + 0.5)
-                mod.bias.copy_(torch.randn(c, generator=gen) * 0.2)
-                mod.running_mean.copy_(torch.randn(c, generator=gen) * 0.3)
-                mod.running_var.copy_(torch.rand(c, generator=gen) * 1.5 + 0.5)
-                mod.num_batches_tracked.fill_(17)
-    return m.eval()
 
 
 def legacy_name(key):
@@ -76,7 +57,7 @@ def main():
     model = torchvision.models.DenseNet(
         growth_rate=4, block_config=(1, 2), num_init_features=8, bn_size=2, num_classes=3
     )
-    model = randomise(model, gen)
+    model = randomise(model, gen).eval()
 
     xgen = torch.Generator().manual_seed(1)
     x = torch.rand(2, 3, 32, 32, generator=xgen) * 2 - 1

@@ -50,6 +50,7 @@ import tempfile
 import torch
 import torchvision
 from safetensors.torch import save_file
+from torch_fixtures import randomise
 from torch import nn
 
 torch.set_num_threads(1)
@@ -109,25 +110,6 @@ def patch_tiny(authors):
         self.output_size = TINY_FEATURES
 
     authors.DenseNet121.__init__ = init
-
-
-def randomise(m, gen):
-    """Random conv/linear weights of moderate scale and random BN affine + running stats."""
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, (nn.Conv2d, nn.Linear)):
-                fan_in = mod.weight[0].numel()
-                mod.weight.copy_(torch.randn(mod.weight.shape, generator=gen) * (1.5 / fan_in) ** 0.5)
-                if mod.bias is not None:
-                    mod.bias.copy_(torch.randn(mod.bias.shape, generator=gen) * 0.1)
-            elif isinstance(mod, nn.BatchNorm2d):
-                c = mod.num_features
-                mod.weight.copy_(torch.rand(c, generator=gen) + 0.5)
-                mod.bias.copy_(torch.randn(c, generator=gen) * 0.2)
-                mod.running_mean.copy_(torch.randn(c, generator=gen) * 0.3)
-                mod.running_var.copy_(torch.rand(c, generator=gen) * 1.5 + 0.5)
-                mod.num_batches_tracked.fill_(17)
-    return m
 
 
 def main():
