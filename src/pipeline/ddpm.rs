@@ -37,5 +37,5 @@ pub fn train_ddpm_on<B: AutodiffBackend>(
     };
     let trained = train_ddpm(model, &set, &spec.schedule()?, &run)?;
     save_folder(dir, RECORD, trained.model.valid(), spec)?;
-    Ok(trained.losses.last().map(|&(_, l)| l).unwrap_or(f64::NAN))
+    Ok(trained.last_loss())
 }

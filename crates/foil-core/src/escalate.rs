@@ -56,53 +56,52 @@ pub fn escalate<S, T>(
     if n == 0 {
         return Ok(Vec::new());
     }
-    if settings.is_empty() {
-        return Err(Error::Empty {
-            what: "ladder of settings".into(),
-            hint: "give at least one setting to try".into(),
-        });
-    }
-    let mut values: Vec<Option<T>> = (0..n).map(|_| None).collect();
-    let mut flipped_at = vec![None; n];
-    let mut attempts = vec![0; n];
-    let mut active: Vec<usize> = (0..n).collect();
-    for (k, setting) in settings.iter().enumerate() {
+    let (first, stronger) = settings.split_first().ok_or_else(|| Error::Empty {
+        what: "ladder of settings".into(),
+        hint: "give at least one setting to try".into(),
+    })?;
+    let all: Vec<usize> = (0..n).collect();
+    // Every input tries the first setting, so every climb has a value from the start.
+    let mut climbs: Vec<Climb<T>> = answers_for(&all, attempt(first, &all)?)?
+        .map(|answer| Climb {
+            flipped_at: answer.flipped.then_some(0),
+            attempts: 1,
+            value: answer.value,
+        })
+        .collect();
+    for (k, setting) in stronger.iter().enumerate() {
+        let active: Vec<usize> = (0..n).filter(|&i| !climbs[i].flipped()).collect();
         if active.is_empty() {
             break;
         }
-        let answers = attempt(setting, &active)?;
-        if answers.len() != active.len() {
-            return Err(Error::shape(
-                "answers of a ladder rung",
-                active.len(),
-                answers.len(),
-            ));
-        }
-        let mut still = Vec::with_capacity(active.len());
-        for (&i, answer) in active.iter().zip(answers) {
-            attempts[i] += 1;
-            values[i] = Some(answer.value);
+        for (&i, answer) in active
+            .iter()
+            .zip(answers_for(&active, attempt(setting, &active)?)?)
+        {
+            let climb = &mut climbs[i];
+            climb.attempts += 1;
+            climb.value = answer.value;
             if answer.flipped {
-                flipped_at[i] = Some(k);
-            } else {
-                still.push(i);
+                climb.flipped_at = Some(k + 1);
             }
         }
-        active = still;
     }
-    values
-        .into_iter()
-        .zip(flipped_at)
-        .zip(attempts)
-        .map(|((value, flipped_at), attempts)| {
-            let value = value.ok_or_else(|| Error::shape("ladder values", n, "fewer"))?;
-            Ok(Climb {
-                value,
-                flipped_at,
-                attempts,
-            })
-        })
-        .collect()
+    Ok(climbs)
+}
+
+/// The answers of one rung, checked to be one per active input.
+fn answers_for<T>(
+    active: &[usize],
+    answers: Vec<Attempt<T>>,
+) -> Result<impl Iterator<Item = Attempt<T>>> {
+    if answers.len() != active.len() {
+        return Err(Error::shape(
+            "answers of a ladder rung",
+            active.len(),
+            answers.len(),
+        ));
+    }
+    Ok(answers.into_iter())
 }
 
 #[cfg(test)]

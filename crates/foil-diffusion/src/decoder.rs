@@ -335,7 +335,7 @@ pub fn train_decoder_on<B: AutodiffBackend>(
     }
     let trained = train_stage(model, train, spec, !pretrain, config, dir, device)?;
     save_folder(dir, RECORD, trained.model.valid(), spec)?;
-    Ok(trained.losses.last().map(|&(_, l)| l).unwrap_or(f64::NAN))
+    Ok(trained.last_loss())
 }
 
 /// The decoder's training run (`dir/train`, resumable) on every image of `train`, with the
@@ -503,7 +503,7 @@ pub fn tune_decoder_lora<B: AutodiffBackend>(
         ..base_spec
     };
     save_spec(dir, &spec)?;
-    Ok(trained.losses.last().map(|&(_, l)| l).unwrap_or(f64::NAN))
+    Ok(trained.last_loss())
 }
 
 /// `target` relative to the folder `from` (both made absolute first), so a LoRA folder and its

@@ -222,6 +222,13 @@ pub struct Trained<M> {
     pub losses: Vec<(usize, f64)>,
 }
 
+impl<M> Trained<M> {
+    /// The last logged loss of this call, NaN when it ran no step (already at `steps`).
+    pub fn last_loss(&self) -> f64 {
+        self.losses.last().map_or(f64::NAN, |&(_, l)| l)
+    }
+}
+
 /// What a checkpoint's `state.json` records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct CheckpointState {
