@@ -57,6 +57,26 @@ pub struct RunOptions {
     pub batch_size: usize,
     /// The seed of every batch.
     pub seed: u64,
+    /// Print one line per finished input to stderr ([`print_progress`]).
+    pub progress: bool,
+}
+
+/// The line printed per finished input when [`RunOptions::progress`] is on:
+/// `[done/total] source: flipped|not flipped (flips so far, seconds)`.
+pub fn print_progress(p: &foil_run::Progress<'_>) {
+    eprintln!(
+        "[{}/{}] {}: {} ({} flipped so far, {:.1} s)",
+        p.done,
+        p.total,
+        p.item.source,
+        if p.item.flipped {
+            "flipped"
+        } else {
+            "not flipped"
+        },
+        p.flipped,
+        p.seconds
+    );
 }
 
 impl Default for RunOptions {
@@ -66,6 +86,7 @@ impl Default for RunOptions {
             per_direction: None,
             batch_size: 16,
             seed: 0,
+            progress: false,
         }
     }
 }
@@ -83,6 +104,9 @@ impl RunOptions {
             per_direction: self.per_direction,
             batch_size: self.batch_size,
             seed: self.seed,
+            progress: self
+                .progress
+                .then_some(&print_progress as &dyn Fn(&foil_run::Progress<'_>)),
             ..SetRun::new(data, out, image_size, device)
         }
     }

@@ -80,6 +80,41 @@ pub fn load(root: impl AsRef<Path>) -> Result<Dataset> {
     Dataset::new(names, items)
 }
 
+/// The images of one flat folder (sorted by name; sub-folders and non-image files skipped), all
+/// of class `from`, in a two-class dataset `[from, to]`: the inputs a user explains from `from`
+/// towards `to` (`foil maskdime|diffusion --images DIR --from A --to B`).
+pub fn load_flat(dir: impl AsRef<Path>, from: &str, to: &str) -> Result<Dataset> {
+    let dir = dir.as_ref();
+    if from == to {
+        return Err(Error::out_of_range(
+            "--from and --to",
+            "two different class names",
+            format!("{from:?} twice"),
+        ));
+    }
+    let files: Vec<PathBuf> = sorted_entries(dir)?
+        .into_iter()
+        .filter(|p| p.is_file() && is_image(p))
+        .collect();
+    if files.is_empty() {
+        return Err(Error::Empty {
+            what: format!("image folder {}", dir.display()).into(),
+            hint: format!("put images ({}) in it", IMAGE_EXTENSIONS.join(", ")),
+        });
+    }
+    let items = files
+        .into_iter()
+        .map(|file| {
+            Ok(Item {
+                image: image_io::load(&file)?,
+                label: 0,
+                source: file.display().to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Dataset::new(vec![from.to_string(), to.to_string()], items)
+}
+
 /// Writes a dataset as class folders of PNG files (`root/<class>/<index>.png`), atomically per
 /// file, so it can be read back with [`load`] or inspected by eye.
 pub fn save(data: &Dataset, root: impl AsRef<Path>) -> Result<()> {

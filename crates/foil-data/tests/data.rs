@@ -339,3 +339,37 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_flat_folder_is_one_class_explained_towards_another() {
+    let dir = temp_dir("flat");
+    std::fs::create_dir_all(dir.join("nested")).unwrap();
+    for (name, shade) in [("b.png", 200u8), ("a.png", 20)] {
+        image::GrayImage::from_pixel(4, 4, image::Luma([shade]))
+            .save(dir.join(name))
+            .unwrap();
+    }
+    std::fs::write(dir.join("notes.txt"), "not an image").unwrap();
+    image::GrayImage::new(4, 4)
+        .save(dir.join("nested/c.png"))
+        .unwrap();
+    let data = folder::load_flat(&dir, "cat", "dog").unwrap();
+    assert_eq!(data.class_names(), ["cat", "dog"]);
+    assert_eq!(data.counts(), [2, 0]);
+    // Sorted by name, top level only.
+    let sources: Vec<&str> = data.items().iter().map(|i| i.source.as_str()).collect();
+    assert!(sources[0].ends_with("a.png") && sources[1].ends_with("b.png"));
+    assert!(folder::load_flat(&dir, "cat", "cat").is_err());
+    let empty = dir.join("nested/empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let err = folder::load_flat(&empty, "cat", "dog")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("image folder"), "{err}");
+    std::fs::write(dir.join("broken.png"), b"not a png").unwrap();
+    let err = folder::load_flat(&dir, "cat", "dog")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("broken.png"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

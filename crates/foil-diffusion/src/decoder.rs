@@ -248,6 +248,9 @@ impl<B: Backend> Denoiser<B> for EmbeddingDecoder<B> {
     }
 }
 
+/// Pixel space, the zero embedding as the null condition.
+impl<B: Backend> crate::Decoder<B> for EmbeddingDecoder<B> {}
+
 impl<B: Backend> ImageEncoder<B> for EmbeddingDecoder<B> {
     fn embedding_dim(&self) -> usize {
         self.encoder.embedding_dim()

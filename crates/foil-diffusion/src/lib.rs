@@ -17,17 +17,21 @@
 //! `foil-embed`'s, which knows nothing of the decoder.
 
 pub mod decoder;
+mod kandinsky;
 mod method;
 mod search;
+mod space;
 mod target_mean;
 
 pub use decoder::{
     DecoderSpec, EmbeddingDecoder, EncoderWithHead, LORA_FILE, LoraSpec, STATS_FILE, load_decoder,
     train_decoder_on, tune_decoder_lora, write_class_stats,
 };
-pub use method::{DiffusionConfig, DiffusionMethod, Editor, Nearest};
+pub use kandinsky::KandinskyDecoder;
+pub use method::{DiffusionConfig, DiffusionMethod, Editor, Nearest, PUBLISHED_STEPS};
 pub use search::{
     EditOutcome, EfRegenerator, Regenerator, SearchConfig, SearchReport, oracle_labels, search,
     skip_steps,
 };
+pub use space::{Codec, Decoder, Pixels};
 pub use target_mean::TargetMean;

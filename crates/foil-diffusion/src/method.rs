@@ -16,8 +16,8 @@ use burn::tensor::backend::Backend;
 use foil_core::image_io::image_mode;
 use foil_core::tensor::{index_tensor, to_vec_f32, unit_rows};
 use foil_core::{
-    Attempt, Classifier, Cost, Denoiser, Error, Explained, ImageEncoder, Method, Outcome, Request,
-    Result, Setting, escalate, predicted_labels,
+    Attempt, Classifier, Cost, Error, Explained, ImageEncoder, Method, Outcome, Request, Result,
+    Setting, escalate, predicted_labels,
 };
 use foil_data::Dataset;
 use foil_embed::{ClassStats, Direction, sweep};
@@ -25,6 +25,10 @@ use foil_invert::{EfInverter, EfInverterConfig};
 use foil_schedule::{NoiseSchedule, Spacing, Steps};
 
 use crate::search::{EditOutcome, EfRegenerator, Regenerator, SearchConfig, search, skip_steps};
+use crate::space::Decoder;
+
+/// Inference steps of the authors' `eval.py` (`num_inference_steps=100`).
+pub const PUBLISHED_STEPS: usize = 100;
 
 /// DIFFusion's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +61,18 @@ impl Default for DiffusionConfig {
 }
 
 impl DiffusionConfig {
+    /// The authors' `eval.py` settings for the published Kandinsky 2.2 decoder: 100 steps,
+    /// eta 1, unconditional inversion with the last noise map set to zero
+    /// ([`EfInverterConfig::diffusion_published`]), guidance 4 when regenerating, `T_skip`
+    /// 0.9, 0.8, ..., 0, lambda 2, the reference's edit form, no ladder.
+    pub fn published() -> Self {
+        Self {
+            steps: PUBLISHED_STEPS,
+            inverter: EfInverterConfig::diffusion_published(),
+            ..Self::default()
+        }
+    }
+
     /// The inference steps over `schedule`.
     pub fn inference_steps(&self, schedule: &NoiseSchedule) -> Result<Steps> {
         Steps::inference(schedule, self.steps, Spacing::Leading, 1, false)
@@ -102,7 +118,7 @@ pub struct Editor<'a, B: Backend, D> {
 impl<'a, B, D> Editor<'a, B, D>
 where
     B: Backend,
-    D: Denoiser<B> + ImageEncoder<B>,
+    D: Decoder<B>,
 {
     /// The engine over `schedule` (the decoder's training schedule); `stats` must come from the
     /// decoder's own encoder. The null condition of guidance is the zero embedding.
@@ -113,11 +129,34 @@ where
         config: DiffusionConfig,
         device: &B::Device,
     ) -> Result<Self> {
+        Self::with_steps(
+            decoder,
+            config.inference_steps(schedule)?,
+            stats,
+            config,
+            device,
+        )
+    }
+
+    /// The engine over inference `steps` built by the caller (for example from a diffusers
+    /// scheduler config); `steps` must have `config.steps` steps.
+    pub fn with_steps(
+        decoder: &'a D,
+        steps: Steps,
+        stats: &'a ClassStats,
+        config: DiffusionConfig,
+        device: &B::Device,
+    ) -> Result<Self> {
+        if steps.len() != config.steps {
+            return Err(Error::shape(
+                "inference steps",
+                format!("{} (the settings' steps)", config.steps),
+                steps.len(),
+            ));
+        }
         stats.check_encoder(&decoder.identity())?;
-        let null = Tensor::zeros([1, decoder.embedding_dim()], device);
-        let inverter = config
-            .inverter
-            .init(config.inference_steps(schedule)?, Some(null))?;
+        let null = decoder.null_condition(device)?;
+        let inverter = config.inverter.init(steps, Some(null))?;
         Ok(Self {
             decoder,
             stats,
@@ -151,6 +190,7 @@ where
         EfRegenerator {
             inverter: &self.inverter,
             denoiser: self.decoder,
+            codec: self.decoder.codec(),
             seed,
         }
     }
@@ -192,7 +232,7 @@ pub struct DiffusionMethod<'a, B: Backend, D, C> {
 impl<'a, B, D, C> DiffusionMethod<'a, B, D, C>
 where
     B: Backend,
-    D: Denoiser<B> + ImageEncoder<B>,
+    D: Decoder<B>,
     C: Classifier<B>,
 {
     /// DIFFusion between `classes` (label 0, label 1, as named in the editor's statistics),
@@ -241,7 +281,7 @@ where
 impl<B, D, C> Method<B> for DiffusionMethod<'_, B, D, C>
 where
     B: Backend,
-    D: Denoiser<B> + ImageEncoder<B>,
+    D: Decoder<B>,
     C: Classifier<B>,
 {
     fn name(&self) -> &str {

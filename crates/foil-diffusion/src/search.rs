@@ -7,6 +7,10 @@ use foil_invert::{EfInverter, NoiseMaps};
 
 use foil_embed::{Direction, EditForm, apply};
 
+use crate::space::Codec;
+#[cfg(doc)]
+use crate::space::Pixels;
+
 /// Inverts images once and regenerates them under new conditions (the decoder side of DIFFusion).
 pub trait Regenerator<B: Backend> {
     /// What an inversion keeps (noise maps, latents, ...).
@@ -29,14 +33,16 @@ pub trait Regenerator<B: Backend> {
     ) -> Result<Tensor<B, 4>>;
 }
 
-/// A [`Regenerator`] from an [`EfInverter`] and a denoiser working on the images themselves
-/// (pixel space), inverting with a fixed seed.
-#[derive(Debug)]
+/// A [`Regenerator`] from an [`EfInverter`] and an embedding-conditioned denoiser working in
+/// the space of `codec` (the images themselves, [`Pixels`], or an autoencoder's latents),
+/// inverting with a fixed seed.
 pub struct EfRegenerator<'a, B: Backend, D> {
     /// The inverter.
     pub inverter: &'a EfInverter<B>,
     /// The image-conditioned denoiser.
     pub denoiser: &'a D,
+    /// Images to the denoiser's space and back.
+    pub codec: &'a dyn Codec<B>,
     /// Seed of the inversion noise.
     pub seed: u64,
 }
@@ -49,8 +55,9 @@ impl<B: Backend, D: Denoiser<B>> Regenerator<B> for EfRegenerator<'_, B, D> {
     }
 
     fn invert(&self, images: Tensor<B, 4>) -> Result<NoiseMaps<B>> {
+        let latents = self.codec.to_latents(images)?;
         self.inverter
-            .invert(self.denoiser, images, None, &mut Noise::new(self.seed))
+            .invert(self.denoiser, latents, None, &mut Noise::new(self.seed))
     }
 
     fn generate(
@@ -61,8 +68,10 @@ impl<B: Backend, D: Denoiser<B>> Regenerator<B> for EfRegenerator<'_, B, D> {
         skip: usize,
     ) -> Result<Tensor<B, 4>> {
         let maps = state.select(indices)?;
-        self.inverter
-            .generate(self.denoiser, &maps, Some(cond), skip)
+        let latents = self
+            .inverter
+            .generate(self.denoiser, &maps, Some(cond), skip)?;
+        self.codec.to_images(latents)
     }
 }
 

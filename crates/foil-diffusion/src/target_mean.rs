@@ -4,11 +4,11 @@
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use foil_core::tensor::{from_vec, row_norms};
-use foil_core::{Classifier, Cost, Denoiser, Explained, ImageEncoder, Method, Outcome};
+use foil_core::{Classifier, Cost, Explained, Method, Outcome};
 use foil_core::{Request, Result, Setting};
 
 use crate::method::{Rows, check_request, groups, keys, subset};
-use crate::{Editor, Regenerator, SearchConfig, search};
+use crate::{Decoder, Editor, Regenerator, SearchConfig, search};
 
 /// The target-mean baseline over DIFFusion's engine between two classes (label 0, label 1, as
 /// named in the engine's statistics), judged by an oracle.
@@ -50,7 +50,7 @@ impl<B: Backend, R: Regenerator<B>> Regenerator<B> for MeanRegenerator<R, B> {
 impl<B, D, C> Method<B> for TargetMean<'_, B, D, C>
 where
     B: Backend,
-    D: Denoiser<B> + ImageEncoder<B>,
+    D: Decoder<B>,
     C: Classifier<B>,
 {
     fn name(&self) -> &str {

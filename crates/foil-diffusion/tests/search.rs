@@ -144,6 +144,7 @@ fn search_drives_the_ef_regenerator_through_every_t_skip() {
     let regen = EfRegenerator {
         inverter: &inverter,
         denoiser: &model,
+        codec: &foil_diffusion::Pixels,
         seed: 3,
     };
     // An oracle that never agrees: every T_skip is tried, the last (T_skip 0) output is kept.

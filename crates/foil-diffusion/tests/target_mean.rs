@@ -36,6 +36,8 @@ impl Denoiser<B> for ToyDecoder {
     }
 }
 
+impl foil_diffusion::Decoder<B> for ToyDecoder {}
+
 impl ImageEncoder<B> for ToyDecoder {
     fn embedding_dim(&self) -> usize {
         2

@@ -18,25 +18,50 @@ pub struct EfInverterConfig {
     pub source_guidance: f64,
     /// Classifier-free guidance scale while generating with a target condition (1: no CFG).
     pub target_guidance: f64,
+    /// What the inversion keeps of the last noise map `z_0`.
+    pub last_map: LastNoiseMap,
+}
+
+/// What an inversion keeps of the last noise map `z_0` (the one of the final step to `x_0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LastNoiseMap {
+    /// Keep it, so that regeneration with the inversion's own condition returns the input
+    /// exactly (foil's default; the EF-DDPM authors agree it is right, DDPM_inversion issue 13).
+    #[default]
+    Keep,
+    /// Set it to zero, as the public EF-DDPM and DIFFusion code does (`zs[:, 0] = 0`): the last
+    /// step is the mean alone. The published DIFFusion preset uses it.
+    Zero,
 }
 
 impl Default for EfInverterConfig {
-    /// `eta = 1`, no guidance either way.
+    /// `eta = 1`, no guidance either way, the last noise map kept.
     fn default() -> Self {
         Self {
             eta: 1.0,
             source_guidance: 1.0,
             target_guidance: 1.0,
+            last_map: LastNoiseMap::Keep,
         }
     }
 }
 
 impl EfInverterConfig {
-    /// DIFFusion's public defaults: `eta = 1`, unconditional inversion, target guidance 4.
+    /// DIFFusion's public defaults: `eta = 1`, unconditional inversion, target guidance 4
+    /// (the last noise map kept: foil's departure, see [`LastNoiseMap`]).
     pub fn diffusion() -> Self {
         Self {
             target_guidance: 4.0,
             ..Self::default()
+        }
+    }
+
+    /// DIFFusion exactly as the authors' `eval.py` runs it: [`diffusion`](Self::diffusion) with
+    /// the last noise map set to zero.
+    pub fn diffusion_published() -> Self {
+        Self {
+            last_map: LastNoiseMap::Zero,
+            ..Self::diffusion()
         }
     }
 
@@ -147,17 +172,45 @@ impl<B: Backend> EfInverter<B> {
         source: Option<Tensor<B, 2>>,
         noise: &mut Noise,
     ) -> Result<NoiseMaps<B>> {
-        let n_steps = self.steps.len();
-        let [batch, ..] = x0.dims();
         self.check_input(model, &x0, source.as_ref())?;
-
         // xs[0] = x0; xs[k + 1] = a fresh q_sample at step k (independent noise per step).
-        let mut xs = Vec::with_capacity(n_steps + 1);
+        let mut xs = Vec::with_capacity(self.steps.len() + 1);
         xs.push(x0.clone());
-        for k in 0..n_steps {
+        for k in 0..self.steps.len() {
             let eps = noise.normal_like(&x0);
             xs.push(self.steps.q_sample(x0.clone(), &[k], eps)?);
         }
+        self.invert_noised(model, xs, source)
+    }
+
+    /// Inverts from the noised samples passed in: `xs[0]` the input `x_0`, `xs[k + 1]` its
+    /// sample at step `k` (the reference's `sample_xts_from_x0`), `N + 1` tensors of one shape.
+    /// [`invert`](Self::invert) draws them and calls this; passing them in reproduces a
+    /// recorded inversion exactly.
+    pub fn invert_noised<D: Denoiser<B>>(
+        &self,
+        model: &D,
+        mut xs: Vec<Tensor<B, 4>>,
+        source: Option<Tensor<B, 2>>,
+    ) -> Result<NoiseMaps<B>> {
+        let n_steps = self.steps.len();
+        if xs.len() != n_steps + 1 {
+            return Err(Error::shape(
+                "noised samples",
+                format!("{} (the input, then one per step)", n_steps + 1),
+                xs.len(),
+            ));
+        }
+        let shape = xs[0].dims();
+        if let Some(bad) = xs.iter().find(|x| x.dims() != shape) {
+            return Err(Error::shape(
+                "noised samples",
+                format!("all {}", fmt_dims(&shape)),
+                fmt_dims(&bad.dims()),
+            ));
+        }
+        let batch = shape[0];
+        self.check_input(model, &xs[0], source.as_ref())?;
         let mut zs = Vec::with_capacity(n_steps);
         for k in (0..n_steps).rev() {
             let mu = self.mean(
@@ -179,6 +232,11 @@ impl<B: Backend> EfInverter<B> {
             zs.push(z);
         }
         zs.reverse();
+        if self.config.last_map == LastNoiseMap::Zero
+            && let Some(z0) = zs.first_mut()
+        {
+            *z0 = z0.zeros_like();
+        }
         NoiseMaps::new(xs, zs, self.steps.timesteps().to_vec(), self.config.eta)
     }
 

@@ -24,5 +24,5 @@
 mod inverter;
 mod maps;
 
-pub use inverter::{EfInverter, EfInverterConfig};
+pub use inverter::{EfInverter, EfInverterConfig, LastNoiseMap};
 pub use maps::NoiseMaps;

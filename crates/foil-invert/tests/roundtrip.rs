@@ -4,7 +4,7 @@ use burn::backend::{Flex, NdArray};
 use burn::tensor::{Tensor, backend::Backend};
 use foil_core::toy::{LinearDenoiser, TanhDenoiser};
 use foil_core::{Denoiser, Noise, tensor::to_vec_f32};
-use foil_invert::{EfInverterConfig, NoiseMaps};
+use foil_invert::{EfInverterConfig, LastNoiseMap, NoiseMaps};
 use foil_schedule::{BetaSchedule, NoiseSchedule, Spacing, Steps};
 use proptest::prelude::*;
 
@@ -80,6 +80,7 @@ fn round_trip<B: Backend, D: Denoiser<B>>(model: &D, c: &Case) -> (f32, f32) {
         eta: c.eta,
         source_guidance: c.guidance,
         target_guidance: c.guidance,
+        last_map: LastNoiseMap::Keep,
     };
     let inv = config.init(steps(c), Some(null)).unwrap();
     let maps = inv
@@ -134,7 +135,7 @@ proptest! {
         let x0: Tensor<B, 4> = noise.normal(SHAPE, &dev).tanh();
         let cond: Tensor<B, 2> = noise.normal([SHAPE[0], COND], &dev);
         let d = Tensor::<B, 1>::from_floats(dir.as_slice(), &dev).unsqueeze_dim::<2>(0).repeat_dim(0, SHAPE[0]);
-        let config = EfInverterConfig { eta: c.eta, source_guidance: 1.0, target_guidance: c.guidance.max(1.0) };
+        let config = EfInverterConfig { eta: c.eta, source_guidance: 1.0, target_guidance: c.guidance.max(1.0), last_map: LastNoiseMap::Keep };
         let inv = config.init(steps(&c), Some(Tensor::zeros([1, COND], &dev))).unwrap();
         let maps = inv.invert(&model, x0, Some(cond.clone()), &mut noise).unwrap();
         let base = inv.generate(&model, &maps, Some(cond.clone()), 0).unwrap();
@@ -343,6 +344,7 @@ fn conv_round_trip<B: Backend>() -> (f32, f32) {
         eta: 1.0,
         source_guidance: 4.0,
         target_guidance: 4.0,
+        last_map: LastNoiseMap::Keep,
     };
     let inv = config
         .init(steps(&c), Some(Tensor::zeros([1, COND], &dev)))
@@ -383,7 +385,7 @@ proptest! {
         let mut noise = Noise::new(c.seed);
         let x0: Tensor<B, 4> = noise.normal(SHAPE, &dev).tanh();
         let cond: Tensor<B, 2> = noise.normal([SHAPE[0], COND], &dev);
-        let config = EfInverterConfig { eta: c.eta, source_guidance: c.guidance, target_guidance: c.guidance };
+        let config = EfInverterConfig { eta: c.eta, source_guidance: c.guidance, target_guidance: c.guidance, last_map: LastNoiseMap::Keep };
         let inv = config.init(steps(&c), Some(Tensor::zeros([1, COND], &dev))).unwrap();
         let maps = inv.invert(&model, x0, Some(cond.clone()), &mut noise).unwrap();
         let mut x = maps.x(c.n).clone();
@@ -430,4 +432,78 @@ fn a_regeneration_step_checks_its_inputs() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("noise map"), "{err}");
+}
+
+/// Passing the noised samples in reproduces `invert` exactly; the published preset's zeroed
+/// last map changes only the final step, by `sigma_0 z_0`.
+#[test]
+fn invert_noised_reproduces_invert_and_the_zeroed_last_map_changes_only_the_last_step() {
+    type B = NdArray;
+    let dev = Default::default();
+    let c = Case {
+        kind: BetaSchedule::ddpm(),
+        n: 6,
+        eta: 1.0,
+        guidance: 1.0,
+        skip_frac: 0.0,
+        seed: 3,
+    };
+    let model = TanhDenoiser::<B>::new([SHAPE[1], SHAPE[2], SHAPE[3]], COND, 5, &dev);
+    let mut noise = Noise::new(c.seed);
+    let x0: Tensor<B, 4> = noise.normal(SHAPE, &dev).tanh();
+    let keep = EfInverterConfig::default()
+        .init::<B>(steps(&c), Some(Tensor::zeros([1, COND], &dev)))
+        .unwrap();
+    let zero = EfInverterConfig {
+        last_map: LastNoiseMap::Zero,
+        ..Default::default()
+    }
+    .init::<B>(steps(&c), Some(Tensor::zeros([1, COND], &dev)))
+    .unwrap();
+    let maps = keep
+        .invert(&model, x0.clone(), None, &mut Noise::new(9))
+        .unwrap();
+    // The same draws, made by hand.
+    let mut draw = Noise::new(9);
+    let mut xs = vec![x0.clone()];
+    for k in 0..c.n {
+        let eps = draw.normal_like(&x0);
+        xs.push(keep.steps().q_sample(x0.clone(), &[k], eps).unwrap());
+    }
+    let again = keep.invert_noised(&model, xs.clone(), None).unwrap();
+    for k in 0..c.n {
+        assert_eq!(
+            to_vec_f32(maps.z(k)).unwrap(),
+            to_vec_f32(again.z(k)).unwrap(),
+            "z {k}"
+        );
+        assert_eq!(
+            to_vec_f32(maps.x(k + 1)).unwrap(),
+            to_vec_f32(again.x(k + 1)).unwrap(),
+            "x {k}"
+        );
+    }
+    let zeroed = zero.invert_noised(&model, xs.clone(), None).unwrap();
+    assert!(to_vec_f32(zeroed.z(0)).unwrap().iter().all(|&v| v == 0.0));
+    assert!(
+        max_abs(maps.z(0), zeroed.z(0)) > 0.1,
+        "the kept z_0 is not zero"
+    );
+    for k in 1..c.n {
+        assert_eq!(
+            to_vec_f32(maps.z(k)).unwrap(),
+            to_vec_f32(zeroed.z(k)).unwrap(),
+            "z {k}"
+        );
+    }
+    // Reconstruction: exact with the kept map, off by sigma_0 z_0 with the zeroed one.
+    let exact = keep.generate(&model, &maps, None, 0).unwrap();
+    assert!(max_abs(&exact, &x0) < 1e-4);
+    let approx = zero.generate(&model, &zeroed, None, 0).unwrap();
+    assert!(max_abs(&approx, &x0) > 1e-3);
+    // A wrong number of samples is refused.
+    assert!(
+        keep.invert_noised(&model, xs[..c.n].to_vec(), None)
+            .is_err()
+    );
 }

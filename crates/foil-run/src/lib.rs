@@ -177,6 +177,23 @@ pub struct SetRun<'a, B: Backend> {
     pub seed: u64,
     /// Where the images go.
     pub device: &'a B::Device,
+    /// Called after each input's result is written (`None`: silent).
+    pub progress: Option<&'a dyn Fn(&Progress<'_>)>,
+}
+
+/// One finished input, as [`SetRun::progress`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
+    /// The result just written.
+    pub item: &'a ItemResult,
+    /// Inputs written so far in this run (both directions).
+    pub done: usize,
+    /// Inputs this run writes in all (both directions, those already done skipped).
+    pub total: usize,
+    /// Flips among the `done` inputs.
+    pub flipped: usize,
+    /// Seconds since the run started.
+    pub seconds: f64,
 }
 
 impl<B: Backend> Clone for SetRun<'_, B> {
@@ -198,6 +215,7 @@ impl<'a, B: Backend> SetRun<'a, B> {
             image_size,
             seed: 0,
             device,
+            progress: None,
         }
     }
 }
@@ -235,6 +253,7 @@ where
         image_size,
         seed,
         device,
+        progress,
     } = *plan;
     let classes: [String; 2] = match data.class_names() {
         [a, b] => [a.clone(), b.clone()],
@@ -253,6 +272,8 @@ where
         flipped: 0,
         seconds: 0.0,
     };
+    // Each direction's folder and pending inputs, first, so progress knows the total.
+    let mut directions = Vec::with_capacity(2);
     for (from, other) in [(0usize, 1usize), (1, 0)] {
         let dir = direction_dir(out, &classes, from, other);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -271,6 +292,10 @@ where
             })
             .collect();
         summary.skipped += considered - pending.len();
+        directions.push((from, dir, pending));
+    }
+    let total: usize = directions.iter().map(|(_, _, p)| p.len()).sum();
+    for (from, dir, pending) in directions {
         for batch in pending.chunks(batch_size) {
             let (x, _) = data.tensors::<B>(batch, mode, resize, device)?;
             let predicted = predicted_labels(oracle, x.clone())?;
@@ -342,6 +367,15 @@ where
                 write_json(&dir.join(format!("{key}.json")), &item)?;
                 summary.done += 1;
                 summary.flipped += usize::from(item.flipped);
+                if let Some(report) = progress {
+                    report(&Progress {
+                        item: &item,
+                        done: summary.done,
+                        total,
+                        flipped: summary.flipped,
+                        seconds: start.elapsed().as_secs_f64(),
+                    });
+                }
             }
         }
     }

@@ -163,3 +163,42 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn progress_is_reported_once_per_written_input_with_the_run_total() {
+    use std::cell::RefCell;
+    let (data, out, device) = (data(), temp("progress"), Default::default());
+    let seen = RefCell::new(Vec::new());
+    let report = |p: &foil_run::Progress<'_>| {
+        seen.borrow_mut()
+            .push((p.done, p.total, p.flipped, p.item.source.clone()));
+    };
+    let plan = SetRun {
+        per_direction: Some(2),
+        batch_size: 3,
+        progress: Some(&report),
+        ..SetRun::new(&data, &out, 16, &device)
+    };
+    let summary = run_set(&Negate { short: false }, &Bright, &plan).unwrap();
+    let seen = seen.borrow().clone();
+    assert_eq!(seen.len(), summary.done);
+    assert!(
+        seen.iter()
+            .enumerate()
+            .all(|(i, s)| s.0 == i + 1 && s.1 == 4)
+    );
+    assert_eq!(seen.last().map(|s| s.2), Some(summary.flipped));
+    // Every reported input has its result file.
+    let written: Vec<String> = results(&out).into_iter().map(|(_, r)| r.source).collect();
+    assert!(seen.iter().all(|s| written.contains(&s.3)));
+    // A rerun writes nothing, so reports nothing.
+    let count = std::cell::Cell::new(0);
+    let again = |_: &foil_run::Progress<'_>| count.set(count.get() + 1);
+    let rerun = SetRun {
+        progress: Some(&again),
+        ..plan
+    };
+    run_set(&Negate { short: false }, &Bright, &rerun).unwrap();
+    assert_eq!(count.get(), 0);
+    let _ = std::fs::remove_dir_all(&out);
+}

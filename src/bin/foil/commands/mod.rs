@@ -29,8 +29,18 @@ pub struct DataArgs {
     #[arg(long, default_value = "fashion-mnist", value_parser = str::parse::<Source>)]
     pub data: Source,
     /// The two classes, by name: `A,B` (A is label 0).
-    #[arg(long, value_parser = parse_pair)]
-    pub classes: ClassPair,
+    #[arg(long, value_parser = parse_pair, required_unless_present = "images")]
+    pub classes: Option<ClassPair>,
+    /// Explain the images of this folder (all of class `--from`, explained towards `--to`)
+    /// instead of the test part of `--data` (`foil maskdime`, `foil diffusion`).
+    #[arg(long, value_name = "DIR", requires_all = ["from", "to"], conflicts_with = "classes")]
+    pub images: Option<PathBuf>,
+    /// With `--images`: the class of the images (label 0; as the oracle names it).
+    #[arg(long, requires = "images")]
+    pub from: Option<String>,
+    /// With `--images`: the class to explain them towards (label 1).
+    #[arg(long, requires = "images")]
+    pub to: Option<String>,
     /// Share of each class held out for testing (datasets without an official test part).
     #[arg(long, default_value_t = 0.2)]
     pub test_fraction: f64,
@@ -55,12 +65,18 @@ fn parse_pair(s: &str) -> std::result::Result<ClassPair, String> {
 
 impl DataArgs {
     /// The training and test images of the class pair (`--train-per-class` applied to the
-    /// training part).
+    /// training part). With `--images`: no training images, the folder as the test part.
     pub fn load(&self) -> Result<(Dataset, Dataset)> {
-        let [a, b] = &self.classes.0;
+        if let Some(dir) = &self.images {
+            let [from, to] = self.classes();
+            let inputs = foil::data::folder::load_flat(dir, &from, &to)?;
+            let train = Dataset::new(vec![from, to], Vec::new())?;
+            return Ok((train, inputs));
+        }
+        let [a, b] = self.classes();
         let (train, test) = self
             .data
-            .load_pair(a, b, self.test_fraction, self.split_seed)?;
+            .load_pair(&a, &b, self.test_fraction, self.split_seed)?;
         let train = match self.train_per_class {
             Some(n) => train.first_per_class(n)?,
             None => train,
@@ -74,9 +90,14 @@ impl DataArgs {
         Ok(all)
     }
 
-    /// The class pair, label 0 first.
+    /// The class pair, label 0 first (`--classes`, or `--from`, `--to`; clap makes sure one of
+    /// them is given).
     pub fn classes(&self) -> [String; 2] {
-        self.classes.0.clone()
+        match (&self.classes, &self.from, &self.to) {
+            (Some(pair), ..) => pair.0.clone(),
+            (None, Some(from), Some(to)) => [from.clone(), to.clone()],
+            _ => [String::new(), String::new()],
+        }
     }
 }
 
@@ -111,6 +132,7 @@ impl RunArgs {
             per_direction: Some(self.per_direction),
             batch_size: self.batch_size,
             seed,
+            progress: true,
         }
     }
 }

@@ -239,7 +239,7 @@ fn oracle(
         "oracle: {} training and {} test images of {:?}",
         train.len(),
         test.len(),
-        data.classes.0
+        data.classes()
     );
     let config = optim.config(out)?;
     let trained = with_backend!(device, |B, dev| {
@@ -280,7 +280,7 @@ fn ddpm(
     eprintln!(
         "ddpm: {} training images of {:?}",
         train.len(),
-        data.classes.0
+        data.classes()
     );
     let config = optim.config(out)?;
     let loss = with_backend!(device, |B, dev| {
@@ -314,7 +314,7 @@ fn decoder(
     eprintln!(
         "decoder: {} training images of {:?}",
         train.len(),
-        data.classes.0
+        data.classes()
     );
     let config = optim.config(out)?;
     let loss = with_backend!(device, |B, dev| {
@@ -337,7 +337,7 @@ fn lora(
     eprintln!(
         "lora: {} training images of {:?} on the decoder {}",
         train.len(),
-        data.classes.0,
+        data.classes(),
         base.display()
     );
     let config = optim.config(out)?;
