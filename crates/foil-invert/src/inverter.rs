@@ -88,7 +88,10 @@ impl EfInverterConfig {
                 return Err(Error::out_of_range(what, "finite", w));
             }
         }
-        if let Some(k) = (0..steps.len()).find(|&k| steps.ddim_variance(k) <= 0.0) {
+        // With the last map zeroed, the final step needs no noise map, so its variance may be
+        // 0 (diffusers' `set_alpha_to_one = true`: the step to abar = 1).
+        let first_checked = usize::from(self.last_map == LastNoiseMap::Zero);
+        if let Some(k) = (first_checked..steps.len()).find(|&k| steps.ddim_variance(k) <= 0.0) {
             return Err(Error::out_of_range(
                 format!(
                     "posterior variance of step {k} (timestep {})",
@@ -222,6 +225,11 @@ impl<B: Backend> EfInverter<B> {
                 self.config.source_guidance,
             )?;
             let c = self.coefs[k];
+            if k == 0 && self.config.last_map == LastNoiseMap::Zero {
+                // The reference computes z_0 and then sets it to zero; x_0 stays the input.
+                zs.push(mu.zeros_like());
+                continue;
+            }
             let z = (xs[k].clone() - mu.clone()) / c.sigma;
             ensure_finite(&z, "noise map", &format!("at step {k}"))?;
             // Re-derive the sample from z so that regeneration repeats exactly these
@@ -232,11 +240,6 @@ impl<B: Backend> EfInverter<B> {
             zs.push(z);
         }
         zs.reverse();
-        if self.config.last_map == LastNoiseMap::Zero
-            && let Some(z0) = zs.first_mut()
-        {
-            *z0 = z0.zeros_like();
-        }
         NoiseMaps::new(xs, zs, self.steps.timesteps().to_vec(), self.config.eta)
     }
 

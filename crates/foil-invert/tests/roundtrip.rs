@@ -506,4 +506,23 @@ fn invert_noised_reproduces_invert_and_the_zeroed_last_map_changes_only_the_last
         keep.invert_noised(&model, xs[..c.n].to_vec(), None)
             .is_err()
     );
+    // Steps ending at abar = 1 (diffusers' set_alpha_to_one = true) have a last step without
+    // variance: refused when the last map is kept, fine when it is zeroed (the reference).
+    let to_one = Steps::inference(&NoiseSchedule::ddpm(), 6, Spacing::Leading, 1, true).unwrap();
+    let null = || Some(Tensor::<B, 2>::zeros([1, COND], &dev));
+    assert!(
+        EfInverterConfig::default()
+            .init(to_one.clone(), null())
+            .is_err()
+    );
+    let zero_to_one = EfInverterConfig {
+        last_map: LastNoiseMap::Zero,
+        ..Default::default()
+    }
+    .init(to_one, null())
+    .unwrap();
+    let maps = zero_to_one.invert_noised(&model, xs, None).unwrap();
+    assert!(to_vec_f32(maps.z(0)).unwrap().iter().all(|&v| v == 0.0));
+    let out = zero_to_one.generate(&model, &maps, None, 0).unwrap();
+    assert!(to_vec_f32(&out).unwrap().iter().all(|v| v.is_finite()));
 }
