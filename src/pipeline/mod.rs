@@ -13,6 +13,7 @@ mod diffusion;
 mod evaluate;
 mod maskdime;
 mod oracle;
+mod published;
 mod report;
 
 use std::path::Path;
@@ -22,7 +23,7 @@ use foil_data::Dataset;
 use foil_run::SetRun;
 
 pub use ddpm::train_ddpm_on;
-pub use diffusion::{Diffusion, DiffusionFiles};
+pub use diffusion::{Diffusion, DiffusionFiles, PublishedDiffusionFiles, StepPlan};
 pub use evaluate::{
     AttributeOracle, Averaged, DirectionEvaluation, Diversity, ENCODER_CHOICES, Encoder,
     EncoderChoice, EncoderLabel, EvaluateOptions, Metric, Metrics, Note, RunEvaluation,
@@ -46,6 +47,7 @@ pub use maskdime::{
     ExplainConfig, GuideModels, MaskDime, MaskDimeFiles, PUBLISHED_RESPACED_STEPS, Preset,
 };
 pub use oracle::train_oracle;
+pub use published::{image_encoder_dir, load_kandinsky};
 pub use report::{LPIPS_MIN_SIDE, contact_sheets};
 
 /// How a set is run by the pipeline objects: which inputs, how many per call, which seed.

@@ -65,6 +65,7 @@ pub mod dime_classifier;
 pub mod efficientnet;
 pub mod ensemble;
 pub mod folder;
+pub mod hub;
 pub mod inception;
 pub mod kandinsky;
 pub mod lora;

@@ -13,13 +13,18 @@
 //!
 //! Step indices `k` run `0..len` with `k = 0` the least noisy; samplers walk `k` downwards.
 //!
+//! [`diffusers`] reads diffusers' `scheduler_config.json` ([`DiffusersScheduler`]) into a schedule
+//! and its spacing.
+//!
 //! With the `testing` feature, [`testing`] holds proptest strategies for every schedule kind and
 //! an invariant suite that runs on foil's schedules and on yours (docs/schedule.md).
 
+pub mod diffusers;
 mod schedule;
 mod steps;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use diffusers::{DiffusersScheduler, SchedulerClass};
 pub use schedule::{BetaSchedule, NoiseSchedule, space_timesteps};
 pub use steps::{Spacing, StepOutput, Steps, VarianceType};

@@ -443,6 +443,11 @@ impl<B: Backend> KandinskyUNet<B> {
         self.out_channels
     }
 
+    /// The factor latent sides must be a multiple of, `2^(levels - 1)`.
+    pub fn downscale(&self) -> usize {
+        1 << self.down_blocks.len().saturating_sub(1)
+    }
+
     /// The raw network output `[N, out_channels, H, W]` for latents `sample` (`[N, in, H, W]`,
     /// `H` and `W` multiples of `2^(levels - 1)`), per-sample `timesteps` and CLIP image
     /// embeddings `image_embeds` (`[N, encoder_hid_dim]`), as diffusers'
@@ -683,6 +688,37 @@ impl<B: Backend> KandinskyUNet<B> {
             return Err(no_lora_targets(config));
         }
         Ok(self)
+    }
+
+    /// Sets the LoRA update of the projection at diffusers path `path` (for example
+    /// `down_blocks.1.attentions.0.to_q` or `mid_block.attentions.0.to_out.0`), replacing any
+    /// there. Fails when the UNet has no such projection or `delta` does not fit its shape.
+    pub fn set_lora_update(&mut self, path: &str, delta: LoraDelta<B>) -> Result<()> {
+        for (prefix, attn) in self.attention_layers_mut() {
+            for (name, layer, slot) in attn.projections_mut() {
+                if format!("{prefix}.{name}") != path {
+                    continue;
+                }
+                let [d_in, d_out] = layer.weight.dims();
+                let ([a_in, r], [_, b_out]) = (delta.lora_a.dims(), delta.lora_b.dims());
+                if (a_in, b_out) != (d_in, d_out) {
+                    return Err(Error::shape(
+                        format!("LoRA update of `{path}`"),
+                        format!("A [{d_in}, r], B [r, {d_out}]"),
+                        format!("A [{a_in}, {r}], B [{r}, {b_out}]"),
+                    ));
+                }
+                *slot = Some(delta);
+                return Ok(());
+            }
+        }
+        Err(Error::format(
+            "Kandinsky UNet LoRA",
+            format!(
+                "no attention projection `{path}` (LoRA adapts <block>.attentions.<j>.{{{}}})",
+                PROJECTION_NAMES.join(", ")
+            ),
+        ))
     }
 
     /// The network with every LoRA update folded into its layer's weights (`W + scale A B`):

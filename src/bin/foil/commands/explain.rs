@@ -9,9 +9,11 @@ use clap::{Args, ValueEnum};
 use foil::core::{Error, Result};
 use foil::models::adm::AdmConfig;
 use foil::models::dime_classifier::{DimeClassifierConfig, celeba_attribute_index};
+use foil::data::Dataset;
+use foil::diffusion::Decoder;
 use foil::pipeline::{
-    DIME_DIFFUSION_STEPS, DdpmSource, Diffusion, DiffusionFiles, ExplainConfig, MaskDime,
-    MaskDimeFiles, OracleSource, Preset,
+    DIME_DIFFUSION_STEPS, DdpmSource, Diffusion, DiffusionConfig, DiffusionFiles, ExplainConfig,
+    MaskDime, MaskDimeFiles, OracleSource, Preset, PublishedDiffusionFiles,
 };
 
 use super::{DataArgs, EditArgs, RunArgs, print_summary, results_dir};
@@ -302,10 +304,42 @@ pub struct DiffusionArgs {
     /// Oracle folder (`foil train oracle`).
     #[arg(long, default_value = "runs/oracle")]
     oracle: PathBuf,
+    /// Published oracle instead of a folder (`dime-densenet121:FILE`, `dime-tiny:FILE`); label 1
+    /// (the second class) must be the images with the attribute.
+    #[arg(
+        long,
+        value_parser = parse_classifier,
+        conflicts_with = "oracle",
+        requires = "attribute"
+    )]
+    classifier: Option<ClassifierArg>,
+    /// The attribute the classifier explains (a CelebA index or name).
+    #[arg(long, value_parser = parse_attribute, requires = "classifier")]
+    attribute: Option<usize>,
     /// Decoder folder (`foil train decoder`), with its `stats.json`.
     #[arg(long, default_value = "runs/decoder")]
     decoder: PathBuf,
-    /// Class statistics (default: <decoder>/stats.json).
+    /// The published decoder instead of a foil folder: the Kandinsky 2.2 decoder pipeline
+    /// folder as downloaded (`kandinsky-community/kandinsky-2-2-decoder`: model_index.json,
+    /// unet/, movq/, scheduler/). Runs the authors' eval.py settings (100 steps, guidance 4,
+    /// T_skip 0.9..0, lambda 2); needs --image-encoder and --stats.
+    #[arg(long, value_name = "DIR", conflicts_with = "decoder", requires_all = ["image_encoder", "stats"])]
+    kandinsky: Option<PathBuf>,
+    /// With --kandinsky: the CLIP image encoder, the Kandinsky 2.2 prior folder
+    /// (`kandinsky-community/kandinsky-2-2-prior`, with image_encoder/ and image_processor/) or
+    /// a transformers CLIP vision folder.
+    #[arg(long, value_name = "DIR", requires = "kandinsky")]
+    image_encoder: Option<PathBuf>,
+    /// With --kandinsky: a LoRA adapter of the UNet (the authors' peft folder with
+    /// adapter_config.json, or a diffusers pytorch_lora_weights.safetensors), merged on load.
+    #[arg(long, value_name = "PATH", requires = "kandinsky")]
+    lora: Option<PathBuf>,
+    /// With --kandinsky: side of the square images (a multiple of the latent factor, 64 for
+    /// the published networks).
+    #[arg(long, default_value_t = 512, requires = "kandinsky")]
+    image_size: u32,
+    /// Class statistics (default: <decoder>/stats.json; with --kandinsky: `foil stats
+    /// --image-encoder DIR` of the same encoder).
     #[arg(long)]
     stats: Option<PathBuf>,
     #[command(flatten)]
@@ -323,6 +357,22 @@ pub struct DiffusionArgs {
     /// finished inputs are skipped on rerun.
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+impl DiffusionArgs {
+    /// The oracle named: a published classifier, else the folder.
+    fn oracle(&self) -> Result<OracleSource> {
+        match (&self.classifier, self.attribute) {
+            (Some(classifier), Some(attribute)) => {
+                let source = classifier.source(attribute);
+                if let OracleSource::DimeClassifier { config, .. } = &source {
+                    config.validate()?;
+                }
+                Ok(source)
+            }
+            _ => Ok(OracleSource::Folder(self.oracle.clone())),
+        }
+    }
 }
 
 /// What `foil diffusion` conditions on.
@@ -350,7 +400,12 @@ impl MethodArg {
 /// `foil diffusion` on `device`: the networks loaded once, the set edited once per seed (the
 /// nearest-neighbour baseline: once).
 pub fn diffusion(args: DiffusionArgs, device: DeviceArg) -> Result<()> {
-    let mut config = args.edit.config()?;
+    let preset = if args.kandinsky.is_some() {
+        DiffusionConfig::published()
+    } else {
+        DiffusionConfig::default()
+    };
+    let mut config = args.edit.config_over(preset)?;
     if let Some(t_skips) = &args.t_skips {
         config.search.t_skips = t_skips.clone();
     }
@@ -363,34 +418,70 @@ pub fn diffusion(args: DiffusionArgs, device: DeviceArg) -> Result<()> {
             runs.len(),
         ));
     }
+    let oracle = args.oracle()?;
     let (train, test) = args.data.load()?;
     let name = out
         .file_name()
         .map_or("diffusion".into(), |n| n.to_string_lossy().into_owned());
-    let files = DiffusionFiles {
-        oracle: args.oracle.clone(),
-        decoder: args.decoder.clone(),
-        stats: args.stats.clone(),
-    };
     with_backend!(device, |B, dev| {
-        let diffusion = Diffusion::<<B as AutodiffBackend>::InnerBackend>::load(&files, &dev)?;
-        for (seed, out) in &runs {
-            let options = args.run.options(*seed);
-            let summary = match args.method {
-                MethodArg::Arithmetic => {
-                    let method = diffusion.arithmetic(config.clone())?;
-                    diffusion.run(&method, &test, out, &options)
-                }
-                MethodArg::TargetMean => {
-                    let method = diffusion.target_mean(config.clone())?;
-                    diffusion.run(&method, &test, out, &options)
-                }
-                MethodArg::Nearest => {
-                    diffusion.run(&diffusion.nearest(&train)?, &test, out, &options)
-                }
-            }?;
-            print_summary(&name, &summary, out);
+        type I = <B as AutodiffBackend>::InnerBackend;
+        match (&args.kandinsky, &args.image_encoder, &args.stats) {
+            (Some(decoder), Some(encoder), Some(stats)) => {
+                let files = PublishedDiffusionFiles {
+                    decoder: decoder.clone(),
+                    encoder: encoder.clone(),
+                    lora: args.lora.clone(),
+                    stats: stats.clone(),
+                    oracle: oracle.clone(),
+                    image_size: args.image_size,
+                };
+                let diffusion = Diffusion::<I, _>::load_published(&files, &dev)?;
+                run_diffusion(&diffusion, &args, &config, (&train, &test), &runs, &name)
+            }
+            _ => {
+                let files = DiffusionFiles {
+                    oracle: args.oracle.clone(),
+                    decoder: args.decoder.clone(),
+                    stats: args.stats.clone(),
+                };
+                let diffusion = Diffusion::<I>::load(&files, &dev)?;
+                run_diffusion(&diffusion, &args, &config, (&train, &test), &runs, &name)
+            }
         }
-        Ok::<(), Error>(())
     })
+}
+
+/// The runs of `foil diffusion` over loaded networks, one per seed.
+fn run_diffusion<B: burn::tensor::backend::Backend, D: Decoder<B>>(
+    diffusion: &Diffusion<B, D>,
+    args: &DiffusionArgs,
+    config: &DiffusionConfig,
+    (train, test): (&Dataset, &Dataset),
+    runs: &[(u64, PathBuf)],
+    name: &str,
+) -> Result<()> {
+    for (seed, out) in runs {
+        let options = args.run.options(*seed);
+        let summary = match args.method {
+            MethodArg::Arithmetic => {
+                let method = diffusion.arithmetic_for(config.clone(), test)?;
+                diffusion.run(&method, test, out, &options)
+            }
+            MethodArg::TargetMean => {
+                let method = diffusion.target_mean(config.clone())?;
+                diffusion.run(&method, test, out, &options)
+            }
+            MethodArg::Nearest => {
+                if train.is_empty() {
+                    return Err(Error::Empty {
+                        what: "training images for --method nearest".into(),
+                        hint: "name a dataset with --data and --classes (not --images)".into(),
+                    });
+                }
+                diffusion.run(&diffusion.nearest(train)?, test, out, &options)
+            }
+        }?;
+        print_summary(name, &summary, out);
+    }
+    Ok(())
 }

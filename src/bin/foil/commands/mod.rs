@@ -145,9 +145,10 @@ pub fn results_dir(out: Option<&Path>, name: &str) -> PathBuf {
 /// DIFFusion's edit settings, shared by `foil diffusion` and `foil teach`.
 #[derive(Debug, Clone, Args)]
 pub struct EditArgs {
-    /// Inversion and regeneration steps.
-    #[arg(long = "steps", value_name = "STEPS", default_value_t = 50)]
-    pub sampling_steps: usize,
+    /// Inversion and regeneration steps (default 50; with the published decoder 100, as the
+    /// authors' eval.py).
+    #[arg(long = "steps", value_name = "STEPS")]
+    pub sampling_steps: Option<usize>,
     /// Edit strength lambda; several (`2,3`) form a ladder: each next strength is tried on the
     /// inputs the previous ones left unflipped.
     #[arg(long, value_delimiter = ',', default_value = "2")]
@@ -158,9 +159,9 @@ pub struct EditArgs {
 }
 
 impl EditArgs {
-    /// DIFFusion's settings: these steps, strengths and guidance, the defaults' inverter and
-    /// search otherwise.
-    pub fn config(&self) -> Result<DiffusionConfig> {
+    /// DIFFusion's settings: these steps, strengths and guidance over `preset`'s (the
+    /// defaults, or [`DiffusionConfig::published`]).
+    pub fn config_over(&self, preset: DiffusionConfig) -> Result<DiffusionConfig> {
         if let Some(&bad) = self.lambda.iter().find(|l| !(l.is_finite() && **l > 0.0)) {
             return Err(Error::out_of_range("--lambda", "finite and > 0", bad));
         }
@@ -168,19 +169,23 @@ impl EditArgs {
             what: "--lambda".into(),
             hint: "give at least one edit strength".into(),
         })?;
-        let defaults = DiffusionConfig::default();
         Ok(DiffusionConfig {
-            steps: self.sampling_steps,
+            steps: self.sampling_steps.unwrap_or(preset.steps),
             inverter: EfInverterConfig {
                 target_guidance: self.guidance,
-                ..defaults.inverter
+                ..preset.inverter
             },
             search: SearchConfig {
                 lambda: *first,
-                ..defaults.search
+                ..preset.search
             },
             extra_lambdas: rest.to_vec(),
         })
+    }
+
+    /// DIFFusion's settings over the defaults (foil's own decoders).
+    pub fn config(&self) -> Result<DiffusionConfig> {
+        self.config_over(DiffusionConfig::default())
     }
 }
 
