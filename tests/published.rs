@@ -222,3 +222,116 @@ fn maskdime_runs_on_published_files() {
     assert!(!ok && stderr.contains("--attribute"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn published(name: &str) -> String {
+    format!(
+        "{}/tests/fixtures/published/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// `foil stats --image-encoder` and `foil diffusion --kandinsky` on the tiny folders in the
+/// publishers' layouts (`tools/write_published_tiny.py`), on a user's flat image folder
+/// (`--images DIR --from --to`): the statistics are cached, every input gets a result with a
+/// progress line, and the counterfactual is the published pipeline's (not the input).
+#[test]
+fn diffusion_runs_on_published_folders() {
+    let dir = temp_dir("diffusion");
+    write_folder_set(&dir.join("data"));
+    let prior = published("kandinsky-2-2-prior");
+    let stats = [
+        "stats",
+        "--data",
+        "data",
+        "--classes",
+        "plain,smiling",
+        "--image-encoder",
+        &prior,
+        "--image-size",
+        "32",
+        "--out",
+        "stats.json",
+    ];
+    let (ok, stdout, stderr) = foil(&stats, &dir);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("class statistics of"), "{stdout}");
+    let (ok, stdout, _) = foil(&stats, &dir);
+    assert!(ok && stdout.contains("up to date"), "{stdout}");
+
+    let classifier = format!("dime-tiny:{}", fixture("dime_classifier_tiny.pth"));
+    let decoder = published("kandinsky-2-2-decoder");
+    let lora = published("lora-peft");
+    let run = |size: &str, extra: &[&str]| {
+        let mut args = vec![
+            "diffusion",
+            "--kandinsky",
+            &decoder,
+            "--image-encoder",
+            &prior,
+            "--stats",
+            "stats.json",
+            "--classifier",
+            &classifier,
+            "--attribute",
+            "31",
+            "--images",
+            "data/plain",
+            "--from",
+            "plain",
+            "--to",
+            "smiling",
+            "--image-size",
+            size,
+            "--steps",
+            "4",
+            "--t-skips",
+            "0.5,0",
+        ];
+        args.extend_from_slice(extra);
+        foil(&args, &dir)
+    };
+    let (ok, stdout, stderr) = run("32", &["--out", "results/k", "--lora", &lora]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("4 explained"), "{stdout}");
+    assert_eq!(
+        stderr.matches("[").count(),
+        4,
+        "one progress line per input: {stderr}"
+    );
+    let results = read_results(&dir.join("results/k")).unwrap();
+    assert_eq!(results.len(), 4);
+    for (_, r) in &results {
+        assert_eq!(r.classes, ["plain", "smiling"]);
+        assert!(r.denoiser_calls >= 4 && r.encoder_calls == 1, "{r:?}");
+    }
+    let folder = dir.join("results/k/plain_to_smiling");
+    let key = foil::pipeline::result_key(&results[0].1.source);
+    let orig = image::open(folder.join(format!("{key}.orig.png"))).unwrap();
+    let cf = image::open(folder.join(format!("{key}.cf.png"))).unwrap();
+    assert_eq!((cf.width(), cf.height()), (SIZE * 2, SIZE * 2));
+    assert_ne!(orig.to_rgb8().into_raw(), cf.to_rgb8().into_raw());
+
+    // A side that is not a multiple of the latent factor, and a missing folder, are errors.
+    let (ok, _, stderr) = run("36", &["--out", "results/bad"]);
+    assert!(!ok && stderr.contains("multiple of"), "{stderr}");
+    let (ok, _, stderr) = foil(
+        &[
+            "diffusion",
+            "--kandinsky",
+            "nowhere",
+            "--image-encoder",
+            &prior,
+            "--stats",
+            "stats.json",
+            "--images",
+            "data/plain",
+            "--from",
+            "plain",
+            "--to",
+            "smiling",
+        ],
+        &dir,
+    );
+    assert!(!ok && stderr.contains("nowhere"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

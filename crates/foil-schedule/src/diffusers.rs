@@ -194,7 +194,7 @@ impl<'a> ConfigReader<'a> {
     }
 
     /// `key` must hold `expected` (its default when absent, which must then be `expected`).
-    pub fn expect(&mut self, key: &str, expected: Value, needs: &str) -> Result<()> {
+    pub fn require(&mut self, key: &str, expected: Value, needs: &str) -> Result<()> {
         self.one_of(key, expected.clone(), &[expected], needs)
             .map(|_| ())
     }
@@ -470,7 +470,7 @@ impl DiffusersScheduler {
                 })
             }
         };
-        r.expect(
+        r.require(
             "prediction_type",
             Value::from("epsilon"),
             "foil's steps take epsilon predictions (\"epsilon\")",
@@ -482,12 +482,12 @@ impl DiffusersScheduler {
             &[Value::Bool(false)],
             "foil's steps do not clip x0 (false; diffusers' default is true)",
         )?;
-        r.expect(
+        r.require(
             "thresholding",
             Value::Bool(false),
             "foil's steps do not threshold x0 (false)",
         )?;
-        r.expect(
+        r.require(
             "rescale_betas_zero_snr",
             Value::Bool(false),
             "foil does not rescale betas to zero terminal SNR (false)",

@@ -106,7 +106,7 @@ impl ClipVisionConfig {
         let model_type = json.get("model_type").and_then(Value::as_str);
         if model_type == Some("clip") || json.get("vision_config").is_some() {
             let mut r = ConfigReader::new(json, what)?;
-            r.expect(
+            r.require(
                 "model_type",
                 json!("clip"),
                 "a CLIP configuration (\"clip\")",
@@ -138,7 +138,7 @@ impl ClipVisionConfig {
     /// keeps the projection width at its top level).
     fn read_vision(json: &Value, what: &str, projection_dim: Option<usize>) -> Result<Self> {
         let mut r = ConfigReader::new(json, what)?;
-        r.expect(
+        r.require(
             "model_type",
             json!("clip_vision_model"),
             "a CLIP vision configuration (\"clip_vision_model\")",
@@ -167,7 +167,7 @@ impl ClipVisionConfig {
             layer_norm_eps: r.f64("layer_norm_eps", 1e-5)?,
         };
         for key in ["attention_dropout", "dropout"] {
-            r.expect(
+            r.require(
                 key,
                 json!(0.0),
                 "a training setting, accepted at its default 0.0",
@@ -279,22 +279,22 @@ impl ClipImageProcessor {
             ));
         }
         let normalize = r.bool("do_normalize", true)?;
-        r.expect(
+        r.require(
             "do_resize",
             json!(true),
             "foil's processor always resizes (true)",
         )?;
-        r.expect(
+        r.require(
             "do_center_crop",
             json!(true),
             "foil's processor always center-crops (true)",
         )?;
-        r.expect(
+        r.require(
             "resample",
             json!(3),
             "foil implements PIL's bicubic filter (3)",
         )?;
-        r.expect(
+        r.require(
             "do_rescale",
             json!(true),
             "foil's images are rescaled to [0, 1] (true)",

@@ -70,7 +70,7 @@ impl PeftLoraConfig {
     ///   false, empty); peft adds such keys with every release.
     pub fn from_config(json: &Value, what: &str) -> Result<Self> {
         let mut r = ConfigReader::new(json, what)?;
-        r.expect(
+        r.require(
             "peft_type",
             json!("LORA"),
             "foil merges LoRA adapters (\"LORA\")",
@@ -79,13 +79,13 @@ impl PeftLoraConfig {
         let lora_alpha = r.f64("lora_alpha", 8.0)?;
         let use_rslora = r.bool("use_rslora", false)?;
         let target_modules = r.raw("target_modules").cloned().unwrap_or(Value::Null);
-        r.expect(
+        r.require(
             "bias",
             json!("none"),
             "foil's LoRA layers have no bias (\"none\")",
         )?;
         for key in ["use_dora", "fan_in_fan_out", "lora_bias", "use_qalora"] {
-            r.expect(key, json!(false), "foil merges plain LoRA updates (false)")?;
+            r.require(key, json!(false), "foil merges plain LoRA updates (false)")?;
         }
         for key in [
             "rank_pattern",

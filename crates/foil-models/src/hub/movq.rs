@@ -101,13 +101,13 @@ impl MoVqConfig {
             &[json!("spatial")],
             "foil's MoVQ is the spatial-norm VQModel (\"spatial\"; diffusers' default is \"group\")",
         )?;
-        r.expect("act_fn", json!("silu"), "foil's MoVQ needs \"silu\"")?;
-        r.expect(
+        r.require("act_fn", json!("silu"), "foil's MoVQ needs \"silu\"")?;
+        r.require(
             "mid_block_add_attention",
             json!(true),
             "foil's MoVQ has mid-block attention (true)",
         )?;
-        r.expect(
+        r.require(
             "lookup_from_codebook",
             json!(false),
             "foil's MoVQ decodes latents without a codebook lookup (false)",

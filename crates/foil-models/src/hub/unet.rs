@@ -222,22 +222,22 @@ impl UNetConfig {
             }
         }
         // Informative keys, at diffusers' defaults (the values of the published decoder).
-        r.expect(
+        r.require(
             "dropout",
             json!(0.0),
             "a training setting, accepted at its default 0.0",
         )?;
-        r.expect(
+        r.require(
             "downsample_padding",
             json!(1),
             "informative for this network, accepted at its default 1",
         )?;
-        r.expect(
+        r.require(
             "attention_type",
             json!("default"),
             "informative for this network, accepted at its default \"default\"",
         )?;
-        r.expect(
+        r.require(
             "addition_embed_type_num_heads",
             json!(64),
             "informative for image addition embeddings, accepted at its default 64",
