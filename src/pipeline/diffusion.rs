@@ -129,7 +129,7 @@ impl<B: Backend> Diffusion<B, KandinskyDecoder<B>> {
             device,
         )?;
         let m = decoder.size_multiple() as u32;
-        if files.image_size == 0 || files.image_size % m != 0 {
+        if files.image_size == 0 || !files.image_size.is_multiple_of(m) {
             return Err(Error::out_of_range(
                 "image size",
                 format!("a positive multiple of {m} (the latent factor of MoVQ and the UNet)"),

@@ -135,7 +135,7 @@ impl<B: Backend> Codec<B> for KandinskyDecoder<B> {
     fn to_latents(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 4>> {
         let [_, _, h, w] = images.dims();
         let m = self.size_multiple();
-        if h % m != 0 || w % m != 0 {
+        if !h.is_multiple_of(m) || !w.is_multiple_of(m) {
             return Err(Error::shape(
                 "images for the Kandinsky 2.2 decoder",
                 format!("sides that are multiples of {m} (MoVQ's and the UNet's downscale)"),
