@@ -18,6 +18,7 @@
 //! ```
 
 mod blocks;
+pub mod flags;
 pub mod folder;
 
 use burn::module::{Module, Param};

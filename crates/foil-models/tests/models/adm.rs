@@ -361,3 +361,58 @@ fn builds_and_trains_on_an_autodiff_backend() {
     assert!(total > 10);
     assert_eq!(with_grad, total, "parameters with a gradient");
 }
+
+/// DiME's flags (its README's `MODEL_FLAGS` and `DIFFUSION_FLAGS`), as argparse strings or as
+/// JSON values, read as the DiME preset; guided-diffusion's defaults fill the rest.
+#[test]
+fn guided_diffusion_flags_read_as_dime_and_refuse_what_foil_cannot_run() {
+    use foil_models::adm::flags::GuidedDiffusionFlags;
+    use serde_json::json;
+    let dime = json!({
+        "attention_resolutions": "32,16,8", "class_cond": "False", "learn_sigma": "True",
+        "num_channels": "128", "num_heads": "4", "num_res_blocks": "2",
+        "resblock_updown": "True", "use_fp16": "False", "use_scale_shift_norm": "True",
+        "image_size": "128", "diffusion_steps": "500", "noise_schedule": "linear",
+        "timestep_respacing": "200", "num_head_channels": -1, "dropout": 0.0
+    });
+    let flags = GuidedDiffusionFlags::from_json(&dime, "flags.json").unwrap();
+    assert_eq!(flags.config, AdmConfig::dime_celeba128());
+    assert_eq!(flags.diffusion_steps, Some(500));
+    let typed = json!({
+        "attention_resolutions": "32,16,8", "class_cond": false, "learn_sigma": true,
+        "num_channels": 128, "num_heads": 4, "num_res_blocks": 2, "resblock_updown": true,
+        "use_scale_shift_norm": true, "image_size": 128
+    });
+    let flags = GuidedDiffusionFlags::from_json(&typed, "flags.json").unwrap();
+    assert_eq!(flags.config, AdmConfig::dime_celeba128());
+    assert_eq!(flags.diffusion_steps, None);
+    // An explicit channel_mult, class conditioning.
+    let mut cond = typed.clone();
+    cond["channel_mult"] = json!("1,2,2,2");
+    cond["class_cond"] = json!(true);
+    let flags = GuidedDiffusionFlags::from_json(&cond, "flags.json").unwrap();
+    assert_eq!(flags.config.channel_mult, vec![1.0, 2.0, 2.0, 2.0]);
+    assert_eq!(flags.config.num_classes, Some(1000));
+    for (key, value, named) in [
+        ("noise_schedule", json!("cosine"), "noise_schedule"),
+        ("predict_xstart", json!("True"), "predict_xstart"),
+        ("learning_rate", json!(1e-4), "learning_rate"),
+        (
+            "attention_resolutions",
+            json!("32,7"),
+            "attention_resolutions",
+        ),
+        ("image_size", json!(96), "channel_mult"),
+        ("num_channels", json!("wide"), "num_channels"),
+    ] {
+        let mut bad = typed.clone();
+        bad[key] = value;
+        let err = GuidedDiffusionFlags::from_json(&bad, "flags.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(named) && err.contains("flags.json"),
+            "{key}: {err}"
+        );
+    }
+}
