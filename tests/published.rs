@@ -335,3 +335,183 @@ fn diffusion_runs_on_published_folders() {
     assert!(!ok && stderr.contains("nowhere"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--ddpm-config FILE.json`: guided-diffusion's flags describe the checkpoint's network (here
+/// the tiny ADM's), and a flag foil cannot honour is refused by name.
+#[test]
+fn maskdime_reads_guided_diffusion_flags() {
+    let dir = temp_dir("flags");
+    write_folder_set(&dir.join("data"));
+    let flags = r#"{"image_size": "16", "num_channels": "32", "num_res_blocks": "1",
+        "attention_resolutions": "8", "channel_mult": "1,1", "num_heads": "1",
+        "num_head_channels": "16", "learn_sigma": "True", "use_scale_shift_norm": "True",
+        "resblock_updown": "True", "class_cond": "False", "diffusion_steps": "500"}"#;
+    std::fs::write(dir.join("flags.json"), flags).unwrap();
+    std::fs::write(
+        dir.join("cosine.json"),
+        flags.replace(
+            r#""diffusion_steps": "500""#,
+            r#""noise_schedule": "cosine""#,
+        ),
+    )
+    .unwrap();
+    let adm = fixture("adm_tiny.safetensors");
+    let classifier = format!("dime-tiny:{}", fixture("dime_classifier_tiny.pth"));
+    let run = |config: &str| {
+        let args = [
+            "maskdime",
+            "--data",
+            "data",
+            "--classes",
+            "plain,smiling",
+            "--test-fraction",
+            "0.5",
+            "--ddpm-checkpoint",
+            &adm,
+            "--ddpm-config",
+            config,
+            "--classifier",
+            &classifier,
+            "--attribute",
+            "31",
+            "--respaced-steps",
+            "10",
+            "--tau",
+            "3",
+            "--scales",
+            "8",
+            "--out",
+            "results/flags",
+        ];
+        foil(&args, &dir)
+    };
+    let (ok, stdout, stderr) = run("flags.json");
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("4 explained"), "{stdout}");
+    let (ok, _, stderr) = run("cosine.json");
+    assert!(!ok && stderr.contains("noise_schedule"), "{stderr}");
+    let (ok, _, stderr) = run("wide");
+    assert!(!ok && stderr.contains("FILE.json"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `foil maskdime --classifier resnet18:FILE --logits I,J` on the tiny DDPM checkpoint: a
+/// torchvision state dict (`classifiers_resnet.safetensors`, torchvision's `resnet18` at width
+/// 4 with 3 classes, recorded by `tools/record_classifiers.py`) as the classifier under
+/// explanation, without --attribute. Every input gets its results; the prediction recorded is
+/// the arg-max of the pair's two logits (ImageNet normalisation inside); misuse is a typed error.
+#[test]
+fn maskdime_explains_a_torchvision_classifier() {
+    use foil::core::Classifier;
+    use foil::models::torchvision::{Logits, TorchvisionArch, TorchvisionClassifier};
+
+    let dir = temp_dir("torchvision");
+    write_folder_set(&dir.join("data"));
+    let adm = fixture("adm_tiny.safetensors");
+    let file = fixture("classifiers_resnet.safetensors");
+    let classifier = format!("resnet18:{file}");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "maskdime",
+            "--data",
+            "data",
+            "--classes",
+            "plain,smiling",
+            "--test-fraction",
+            "0.5",
+            "--ddpm-checkpoint",
+            &adm,
+            "--ddpm-config",
+            "tiny",
+            "--classifier",
+            &classifier,
+            "--respaced-steps",
+            "10",
+            "--tau",
+            "3",
+            "--scales",
+            "8",
+        ];
+        args.extend_from_slice(extra);
+        foil(&args, &dir)
+    };
+
+    let (ok, stdout, stderr) = run(&["--logits", "2,0", "--out", "results/torchvision"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("4 explained"), "{stdout}");
+    let results = read_results(&dir.join("results/torchvision")).unwrap();
+    assert_eq!(results.len(), 4);
+    let net = TorchvisionClassifier::<NdArray>::load_file(
+        TorchvisionArch::Resnet18,
+        &file,
+        Logits::Pair([2, 0]),
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!((net.num_outputs(), net.num_logits()), (3, 2));
+    let (mode, resize) = image_mode(SIZE);
+    for (json, item) in &results {
+        let folder = json.parent().unwrap();
+        let stem = json.file_stem().unwrap().to_string_lossy();
+        let m1 = item.m1.as_ref().expect("MaskDiME writes M1");
+        assert!(folder.join(&m1.file).exists());
+        let orig = image::open(folder.join(format!("{stem}.orig.png"))).unwrap();
+        let x = images_to_tensor::<NdArray>(
+            &[DynamicImage::from(orig.to_rgb8())],
+            mode,
+            resize,
+            &Default::default(),
+        )
+        .unwrap();
+        // Logit 2 stands for label 0 (plain), logit 0 for label 1 (smiling).
+        let all = foil::core::tensor::to_vec_f32(&net.all_logits(x.clone()).unwrap()).unwrap();
+        let predicted = usize::from(all[0] > all[2]);
+        assert_eq!(predicted_labels(&net, x).unwrap()[0], predicted);
+        assert_eq!(item.predicted, predicted, "{}", json.display());
+        assert_eq!(item.to, 1 - predicted, "{}", json.display());
+        assert_eq!(item.classes, ["plain".to_string(), "smiling".to_string()]);
+    }
+
+    // A 3-class head without --logits, an index past it, --attribute with a torchvision
+    // classifier, --logits with --attribute, an architecture foil does not build.
+    let (ok, _, stderr) = run(&["--out", "results/e1"]);
+    assert!(
+        !ok && stderr.contains("3 logits")
+            && stderr.contains("--logits")
+            && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = run(&["--logits", "0,3", "--out", "results/e2"]);
+    assert!(
+        !ok && stderr.contains("classifiers_resnet.safetensors")
+            && stderr.contains("3 logits")
+            && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = run(&["--attribute", "31", "--out", "results/e3"]);
+    assert!(
+        !ok && stderr.contains("--attribute") && stderr.contains("--logits"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = run(&["--logits", "0,1", "--attribute", "31"]);
+    assert!(!ok && stderr.contains("cannot be used with"), "{stderr}");
+    let (ok, _, stderr) = run(&["--logits", "1,1"]);
+    assert!(!ok && stderr.contains("two different"), "{stderr}");
+    let (ok, _, stderr) = foil(
+        &[
+            "maskdime",
+            "--classes",
+            "plain,smiling",
+            "--classifier",
+            "resnet50:x.pth",
+            "--logits",
+            "0,1",
+        ],
+        &dir,
+    );
+    assert!(
+        !ok && stderr.contains("resnet18") && stderr.contains("mobilenet_v2"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -240,6 +240,15 @@ impl<B: AutodiffBackend> MaskDime<B> {
                     ));
                 }
             }
+            LoadedOracle::Torchvision(net) => {
+                if (image_size as usize) < net.min_input_size() {
+                    return Err(Error::out_of_range(
+                        format!("DDPM image size for torchvision's {}", net.arch()),
+                        format!("at least its minimum input size, {}", net.min_input_size()),
+                        image_size,
+                    ));
+                }
+            }
         }
         let perceptual = match &files.perceptual {
             Some((file, layers)) => Some(Vgg19Perceptual::<B>::load_file(

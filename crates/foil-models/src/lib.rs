@@ -20,6 +20,9 @@
 //!   records) and their JSON helpers;
 //! - [`oracle`]: the oracle folder, an ensemble of one-logit torchvision classifiers, and
 //!   [`adm::folder`] the DDPM folder;
+//! - [`torchvision`]: a torchvision ResNet / DenseNet / EfficientNet / MobileNet-V2 state dict
+//!   as the classifier under explanation (widths and head read from the file, ImageNet
+//!   normalisation inside, one logit or a chosen pair of a multi-class head);
 //! - [`lora`]: LoRA adapters for linear layers, chosen by module path, and their merge;
 //! - [`vgg`]: torchvision's VGG16 feature stack, LPIPS's other backbone, and VGG-19's, truncated
 //!   at any module (`features[:18]` by default) and wrapped as the perceptual loss network of
@@ -73,5 +76,6 @@ pub mod mobilenet;
 pub mod numpy_pickle;
 pub mod oracle;
 pub mod resnet;
+pub mod torchvision;
 pub mod vgg;
 pub mod weights;

@@ -1,6 +1,8 @@
 //! The oracle folder: one or more one-logit torchvision classifiers (ResNet-18, MobileNet-V2,
 //! EfficientNet-B0 at a chosen width, `[-1, 1]` input) joined as DIFFusion's mean-of-sigmoids
-//! [`Ensemble`], described by an [`OracleSpec`] beside one record per member.
+//! [`Ensemble`], described by an [`OracleSpec`] beside one record per member; and
+//! [`OracleSource`] / [`LoadedOracle`], any classifier under explanation: such a folder, DiME's
+//! CelebA classifier or a torchvision state dict ([`crate::torchvision`]).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -17,6 +19,7 @@ use crate::ensemble::Ensemble;
 use crate::folder::{Format, ModelSpec, load_record, load_spec};
 use crate::mobilenet::MobileNetV2Config;
 use crate::resnet::ResNetConfig;
+use crate::torchvision::{Logits, TorchvisionArch, TorchvisionClassifier};
 
 /// A classifier architecture (torchvision's, with one logit and `[-1, 1]` input).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,7 +225,8 @@ impl ModelSpec for OracleSpec {
     }
 }
 
-/// Where an oracle is: a foil oracle folder or DiME's published classifier.
+/// Where an oracle is: a foil oracle folder, DiME's published classifier or a torchvision
+/// classifier's state dict.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OracleSource {
     /// An oracle folder (`foil train oracle`): the data's classes must be the ones it was
@@ -238,6 +242,19 @@ pub enum OracleSource {
         /// The network and the explained attribute ([`DimeClassifierConfig::celeba`]).
         config: DimeClassifierConfig,
     },
+    /// A torchvision classifier's state dict (see [`crate::torchvision`]: widths and head read
+    /// from the file, ImageNet normalisation inside), explaining the class pair `logits`
+    /// stand for. It has no class names: the data's first class (label 0) must be logit
+    /// `i`'s, the second `j`'s ([`Logits::Pair`]), or, for a one-logit head, the second the
+    /// images whose logit is above 0 ([`Logits::One`]).
+    Torchvision {
+        /// The architecture.
+        arch: TorchvisionArch,
+        /// The state-dict file (safetensors or PyTorch).
+        file: PathBuf,
+        /// The logits of the class pair.
+        logits: Logits,
+    },
 }
 
 impl OracleSource {
@@ -249,13 +266,22 @@ impl OracleSource {
         }
     }
 
+    /// A torchvision classifier `arch` from the state dict `file`, explaining `logits`.
+    pub fn torchvision(arch: TorchvisionArch, file: impl Into<PathBuf>, logits: Logits) -> Self {
+        Self::Torchvision {
+            arch,
+            file: file.into(),
+            logits,
+        }
+    }
+
     /// Whether this is a published network (not a foil model folder).
     pub fn is_published(&self) -> bool {
         !matches!(self, Self::Folder(_))
     }
 }
 
-/// An oracle, loaded: a foil ensemble or DiME's classifier.
+/// An oracle, loaded: a foil ensemble, DiME's classifier or a torchvision classifier.
 pub enum LoadedOracle<B: Backend> {
     /// A foil oracle folder's ensemble, with its spec (classes, image size).
     Folder {
@@ -266,6 +292,8 @@ pub enum LoadedOracle<B: Backend> {
     },
     /// DiME's CelebA classifier (one logit: the explained attribute's).
     Dime(Box<DimeClassifier<B>>),
+    /// A torchvision classifier (one logit, or the class pair's two).
+    Torchvision(Box<TorchvisionClassifier<B>>),
 }
 
 impl<B: Backend> LoadedOracle<B> {
@@ -279,6 +307,9 @@ impl<B: Backend> LoadedOracle<B> {
             OracleSource::DimeClassifier { file, config } => {
                 Ok(Self::Dime(Box::new(config.load_file::<B>(file, device)?)))
             }
+            OracleSource::Torchvision { arch, file, logits } => Ok(Self::Torchvision(Box::new(
+                TorchvisionClassifier::load_file(*arch, file, *logits, device)?,
+            ))),
         }
     }
 
@@ -286,12 +317,24 @@ impl<B: Backend> LoadedOracle<B> {
     pub fn spec(&self) -> Option<&OracleSpec> {
         match self {
             Self::Folder { spec, .. } => Some(spec),
-            Self::Dime(_) => None,
+            Self::Dime(_) | Self::Torchvision(_) => None,
+        }
+    }
+
+    /// The smallest input height and width a published classifier accepts (DenseNets: their
+    /// [`crate::densenet::DenseNet::min_input_size`]); `None` for a folder oracle, which takes
+    /// its spec's image size.
+    pub fn min_input_size(&self) -> Option<usize> {
+        match self {
+            Self::Folder { .. } => None,
+            Self::Dime(net) => Some(net.min_input_size()),
+            Self::Torchvision(net) => Some(net.min_input_size()),
         }
     }
 
     /// Checks that `names` are the classes a folder oracle was trained on, in order; a published
-    /// classifier has no class names (label 1: its attribute present) and accepts any pair.
+    /// classifier has no class names (label 1: its attribute present, or the second logit of
+    /// its pair) and accepts any pair.
     pub fn check_classes(&self, names: &[String]) -> Result<()> {
         match self.spec() {
             Some(spec) => spec.check_classes(names),
@@ -305,6 +348,7 @@ impl<B: Backend> Classifier<B> for LoadedOracle<B> {
         match self {
             Self::Folder { net, .. } => net.num_logits(),
             Self::Dime(net) => net.num_logits(),
+            Self::Torchvision(net) => net.num_logits(),
         }
     }
 
@@ -312,6 +356,7 @@ impl<B: Backend> Classifier<B> for LoadedOracle<B> {
         match self {
             Self::Folder { net, .. } => net.logits(images),
             Self::Dime(net) => net.logits(images),
+            Self::Torchvision(net) => net.logits(images),
         }
     }
 }

@@ -10,6 +10,7 @@ mod kandinsky_movq;
 mod kandinsky_unet;
 mod lora;
 mod numpy_pickle;
+mod torchvision_oracle;
 mod vgg19;
 mod weight_files;
 mod weights;

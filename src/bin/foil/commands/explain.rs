@@ -7,10 +7,12 @@ use std::path::PathBuf;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, ValueEnum};
 use foil::core::{Error, Result};
-use foil::models::adm::AdmConfig;
-use foil::models::dime_classifier::{DimeClassifierConfig, celeba_attribute_index};
 use foil::data::Dataset;
 use foil::diffusion::Decoder;
+use foil::models::adm::AdmConfig;
+use foil::models::adm::flags::GuidedDiffusionFlags;
+use foil::models::dime_classifier::{DimeClassifierConfig, celeba_attribute_index};
+use foil::models::torchvision::{Logits, TorchvisionArch};
 use foil::pipeline::{
     DIME_DIFFUSION_STEPS, DdpmSource, Diffusion, DiffusionConfig, DiffusionFiles, ExplainConfig,
     MaskDime, MaskDimeFiles, OracleSource, Preset, PublishedDiffusionFiles,
@@ -60,28 +62,40 @@ pub struct MaskdimeArgs {
     /// explained at its configuration's image size.
     #[arg(long, value_name = "FILE", conflicts_with = "ddpm")]
     ddpm_checkpoint: Option<PathBuf>,
-    /// The checkpoint's network: `dime-celeba128` (DiME's CelebA 128 px UNet, the default) or
-    /// `tiny` (16 px, for tests).
-    #[arg(long, value_enum, requires = "ddpm_checkpoint")]
+    /// The checkpoint's network: `dime-celeba128` (DiME's CelebA 128 px UNet, the default),
+    /// `tiny` (16 px, for tests), or `FILE.json`, guided-diffusion's flags as a JSON object
+    /// (`{"image_size": 256, "num_channels": 256, "attention_resolutions": "32,16,8", ...}`).
+    #[arg(long, value_parser = parse_ddpm_config, requires = "ddpm_checkpoint")]
     ddpm_config: Option<DdpmConfigArg>,
     /// Diffusion steps the checkpoint was trained with (guided-diffusion's linear betas;
-    /// default 500, DiME's).
+    /// default: the flags file's `diffusion_steps`, else 500, DiME's).
     #[arg(long, requires = "ddpm_checkpoint")]
     diffusion_steps: Option<usize>,
-    /// Published oracle instead of a folder: DiME's CelebA classifier, `dime-densenet121:FILE`
-    /// (the authors' `classifier.pth`) or `dime-tiny:FILE` (tests). It has no class names:
-    /// label 1 (the second of --classes) must be the images with the attribute.
-    #[arg(
-        long,
-        value_parser = parse_classifier,
-        conflicts_with = "oracle",
-        requires = "attribute"
-    )]
+    /// Published classifier under explanation instead of an oracle folder, ARCH:FILE.
+    /// DiME's CelebA classifier, `dime-densenet121:FILE` (the authors' `classifier.pth`) or
+    /// `dime-tiny:FILE` (tests), needs --attribute; label 1 (the second of --classes) must be
+    /// the images with the attribute. A torchvision state dict (`.pth`, `.pt`, `.bin` or
+    /// safetensors; `module.` or a `state_dict` / `model` wrapper tolerated), ARCH one of
+    /// resnet18, resnet34, densenet121, densenet161, densenet169, densenet201,
+    /// efficientnet_b0, efficientnet_b1, mobilenet_v2: widths and head read from the file,
+    /// ImageNet normalisation applied; a multi-class head needs --logits.
+    #[arg(long, value_name = "ARCH:FILE", value_parser = parse_classifier, conflicts_with = "oracle")]
     classifier: Option<ClassifierArg>,
-    /// The attribute the classifier explains: a CelebA index (0 to 39; the authors' scripts:
-    /// 31, Smiling) or name (`Smiling`).
+    /// With a DiME classifier: the attribute it explains, a CelebA index (0 to 39; the
+    /// authors' scripts: 31, Smiling) or name (`Smiling`).
     #[arg(long, value_parser = parse_attribute, requires = "classifier")]
     attribute: Option<usize>,
+    /// With a torchvision classifier of a multi-class head: the logits of the class pair, I,J
+    /// (logit I stands for the first of --classes, J for the second; the label is their
+    /// arg-max). Without it the head must have one logit (label 1: logit above 0).
+    #[arg(
+        long,
+        value_name = "I,J",
+        value_parser = parse_logits,
+        requires = "classifier",
+        conflicts_with = "attribute"
+    )]
+    logits: Option<[usize; 2]>,
     /// Sampler preset.
     #[arg(long, value_enum, default_value = "maskdime")]
     preset: PresetArg,
@@ -122,20 +136,38 @@ pub enum PerceptualArg {
 }
 
 /// A `--ddpm-checkpoint` network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum DdpmConfigArg {
     /// DiME's unconditional CelebA 128 px UNet (`AdmConfig::dime_celeba128`).
     DimeCeleba128,
     /// A tiny 16 px UNet with DiME's switches (`AdmConfig::tiny`, for tests).
     Tiny,
+    /// A JSON file of guided-diffusion's flags (`GuidedDiffusionFlags`).
+    Flags(PathBuf),
+}
+
+fn parse_ddpm_config(s: &str) -> std::result::Result<DdpmConfigArg, String> {
+    match s {
+        "dime-celeba128" => Ok(DdpmConfigArg::DimeCeleba128),
+        "tiny" => Ok(DdpmConfigArg::Tiny),
+        file if file.ends_with(".json") => Ok(DdpmConfigArg::Flags(PathBuf::from(file))),
+        other => Err(format!(
+            "expected dime-celeba128, tiny or a JSON file of guided-diffusion's flags \
+             (FILE.json), found {other:?}"
+        )),
+    }
 }
 
 impl DdpmConfigArg {
-    /// The network's hyper-parameters.
-    fn config(self) -> AdmConfig {
+    /// The network's hyper-parameters and, from a flags file, its diffusion steps.
+    fn config(&self) -> Result<(AdmConfig, Option<usize>)> {
         match self {
-            DdpmConfigArg::DimeCeleba128 => AdmConfig::dime_celeba128(),
-            DdpmConfigArg::Tiny => AdmConfig::tiny(),
+            DdpmConfigArg::DimeCeleba128 => Ok((AdmConfig::dime_celeba128(), None)),
+            DdpmConfigArg::Tiny => Ok((AdmConfig::tiny(), None)),
+            DdpmConfigArg::Flags(file) => {
+                let flags = GuidedDiffusionFlags::from_file(file)?;
+                Ok((flags.config, flags.diffusion_steps))
+            }
         }
     }
 }
@@ -147,33 +179,83 @@ pub enum ClassifierArg {
     DimeDensenet121(PathBuf),
     /// Its tiny twin (tests).
     DimeTiny(PathBuf),
+    /// A torchvision classifier's state dict.
+    Torchvision(TorchvisionArch, PathBuf),
 }
 
 impl ClassifierArg {
-    /// The oracle source explaining `attribute`.
-    fn source(&self, attribute: usize) -> OracleSource {
-        let (file, config) = match self {
-            ClassifierArg::DimeDensenet121(file) => (file, DimeClassifierConfig::celeba(attribute)),
-            ClassifierArg::DimeTiny(file) => (file, DimeClassifierConfig::tiny(attribute)),
+    /// The oracle source: a DiME classifier explaining `attribute` (checked against its head),
+    /// a torchvision classifier explaining the pair `logits` (none: a one-logit head). A flag
+    /// the classifier does not take, or a missing --attribute, is an error naming the flag.
+    fn source(&self, attribute: Option<usize>, logits: Option<[usize; 2]>) -> Result<OracleSource> {
+        let dime = |file: &PathBuf, config: fn(usize) -> DimeClassifierConfig| {
+            if logits.is_some() {
+                return Err(Error::format(
+                    "--logits",
+                    "is for torchvision classifiers; DiME's classifier explains --attribute",
+                ));
+            }
+            let attribute = attribute.ok_or_else(|| {
+                Error::out_of_range(
+                    "--attribute",
+                    "given with DiME's classifier: the CelebA attribute it explains, an index \
+                     (31) or a name (Smiling)",
+                    "none",
+                )
+            })?;
+            let config = config(attribute);
+            config.validate()?;
+            Ok(OracleSource::DimeClassifier {
+                file: file.clone(),
+                config,
+            })
         };
-        OracleSource::DimeClassifier {
-            file: file.clone(),
-            config,
+        match self {
+            ClassifierArg::DimeDensenet121(file) => dime(file, DimeClassifierConfig::celeba),
+            ClassifierArg::DimeTiny(file) => dime(file, DimeClassifierConfig::tiny),
+            ClassifierArg::Torchvision(arch, file) => {
+                if let Some(attribute) = attribute {
+                    return Err(Error::out_of_range(
+                        "--attribute",
+                        format!(
+                            "absent with a torchvision classifier ({arch}): name its class \
+                             pair's logits with --logits I,J"
+                        ),
+                        attribute,
+                    ));
+                }
+                let logits = logits.map_or(Logits::One, Logits::Pair);
+                Ok(OracleSource::torchvision(*arch, file.clone(), logits))
+            }
         }
     }
 }
 
 fn parse_classifier(s: &str) -> std::result::Result<ClassifierArg, String> {
+    let expected = || {
+        format!(
+            "expected dime-densenet121:FILE (DiME's CelebA classifier), dime-tiny:FILE or \
+             ARCH:FILE with ARCH a torchvision architecture ({}), found {s:?}",
+            TorchvisionArch::NAMES.join(", ")
+        )
+    };
     match s.split_once(':') {
-        Some(("dime-densenet121", file)) if !file.is_empty() => {
-            Ok(ClassifierArg::DimeDensenet121(PathBuf::from(file)))
-        }
-        Some(("dime-tiny", file)) if !file.is_empty() => {
-            Ok(ClassifierArg::DimeTiny(PathBuf::from(file)))
-        }
+        Some((_, "")) | None => Err(expected()),
+        Some(("dime-densenet121", file)) => Ok(ClassifierArg::DimeDensenet121(PathBuf::from(file))),
+        Some(("dime-tiny", file)) => Ok(ClassifierArg::DimeTiny(PathBuf::from(file))),
+        Some((arch, file)) => match arch.parse::<TorchvisionArch>() {
+            Ok(arch) => Ok(ClassifierArg::Torchvision(arch, PathBuf::from(file))),
+            Err(_) => Err(expected()),
+        },
+    }
+}
+
+/// `--logits I,J`: two different logit indices.
+fn parse_logits(s: &str) -> std::result::Result<[usize; 2], String> {
+    match s.parse::<Logits>() {
+        Ok(Logits::Pair(pair)) => Ok(pair),
         _ => Err(format!(
-            "expected dime-densenet121:FILE (DiME's CelebA classifier) or dime-tiny:FILE, \
-             found {s:?}"
+            "expected two different logit indices I,J (the class pair's), found {s:?}"
         )),
     }
 }
@@ -242,29 +324,29 @@ impl MaskdimeArgs {
         self.ddpm_checkpoint.is_some() || self.classifier.is_some()
     }
 
-    /// Where the networks are; a published classifier's attribute is checked here, before any
-    /// data is read.
+    /// Where the networks are; a published classifier's attribute or logits are checked here,
+    /// before any data is read.
     fn files(&self) -> Result<MaskDimeFiles> {
-        let oracle = match (&self.classifier, self.attribute) {
-            (Some(classifier), Some(attribute)) => {
-                let source = classifier.source(attribute);
-                if let OracleSource::DimeClassifier { config, .. } = &source {
-                    config.validate()?;
-                }
-                source
-            }
-            // clap: --classifier requires --attribute.
-            _ => OracleSource::Folder(self.oracle.clone()),
+        let oracle = match &self.classifier {
+            Some(classifier) => classifier.source(self.attribute, self.logits)?,
+            None => OracleSource::Folder(self.oracle.clone()),
         };
         let ddpm = match &self.ddpm_checkpoint {
-            Some(file) => DdpmSource::Checkpoint {
-                file: file.clone(),
-                config: self
+            Some(file) => {
+                let (config, flag_steps) = self
                     .ddpm_config
+                    .clone()
                     .unwrap_or(DdpmConfigArg::DimeCeleba128)
-                    .config(),
-                diffusion_steps: self.diffusion_steps.unwrap_or(DIME_DIFFUSION_STEPS),
-            },
+                    .config()?;
+                DdpmSource::Checkpoint {
+                    file: file.clone(),
+                    config,
+                    diffusion_steps: self
+                        .diffusion_steps
+                        .or(flag_steps)
+                        .unwrap_or(DIME_DIFFUSION_STEPS),
+                }
+            }
             None => DdpmSource::Folder(self.ddpm.clone()),
         };
         Ok(MaskDimeFiles {
@@ -304,18 +386,27 @@ pub struct DiffusionArgs {
     /// Oracle folder (`foil train oracle`).
     #[arg(long, default_value = "runs/oracle")]
     oracle: PathBuf,
-    /// Published oracle instead of a folder (`dime-densenet121:FILE`, `dime-tiny:FILE`); label 1
-    /// (the second class) must be the images with the attribute.
-    #[arg(
-        long,
-        value_parser = parse_classifier,
-        conflicts_with = "oracle",
-        requires = "attribute"
-    )]
+    /// Published oracle instead of a folder, ARCH:FILE: DiME's classifier
+    /// (`dime-densenet121:FILE`, `dime-tiny:FILE`; needs --attribute, label 1, the second
+    /// class, must be the images with the attribute) or a torchvision state dict (ARCH one of
+    /// resnet18, resnet34, densenet121, densenet161, densenet169, densenet201,
+    /// efficientnet_b0, efficientnet_b1, mobilenet_v2; ImageNet normalisation applied; a
+    /// multi-class head needs --logits).
+    #[arg(long, value_name = "ARCH:FILE", value_parser = parse_classifier, conflicts_with = "oracle")]
     classifier: Option<ClassifierArg>,
-    /// The attribute the classifier explains (a CelebA index or name).
+    /// With a DiME classifier: the attribute it explains (a CelebA index or name).
     #[arg(long, value_parser = parse_attribute, requires = "classifier")]
     attribute: Option<usize>,
+    /// With a torchvision classifier of a multi-class head: the logits of the class pair, I,J
+    /// (logit I stands for the first class, J for the second).
+    #[arg(
+        long,
+        value_name = "I,J",
+        value_parser = parse_logits,
+        requires = "classifier",
+        conflicts_with = "attribute"
+    )]
+    logits: Option<[usize; 2]>,
     /// Decoder folder (`foil train decoder`), with its `stats.json`.
     #[arg(long, default_value = "runs/decoder")]
     decoder: PathBuf,
@@ -362,15 +453,9 @@ pub struct DiffusionArgs {
 impl DiffusionArgs {
     /// The oracle named: a published classifier, else the folder.
     fn oracle(&self) -> Result<OracleSource> {
-        match (&self.classifier, self.attribute) {
-            (Some(classifier), Some(attribute)) => {
-                let source = classifier.source(attribute);
-                if let OracleSource::DimeClassifier { config, .. } = &source {
-                    config.validate()?;
-                }
-                Ok(source)
-            }
-            _ => Ok(OracleSource::Folder(self.oracle.clone())),
+        match &self.classifier {
+            Some(classifier) => classifier.source(self.attribute, self.logits),
+            None => Ok(OracleSource::Folder(self.oracle.clone())),
         }
     }
 }
