@@ -10,8 +10,8 @@ use burn::tensor::backend::Backend;
 use foil_core::{Error, ImageEncoder, Result};
 use foil_data::Dataset;
 use foil_diffusion::{
-    Decoder, DiffusionConfig, DiffusionMethod, Editor, EmbeddingDecoder, KandinskyDecoder,
-    Nearest, STATS_FILE, TargetMean, load_decoder,
+    Decoder, DiffusionConfig, DiffusionMethod, Editor, EmbeddingDecoder, KandinskyDecoder, Nearest,
+    STATS_FILE, TargetMean, load_decoder,
 };
 use foil_embed::ClassStats;
 use foil_models::oracle::{LoadedOracle, OracleSource};
