@@ -46,31 +46,12 @@ impl From<PresetArg> for Preset {
     }
 }
 
-/// `foil maskdime` arguments.
+/// The oracle every explaining command names: a foil oracle folder, or a published classifier.
 #[derive(Debug, Args)]
-pub struct MaskdimeArgs {
-    #[command(flatten)]
-    data: DataArgs,
+pub struct OracleArgs {
     /// Oracle folder (`foil train oracle`).
     #[arg(long, default_value = "runs/oracle")]
     oracle: PathBuf,
-    /// DDPM folder (`foil train ddpm`).
-    #[arg(long, default_value = "runs/ddpm")]
-    ddpm: PathBuf,
-    /// Published DDPM instead of a folder: a guided-diffusion checkpoint (`.pt`, `.pth` or
-    /// safetensors, names with or without `module.`), such as DiME's CelebA DDPM. The set is
-    /// explained at its configuration's image size.
-    #[arg(long, value_name = "FILE", conflicts_with = "ddpm")]
-    ddpm_checkpoint: Option<PathBuf>,
-    /// The checkpoint's network: `dime-celeba128` (DiME's CelebA 128 px UNet, the default),
-    /// `tiny` (16 px, for tests), or `FILE.json`, guided-diffusion's flags as a JSON object
-    /// (`{"image_size": 256, "num_channels": 256, "attention_resolutions": "32,16,8", ...}`).
-    #[arg(long, value_parser = parse_ddpm_config, requires = "ddpm_checkpoint")]
-    ddpm_config: Option<DdpmConfigArg>,
-    /// Diffusion steps the checkpoint was trained with (guided-diffusion's linear betas;
-    /// default: the flags file's `diffusion_steps`, else 500, DiME's).
-    #[arg(long, requires = "ddpm_checkpoint")]
-    diffusion_steps: Option<usize>,
     /// Published classifier under explanation instead of an oracle folder, ARCH:FILE.
     /// DiME's CelebA classifier, `dime-densenet121:FILE` (the authors' `classifier.pth`) or
     /// `dime-tiny:FILE` (tests), needs --attribute; label 1 (the second of --classes) must be
@@ -96,6 +77,43 @@ pub struct MaskdimeArgs {
         conflicts_with = "attribute"
     )]
     logits: Option<[usize; 2]>,
+}
+
+impl OracleArgs {
+    /// The oracle named: the published classifier (its attribute or logits checked here, before
+    /// any data is read), else the folder.
+    fn source(&self) -> Result<OracleSource> {
+        match &self.classifier {
+            Some(classifier) => classifier.source(self.attribute, self.logits),
+            None => Ok(OracleSource::Folder(self.oracle.clone())),
+        }
+    }
+}
+
+/// `foil maskdime` arguments.
+#[derive(Debug, Args)]
+pub struct MaskdimeArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    oracle: OracleArgs,
+    /// DDPM folder (`foil train ddpm`).
+    #[arg(long, default_value = "runs/ddpm")]
+    ddpm: PathBuf,
+    /// Published DDPM instead of a folder: a guided-diffusion checkpoint (`.pt`, `.pth` or
+    /// safetensors, names with or without `module.`), such as DiME's CelebA DDPM. The set is
+    /// explained at its configuration's image size.
+    #[arg(long, value_name = "FILE", conflicts_with = "ddpm")]
+    ddpm_checkpoint: Option<PathBuf>,
+    /// The checkpoint's network: `dime-celeba128` (DiME's CelebA 128 px UNet, the default),
+    /// `tiny` (16 px, for tests), or `FILE.json`, guided-diffusion's flags as a JSON object
+    /// (`{"image_size": 256, "num_channels": 256, "attention_resolutions": "32,16,8", ...}`).
+    #[arg(long, value_parser = parse_ddpm_config, requires = "ddpm_checkpoint")]
+    ddpm_config: Option<DdpmConfigArg>,
+    /// Diffusion steps the checkpoint was trained with (guided-diffusion's linear betas;
+    /// default: the flags file's `diffusion_steps`, else 500, DiME's).
+    #[arg(long, requires = "ddpm_checkpoint")]
+    diffusion_steps: Option<usize>,
     /// Sampler preset.
     #[arg(long, value_enum, default_value = "maskdime")]
     preset: PresetArg,
@@ -321,16 +339,13 @@ impl MaskdimeArgs {
 
     /// Whether a published network is named (`--ddpm-checkpoint`, `--classifier`).
     fn is_published(&self) -> bool {
-        self.ddpm_checkpoint.is_some() || self.classifier.is_some()
+        self.ddpm_checkpoint.is_some() || self.oracle.classifier.is_some()
     }
 
     /// Where the networks are; a published classifier's attribute or logits are checked here,
     /// before any data is read.
     fn files(&self) -> Result<MaskDimeFiles> {
-        let oracle = match &self.classifier {
-            Some(classifier) => classifier.source(self.attribute, self.logits)?,
-            None => OracleSource::Folder(self.oracle.clone()),
-        };
+        let oracle = self.oracle.source()?;
         let ddpm = match &self.ddpm_checkpoint {
             Some(file) => {
                 let (config, flag_steps) = self
@@ -383,30 +398,8 @@ pub fn maskdime(args: MaskdimeArgs, device: DeviceArg) -> Result<()> {
 pub struct DiffusionArgs {
     #[command(flatten)]
     data: DataArgs,
-    /// Oracle folder (`foil train oracle`).
-    #[arg(long, default_value = "runs/oracle")]
-    oracle: PathBuf,
-    /// Published oracle instead of a folder, ARCH:FILE: DiME's classifier
-    /// (`dime-densenet121:FILE`, `dime-tiny:FILE`; needs --attribute, label 1, the second
-    /// class, must be the images with the attribute) or a torchvision state dict (ARCH one of
-    /// resnet18, resnet34, densenet121, densenet161, densenet169, densenet201,
-    /// efficientnet_b0, efficientnet_b1, mobilenet_v2; ImageNet normalisation applied; a
-    /// multi-class head needs --logits).
-    #[arg(long, value_name = "ARCH:FILE", value_parser = parse_classifier, conflicts_with = "oracle")]
-    classifier: Option<ClassifierArg>,
-    /// With a DiME classifier: the attribute it explains (a CelebA index or name).
-    #[arg(long, value_parser = parse_attribute, requires = "classifier")]
-    attribute: Option<usize>,
-    /// With a torchvision classifier of a multi-class head: the logits of the class pair, I,J
-    /// (logit I stands for the first class, J for the second).
-    #[arg(
-        long,
-        value_name = "I,J",
-        value_parser = parse_logits,
-        requires = "classifier",
-        conflicts_with = "attribute"
-    )]
-    logits: Option<[usize; 2]>,
+    #[command(flatten)]
+    oracle: OracleArgs,
     /// Decoder folder (`foil train decoder`), with its `stats.json`.
     #[arg(long, default_value = "runs/decoder")]
     decoder: PathBuf,
@@ -448,16 +441,6 @@ pub struct DiffusionArgs {
     /// finished inputs are skipped on rerun.
     #[arg(long)]
     out: Option<PathBuf>,
-}
-
-impl DiffusionArgs {
-    /// The oracle named: a published classifier, else the folder.
-    fn oracle(&self) -> Result<OracleSource> {
-        match &self.classifier {
-            Some(classifier) => classifier.source(self.attribute, self.logits),
-            None => Ok(OracleSource::Folder(self.oracle.clone())),
-        }
-    }
 }
 
 /// What `foil diffusion` conditions on.
@@ -503,7 +486,7 @@ pub fn diffusion(args: DiffusionArgs, device: DeviceArg) -> Result<()> {
             runs.len(),
         ));
     }
-    let oracle = args.oracle()?;
+    let oracle = args.oracle.source()?;
     let (train, test) = args.data.load()?;
     let name = out
         .file_name()
@@ -525,7 +508,7 @@ pub fn diffusion(args: DiffusionArgs, device: DeviceArg) -> Result<()> {
             }
             _ => {
                 let files = DiffusionFiles {
-                    oracle: args.oracle.clone(),
+                    oracle: args.oracle.oracle.clone(),
                     decoder: args.decoder.clone(),
                     stats: args.stats.clone(),
                 };
