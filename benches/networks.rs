@@ -1,0 +1,304 @@
+//! foil's networks at (or near) their published sizes on the CPU backends compiled in, with
+//! random weights, the same configurations and batches as `tools/bench_torch.py` (PyTorch);
+//! `scripts/bench.sh` runs both and prints them side by side (docs/performance.md).
+//!
+//! | id | what |
+//! |---|---|
+//! | `adm_forward` | guided-diffusion UNet, DiME's CelebA 128 px config (105 M), batch 2, one timestep |
+//! | `densenet121_grad` | DenseNet-121 (1000 logits, inference BatchNorm), batch 2, 128 px: forward + gradient of the logit sum to the input, weights frozen |
+//! | `resnet18_grad` | ResNet-18 (1000 logits), the same |
+//! | `resnet18_grad_tracked` | the same with the weights tracking gradients (as `Config::init` leaves them): the backward computes the weight gradients too |
+//! | `kandinsky_unet_step` | Kandinsky 2.2 decoder UNet, published block types at widths 128, 256, 384, 512, latents 2 x 4 x 32 x 32 (256 px): the null and the edited condition of one guided step, then the guidance sum |
+//! | `movq_decode` | MoVQ decoder at widths 64, 128, 128, 256 (published blocks, half the widths), latents 2 x 4 x 32 x 32 to 2 x 3 x 256 x 256 |
+//! | `clip_b32` | CLIP ViT-B/32 vision tower with projection, batch 2, 224 px |
+//! | `lpips_alex` | LPIPS with AlexNet, distance between two batches of 2 images, 64 px |
+//!
+//! Each network has a criterion group with one benchmark per backend, `flex` (burn-flex) and
+//! `ndarray` (burn-ndarray); results land in `target/criterion/<id>/<backend>/new/`. Networks
+//! are built lazily, so a filter only builds what it runs:
+//!
+//! ```text
+//! cargo bench --bench networks -- --noplot                 # all (about 7 min on 2 cores)
+//! cargo bench --bench networks -- --noplot resnet18        # the ResNet-18 rows, both backends
+//! cargo bench --bench networks -- --noplot 'clip_b32/flex' # one network, one backend
+//! ```
+//!
+//! Ten samples (criterion's minimum) after a one-second warm-up, aiming at 5 s of measurement:
+//! the networks slower than 0.5 s get one call per sample. `--sample-size`, `--warm-up-time`
+//! and `--measurement-time` on the command line override that.
+
+use std::time::Duration;
+
+use burn::backend::Autodiff;
+use burn::module::Module;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Distribution, Tensor};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, SamplingMode, criterion_group, criterion_main};
+use foil::metrics::lpips::{Lpips, LpipsNet};
+use foil::models::adm::AdmConfig;
+use foil::models::clip::ClipVisionConfig;
+use foil::models::densenet::DenseNetConfig;
+use foil::models::kandinsky::{MoVqConfig, UNetConfig};
+use foil::models::resnet::ResNetConfig;
+
+/// Batch of every benchmark (the PyTorch side uses the same).
+const BATCH: usize = 2;
+
+/// The mid-size Kandinsky UNet: the published decoder's block types, heads of 64, 768-wide
+/// tokens and 1280-wide image embeddings, at a third of its widths (`[384, 768, 1152, 1536]`).
+fn kandinsky_unet_config() -> UNetConfig {
+    UNetConfig {
+        block_out_channels: vec![128, 256, 384, 512],
+        sample_size: 32,
+        ..UNetConfig::kandinsky22_decoder()
+    }
+}
+
+/// The mid-size MoVQ: the published blocks (attention at the deepest level, two resnets per
+/// encoder block, a 16384-vector codebook) at half its widths (`[128, 256, 256, 512]`).
+fn movq_config() -> MoVqConfig {
+    MoVqConfig {
+        block_out_channels: vec![64, 128, 128, 256],
+        ..MoVqConfig::kandinsky22()
+    }
+}
+
+/// Guidance scale of the Kandinsky step (the published decoder's default, 4).
+const GUIDANCE: f32 = 4.0;
+
+fn normal<B: Backend, const D: usize>(shape: [usize; D], device: &B::Device) -> Tensor<B, D> {
+    Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+}
+
+fn uniform<B: Backend, const D: usize>(shape: [usize; D], device: &B::Device) -> Tensor<B, D> {
+    Tensor::random(shape, Distribution::Uniform(-1.0, 1.0), device)
+}
+
+/// Benchmarks `run` on `state` as `<group>/<backend>`, building `state` only if the benchmark
+/// passes the command line's filter (criterion calls the closure once per sample).
+fn bench<S>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    backend: &str,
+    build: impl Fn() -> S,
+    run: impl Fn(&S),
+) {
+    let mut state: Option<S> = None;
+    group.bench_function(backend, |b| {
+        let s = state.get_or_insert_with(&build);
+        b.iter(|| run(s))
+    });
+}
+
+fn adm<B: Backend>(group: &mut BenchmarkGroup<'_, WallTime>, backend: &str) {
+    bench(
+        group,
+        backend,
+        || {
+            let device = B::Device::default();
+            B::seed(&device, 0);
+            let model = AdmConfig::dime_celeba128()
+                .init::<B>(&device)
+                .expect("valid config");
+            let x = normal::<B, 4>([BATCH, 3, 128, 128], &device);
+            (model, x)
+        },
+        |(model, x)| {
+            model
+                .output(x.clone(), &[500; BATCH], None)
+                .expect("valid shapes")
+                .into_data();
+        },
+    );
+}
+
+/// Forward + gradient of the logit sum to the input. `tracked`: the parameters track gradients
+/// too, as `Config::init` on an autodiff backend leaves them (burn's backward then computes the
+/// weight gradients as well); otherwise the network is frozen (`Module::no_grad`), the work of
+/// PyTorch's `torch.autograd.grad(logits.sum(), x)`.
+fn classifier_grad<A: AutodiffBackend, M: Module<A>>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    backend: &str,
+    tracked: bool,
+    init: impl Fn(&A::Device) -> M,
+    forward: impl Fn(&M, Tensor<A, 4>) -> Tensor<A, 2>,
+) {
+    bench(
+        group,
+        backend,
+        || {
+            let device = A::Device::default();
+            A::seed(&device, 0);
+            let model = init(&device);
+            let model = if tracked { model } else { model.no_grad() };
+            let x = uniform::<A, 4>([BATCH, 3, 128, 128], &device);
+            (model, x)
+        },
+        |(model, x)| {
+            let leaf = x.clone().detach().require_grad();
+            let grads = forward(model, leaf.clone()).sum().backward();
+            leaf.grad(&grads).expect("input gradient").into_data();
+        },
+    );
+}
+
+fn densenet<B: Backend>(group: &mut BenchmarkGroup<'_, WallTime>, backend: &str) {
+    classifier_grad::<Autodiff<B>, _>(
+        group,
+        backend,
+        false,
+        |d| DenseNetConfig::densenet121().init(d).expect("valid config"),
+        |m, x| m.forward(x),
+    );
+}
+
+fn resnet<B: Backend>(group: &mut BenchmarkGroup<'_, WallTime>, backend: &str) {
+    classifier_grad::<Autodiff<B>, _>(
+        group,
+        backend,
+        false,
+        |d| ResNetConfig::resnet18().init(d).expect("valid config"),
+        |m, x| m.forward(x),
+    );
+}
+
+fn resnet_tracked<B: Backend>(group: &mut BenchmarkGroup<'_, WallTime>, backend: &str) {
+    classifier_grad::<Autodiff<B>, _>(
+        group,
+        backend,
+        true,
+        |d| ResNetConfig::resnet18().init(d).expect("valid config"),
+        |m, x| m.forward(x),
+    );
+}
+
+fn kandinsky_unet<B: Backend>(group: &mut BenchmarkGroup<'_, WallTime>, backend: &str) {
+    bench(
+        group,
+        backend,
+        || {
+            let device = B::Device::default();
+            B::seed(&device, 0);
+            let config = kandinsky_unet_config();
+            let model = config.init::<B>(&device).expect("valid config");
+            // One latent, twice: the null condition, then the edited one.
+            let latent = normal::<B, 4>([1, 4, 32, 32], &device);
+            let latents = Tensor::cat(vec![latent.clone(), latent], 0);
+            let embeds = normal::<B, 2>([BATCH, config.encoder_hid_dim], &device);
+            (model, latents, embeds)
+        },
+        |(model, latents, embeds)| {
+            let out = model
+                .forward_raw(latents.clone(), &[500.0; BATCH], embeds.clone())
+                .expect("valid shapes");
+            let eps = out.narrow(1, 0, 4);
+            let uncond = eps.clone().narrow(0, 0, 1);
+            let cond = eps.narrow(0, 1, 1);
+            (uncond.clone() + (cond - uncond) * GUIDANCE).into_data();
+        },
+    );
+}
+
+fn movq<B: Backend>(group: &mut BenchmarkGroup<'_, WallTime>, backend: &str) {
+    bench(
+        group,
+        backend,
+        || {
+            let device = B::Device::default();
+            B::seed(&device, 0);
+            let model = movq_config().init::<B>(&device).expect("valid config");
+            let latents = normal::<B, 4>([BATCH, 4, 32, 32], &device);
+            (model, latents)
+        },
+        |(model, latents)| {
+            model
+                .decode(latents.clone())
+                .expect("valid shapes")
+                .into_data();
+        },
+    );
+}
+
+fn clip<B: Backend>(group: &mut BenchmarkGroup<'_, WallTime>, backend: &str) {
+    bench(
+        group,
+        backend,
+        || {
+            let device = B::Device::default();
+            B::seed(&device, 0);
+            let model = ClipVisionConfig::vit_b32()
+                .init::<B>(&device)
+                .expect("valid config");
+            let pixels = normal::<B, 4>([BATCH, 3, 224, 224], &device);
+            (model, pixels)
+        },
+        |(model, pixels)| {
+            model
+                .image_embeds(pixels.clone())
+                .expect("valid shapes")
+                .into_data();
+        },
+    );
+}
+
+fn lpips<B: Backend>(group: &mut BenchmarkGroup<'_, WallTime>, backend: &str) {
+    bench(
+        group,
+        backend,
+        || {
+            let device = B::Device::default();
+            B::seed(&device, 0);
+            let model = Lpips::<B>::random(LpipsNet::alex(), &device);
+            let a = uniform::<B, 4>([BATCH, 3, 64, 64], &device);
+            let b = uniform::<B, 4>([BATCH, 3, 64, 64], &device);
+            (model, a, b)
+        },
+        |(model, a, b)| {
+            model
+                .forward(a.clone(), b.clone())
+                .expect("valid shapes")
+                .into_data();
+        },
+    );
+}
+
+/// One criterion group per network, with a benchmark per compiled-in CPU backend.
+macro_rules! network {
+    ($fn_name:ident, $id:literal, $generic:ident) => {
+        fn $fn_name(c: &mut Criterion) {
+            let mut group = c.benchmark_group($id);
+            // One call takes 0.05 to several seconds: a fixed number of calls per sample.
+            group.sampling_mode(SamplingMode::Flat);
+            #[cfg(feature = "flex")]
+            $generic::<foil::backend::Flex>(&mut group, "flex");
+            #[cfg(feature = "ndarray")]
+            $generic::<foil::backend::Cpu>(&mut group, "ndarray");
+            group.finish();
+        }
+    };
+}
+
+network!(adm_forward, "adm_forward", adm);
+network!(densenet121_grad, "densenet121_grad", densenet);
+network!(resnet18_grad, "resnet18_grad", resnet);
+network!(
+    resnet18_grad_tracked,
+    "resnet18_grad_tracked",
+    resnet_tracked
+);
+network!(kandinsky_unet_step, "kandinsky_unet_step", kandinsky_unet);
+network!(movq_decode, "movq_decode", movq);
+network!(clip_b32, "clip_b32", clip);
+network!(lpips_alex, "lpips_alex", lpips);
+
+criterion_group! {
+    name = networks;
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .without_plots();
+    targets = adm_forward, densenet121_grad, resnet18_grad, resnet18_grad_tracked,
+        kandinsky_unet_step, movq_decode, clip_b32, lpips_alex
+}
+criterion_main!(networks);
