@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
+use burn::module::Module;
 use burn::tensor::backend::AutodiffBackend;
 use foil_core::{Classifier, Denoiser, Detached, Error, FeatureExtractor, Result};
 use foil_data::Dataset;
@@ -251,11 +252,15 @@ impl<B: AutodiffBackend> MaskDime<B> {
             }
         }
         let perceptual = match &files.perceptual {
-            Some((file, layers)) => Some(Vgg19Perceptual::<B>::load_file(
-                file,
-                &Vgg19Config::default().with_layers(*layers),
-                device,
-            )?),
+            // Frozen: the perceptual loss is differentiated with respect to its input only.
+            Some((file, layers)) => Some(
+                Vgg19Perceptual::<B>::load_file(
+                    file,
+                    &Vgg19Config::default().with_layers(*layers),
+                    device,
+                )?
+                .no_grad(),
+            ),
             None => None,
         };
         Ok(Self {

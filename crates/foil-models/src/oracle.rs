@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use foil_core::{Classifier, Error, Result};
@@ -184,7 +185,8 @@ pub fn efficientnet(width: f64) -> EfficientNetConfig {
 }
 
 /// Loads the oracle folder `dir` (written by `foil::pipeline::train_oracle`) as an [`Ensemble`] on `B` (an
-/// autodiff backend too, for guidance).
+/// autodiff backend too, for guidance). The weights are frozen (`Module::no_grad`): gradients
+/// flow to the input only, and no weight gradient is computed and thrown away.
 pub fn load_oracle<B: Backend>(
     dir: &Path,
     device: &B::Device,
@@ -197,15 +199,15 @@ pub fn load_oracle<B: Backend>(
         let member: Box<dyn Classifier<B>> = match m.arch {
             Arch::Resnet18 => {
                 let net = resnet(m.width).init::<B>(device)?;
-                Box::new(load_record(net, &path, HINT, device)?)
+                Box::new(load_record(net, &path, HINT, device)?.no_grad())
             }
             Arch::MobilenetV2 => {
                 let net = mobilenet(m.width).init::<B>(device)?;
-                Box::new(load_record(net, &path, HINT, device)?)
+                Box::new(load_record(net, &path, HINT, device)?.no_grad())
             }
             Arch::EfficientnetB0 => {
                 let net = efficientnet(m.width).init::<B>(device)?;
-                Box::new(load_record(net, &path, HINT, device)?)
+                Box::new(load_record(net, &path, HINT, device)?.no_grad())
             }
         };
         members.push(member);
@@ -304,9 +306,9 @@ impl<B: Backend> LoadedOracle<B> {
                 let (spec, net) = load_oracle::<B>(dir, device)?;
                 Ok(Self::Folder { spec, net })
             }
-            OracleSource::DimeClassifier { file, config } => {
-                Ok(Self::Dime(Box::new(config.load_file::<B>(file, device)?)))
-            }
+            OracleSource::DimeClassifier { file, config } => Ok(Self::Dime(Box::new(
+                config.load_file::<B>(file, device)?.no_grad(),
+            ))),
             OracleSource::Torchvision { arch, file, logits } => Ok(Self::Torchvision(Box::new(
                 TorchvisionClassifier::load_file(*arch, file, *logits, device)?,
             ))),

@@ -40,6 +40,7 @@
 use std::path::Path;
 use std::str::FromStr;
 
+use burn::module::Module;
 use burn::tensor::{Tensor, backend::Backend};
 use foil_core::{Classifier, Error, Result};
 
@@ -431,10 +432,12 @@ impl<B: Backend> TorchvisionClassifier<B> {
             let w = Weights::from_file_mut(file, device);
             let w = if root.is_empty() { w } else { w.pp(&root) };
             let net = match &config {
-                NetConfig::ResNet(c) => TorchvisionNet::ResNet(c.build(&w)?),
-                NetConfig::DenseNet(c) => TorchvisionNet::DenseNet(c.build(&w)?),
-                NetConfig::EfficientNet(c) => TorchvisionNet::EfficientNet(c.build(&w)?),
-                NetConfig::MobileNetV2(c) => TorchvisionNet::MobileNetV2(c.build(&w)?),
+                // Frozen: a classifier under explanation is differentiated with respect to its
+                // input only, so no weight gradient is computed (and thrown away).
+                NetConfig::ResNet(c) => TorchvisionNet::ResNet(c.build(&w)?.no_grad()),
+                NetConfig::DenseNet(c) => TorchvisionNet::DenseNet(c.build(&w)?.no_grad()),
+                NetConfig::EfficientNet(c) => TorchvisionNet::EfficientNet(c.build(&w)?.no_grad()),
+                NetConfig::MobileNetV2(c) => TorchvisionNet::MobileNetV2(c.build(&w)?.no_grad()),
             };
             w.finish().map_err(|e| match e {
                 Error::Format { what, detail } => Error::Format {

@@ -566,3 +566,44 @@ fn the_pair_carries_gradients_under_autodiff() {
     assert!(g.iter().all(|v| v.is_finite()) && g.iter().any(|v| v.abs() > 1e-6));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Counts the float parameters that track gradients.
+struct Tracked(usize, usize);
+
+impl<Bk: Backend> burn::module::ModuleVisitor<Bk> for Tracked {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<Bk, D>>) {
+        use burn::module::Parameter;
+        self.1 += 1;
+        self.0 += usize::from(param.is_require_grad());
+    }
+}
+
+/// A classifier under explanation is loaded frozen: its input gradient flows, and no weight
+/// gradient is computed (and thrown away) on each guided step.
+#[test]
+fn loaded_oracles_are_frozen_and_still_pass_gradients_to_the_input() {
+    use burn::module::Module;
+    use foil_models::torchvision::TorchvisionNet;
+    type A = Autodiff<NdArray>;
+    let dev = Default::default();
+    let source = OracleSource::Torchvision {
+        arch: TorchvisionArch::Resnet18,
+        file: fixture("classifiers_resnet.safetensors").into(),
+        logits: Logits::Pair([2, 0]),
+    };
+    let oracle = LoadedOracle::<A>::load(&source, &dev).unwrap();
+    let LoadedOracle::Torchvision(net) = &oracle else {
+        panic!("a torchvision oracle")
+    };
+    let TorchvisionNet::ResNet(resnet) = net.net() else {
+        panic!("a ResNet")
+    };
+    let mut tracked = Tracked(0, 0);
+    resnet.visit(&mut tracked);
+    assert!(tracked.1 > 10, "parameters visited: {}", tracked.1);
+    assert_eq!(tracked.0, 0, "parameters still tracking gradients");
+    let x = images::<A>(32, 5).require_grad();
+    let grads = oracle.logits(x.clone()).unwrap().sum().backward();
+    let g = x.grad(&grads).expect("a gradient to the input");
+    assert!(to_vec_f32(&g).unwrap().iter().any(|v| *v != 0.0));
+}
