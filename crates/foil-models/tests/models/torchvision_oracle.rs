@@ -572,7 +572,6 @@ struct Tracked(usize, usize);
 
 impl<Bk: Backend> burn::module::ModuleVisitor<Bk> for Tracked {
     fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<Bk, D>>) {
-        use burn::module::Parameter;
         self.1 += 1;
         self.0 += usize::from(param.is_require_grad());
     }
