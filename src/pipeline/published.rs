@@ -9,6 +9,7 @@ use foil_core::Result;
 use foil_diffusion::KandinskyDecoder;
 use foil_models::hub::{self, DecoderPipelineFolder};
 use foil_schedule::diffusers::read_json_file;
+use foil_schedule::{DiffusersScheduler, SchedulerClass};
 
 use super::diffusion::StepPlan;
 
@@ -43,16 +44,20 @@ pub fn load_kandinsky<B: Backend>(
     }
     let movq = folder.load_movq::<B>(device)?;
     let clip = hub::load_clip_vision::<B>(image_encoder_dir(encoder), device)?;
-    let scheduler = folder.scheduler()?;
-    let config = read_json_file(&folder.scheduler.join(hub::SCHEDULER_CONFIG))?;
+    // As eval.py's `DDIMScheduler.from_config(<the folder's config>)`: DDIM's semantics, so
+    // `set_alpha_to_one` is the config's key, else DDIM's default (true).
+    let path = folder.scheduler.join(hub::SCHEDULER_CONFIG);
+    let config = read_json_file(&path)?;
+    let scheduler = DiffusersScheduler::from_config_as(
+        &config,
+        &path.display().to_string(),
+        SchedulerClass::Ddim,
+    )?;
     let plan = StepPlan {
-        schedule: scheduler.schedule.clone(),
+        schedule: scheduler.schedule,
         spacing: scheduler.spacing,
         steps_offset: scheduler.steps_offset,
-        set_alpha_to_one: config
-            .get("set_alpha_to_one")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(true),
+        set_alpha_to_one: scheduler.set_alpha_to_one,
     };
     Ok((KandinskyDecoder::new(unet, movq, clip)?, plan))
 }

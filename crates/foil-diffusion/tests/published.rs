@@ -17,7 +17,7 @@ use foil_core::tensor::to_vec_f32;
 use foil_diffusion::{Codec, Decoder, DiffusionConfig, KandinskyDecoder, skip_steps};
 use foil_embed::{ClassStatsBuilder, EditForm, apply};
 use foil_models::hub;
-use foil_schedule::{DiffusersScheduler, Steps};
+use foil_schedule::{DiffusersScheduler, SchedulerClass};
 use safetensors::SafeTensors;
 
 type B = NdArray;
@@ -91,7 +91,12 @@ fn load() -> (KandinskyDecoder<B>, DiffusersScheduler) {
     let movq = folder.load_movq::<B>(&device).unwrap();
     let clip = hub::load_clip_vision::<B>(root.join("kandinsky-2-2-prior/image_encoder"), &device)
         .unwrap();
-    let scheduler = folder.scheduler().unwrap();
+    // As eval.py: DDIMScheduler.from_config of the folder's config (which says
+    // set_alpha_to_one = false).
+    let path = folder.scheduler.join(hub::SCHEDULER_CONFIG);
+    let json = foil_schedule::diffusers::read_json_file(&path).unwrap();
+    let scheduler =
+        DiffusersScheduler::from_config_as(&json, "scheduler", SchedulerClass::Ddim).unwrap();
     (KandinskyDecoder::new(unet, movq, clip).unwrap(), scheduler)
 }
 
@@ -162,16 +167,8 @@ fn the_published_diffusion_edit_equals_the_authors_pipeline_step_by_step() {
         steps: 10,
         ..DiffusionConfig::published()
     };
-    // As eval.py: DDIMScheduler.from_config of the folder's config (which says
-    // set_alpha_to_one = false).
-    let steps = Steps::inference(
-        &scheduler.schedule,
-        config.steps,
-        scheduler.spacing,
-        scheduler.steps_offset,
-        false,
-    )
-    .unwrap();
+    assert!(!scheduler.set_alpha_to_one);
+    let steps = scheduler.inference_steps(config.steps).unwrap();
     let expected_t: Vec<f32> = steps.timesteps_desc().iter().map(|&t| t as f32).collect();
     assert_eq!(rec.raw("timesteps").1, expected_t, "scheduler timesteps");
     let inverter = config

@@ -442,7 +442,7 @@ mod tests {
                 1,
             ),
         ] {
-            assert_eq!(lora_module_path(&name).unwrap(), (path, which), "{name}");
+            assert_eq!(lora_module_path(&name), Ok((path, which)), "{name}");
         }
         assert!(lora_module_path("unet.x.alpha").is_err());
         assert!(
