@@ -135,7 +135,7 @@ impl<B: Backend> BatchNorm2d<B> {
         };
         let scale = self.weight.val() / var.add_scalar(self.eps).sqrt();
         let shift = self.bias.val() - mean * scale.clone();
-        x * scale.reshape([1, c, 1, 1]) + shift.reshape([1, c, 1, 1])
+        crate::norm::channel_affine(x, scale.reshape([1, c]), shift.reshape([1, c]))
     }
 }
 

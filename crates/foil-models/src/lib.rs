@@ -18,6 +18,8 @@
 //!   one attribute explained), loading the authors' checkpoint layout, as a `foil_core::Classifier`;
 //! - [`folder`]: model folders (`model.json` with a format tag beside full-precision burn
 //!   records) and their JSON helpers;
+//! - [`norm`]: GroupNorm and per-channel affine folded into one scale and shift per
+//!   `(sample, channel)`, the shapes the CPU backends' fast paths take;
 //! - [`oracle`]: the oracle folder, an ensemble of one-logit torchvision classifiers, and
 //!   [`adm::folder`] the DDPM folder;
 //! - [`torchvision`]: a torchvision ResNet / DenseNet / EfficientNet / MobileNet-V2 state dict
@@ -73,6 +75,7 @@ pub mod inception;
 pub mod kandinsky;
 pub mod lora;
 pub mod mobilenet;
+pub mod norm;
 pub mod numpy_pickle;
 pub mod oracle;
 pub mod resnet;

@@ -1,6 +1,7 @@
 //! The building blocks of guided-diffusion's `UNetModel` (`guided_diffusion/unet.py`), built
 //! from a [`Weights`] builder with PyTorch's default initialisation for random weights.
 
+use crate::norm::group_norm;
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, Linear, PaddingConfig2d};
@@ -171,10 +172,14 @@ impl<B: Backend> ResBlock<B> {
 
     pub(crate) fn forward(&self, x: Tensor<B, 4>, emb: &Tensor<B, 2>) -> Tensor<B, 4> {
         let (x, h) = if self.updown == Updown::None {
-            let h = self.in_conv.forward(silu(self.in_norm.forward(x.clone())));
+            let h = self
+                .in_conv
+                .forward(silu(group_norm(&self.in_norm, x.clone())));
             (x, h)
         } else {
-            let h = self.updown.apply(silu(self.in_norm.forward(x.clone())));
+            let h = self
+                .updown
+                .apply(silu(group_norm(&self.in_norm, x.clone())));
             (self.updown.apply(x), self.in_conv.forward(h))
         };
         let e = self.emb.forward(silu(emb.clone()));
@@ -184,10 +189,11 @@ impl<B: Backend> ResBlock<B> {
             let o = k / 2;
             let scale = e.clone().narrow(1, 0, o);
             let shift = e.narrow(1, o, o);
-            let h = self.out_norm.forward(h) * (scale + 1.0) + shift;
+            let h = group_norm(&self.out_norm, h) * (scale + 1.0) + shift;
             self.out_conv.forward(silu(h))
         } else {
-            self.out_conv.forward(silu(self.out_norm.forward(h + e)))
+            self.out_conv
+                .forward(silu(group_norm(&self.out_norm, h + e)))
         };
         let skip = match &self.skip {
             Some(conv) => conv.forward(x),
@@ -249,7 +255,7 @@ impl<B: Backend> AttentionBlock<B> {
         // Conv1d(kernel 1) on [B, C, T] = linear on [B, T, C].
         let qkv = self
             .qkv
-            .forward(self.norm.forward(x.clone()).swap_dims(1, 2))
+            .forward(group_norm(&self.norm, x.clone()).swap_dims(1, 2))
             .swap_dims(1, 2); // [B, 3C, T]
         let (q, k, v) = if self.new_order {
             // QKVAttention: split q, k, v first, then heads.

@@ -21,6 +21,7 @@ mod blocks;
 pub mod flags;
 pub mod folder;
 
+use crate::norm::group_norm;
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, Linear};
@@ -596,7 +597,7 @@ impl<B: Backend> Adm<B> {
             })?;
             h = block.forward(Tensor::cat(vec![h, skip], 1), &emb);
         }
-        Ok(self.out_conv.forward(silu(self.out_norm.forward(h))))
+        Ok(self.out_conv.forward(silu(group_norm(&self.out_norm, h))))
     }
 }
 

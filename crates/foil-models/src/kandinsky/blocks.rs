@@ -1,6 +1,7 @@
 //! Building blocks shared by the Kandinsky 2.2 UNet and MoVQ, after diffusers 0.31.0
 //! (`models/resnet.py`, `models/attention_processor.py`, `models/embeddings.py`).
 
+use crate::norm;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, PaddingConfig2d};
@@ -188,7 +189,7 @@ impl<B: Backend> ResnetBlock2D<B> {
     /// without a time projection).
     pub fn forward(&self, x: Tensor<B, 4>, temb: Option<&Tensor<B, 2>>) -> Tensor<B, 4> {
         let mut input = x.clone();
-        let mut h = silu(self.norm1.forward(x));
+        let mut h = silu(norm::group_norm(&self.norm1, x));
         if self.up {
             input = upsample_nearest2x(input);
             h = upsample_nearest2x(h);
@@ -210,10 +211,10 @@ impl<B: Backend> ResnetBlock2D<B> {
                 let c = t.dims()[1] / 2;
                 let scale = t.clone().narrow(1, 0, c);
                 let shift = t.narrow(1, c, c);
-                self.norm2.forward(h) * (scale + 1.0) + shift
+                norm::group_norm(&self.norm2, h) * (scale + 1.0) + shift
             }
-            Some(t) => self.norm2.forward(h + t),
-            None => self.norm2.forward(h),
+            Some(t) => norm::group_norm(&self.norm2, h + t),
+            None => norm::group_norm(&self.norm2, h),
         };
         h = self.conv2.forward(silu(h));
         if let Some(sc) = &self.conv_shortcut {
@@ -366,10 +367,8 @@ impl<B: Backend> AddedKvAttention<B> {
     /// (`[N, S, cross_dim]`).
     pub fn forward(&self, x: Tensor<B, 4>, context: &Tensor<B, 3>) -> Tensor<B, 4> {
         let [n, c, h, w] = x.dims();
-        let tokens = self
-            .group_norm
-            .forward(x.clone().reshape([n, c, h * w]))
-            .swap_dims(1, 2);
+        let tokens =
+            norm::group_norm(&self.group_norm, x.clone().reshape([n, c, h * w])).swap_dims(1, 2);
         let heads = self.heads;
         let q = split_heads(project(&self.to_q, &self.lora_q, tokens.clone()), heads);
         let k_self = split_heads(project(&self.to_k, &self.lora_k, tokens.clone()), heads);

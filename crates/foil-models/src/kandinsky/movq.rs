@@ -6,6 +6,7 @@
 //! decoder conditioned on the latents themselves. The codebook is kept (and loaded) so the
 //! parameter count matches the published model, but no step uses it.
 
+use crate::norm;
 use burn::module::{Initializer, Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, Linear};
@@ -358,7 +359,7 @@ impl<B: Backend> Norm<B> {
     }
 
     fn forward(&self, x: Tensor<B, 4>, zq: Option<&Tensor<B, 4>>) -> Tensor<B, 4> {
-        let normed = self.group.forward(x);
+        let normed = norm::group_norm(&self.group, x);
         match (&self.conv_y, &self.conv_b, zq) {
             (Some(cy), Some(cb), Some(zq)) => {
                 let factor = normed.dims()[2] / zq.dims()[2];
@@ -554,7 +555,7 @@ impl<B: Backend> MoVq<B> {
         x = self.encoder_mid.forward_mid(x, None);
         x = self
             .encoder_conv_out
-            .forward(silu(self.encoder_norm_out.forward(x)));
+            .forward(silu(norm::group_norm(&self.encoder_norm_out, x)));
         Ok(self.quant_conv.forward(x))
     }
 

@@ -2,6 +2,7 @@
 //! `addition_embed_type="image"`, `encoder_hid_dim_type="image_proj"`, scale-shift resnets and
 //! simple cross-attention with added keys and values.
 
+use crate::norm;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, LayerNorm, Linear};
@@ -544,7 +545,9 @@ impl<B: Backend> KandinskyUNet<B> {
                 x = up.forward(x, Some(&emb));
             }
         }
-        Ok(self.conv_out.forward(silu(self.conv_norm_out.forward(x))))
+        Ok(self
+            .conv_out
+            .forward(silu(norm::group_norm(&self.conv_norm_out, x))))
     }
 }
 

@@ -1,0 +1,134 @@
+//! Normalisation layers folded into one per-(sample, channel) scale and shift, in the shapes the
+//! CPU backends have fast paths for.
+//!
+//! burn's `GroupNorm::forward` (and a BatchNorm written as `x * gamma.reshape([1, C, 1, 1])`)
+//! broadcasts the channel affine over the batch: a `[1, C, 1, 1]` operand against
+//! `[N, C, H, W]` with `N > 1` has strides `[0, 1, 0, 0]`, which burn-flex 0.21 recognises only
+//! for `N = 1` and otherwise walks element by element (a fifth of an ADM forward on flex,
+//! docs/performance.md). Here the per-channel factors are first made into contiguous
+//! `[N, C]` tensors (tiny), so the full-size operations are one multiply and one add by a
+//! scalar per `(n, c)` row, the backends' per-row fast path, and the division by the standard
+//! deviation folds into the scale. Same arithmetic as PyTorch's: statistics of the centred
+//! values, biased variance.
+
+use burn::nn::GroupNorm;
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+
+/// `x * scale + shift` per `(sample, channel)`: `x` is `[N, C, ...]`, `scale` and `shift` are
+/// `[N, C]` (or `[1, C]`, repeated over the batch here).
+pub fn channel_affine<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    scale: Tensor<B, 2>,
+    shift: Tensor<B, 2>,
+) -> Tensor<B, D> {
+    let dims = x.dims();
+    let (n, c) = (dims[0], dims[1]);
+    let per_row = |t: Tensor<B, 2>| {
+        let t = if t.dims()[0] == n {
+            t
+        } else {
+            t.repeat_dim(0, n)
+        };
+        let mut shape = [1; D];
+        shape[0] = n;
+        shape[1] = c;
+        t.reshape(shape)
+    };
+    x * per_row(scale) + per_row(shift)
+}
+
+/// [`GroupNorm`]'s forward (`[N, C, ...]` input, `C` a multiple of the groups), computed as
+/// centred values times one folded scale `gamma / sqrt(var + eps)` plus `beta` per
+/// `(sample, channel)`. Equal to `norm.forward(x)` up to float rounding.
+pub fn group_norm<B: Backend, const D: usize>(
+    norm: &GroupNorm<B>,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    let dims = x.dims();
+    let (n, c, g) = (dims[0], dims[1], norm.num_groups);
+    let per_group = c / g;
+    let flat = x.reshape([n, g, dims.iter().skip(1).product::<usize>() / g]);
+    let centred = flat.clone() - flat.mean_dim(2);
+    let var = centred.clone().square().mean_dim(2);
+    // 1 / std per (sample, group), repeated to each channel of its group: [N, C].
+    let inv_std = var
+        .add_scalar(norm.epsilon)
+        .sqrt()
+        .recip()
+        .repeat_dim(2, per_group)
+        .reshape([n, c]);
+    let centred = centred.reshape(dims);
+    match (&norm.gamma, &norm.beta) {
+        (Some(gamma), Some(beta)) => {
+            let scale = inv_std * gamma.val().reshape([1, c]);
+            channel_affine(centred, scale, beta.val().reshape([1, c]))
+        }
+        _ => {
+            let device = centred.device();
+            channel_affine(centred, inv_std, Tensor::zeros([n, c], &device))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::NdArray;
+    use burn::nn::GroupNormConfig;
+    use burn::tensor::{Distribution, Tolerance};
+
+    use super::*;
+
+    type B = NdArray;
+
+    #[test]
+    fn group_norm_equals_burns_for_batches_groups_and_ranks() {
+        let device = Default::default();
+        for (n, c, g, affine) in [
+            (1, 8, 4, true),
+            (3, 12, 3, true),
+            (2, 6, 6, false),
+            (2, 4, 1, true),
+        ] {
+            let mut norm = GroupNormConfig::new(g, c)
+                .with_affine(affine)
+                .with_epsilon(1e-6)
+                .init::<B>(&device);
+            if affine {
+                norm.gamma = Some(burn::module::Param::from_tensor(Tensor::random(
+                    [c],
+                    Distribution::Normal(1.0, 0.5),
+                    &device,
+                )));
+                norm.beta = Some(burn::module::Param::from_tensor(Tensor::random(
+                    [c],
+                    Distribution::Normal(0.0, 0.5),
+                    &device,
+                )));
+            }
+            let x4 = Tensor::<B, 4>::random([n, c, 5, 3], Distribution::Normal(0.3, 2.0), &device);
+            group_norm(&norm, x4.clone())
+                .into_data()
+                .assert_approx_eq::<f32>(&norm.forward(x4).into_data(), Tolerance::absolute(1e-5));
+            let x3 = Tensor::<B, 3>::random([n, c, 7], Distribution::Normal(-1.0, 3.0), &device);
+            group_norm(&norm, x3.clone())
+                .into_data()
+                .assert_approx_eq::<f32>(&norm.forward(x3).into_data(), Tolerance::absolute(1e-5));
+        }
+    }
+
+    #[test]
+    fn channel_affine_scales_each_sample_and_channel_by_its_own_factor() {
+        let device = Default::default();
+        let x = Tensor::<B, 4>::ones([2, 3, 2, 2], &device);
+        let scale = Tensor::<B, 2>::from_floats([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], &device);
+        let shift = Tensor::<B, 2>::from_floats([[0.5, 0.0, -1.0]], &device);
+        let y = channel_affine(x, scale, shift);
+        let expected: Vec<f32> = [1.5f32, 2.0, 2.0, 4.5, 5.0, 5.0]
+            .iter()
+            .flat_map(|&v| [v; 4])
+            .collect();
+        y.into_data()
+            .assert_eq(&burn::tensor::TensorData::new(expected, [2, 3, 2, 2]), true);
+    }
+}
