@@ -8,6 +8,7 @@
 //! - image ↔ tensor conversion ([`image_io`]): `u8` RGB or gray images become NCHW `f32`
 //!   tensors in `[-1, 1]`, and back, in one place;
 //! - training or inference mode for layers that differ between them ([`mode`]);
+//! - where a run's time goes, network call by network call ([`profile`]);
 //! - explicit, seeded randomness ([`Noise`]): nothing in foil draws from a hidden global RNG;
 //! - what a counterfactual method is ([`Method`]: a batch and its targets in, one
 //!   counterfactual per input out, with its [`Cost`] and [`Setting`]) and the shared ladder
@@ -21,6 +22,7 @@ pub mod escalate;
 pub mod image_io;
 pub mod method;
 pub mod mode;
+pub mod profile;
 mod noise;
 pub mod tensor;
 pub mod toy;

@@ -84,7 +84,10 @@ pub fn predicted_labels<B: Backend, C: Classifier<B> + ?Sized>(
     images: Tensor<B, 4>,
 ) -> Result<Vec<usize>> {
     let [n, ..] = images.dims();
-    let logits = classifier.logits(images)?;
+    let logits = {
+        let _span = crate::profile::span(crate::profile::CLASSIFIER_PREDICTION);
+        classifier.logits(images)?
+    };
     let [rows, k] = logits.dims();
     if rows != n {
         return Err(crate::Error::shape(

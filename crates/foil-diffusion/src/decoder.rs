@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use foil_core::{Denoiser, DenoiserOutput, Error, ImageEncoder, Result};
+use foil_core::{Denoiser, DenoiserOutput, Error, ImageEncoder, Result, profile};
 use foil_data::Dataset;
 use foil_embed::{ClassStats, ClassStatsBuilder};
 use foil_models::clip::{ClipImageProcessor, ClipVision, ClipVisionConfig};
@@ -261,6 +261,7 @@ impl<B: Backend> ImageEncoder<B> for EmbeddingDecoder<B> {
     }
 
     fn encode(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 2>> {
+        let _span = profile::span(profile::IMAGE_ENCODER);
         self.encoder.encode(images)
     }
 }

@@ -5,7 +5,7 @@
 use burn::module::Module;
 use burn::tensor::{Tensor, backend::Backend};
 use foil_core::tensor::fmt_dims;
-use foil_core::{Denoiser, DenoiserOutput, Error, ImageEncoder, Result};
+use foil_core::{Denoiser, DenoiserOutput, Error, ImageEncoder, Result, profile};
 use foil_models::clip::ClipVision;
 use foil_models::kandinsky::{KandinskyUNet, MoVq};
 
@@ -127,6 +127,7 @@ impl<B: Backend> ImageEncoder<B> for KandinskyDecoder<B> {
     }
 
     fn encode(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 2>> {
+        let _span = profile::span(profile::IMAGE_ENCODER);
         self.encoder.encode(images)
     }
 }
@@ -142,10 +143,12 @@ impl<B: Backend> Codec<B> for KandinskyDecoder<B> {
                 fmt_dims(&images.dims()),
             ));
         }
+        let _span = profile::span(profile::CODEC);
         self.movq.encode(images)
     }
 
     fn to_images(&self, latents: Tensor<B, 4>) -> Result<Tensor<B, 4>> {
+        let _span = profile::span(profile::CODEC);
         Ok(self.movq.decode(latents)?.clamp(-1.0, 1.0))
     }
 }

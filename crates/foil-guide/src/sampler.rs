@@ -2,6 +2,7 @@
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData, activation};
+use foil_core::profile;
 use foil_core::tensor::{ensure_finite, fmt_dims, index_tensor, per_sample};
 use foil_core::{
     Attempt, Classifier, Cost, Denoiser, Error, Explained, FeatureExtractor, Method, Noise,
@@ -268,7 +269,10 @@ where
         let dev = x.device();
         let z = carry.z;
         let t = vec![self.steps.timesteps()[i]; n];
-        let out = self.denoiser.forward(z.clone(), &t, None)?;
+        let out = {
+            let _span = profile::span(profile::DENOISER);
+            self.denoiser.forward(z.clone(), &t, None)?
+        };
         let mut x0 = self.steps.predict_x0(z.clone(), &[i], out.eps)?;
         if cfg.clip_x0 {
             x0 = x0.clamp(-1.0, 1.0);
@@ -405,9 +409,11 @@ where
         let [n, ..] = z.dims();
         let mut z = z;
         for k in (0..=i).rev() {
-            let out =
+            let out = {
+                let _span = profile::span(profile::DENOISER);
                 self.denoiser
-                    .forward(z.clone(), &vec![self.steps.timesteps()[k]; n], None)?;
+                    .forward(z.clone(), &vec![self.steps.timesteps()[k]; n], None)?
+            };
             let eps = noise.normal_like(&z);
             z = self
                 .steps
@@ -457,15 +463,18 @@ where
     ) -> Result<(Images<B>, Images<B>)> {
         let cfg = &self.config;
         let dev = x.device();
+        let class_span = profile::span(profile::CLASSIFIER_GRADIENT);
         let leaf = Tensor::<B, 4>::from_inner(x_est.clone()).require_grad();
         let logits = self.classifier.logits(leaf.clone())?;
         let loss = class_loss::<B>(logits, targets, cfg.class_loss, &dev)? * scale;
         let grads = loss.backward();
         let g_class = leaf.grad(&grads).unwrap_or_else(|| x_est.zeros_like());
+        drop(class_span);
         ensure_finite(&g_class, "classifier gradient", &format!("at step {step}"))?;
 
         let mut g_perc = x_est.zeros_like();
         if let (Some(extractor), true) = (self.perceptual, cfg.lambda_perc > 0.0) {
+            let _span = profile::span(profile::PERCEPTUAL_GRADIENT);
             let leaf = Tensor::<B, 4>::from_inner(x_est.clone()).require_grad();
             let reference = extractor.features(Tensor::from_inner(x))?;
             let feats = extractor.features(leaf.clone())?;

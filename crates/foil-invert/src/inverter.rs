@@ -1,6 +1,7 @@
 //! The inverter: configuration, inversion and regeneration.
 
 use burn::tensor::{Tensor, backend::Backend};
+use foil_core::profile;
 use foil_core::tensor::{ensure_finite, fmt_dims};
 use foil_core::{Denoiser, Error, Noise, Result};
 use foil_schedule::Steps;
@@ -355,6 +356,7 @@ impl<B: Backend> EfInverter<B> {
     ) -> Result<Tensor<B, 4>> {
         let t = self.steps.timesteps()[k];
         let null = self.null.as_ref().map(|n| n.clone().repeat_dim(0, batch));
+        let _span = profile::span(profile::DENOISER);
         match cond {
             None => Ok(model.forward(x, &vec![t; batch], null)?.eps),
             Some(c) if scale == 1.0 => Ok(model.forward(x, &vec![t; batch], Some(c))?.eps),
