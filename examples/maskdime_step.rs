@@ -6,12 +6,17 @@
 //! image size, batch 1: one DDPM (ADM UNet) forward, one classifier forward with the gradient of
 //! its logit to the input, the perceptual network's forwards and gradient, and two whole guided
 //! steps (`Guide::step`) with the authors' settings (`ExplainConfig::published`, MaskDiME).
+//! With `image`, it instead explains two images (the procedural kiki/bouba pair at the DDPM's
+//! size, batch 1) the whole way, through `foil_run::run_set` as `foil maskdime` does (PNG and
+//! JSON results into a temporary folder), with the published settings at their first guidance
+//! scale, and prints where the time went (`foil::core::profile`): the network calls against
+//! everything else.
 //! `tools/write_dime_full.py DIR` writes random-weight files of the published configurations;
 //! without arguments the tiny test twins are used.
 //!
 //! ```text
 //! /usr/bin/time -v cargo run --release --example maskdime_step -- DIR/ddpm-celeba.pt \
-//!     DIR/classifier.pth DIR/vgg19.pth [load|step] [ndarray|flex]
+//!     DIR/classifier.pth DIR/vgg19.pth [load|step|image] [ndarray|flex]
 //! ```
 
 use std::time::Instant;
@@ -19,13 +24,16 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Tensor};
-use foil::core::{Classifier, Denoiser, Error, Noise, Result, predicted_labels};
+use foil::core::{Classifier, Denoiser, Error, Noise, Result, predicted_labels, profile};
+use foil::data::procedural::kiki_bouba;
 use foil::guide::{Carry, StepNoise};
+use foil::models::adm::Adm;
 use foil::models::adm::AdmConfig;
 use foil::models::dime_classifier::DimeClassifierConfig;
 use foil::models::vgg::{VGG19_PERCEPTUAL_LAYERS, Vgg19Config, Vgg19Perceptual};
 use foil::pipeline::{DIME_DIFFUSION_STEPS, DdpmSource, ExplainConfig, LoadedOracle, MaskDime};
-use foil::pipeline::{MaskDimeFiles, OracleSource, Preset};
+use foil::pipeline::{GuideModels, MaskDimeFiles, OracleSource, Preset};
+use foil::run::SetRun;
 
 /// The tiny twins (`tools/record_adm.py`, `record_dime_classifier.py`, `record_vgg19.py`).
 const TINY: [&str; 3] = [
@@ -37,7 +45,18 @@ const TINY: [&str; 3] = [
 /// The explained CelebA attribute (Smiling), as `--attribute 31`.
 const ATTRIBUTE: usize = 31;
 
-fn run<B: AutodiffBackend>(files: &[String; 3], tiny: bool, step: bool) -> Result<()> {
+/// What to do after loading.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Only load and count.
+    Load,
+    /// Time one call of each network and two guided steps.
+    Step,
+    /// Explain two images the whole way and account for the time.
+    Image,
+}
+
+fn run<B: AutodiffBackend>(files: &[String; 3], tiny: bool, mode: Mode) -> Result<()> {
     let device = B::Device::default();
     let (adm, classifier, vgg) = match tiny {
         true => (
@@ -93,8 +112,11 @@ fn run<B: AutodiffBackend>(files: &[String; 3], tiny: bool, step: bool) -> Resul
         load_s,
         memory()
     );
-    if !step {
+    if mode == Mode::Load {
         return Ok(());
+    }
+    if mode == Mode::Image {
+        return explain_two(&maskdime, models);
     }
 
     let config = ExplainConfig::published(Preset::Maskdime);
@@ -204,6 +226,48 @@ fn run<B: AutodiffBackend>(files: &[String; 3], tiny: bool, step: bool) -> Resul
     Ok(())
 }
 
+/// Explains the kiki/bouba pair at the DDPM's size with MaskDiME's published settings (the
+/// first guidance scale only, so each image costs one pass of the sampler) through `run_set`,
+/// and prints the network calls' share of the time.
+fn explain_two<B: AutodiffBackend>(
+    maskdime: &MaskDime<B>,
+    models: GuideModels<'_, B, Adm<B::InnerBackend>, LoadedOracle<B>>,
+) -> Result<()> {
+    let mut config = ExplainConfig::published(Preset::Maskdime);
+    config.guide.scales.truncate(1);
+    let size = maskdime.image_size();
+    let data = kiki_bouba(1, size, 0)?;
+    let out = std::env::temp_dir().join(format!("foil-maskdime-overhead-{}", std::process::id()));
+    let device = B::Device::default();
+    let plan = SetRun {
+        batch_size: 1,
+        ..SetRun::<B::InnerBackend>::new(&data, &out, size, &device)
+    };
+    let summary = models.run(&config, &plan)?;
+    let timings = profile::take();
+    let _ = std::fs::remove_dir_all(&out);
+    println!(
+        "{} images explained ({} flipped) at {size} px, tau = {}, scale {:?}, in {:.1} s ({:.1} s \
+         per image)",
+        summary.done,
+        summary.flipped,
+        config.guide.tau,
+        config.guide.scales,
+        summary.seconds,
+        summary.seconds / summary.done.max(1) as f64
+    );
+    let networks: f64 = timings.iter().map(|t| t.seconds).sum();
+    for t in &timings {
+        println!("  {}: {:.2} s in {} calls", t.name, t.seconds, t.calls);
+    }
+    println!(
+        "  network calls {networks:.2} s; everything else {:.2} s; run / network calls = {:.3}",
+        summary.seconds - networks,
+        summary.seconds / networks
+    );
+    Ok(())
+}
+
 /// Runs `f`, printing how long it took, in wall-clock time and in the process's CPU time (all
 /// threads; a busy machine stretches the first, hardly the second).
 fn timed<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
@@ -250,9 +314,13 @@ fn main() -> Result<()> {
     let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.to_string());
     let files = [arg(0, TINY[0]), arg(1, TINY[1]), arg(2, TINY[2])];
     let tiny = files[0] == TINY[0];
-    let step = arg(3, if tiny { "step" } else { "load" }) == "step";
+    let mode = match arg(3, if tiny { "step" } else { "load" }).as_str() {
+        "step" => Mode::Step,
+        "image" => Mode::Image,
+        _ => Mode::Load,
+    };
     match arg(4, "flex").as_str() {
-        "ndarray" => run::<foil::backend::CpuAutodiff>(&files, tiny, step),
-        _ => run::<burn::backend::Autodiff<foil::backend::Flex>>(&files, tiny, step),
+        "ndarray" => run::<foil::backend::CpuAutodiff>(&files, tiny, mode),
+        _ => run::<burn::backend::Autodiff<foil::backend::Flex>>(&files, tiny, mode),
     }
 }

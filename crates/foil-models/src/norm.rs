@@ -45,29 +45,57 @@ pub fn group_norm<B: Backend, const D: usize>(
     norm: &GroupNorm<B>,
     x: Tensor<B, D>,
 ) -> Tensor<B, D> {
+    let (centred, inv_std) = centre(norm, x);
+    let (gamma, beta) = affine(norm, &centred.device());
+    channel_affine(centred, inv_std * gamma, beta)
+}
+
+/// `group_norm(norm, x) * (1 + scale) + shift`, the scale-shift conditioning of guided
+/// diffusion's and diffusers' ResNet blocks (`scale` and `shift` `[N, C]`, halves of the
+/// timestep embedding's projection), in the same two full-size passes as the norm alone:
+/// the modulation folds into the per-`(sample, channel)` scale and shift.
+pub fn group_norm_modulated<B: Backend, const D: usize>(
+    norm: &GroupNorm<B>,
+    x: Tensor<B, D>,
+    scale: Tensor<B, 2>,
+    shift: Tensor<B, 2>,
+) -> Tensor<B, D> {
+    let (centred, inv_std) = centre(norm, x);
+    let (gamma, beta) = affine(norm, &centred.device());
+    let factor = scale + 1.0;
+    channel_affine(
+        centred,
+        inv_std * gamma * factor.clone(),
+        beta * factor + shift,
+    )
+}
+
+/// The values centred per `(sample, group)`, and `1 / sqrt(var + eps)` repeated to each
+/// channel of its group (`[N, C]`).
+fn centre<B: Backend, const D: usize>(
+    norm: &GroupNorm<B>,
+    x: Tensor<B, D>,
+) -> (Tensor<B, D>, Tensor<B, 2>) {
     let dims = x.dims();
     let (n, c, g) = (dims[0], dims[1], norm.num_groups);
-    let per_group = c / g;
     let flat = x.reshape([n, g, dims.iter().skip(1).product::<usize>() / g]);
     let centred = flat.clone() - flat.mean_dim(2);
     let var = centred.clone().square().mean_dim(2);
-    // 1 / std per (sample, group), repeated to each channel of its group: [N, C].
     let inv_std = var
         .add_scalar(norm.epsilon)
         .sqrt()
         .recip()
-        .repeat_dim(2, per_group)
+        .repeat_dim(2, c / g)
         .reshape([n, c]);
-    let centred = centred.reshape(dims);
+    (centred.reshape(dims), inv_std)
+}
+
+/// The norm's `gamma` and `beta` as `[1, C]` (ones and zeros without an affine).
+fn affine<B: Backend>(norm: &GroupNorm<B>, device: &B::Device) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let c = norm.num_channels;
     match (&norm.gamma, &norm.beta) {
-        (Some(gamma), Some(beta)) => {
-            let scale = inv_std * gamma.val().reshape([1, c]);
-            channel_affine(centred, scale, beta.val().reshape([1, c]))
-        }
-        _ => {
-            let device = centred.device();
-            channel_affine(centred, inv_std, Tensor::zeros([n, c], &device))
-        }
+        (Some(gamma), Some(beta)) => (gamma.val().reshape([1, c]), beta.val().reshape([1, c])),
+        _ => (Tensor::ones([1, c], device), Tensor::zeros([1, c], device)),
     }
 }
 
@@ -115,6 +143,32 @@ mod tests {
                 .into_data()
                 .assert_approx_eq::<f32>(&norm.forward(x3).into_data(), Tolerance::absolute(1e-5));
         }
+    }
+
+    #[test]
+    fn modulated_group_norm_equals_the_norm_times_one_plus_scale_plus_shift() {
+        let device = Default::default();
+        let (n, c) = (3, 8);
+        let mut norm = GroupNormConfig::new(4, c).init::<B>(&device);
+        norm.gamma = Some(burn::module::Param::from_tensor(Tensor::random(
+            [c],
+            Distribution::Normal(1.0, 0.5),
+            &device,
+        )));
+        norm.beta = Some(burn::module::Param::from_tensor(Tensor::random(
+            [c],
+            Distribution::Normal(0.0, 0.5),
+            &device,
+        )));
+        let x = Tensor::<B, 4>::random([n, c, 4, 4], Distribution::Normal(0.0, 2.0), &device);
+        // Scale and shift as the blocks take them: the two halves of one projection.
+        let e = Tensor::<B, 2>::random([n, 2 * c], Distribution::Normal(0.0, 1.0), &device);
+        let (scale, shift) = (e.clone().narrow(1, 0, c), e.narrow(1, c, c));
+        let expected = norm.forward(x.clone()) * (scale.clone().reshape([n, c, 1, 1]) + 1.0)
+            + shift.clone().reshape([n, c, 1, 1]);
+        group_norm_modulated(&norm, x, scale, shift)
+            .into_data()
+            .assert_approx_eq::<f32>(&expected.into_data(), Tolerance::absolute(1e-5));
     }
 
     #[test]

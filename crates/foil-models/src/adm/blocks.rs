@@ -1,7 +1,7 @@
 //! The building blocks of guided-diffusion's `UNetModel` (`guided_diffusion/unet.py`), built
 //! from a [`Weights`] builder with PyTorch's default initialisation for random weights.
 
-use crate::norm::group_norm;
+use crate::norm::{group_norm, group_norm_modulated};
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, Linear, PaddingConfig2d};
@@ -184,14 +184,14 @@ impl<B: Backend> ResBlock<B> {
         };
         let e = self.emb.forward(silu(emb.clone()));
         let [n, k] = e.dims();
-        let e = e.reshape([n, k, 1, 1]);
         let h = if self.scale_shift {
             let o = k / 2;
             let scale = e.clone().narrow(1, 0, o);
             let shift = e.narrow(1, o, o);
-            let h = group_norm(&self.out_norm, h) * (scale + 1.0) + shift;
+            let h = group_norm_modulated(&self.out_norm, h, scale, shift);
             self.out_conv.forward(silu(h))
         } else {
+            let e = e.reshape([n, k, 1, 1]);
             self.out_conv
                 .forward(silu(group_norm(&self.out_norm, h + e)))
         };

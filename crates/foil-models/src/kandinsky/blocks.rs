@@ -199,11 +199,7 @@ impl<B: Backend> ResnetBlock2D<B> {
         }
         h = self.conv1.forward(h);
         let temb = match (&self.time_emb_proj, temb) {
-            (Some(proj), Some(t)) => {
-                let t = proj.forward(silu(t.clone()));
-                let [n, c] = t.dims();
-                Some(t.reshape([n, c, 1, 1]))
-            }
+            (Some(proj), Some(t)) => Some(proj.forward(silu(t.clone()))),
             _ => None,
         };
         h = match temb {
@@ -211,9 +207,12 @@ impl<B: Backend> ResnetBlock2D<B> {
                 let c = t.dims()[1] / 2;
                 let scale = t.clone().narrow(1, 0, c);
                 let shift = t.narrow(1, c, c);
-                norm::group_norm(&self.norm2, h) * (scale + 1.0) + shift
+                norm::group_norm_modulated(&self.norm2, h, scale, shift)
             }
-            Some(t) => norm::group_norm(&self.norm2, h + t),
+            Some(t) => {
+                let [n, c] = t.dims();
+                norm::group_norm(&self.norm2, h + t.reshape([n, c, 1, 1]))
+            }
             None => norm::group_norm(&self.norm2, h),
         };
         h = self.conv2.forward(silu(h));
