@@ -1,7 +1,10 @@
 //! The guided sampler and its scale ladder.
 
+use std::sync::Mutex;
+
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData, activation};
+
 use foil_core::profile;
 use foil_core::tensor::{ensure_finite, fmt_dims, index_tensor, per_sample};
 use foil_core::{
@@ -77,7 +80,13 @@ pub struct Guide<'a, B: AutodiffBackend, D, C> {
     classifier: &'a C,
     perceptual: Option<&'a dyn FeatureExtractor<B>>,
     variance: VarianceType,
+    /// The perceptual network's features of the last originals it saw: the inputs stay the
+    /// same through every step of an explanation, so their features are computed once.
+    reference: Mutex<Option<Reference<B>>>,
 }
+
+/// Originals and their perceptual features (detached).
+type Reference<B> = (Tensor<Inner<B>, 4>, Vec<Tensor<Inner<B>, 4>>);
 
 struct Run<B: Backend> {
     images: Tensor<B, 4>,
@@ -113,6 +122,7 @@ where
             classifier,
             perceptual: None,
             variance,
+            reference: Mutex::new(None),
         })
     }
 
@@ -476,13 +486,13 @@ where
         if let (Some(extractor), true) = (self.perceptual, cfg.lambda_perc > 0.0) {
             let _span = profile::span(profile::PERCEPTUAL_GRADIENT);
             let leaf = Tensor::<B, 4>::from_inner(x_est.clone()).require_grad();
-            let reference = extractor.features(Tensor::from_inner(x))?;
+            let reference = self.reference_features(extractor, x)?;
             let feats = extractor.features(leaf.clone())?;
             let mut loss: Option<Tensor<B, 1>> = None;
             for (a, b) in feats.into_iter().zip(reference) {
                 let n = a.dims()[0] as f64;
                 // Per-image mean squared error, summed over the batch so images stay independent.
-                let per = (a - b.detach()).powf_scalar(2.0).mean() * n;
+                let per = (a - Tensor::from_inner(b)).powf_scalar(2.0).mean() * n;
                 loss = Some(match loss {
                     Some(l) => l + per,
                     None => per,
@@ -497,6 +507,44 @@ where
             }
         }
         Ok((g_class, g_perc))
+    }
+}
+
+impl<B, D, C> Guide<'_, B, D, C>
+where
+    B: AutodiffBackend,
+{
+    /// The perceptual features of the originals `x`: those of the previous call when `x` is
+    /// the same (every step of one explanation), else computed and kept.
+    fn reference_features(
+        &self,
+        extractor: &dyn FeatureExtractor<B>,
+        x: Tensor<Inner<B>, 4>,
+    ) -> Result<Vec<Tensor<Inner<B>, 4>>> {
+        let mut cache = self
+            .reference
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((seen, features)) = cache.as_ref()
+            && seen.dims() == x.dims()
+            && seen
+                .clone()
+                .equal(x.clone())
+                .all()
+                .into_data()
+                .iter::<bool>()
+                .next()
+                == Some(true)
+        {
+            return Ok(features.clone());
+        }
+        let features: Vec<_> = extractor
+            .features(Tensor::from_inner(x.clone()))?
+            .into_iter()
+            .map(|f| f.inner())
+            .collect();
+        *cache = Some((x, features.clone()));
+        Ok(features)
     }
 }
 

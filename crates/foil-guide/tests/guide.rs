@@ -335,3 +335,71 @@ fn bad_inputs_are_typed_errors() {
         to_vec_f32(&inputs::<NdArray>(2)).unwrap()
     );
 }
+
+/// Features `[x, x^2]` of the images, counting its calls.
+struct CountingFeatures(std::sync::atomic::AtomicUsize);
+
+impl<B: Backend> foil_core::FeatureExtractor<B> for CountingFeatures {
+    fn features(&self, images: Tensor<B, 4>) -> Result<Vec<Tensor<B, 4>>> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(vec![images.clone(), images.powi_scalar(2)])
+    }
+}
+
+#[test]
+fn the_originals_perceptual_features_are_computed_once_per_explanation() {
+    type B = Autodiff<Flex>;
+    type I = Flex;
+    let model = denoiser::<I>();
+    let clf = region(2.0);
+    let config = GuideConfig {
+        lambda_perc: 3.0,
+        ..maskdime(12)
+    };
+    let counter = CountingFeatures(Default::default());
+    let calls = || counter.0.load(std::sync::atomic::Ordering::SeqCst);
+    let guide = Guide::<B, _, _>::new(config.clone(), steps(), &model, &clf)
+        .unwrap()
+        .with_perceptual(&counter);
+    let (x1, x2) = (inputs::<I>(2), inputs::<I>(2) * 0.5 + 0.1);
+    // The sampler opens one perceptual span per step with a perceptual gradient.
+    let perceptual_steps = || {
+        foil_core::profile::take()
+            .iter()
+            .find(|t| t.name == foil_core::profile::PERCEPTUAL_GRADIENT)
+            .map_or(0, |t| t.calls as usize)
+    };
+    foil_core::profile::reset();
+    guide.explain(x1.clone(), &[1, 1], 0).unwrap();
+    let steps_taken = perceptual_steps();
+    assert!(steps_taken >= 10, "{steps_taken}");
+    assert_eq!(
+        calls(),
+        steps_taken + 1,
+        "the originals' features once, then one per step"
+    );
+    guide.explain(x1, &[1, 1], 0).unwrap();
+    assert_eq!(
+        calls(),
+        2 * steps_taken + 1,
+        "the same originals again: kept"
+    );
+    let with_cache = guide.explain(x2.clone(), &[1, 1], 0).unwrap();
+    let third = perceptual_steps() - steps_taken;
+    assert_eq!(
+        calls(),
+        2 * steps_taken + third + 2,
+        "new originals: computed once more"
+    );
+
+    // Features kept from the first originals must not leak into the second explanation.
+    let fresh_counter = CountingFeatures(Default::default());
+    let fresh = Guide::<B, _, _>::new(config, steps(), &model, &clf)
+        .unwrap()
+        .with_perceptual(&fresh_counter);
+    let expected = fresh.explain(x2, &[1, 1], 0).unwrap();
+    assert_eq!(
+        to_vec_f32(&with_cache.images).unwrap(),
+        to_vec_f32(&expected.images).unwrap()
+    );
+}
