@@ -41,7 +41,7 @@ fn main() -> foil::core::Result<()> {
     let diffusion = Diffusion::<Cpu, _>::load_published(&files, &Default::default())?;
     let image = foil::core::image_io::load(arg(4))?;
     let item = Item {
-        image,
+        image: image.into(),
         label: 0,
         source: arg(4),
     };

@@ -26,7 +26,7 @@ if [ -z "${FOIL:-}" ]; then
   cargo build --release --quiet --bin foil
   FOIL=target/release/foil
 fi
-[ -f assets/lpips/alexnet.safetensors ] || $FOIL weights lpips
+$FOIL weights lpips   # into foil's home folder ($FOIL_HOME or ~/.cache/foil); a no-op once there
 
 echo "oracle: $(grep -o '"test_accuracy": [0-9.]*' "$NETS/oracle/model.json")"
 run() { # name, command...

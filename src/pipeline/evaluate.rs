@@ -23,6 +23,33 @@ pub use foil_metrics::run::{
     ScoringOracle, Similarity, evaluate_run, seed_folders,
 };
 
+/// The LPIPS AlexNet weights' file name, in [`LPIPS_HOME_DIR`] of foil's home folder.
+pub const LPIPS_ALEX_FILE: &str = "alexnet.safetensors";
+/// The LPIPS VGG16 weights' file name, in [`LPIPS_HOME_DIR`] of foil's home folder.
+pub const LPIPS_VGG_FILE: &str = "vgg16.safetensors";
+/// The folder of foil's home ([`foil_core::home`]) where `foil weights lpips` installs the
+/// LPIPS weights.
+pub const LPIPS_HOME_DIR: &str = "lpips";
+/// Where older foils installed the LPIPS weights, relative to the current directory (still
+/// looked in, after foil's home).
+pub const LPIPS_LEGACY_DIR: &str = "assets/lpips";
+
+/// Where `foil weights lpips` installs the LPIPS weights: `lpips/` in foil's home folder
+/// (`$FOIL_HOME`, else the platform cache folder's `foil`); `None` without a home folder.
+pub fn lpips_install_dir() -> Option<PathBuf> {
+    foil_core::home::home_path(LPIPS_HOME_DIR)
+}
+
+/// Finds installed LPIPS weights `file` ([`LPIPS_ALEX_FILE`], [`LPIPS_VGG_FILE`]): in
+/// [`lpips_install_dir`], else in [`LPIPS_LEGACY_DIR`] of the current directory. `Err` lists
+/// the places looked in, in order.
+pub fn installed_lpips(file: &str) -> std::result::Result<PathBuf, Vec<PathBuf>> {
+    foil_core::home::locate(
+        &Path::new(LPIPS_HOME_DIR).join(file),
+        &Path::new(LPIPS_LEGACY_DIR).join(file),
+    )
+}
+
 /// The spellings [`EncoderChoice`] accepts, for error messages and help texts.
 pub const ENCODER_CHOICES: &str = "lpips-alex, lpips-vgg, clip:FILE or inception:FILE";
 

@@ -26,9 +26,10 @@ pub use ddpm::train_ddpm_on;
 pub use diffusion::{Diffusion, DiffusionFiles, PublishedDiffusionFiles, StepPlan};
 pub use evaluate::{
     AttributeOracle, Averaged, DirectionEvaluation, Diversity, ENCODER_CHOICES, Encoder,
-    EncoderChoice, EncoderLabel, EvaluateOptions, Metric, Metrics, Note, RunEvaluation,
-    SIMILARITY_THRESHOLD, ScorerPaths, Scorers, ScoringOracle, Similarity, evaluate_run, load_clip,
-    load_inception, load_scorers, seed_folders,
+    EncoderChoice, EncoderLabel, EvaluateOptions, LPIPS_ALEX_FILE, LPIPS_HOME_DIR,
+    LPIPS_LEGACY_DIR, LPIPS_VGG_FILE, Metric, Metrics, Note, RunEvaluation, SIMILARITY_THRESHOLD,
+    ScorerPaths, Scorers, ScoringOracle, Similarity, evaluate_run, installed_lpips, load_clip,
+    load_inception, load_scorers, lpips_install_dir, seed_folders,
 };
 pub use foil_core::image_io::image_mode;
 pub use foil_diffusion::{
@@ -61,6 +62,8 @@ pub struct RunOptions {
     pub seed: u64,
     /// Print one line per finished input to stderr ([`print_progress`]).
     pub progress: bool,
+    /// The part of the inputs this process explains (`foil_run::shard`; default: all).
+    pub shard: foil_run::Shard,
 }
 
 /// The line printed per finished input when [`RunOptions::progress`] is on:
@@ -89,6 +92,7 @@ impl Default for RunOptions {
             batch_size: 16,
             seed: 0,
             progress: false,
+            shard: foil_run::Shard::WHOLE,
         }
     }
 }
@@ -109,6 +113,7 @@ impl RunOptions {
             progress: self
                 .progress
                 .then_some(&print_progress as &dyn Fn(&foil_run::Progress<'_>)),
+            shard: self.shard,
             ..SetRun::new(data, out, image_size, device)
         }
     }

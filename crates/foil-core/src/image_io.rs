@@ -133,21 +133,80 @@ pub fn save(img: &DynamicImage, path: impl AsRef<Path>) -> Result<()> {
     write_atomic(path, &bytes)
 }
 
-/// Writes bytes to `path` atomically (temporary file in the same folder, then rename).
+/// Writes bytes to `path` atomically and durably: to a temporary file of a unique name in the
+/// same folder ([`temp_sibling`]; created exclusively, so concurrent writers, even on other
+/// hosts of a shared file system, never share one), flushed to disk, renamed over `path`, and
+/// the folder flushed too ([`sync_dir`]), so a crash or power loss leaves either the old file
+/// or the whole new one. Of concurrent writers of one `path` the last rename wins, whole. On an
+/// error the temporary file is removed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    use std::io::Write;
+    let dir = parent_dir(path);
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.unwrap_or_default(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    let (tmp, mut file) = loop {
+        let tmp = temp_sibling(path);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(file) => break (tmp, file),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(&tmp, e)),
+        }
+    };
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io(&tmp, e))
+        .and_then(|()| {
+            drop(file);
+            std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    sync_dir(dir)
+}
+
+/// The folder `path` is in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// A fresh hidden name beside `path` for a temporary file or folder that is renamed over it:
+/// `.<name>.tmp-<pid>-<nanoseconds>-<counter>`, unique within the process (the counter) and,
+/// with the clock, across processes that share a pid on different hosts. Create it exclusively
+/// (`create_new`, `create_dir`) and draw another name if it exists.
+pub fn temp_sibling(path: &Path) -> std::path::PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parent_dir(path).join(format!(".{name}.tmp-{}-{nanos}-{n}", std::process::id()))
+}
+
+/// Flushes a folder's entries to disk (after a rename into it), so the rename survives a crash.
+/// On Unix the folder is opened and synced; elsewhere (Windows cannot open folders as files)
+/// this does nothing.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(dir, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 /// Converts one image to a `[C, H, W]` vector of values in `[-1, 1]`, after `resize`.

@@ -19,6 +19,7 @@
 
 mod error;
 pub mod escalate;
+pub mod home;
 pub mod image_io;
 pub mod method;
 pub mod mode;

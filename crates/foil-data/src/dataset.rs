@@ -1,9 +1,15 @@
 //! The labelled image set every loader returns, class pairs and recorded splits.
+//!
+//! An item's pixels are either in memory (procedural sets, idx and JSON digits) or an image
+//! file decoded when a batch needs it (class folders, [`crate::folder`]), so a dataset of
+//! files costs its list of paths, not its decoded images: [`Dataset::tensors`] decodes only the
+//! items it is asked for.
 
-use std::path::Path;
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, backend::Backend};
-use foil_core::image_io::{ColorMode, Resize, images_to_tensor, write_atomic};
+use foil_core::image_io::{self, ColorMode, Resize, images_to_tensor, write_atomic};
 use foil_core::{Error, Result};
 use image::DynamicImage;
 use rand::seq::SliceRandom;
@@ -11,16 +17,52 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+/// An item's pixels: decoded in memory, or an image file decoded each time they are asked for
+/// ([`Item::decode`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pixels {
+    /// The decoded image.
+    Decoded(DynamicImage),
+    /// An image file (any format the `image` crate reads), decoded on demand.
+    File(PathBuf),
+}
+
+impl From<DynamicImage> for Pixels {
+    fn from(image: DynamicImage) -> Self {
+        Pixels::Decoded(image)
+    }
+}
+
 /// One labelled image and where it came from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Item {
-    /// The image.
-    pub image: DynamicImage,
+    /// The image, in memory or as a file ([`Item::decode`] gives the pixels either way).
+    pub image: Pixels,
     /// Index into the dataset's class names.
     pub label: usize,
     /// Where it came from (a file path, or `fashion-mnist/test/123`): stable across runs, so
     /// results can be keyed by it.
     pub source: String,
+}
+
+impl Item {
+    /// An item whose image is `path`, decoded when needed; its source is the path.
+    pub fn file(path: PathBuf, label: usize) -> Self {
+        Self {
+            source: path.display().to_string(),
+            image: Pixels::File(path),
+            label,
+        }
+    }
+
+    /// The pixels: borrowed when in memory, else decoded from the file now (an unreadable or
+    /// undecodable file is an error naming it).
+    pub fn decode(&self) -> Result<Cow<'_, DynamicImage>> {
+        match &self.image {
+            Pixels::Decoded(image) => Ok(Cow::Borrowed(image)),
+            Pixels::File(path) => image_io::load(path).map(Cow::Owned),
+        }
+    }
 }
 
 /// Labelled images with named classes.
@@ -158,7 +200,8 @@ impl Dataset {
         })
     }
 
-    /// The items at `indices` as one NCHW tensor in `[-1, 1]` and their labels.
+    /// The items at `indices` as one NCHW tensor in `[-1, 1]` and their labels. Only these
+    /// items are decoded (files are read now), so memory follows `indices`, not the dataset.
     pub fn tensors<B: Backend>(
         &self,
         indices: &[usize],
@@ -172,7 +215,7 @@ impl Dataset {
             let it = self.items.get(i).ok_or_else(|| {
                 Error::out_of_range("item index", format!("below {}", self.items.len()), i)
             })?;
-            images.push(it.image.clone());
+            images.push(it.decode()?.into_owned());
             labels.push(it.label);
         }
         Ok((images_to_tensor(&images, mode, resize, device)?, labels))

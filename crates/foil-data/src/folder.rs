@@ -1,5 +1,10 @@
 //! Image folders with one sub-folder per class (`root/<class>/<image>`), any format the `image`
 //! crate reads.
+//!
+//! Loading lists the files and reads each one's header (format and size, a few bytes), so a
+//! file that is not an image is reported before any work starts; the pixels are decoded only
+//! when a batch needs them ([`Dataset::tensors`], [`Item::decode`]). Memory therefore follows
+//! the batch, not the folder: listing 50,000 files costs their paths (`docs/scale.md`).
 
 use std::path::{Path, PathBuf};
 
@@ -61,28 +66,51 @@ pub fn list(root: impl AsRef<Path>) -> Result<Vec<(String, Vec<PathBuf>)>> {
     Ok(classes)
 }
 
-/// Loads every image of every class folder under `root`; labels follow the sorted folder names.
-/// An unreadable image is an error naming its file.
+/// Reads the header of an image file (its format and size, not its pixels): a file that is
+/// missing, unreadable or not an image is an error naming it.
+pub fn check_header(path: &Path) -> Result<(u32, u32)> {
+    image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| Error::io(path, e))?
+        .into_dimensions()
+        .map_err(|source| match source {
+            image::ImageError::IoError(e) => Error::io(path, e),
+            source => Error::Image {
+                path: path.to_path_buf(),
+                source,
+            },
+        })
+}
+
+/// The files as items of `label`, decoded on demand; each file's header is checked now.
+fn file_items(files: Vec<PathBuf>, label: usize) -> Result<Vec<Item>> {
+    files
+        .into_iter()
+        .map(|file| {
+            check_header(&file)?;
+            Ok(Item::file(file, label))
+        })
+        .collect()
+}
+
+/// Every image of every class folder under `root`, labels following the sorted folder names.
+/// The files are listed and their headers checked (a file that is not an image is an error
+/// naming it); their pixels are decoded when a batch needs them.
 pub fn load(root: impl AsRef<Path>) -> Result<Dataset> {
     let classes = list(root)?;
     let mut names = Vec::with_capacity(classes.len());
     let mut items = Vec::new();
     for (label, (name, files)) in classes.into_iter().enumerate() {
         names.push(name);
-        for file in files {
-            items.push(Item {
-                image: image_io::load(&file)?,
-                label,
-                source: file.display().to_string(),
-            });
-        }
+        items.extend(file_items(files, label)?);
     }
     Dataset::new(names, items)
 }
 
 /// The images of one flat folder (sorted by name; sub-folders and non-image files skipped), all
 /// of class `from`, in a two-class dataset `[from, to]`: the inputs a user explains from `from`
-/// towards `to` (`foil maskdime|diffusion --images DIR --from A --to B`).
+/// towards `to` (`foil maskdime|diffusion --images DIR --from A --to B`). Listed and
+/// header-checked as [`load`]; decoded batch by batch.
 pub fn load_flat(dir: impl AsRef<Path>, from: &str, to: &str) -> Result<Dataset> {
     let dir = dir.as_ref();
     if from == to {
@@ -102,17 +130,10 @@ pub fn load_flat(dir: impl AsRef<Path>, from: &str, to: &str) -> Result<Dataset>
             hint: format!("put images ({}) in it", IMAGE_EXTENSIONS.join(", ")),
         });
     }
-    let items = files
-        .into_iter()
-        .map(|file| {
-            Ok(Item {
-                image: image_io::load(&file)?,
-                label: 0,
-                source: file.display().to_string(),
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Dataset::new(vec![from.to_string(), to.to_string()], items)
+    Dataset::new(
+        vec![from.to_string(), to.to_string()],
+        file_items(files, 0)?,
+    )
 }
 
 /// Writes a dataset as class folders of PNG files (`root/<class>/<index>.png`), atomically per
@@ -127,7 +148,7 @@ pub fn save(data: &Dataset, root: impl AsRef<Path>) -> Result<()> {
         let path = root
             .join(&data.class_names()[it.label])
             .join(format!("{i:05}.png"));
-        image_io::save(&it.image, &path)?;
+        image_io::save(&*it.decode()?, &path)?;
     }
     Ok(())
 }

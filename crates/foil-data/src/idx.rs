@@ -44,7 +44,8 @@ impl Part {
     }
 }
 
-/// Reads a whole file, un-gzipping it when it starts with the gzip magic bytes.
+/// Reads a whole file, un-gzipping it when it starts with the gzip magic bytes (one gzip
+/// member: its output is bounded by deflate's 1032:1 ratio to the file's size).
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     if raw.starts_with(&[0x1f, 0x8b]) {
@@ -89,18 +90,18 @@ pub fn parse_idx_u8(bytes: &[u8], what: &str) -> Result<(Vec<usize>, Vec<u8>)> {
             format!("truncated header: {} bytes, expected {header}", bytes.len()),
         ));
     }
-    let dims: Vec<usize> = (0..rank)
-        .map(|i| {
-            u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize
-        })
+    let dims: Vec<usize> = bytes[4..header]
+        .chunks_exact(4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .collect();
-    let count: usize = dims.iter().product();
+    let count = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
     let data = &bytes[header..];
-    if data.len() != count {
+    if count != Some(data.len()) {
+        let need = count.map_or_else(|| "more".to_string(), |c| c.to_string());
         return Err(Error::format(
             what.to_owned(),
             format!(
-                "dimensions {dims:?} need {count} data bytes, found {} (truncated or corrupt)",
+                "dimensions {dims:?} need {need} data bytes, found {} (truncated or corrupt)",
                 data.len()
             ),
         ));
@@ -149,12 +150,25 @@ pub fn load_pair(images: &Path, labels: &Path, names: &[&str], tag: &str) -> Res
             format!("{ldims:?}"),
         ));
     }
+    if h == 0 || w == 0 {
+        return Err(Error::shape(
+            images.display().to_string(),
+            "images of at least 1 x 1 pixels",
+            format!("{h} x {w}"),
+        ));
+    }
+    // n images of h * w bytes each were read: n is bounded by the file.
     let mut items = Vec::with_capacity(n);
     for (i, (chunk, &label)) in pixels.chunks_exact(h * w).zip(&labs).enumerate() {
-        let image =
-            GrayImage::from_raw(w as u32, h as u32, chunk.to_vec()).expect("chunk has h * w bytes");
+        let image = GrayImage::from_raw(w as u32, h as u32, chunk.to_vec()).ok_or_else(|| {
+            Error::shape(
+                images.display().to_string(),
+                format!("{h} x {w}"),
+                "too large",
+            )
+        })?;
         items.push(Item {
-            image: DynamicImage::ImageLuma8(image),
+            image: DynamicImage::ImageLuma8(image).into(),
             label: label as usize,
             source: format!("{tag}/{i}"),
         });

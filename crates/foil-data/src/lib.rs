@@ -20,5 +20,5 @@ pub mod mnist_json;
 pub mod procedural;
 pub mod source;
 
-pub use dataset::{Dataset, Item, Split};
+pub use dataset::{Dataset, Item, Pixels, Split};
 pub use source::Source;

@@ -48,7 +48,7 @@ pub fn load(digits_dir: impl AsRef<Path>) -> Result<Dataset> {
             let raw = chunk.iter().map(|v| (v * 255.0).round() as u8).collect();
             let image = GrayImage::from_raw(SIDE as u32, SIDE as u32, raw).expect("28 x 28 values");
             items.push(Item {
-                image: DynamicImage::ImageLuma8(image),
+                image: DynamicImage::ImageLuma8(image).into(),
                 label: digit,
                 source: format!("mnist/{digit}/{i}"),
             });

@@ -101,7 +101,7 @@ pub fn kiki_bouba(per_class: usize, size: u32, seed: u64) -> Result<Dataset> {
             let image = DynamicImage::ImageLuma8(draw(shape, size, &mut rng));
             let name = if label == 0 { "bouba" } else { "kiki" };
             items.push(Item {
-                image,
+                image: image.into(),
                 label,
                 source: format!("kiki-bouba/{seed}/{name}/{i}"),
             });

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::backend::NdArray;
 use foil_core::image_io::{ColorMode, Resize};
 use foil_data::idx::{self, Part};
-use foil_data::{Dataset, Split, folder, mnist_json, procedural};
+use foil_data::{Dataset, Pixels, Split, folder, mnist_json, procedural};
 use proptest::prelude::*;
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -79,7 +79,7 @@ fn kiki_bouba_is_seeded_balanced_and_separable_by_shape() {
     // Every kiki is spikier than every bouba: the classes differ by the shape, as documented.
     let (mut max_bouba, mut min_kiki) = (0.0f64, f64::INFINITY);
     for it in a.items() {
-        let s = spikiness(it.image.as_luma8().unwrap());
+        let s = spikiness(it.decode().unwrap().as_luma8().unwrap());
         if it.label == 0 {
             max_bouba = max_bouba.max(s)
         } else {
@@ -173,12 +173,12 @@ fn class_folders_round_trip_and_report_bad_files() {
     let mut orig: Vec<_> = data
         .items()
         .iter()
-        .map(|i| (i.label, i.image.to_luma8().into_raw()))
+        .map(|i| (i.label, i.decode().unwrap().to_luma8().into_raw()))
         .collect();
     let mut read: Vec<_> = back
         .items()
         .iter()
-        .map(|i| (i.label, i.image.to_luma8().into_raw()))
+        .map(|i| (i.label, i.decode().unwrap().to_luma8().into_raw()))
         .collect();
     orig.sort();
     read.sort();
@@ -213,7 +213,7 @@ fn idx_files_load_and_corrupt_ones_are_refused() {
     assert_eq!(data.len(), 3);
     assert_eq!(data.items()[2].label, 6);
     assert_eq!(data.class_names()[data.items()[0].label], "Ankle boot");
-    let img = data.items()[1].image.as_luma8().unwrap();
+    let img = data.items()[1].decode().unwrap().to_luma8();
     assert_eq!(img.dimensions(), (5, 4));
     assert_eq!(img.get_pixel(2, 1).0[0], (20 + 5 + 2) as u8 * 4);
     assert_eq!(data.items()[1].source, "fashion-mnist/test/1");
@@ -281,7 +281,7 @@ fn debian_fashion_mnist_has_the_published_layout() {
     assert_eq!(test.counts(), [1000; 10]);
     let first: Vec<usize> = test.items()[..10].iter().map(|i| i.label).collect();
     assert_eq!(first, [9, 2, 1, 1, 6, 1, 4, 6, 5, 7]);
-    let img = test.items()[0].image.as_luma8().unwrap();
+    let img = test.items()[0].decode().unwrap().to_luma8();
     assert_eq!(img.dimensions(), (28, 28));
     assert_eq!(img.pixels().map(|p| p.0[0] as u64).sum::<u64>(), 33_456);
     let pair: Dataset = test.pair("Shirt", "T-shirt/top").unwrap();
@@ -303,7 +303,7 @@ fn mnist_json_digits_load_and_bad_files_are_refused() {
     }
     let data = mnist_json::load(&dir).unwrap();
     assert_eq!(data.counts(), [2; 10]);
-    let img = data.items()[3].image.as_luma8().unwrap(); // digit 1, image 1
+    let img = data.items()[3].decode().unwrap().to_luma8(); // digit 1, image 1
     // Pixel (3, 0) of digit 1's second image is value 784 + 3 of 1.json: ((787 + 1) % 5) / 4 = 0.75.
     assert_eq!(img.get_pixel(3, 0).0[0], 191);
     assert_eq!(data.items()[3].label, 1);
@@ -371,5 +371,61 @@ fn a_flat_folder_is_one_class_explained_towards_another() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("broken.png"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn class_folders_are_decoded_lazily_and_a_bad_file_is_named_when_its_batch_is_read() {
+    let dir = temp_dir("lazy");
+    let data = procedural::kiki_bouba(3, 12, 8).unwrap();
+    folder::save(&data, &dir).unwrap();
+    let listed = folder::load(&dir).unwrap();
+    // Listed, not decoded: every item is its file, and its source is the file's path.
+    let files: Vec<PathBuf> = listed
+        .items()
+        .iter()
+        .map(|i| match &i.image {
+            Pixels::File(path) => {
+                assert_eq!(path.display().to_string(), i.source);
+                path.clone()
+            }
+            Pixels::Decoded(_) => panic!("{} was decoded when listed", i.source),
+        })
+        .collect();
+    assert_eq!(files.len(), 6);
+    let device = Default::default();
+    let gray = |d: &Dataset, ix: &[usize]| {
+        d.tensors::<NdArray>(ix, ColorMode::Gray, Resize::Keep, &device)
+    };
+    let (whole, labels) = gray(&listed, &[0, 1, 2, 3, 4, 5]).unwrap();
+    assert_eq!(whole.dims(), [6, 1, 12, 12]);
+    assert_eq!(
+        labels,
+        listed.items().iter().map(|i| i.label).collect::<Vec<_>>()
+    );
+
+    // A file cut inside its pixel data passes the listing (its header is whole) and fails
+    // only when a batch holding it is decoded, naming it; the other items still decode.
+    let victim = &files[4];
+    let bytes = std::fs::read(victim).unwrap();
+    let idat = bytes.windows(4).position(|w| w == b"IDAT").unwrap();
+    std::fs::write(victim, &bytes[..idat + 8]).unwrap();
+    let relisted = folder::load(&dir).unwrap();
+    let err = gray(&relisted, &[3, 4]).unwrap_err().to_string();
+    let name = victim.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(err.contains(&name), "{err}");
+    let (rest, _) = gray(&relisted, &[0, 1, 2, 3, 5]).unwrap();
+    assert_eq!(rest.dims(), [5, 1, 12, 12]);
+    // A file removed after the listing: an error naming it, no panic.
+    std::fs::remove_file(victim).unwrap();
+    let err = relisted.items()[4].decode().unwrap_err().to_string();
+    assert!(err.contains(&name), "{err}");
+    // A pair and a subset keep the items lazy (paths, not pixels).
+    let pair = listed.pair("kiki", "bouba").unwrap();
+    assert!(
+        pair.items()
+            .iter()
+            .all(|i| matches!(i.image, Pixels::File(_)))
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

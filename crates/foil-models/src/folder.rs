@@ -15,12 +15,14 @@
 //! # Ok::<(), foil_core::Error>(())
 //! ```
 
+mod mpk;
+
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use burn::module::Module;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder, RecorderError};
 use burn::tensor::backend::Backend;
 use foil_core::image_io::write_atomic;
 use foil_core::{Error, Result};
@@ -41,18 +43,87 @@ pub fn save_record<B: Backend, M: Module<B>>(model: M, path: &Path) -> Result<()
         .map_err(|e| Error::format(path.display().to_string(), e))
 }
 
-/// Loads the parameters at `path` (without `.mpk`) into `model`; a missing or unreadable file
-/// is an error naming it and `hint` (how to make it, e.g. "train the DDPM first: foil train ddpm").
+/// The file burn reads and writes for record `path`: `path` with its extension set to `.mpk`.
+pub fn record_file(path: &Path) -> PathBuf {
+    path.with_extension("mpk")
+}
+
+/// Loads the parameters at `path` (without `.mpk`) into `model`.
+///
+/// The file is checked before burn reads it: a missing file is an [`Error::Io`] naming it and
+/// `hint` (how to make it, e.g. "train the DDPM first: foil train ddpm"); a truncated or
+/// corrupt file, or a record of another network (other tensor names or shapes), is an
+/// [`Error::Format`] naming the file and saying which, never a panic.
 pub fn load_record<B: Backend, M: Module<B>>(
     model: M,
     path: &Path,
     hint: &str,
     device: &B::Device,
 ) -> Result<M> {
+    let file = record_file(path);
+    let tensors = scan_record(&file, hint)?;
+    mpk::check_against(&tensors, &model)
+        .map_err(|why| Error::format(file.display().to_string(), format!("{why} ({hint})")))?;
     let record = recorder()
         .load(path.to_path_buf(), device)
-        .map_err(|e| Error::format(path.display().to_string(), format!("{e} ({hint})")))?;
+        .map_err(|e| record_error(&file, e, hint))?;
     Ok(model.load_record(record))
+}
+
+/// Checks that `path` (without `.mpk`) is a whole, well-formed burn record, whatever network it
+/// is of: every tensor's bytes fit its shape and dtype and nothing is cut off. Errors as
+/// [`load_record`]'s; call it before loading records foil does not build a network for (an
+/// optimizer's state).
+pub fn check_record(path: &Path, hint: &str) -> Result<()> {
+    scan_record(&record_file(path), hint).map(drop)
+}
+
+/// The tensors of record file `file`, or the error saying why it is unreadable.
+fn scan_record(file: &Path, hint: &str) -> Result<mpk::Tensors> {
+    match mpk::scan(file) {
+        Ok(Ok(tensors)) => Ok(tensors),
+        Ok(Err(why)) => Err(Error::format(
+            file.display().to_string(),
+            format!(
+                "truncated or corrupt burn record, or not a burn record at all: {why} ({hint})"
+            ),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::io(
+            file,
+            std::io::Error::new(e.kind(), format!("no such record ({hint})")),
+        )),
+        Err(e) => Err(Error::io(file, e)),
+    }
+}
+
+/// A typed error for burn's recorder failing on record `file`: names the file, says it is
+/// truncated or corrupt (or not a record of this model), adds `hint`, and leaves out burn's
+/// note on its format change in version 0.14.0, which misleads here.
+pub fn record_error(file: &Path, err: RecorderError, hint: &str) -> Error {
+    let detail = match err {
+        RecorderError::FileNotFound(e) => {
+            return Error::io(
+                file,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("no such record: {e} ({hint})"),
+                ),
+            );
+        }
+        RecorderError::DeserializeError(e) | RecorderError::Unknown(e) => e,
+    };
+    // burn appends a paragraph on its 0.14.0 format change to every tensor it cannot read.
+    let first = detail
+        .split("The internal data format has changed")
+        .next()
+        .unwrap_or("")
+        .trim();
+    Error::format(
+        file.display().to_string(),
+        format!(
+            "truncated or corrupt burn record, or not a record of this model: {first} ({hint})"
+        ),
+    )
 }
 
 /// Writes a trained model folder: `model`'s record as `dir/<record>.mpk`, then `spec` as

@@ -38,6 +38,14 @@ impl NumpyArray {
                 format!("{axes:?}"),
             ));
         }
+        let numel = self.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        if numel != Some(self.data.len()) {
+            return Err(Error::shape(
+                "numpy array",
+                format!("as many elements as shape {:?} holds", self.shape),
+                format!("{} elements", self.data.len()),
+            ));
+        }
         let shape: Vec<usize> = axes.iter().map(|&a| self.shape[a]).collect();
         // Strides of the source, in elements.
         let mut src_strides = vec![1usize; rank];
@@ -154,11 +162,14 @@ fn array_from_state(state: &[Value]) -> std::result::Result<NumpyArray, String> 
     let Value::Bytes(raw) = &state[4] else {
         unreachable!("checked by is_array_state")
     };
-    let count: usize = shape.iter().product();
-    if raw.len() != count * 4 {
+    let bytes = shape
+        .iter()
+        .try_fold(4usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| format!("shape {shape:?} is too large for this machine"))?;
+    if raw.len() != bytes {
         return Err(format!(
-            "expected {} bytes of float32 for shape {shape:?}, found {} (not a float32 array?)",
-            count * 4,
+            "expected {bytes} bytes of float32 for shape {shape:?}, found {} (not a float32 \
+             array?)",
             raw.len()
         ));
     }

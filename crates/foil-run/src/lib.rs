@@ -10,6 +10,12 @@
 //! Inputs whose `.json` exists are skipped, so an interrupted run loses nothing and a rerun
 //! finishes it. [`read_results`] reads such a folder back (the metrics and the study page do).
 //!
+//! Several processes can share one results folder: [`SetRun::shard`] gives each a
+//! deterministic part of the inputs ([`shard`]: `--shard I/N`, Slurm job arrays, Kubernetes
+//! Indexed Jobs), and a claim file per input in flight ([`claim`]) makes sure no input is
+//! explained twice, whoever runs what. The inputs are decoded batch by batch
+//! ([`Dataset::tensors`]), so a folder dataset of any size costs memory for one batch.
+//!
 //! ```no_run
 //! # use burn::backend::NdArray;
 //! # fn demo(method: &dyn foil_core::Method<NdArray>, oracle: &dyn foil_core::Classifier<NdArray>, data: &foil_data::Dataset) -> foil_core::Result<()> {
@@ -33,8 +39,13 @@ use foil_data::Dataset;
 use image::{DynamicImage, GenericImage, GrayImage, Luma, Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
 
+pub mod claim;
+pub mod manifest;
+pub mod shard;
 #[cfg(feature = "testing")]
 pub mod testing;
+
+pub use shard::Shard;
 
 /// One saved mask of an explanation (MaskDiME's `M1` or `M2`, FastDiME's difference mask).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,6 +117,8 @@ pub struct RunSummary {
     pub done: usize,
     /// Inputs skipped because their result already existed.
     pub skipped: usize,
+    /// Inputs left to another process that had claimed them ([`claim`]).
+    pub busy: usize,
     /// Of `done`, those flipped.
     pub flipped: usize,
     /// Wall time of this call.
@@ -179,6 +192,8 @@ pub struct SetRun<'a, B: Backend> {
     pub device: &'a B::Device,
     /// Called after each input's result is written (`None`: silent).
     pub progress: Option<&'a dyn Fn(&Progress<'_>)>,
+    /// The part of the inputs this process explains ([`shard`]; default: all).
+    pub shard: Shard,
 }
 
 /// One finished input, as [`SetRun::progress`] sees it.
@@ -216,6 +231,7 @@ impl<'a, B: Backend> SetRun<'a, B> {
             seed: 0,
             device,
             progress: None,
+            shard: Shard::WHOLE,
         }
     }
 }
@@ -238,7 +254,9 @@ pub fn other_classes(predicted: &[usize]) -> Result<Vec<usize>> {
 
 /// Runs `method` over `plan.data`, both directions, writing one result per input (see the
 /// crate docs) and skipping inputs already done. `oracle` predicts each original's class; the
-/// target is the other class, and the method reports whether it reached it.
+/// target is the other class, and the method reports whether it reached it. Only the inputs
+/// of `plan.shard` are run ([`Shard::select`]); each is claimed before it is explained and
+/// left alone when another process holds it ([`claim`]).
 pub fn run_set<B, M, C>(method: &M, oracle: &C, plan: &SetRun<'_, B>) -> Result<RunSummary>
 where
     B: Backend,
@@ -254,6 +272,7 @@ where
         seed,
         device,
         progress,
+        shard,
     } = *plan;
     let classes: [String; 2] = match data.class_names() {
         [a, b] => [a.clone(), b.clone()],
@@ -265,31 +284,43 @@ where
         return Err(Error::out_of_range("batch size", ">= 1", 0));
     }
     let (mode, resize) = image_mode(image_size);
+    // The run's network timings start with it (`foil_core::profile`; read by the CLI).
+    foil_core::profile::reset();
     let start = Instant::now();
     let mut summary = RunSummary {
         done: 0,
         skipped: 0,
+        busy: 0,
         flipped: 0,
         seconds: 0.0,
     };
-    // Each direction's folder and pending inputs, first, so progress knows the total.
+    // Each direction's inputs in run order, this shard's part of them (whole batches of the
+    // one-process run), then the pending ones, first, so progress knows the total.
+    let chosen: Vec<Vec<usize>> = [0usize, 1]
+        .into_iter()
+        .map(|from| {
+            let mut chosen: Vec<usize> = (0..data.len())
+                .filter(|&i| data.items()[i].label == from)
+                .collect();
+            if let Some(n) = per_direction {
+                chosen.truncate(n);
+            }
+            chosen
+        })
+        .collect();
+    let result_file =
+        |dir: &Path, i: usize| dir.join(format!("{}.json", result_key(&data.items()[i].source)));
     let mut directions = Vec::with_capacity(2);
-    for (from, other) in [(0usize, 1usize), (1, 0)] {
+    for ((from, other), mine) in [(0usize, 1usize), (1, 0)]
+        .into_iter()
+        .zip(shard.select(&chosen, batch_size))
+    {
         let dir = direction_dir(out, &classes, from, other);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let mut chosen: Vec<usize> = (0..data.len())
-            .filter(|&i| data.items()[i].label == from)
-            .collect();
-        if let Some(n) = per_direction {
-            chosen.truncate(n);
-        }
-        let considered = chosen.len();
-        let pending: Vec<usize> = chosen
+        let considered = mine.len();
+        let pending: Vec<usize> = mine
             .into_iter()
-            .filter(|&i| {
-                !dir.join(format!("{}.json", result_key(&data.items()[i].source)))
-                    .exists()
-            })
+            .filter(|&i| !result_file(&dir, i).exists())
             .collect();
         summary.skipped += considered - pending.len();
         directions.push((from, dir, pending));
@@ -297,6 +328,28 @@ where
     let total: usize = directions.iter().map(|(_, _, p)| p.len()).sum();
     for (from, dir, pending) in directions {
         for batch in pending.chunks(batch_size) {
+            // Claim each input; one claimed elsewhere is left to its holder, one finished
+            // since the listing (by another process) is skipped.
+            let mut claims = Vec::with_capacity(batch.len());
+            let mut claimed = Vec::with_capacity(batch.len());
+            for &i in batch {
+                let key = result_key(&data.items()[i].source);
+                match claim::try_claim(&dir, &key)? {
+                    None => summary.busy += 1,
+                    Some(held) if result_file(&dir, i).exists() => {
+                        held.release()?;
+                        summary.skipped += 1;
+                    }
+                    Some(held) => {
+                        claims.push(Some(held));
+                        claimed.push(i);
+                    }
+                }
+            }
+            if claimed.is_empty() {
+                continue;
+            }
+            let batch = claimed.as_slice();
             let (x, _) = data.tensors::<B>(batch, mode, resize, device)?;
             let predicted = predicted_labels(oracle, x.clone())?;
             if predicted.len() != batch.len() {
@@ -365,6 +418,9 @@ where
                     m2,
                 };
                 write_json(&dir.join(format!("{key}.json")), &item)?;
+                if let Some(held) = claims[j].take() {
+                    held.release()?;
+                }
                 summary.done += 1;
                 summary.flipped += usize::from(item.flipped);
                 if let Some(report) = progress {

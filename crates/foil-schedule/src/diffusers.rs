@@ -372,6 +372,15 @@ impl DiffusersScheduler {
             }
         }
         let t = r.usize("num_train_timesteps", 1000)?;
+        if t > crate::schedule::MAX_TRAIN_STEPS {
+            return Err(r.error(
+                "num_train_timesteps",
+                format!(
+                    "expected 1 to {}, found {t}",
+                    crate::schedule::MAX_TRAIN_STEPS
+                ),
+            ));
+        }
         let start = r.f64("beta_start", 0.0001)?;
         let end = r.f64("beta_end", 0.02)?;
         let kind = r.string("beta_schedule", "linear")?;

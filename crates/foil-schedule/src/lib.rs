@@ -26,5 +26,5 @@ mod steps;
 pub mod testing;
 
 pub use diffusers::{DiffusersScheduler, SchedulerClass};
-pub use schedule::{BetaSchedule, NoiseSchedule, space_timesteps};
+pub use schedule::{BetaSchedule, MAX_TRAIN_STEPS, NoiseSchedule, space_timesteps};
 pub use steps::{Spacing, StepOutput, Steps, VarianceType};

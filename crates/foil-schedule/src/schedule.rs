@@ -6,6 +6,10 @@ use foil_core::{Error, Result};
 
 use crate::steps::round_half_even;
 
+/// The most training steps a schedule may have: published models use 1000 to 4000, and a
+/// count read from a file is checked against this before anything is allocated for it.
+pub const MAX_TRAIN_STEPS: usize = 1_000_000;
+
 /// How the betas of a training schedule are made.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BetaSchedule {
@@ -52,13 +56,13 @@ impl BetaSchedule {
         }
     }
 
-    /// The betas of this schedule over `num_steps` steps.
+    /// The betas of this schedule over `num_steps` steps (1 to [`MAX_TRAIN_STEPS`]).
     pub fn betas(&self, num_steps: usize) -> Result<Vec<f64>> {
-        if num_steps == 0 {
+        if num_steps == 0 || num_steps > MAX_TRAIN_STEPS {
             return Err(Error::out_of_range(
                 "number of training steps",
-                "at least 1",
-                0,
+                format!("1 to {MAX_TRAIN_STEPS}"),
+                num_steps,
             ));
         }
         let ramp = |a: f64, b: f64| -> Vec<f64> {

@@ -381,10 +381,11 @@ where
                 ),
             ));
         }
-        let record = recorder()
-            .load(dir.join("model"), device)
-            .map_err(|e| corrupt(&dir, format!("model.mpk is not readable: {e}")))?;
-        let loaded = model.clone().load_record(record);
+        // Checked before burn reads it: a truncated or foreign record is an error, not a panic.
+        let hint = "a checkpoint of this run";
+        let loaded =
+            foil_models::folder::load_record(model.clone(), &dir.join("model"), hint, device)
+                .map_err(|e| corrupt(&dir, e))?;
         let found = param_shapes::<B, M>(&loaded);
         if found != shapes {
             return Err(corrupt(
@@ -392,9 +393,12 @@ where
                 format!("parameter shapes differ: expected {shapes:?}, found {found:?}"),
             ));
         }
-        let optim_record = recorder()
-            .load(dir.join("optim"), device)
-            .map_err(|e| corrupt(&dir, format!("optim.mpk is not readable: {e}")))?;
+        let optim_path = dir.join("optim");
+        foil_models::folder::check_record(&optim_path, hint).map_err(|e| corrupt(&dir, e))?;
+        let optim_record = recorder().load(optim_path.clone(), device).map_err(|e| {
+            let file = foil_models::folder::record_file(&optim_path);
+            corrupt(&dir, foil_models::folder::record_error(&file, e, hint))
+        })?;
         optim = optim.load_record(optim_record);
         model = loaded;
         start = step;
@@ -492,12 +496,18 @@ where
 {
     let root = config.checkpoints_dir();
     let name = format!("step-{:08}", state.step);
-    let tmp = root.join(format!(".{name}.tmp-{}", std::process::id()));
     let done = root.join(&name);
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    }
-    fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+    // A fresh temporary folder of a unique name (created exclusively), so two trainers of one
+    // folder never write into the same one.
+    let tmp = loop {
+        let tmp = foil_core::image_io::temp_sibling(&done);
+        match fs::create_dir(&tmp) {
+            Ok(()) => break tmp,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(&tmp, e)),
+        }
+    };
     let rec_err = |what: &str, e: burn::record::RecorderError| {
         Error::format(format!("writing {what} to {}", tmp.display()), e)
     };
@@ -514,6 +524,8 @@ where
         fs::remove_dir_all(&done).map_err(|e| Error::io(&done, e))?;
     }
     fs::rename(&tmp, &done).map_err(|e| Error::io(&done, e))?;
+    // The rename itself survives a crash once the folder holding it is flushed.
+    foil_core::image_io::sync_dir(&root)?;
     let all = list_checkpoints(&root)?;
     if all.len() > config.keep_checkpoints {
         for (_, old) in &all[..all.len() - config.keep_checkpoints] {

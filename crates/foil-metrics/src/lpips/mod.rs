@@ -253,15 +253,18 @@ impl<B: Backend> ImageEncoder<B> for LpipsEncoder<B> {
 }
 
 /// Where the converted published weights are looked for: the file named by `FOIL_LPIPS_WEIGHTS`
-/// (`FOIL_LPIPS_VGG_WEIGHTS` for VGG16), else `assets/lpips/alexnet.safetensors`
-/// (`vgg16.safetensors`) in the current folder, where `tools/convert_lpips.py` writes them when
-/// run from the workspace root.
+/// (`FOIL_LPIPS_VGG_WEIGHTS` for VGG16), else `lpips/alexnet.safetensors` (`vgg16.safetensors`)
+/// in foil's home folder ([`foil_core::home`], where `foil weights lpips` installs them) when
+/// there, else `assets/lpips/alexnet.safetensors` in the current folder (where older foils and
+/// `tools/convert_lpips.py` run from the workspace root write them).
 pub fn default_weights_path(net: LpipsNet) -> std::path::PathBuf {
     let (var, file) = match net {
-        LpipsNet::Alex(_) => ("FOIL_LPIPS_WEIGHTS", "assets/lpips/alexnet.safetensors"),
-        LpipsNet::Vgg(_) => ("FOIL_LPIPS_VGG_WEIGHTS", "assets/lpips/vgg16.safetensors"),
+        LpipsNet::Alex(_) => ("FOIL_LPIPS_WEIGHTS", "alexnet.safetensors"),
+        LpipsNet::Vgg(_) => ("FOIL_LPIPS_VGG_WEIGHTS", "vgg16.safetensors"),
     };
-    std::env::var_os(var)
-        .map(Into::into)
-        .unwrap_or_else(|| Path::new(file).to_path_buf())
+    if let Some(path) = std::env::var_os(var) {
+        return path.into();
+    }
+    let legacy = Path::new("assets/lpips").join(file);
+    foil_core::home::locate(&Path::new("lpips").join(file), &legacy).unwrap_or(legacy)
 }

@@ -10,6 +10,7 @@ mod builder;
 pub mod files;
 #[cfg(test)]
 mod pinned_init;
+mod pytorch_check;
 mod pytorch_file;
 mod safetensors_file;
 

@@ -15,6 +15,8 @@ use burn::tensor::DType;
 use burn_store::TensorSnapshot;
 use foil_core::{Error, Result};
 
+use super::pytorch_check;
+
 /// Values of one tensor, or why they could not be read.
 type Reply = std::result::Result<Vec<f32>, String>;
 
@@ -37,13 +39,23 @@ pub(super) fn open(
     top_level_key: Option<&str>,
     what: &str,
 ) -> Result<(PytorchFile, Listing)> {
+    // burn-store allocates what the file's length fields announce: check them first.
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    pytorch_check::check(&file, len).map_err(|why| {
+        Error::format(
+            what.to_owned(),
+            format!("not a readable PyTorch checkpoint: {why}"),
+        )
+    })?;
+    drop(file);
     let (meta_tx, meta_rx) = mpsc::channel::<std::result::Result<Listing, String>>();
     let (requests, request_rx) = mpsc::channel::<Request>();
     let owned_path = path.to_path_buf();
     let key = top_level_key.map(str::to_owned);
     std::thread::Builder::new()
         .name("foil-pytorch-reader".into())
-        .spawn(move || serve(&owned_path, key.as_deref(), &meta_tx, &request_rx))
+        .spawn(move || serve(&owned_path, len, key.as_deref(), &meta_tx, &request_rx))
         .map_err(|e| Error::io(path, e))?;
     let tensors = match meta_rx.recv() {
         Ok(Ok(tensors)) => tensors,
@@ -75,6 +87,7 @@ impl PytorchFile {
 /// tensor is read or the [`PytorchFile`] is dropped.
 fn serve(
     path: &Path,
+    file_len: u64,
     top_level_key: Option<&str>,
     meta: &mpsc::Sender<std::result::Result<Listing, String>>,
     requests: &mpsc::Receiver<Request>,
@@ -111,16 +124,33 @@ fn serve(
         };
         let values = match snapshots.remove(&name) {
             None => Err("not in the checkpoint, or read already".to_string()),
-            Some(snapshot) => to_f32(&snapshot).map_err(|e| format!("reading {name}: {e}")),
+            Some(snapshot) => {
+                to_f32(&snapshot, file_len).map_err(|e| format!("reading {name}: {e}"))
+            }
         };
         let _ = reply.send(values);
     }
 }
 
-/// The values of `snapshot` as `f32` (read from the file now).
-fn to_f32(snapshot: &TensorSnapshot) -> std::result::Result<Vec<f32>, String> {
-    if snapshot.shape.num_elements() == 0 {
-        return Ok(Vec::new());
+/// The values of `snapshot` as `f32` (read from the file now). A shape whose bytes exceed the
+/// file's `file_len` is refused before burn-store allocates for it.
+fn to_f32(snapshot: &TensorSnapshot, file_len: u64) -> std::result::Result<Vec<f32>, String> {
+    let numel = snapshot
+        .shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d));
+    let bytes = numel.and_then(|n| n.checked_mul(snapshot.dtype.size()));
+    match (numel, bytes) {
+        (Some(0), _) => return Ok(Vec::new()),
+        (Some(_), Some(b)) if b as u64 <= file_len => {}
+        _ => {
+            return Err(format!(
+                "shape {:?} of {:?} needs more bytes than the {file_len}-byte file holds \
+                 (corrupt)",
+                snapshot.shape.to_vec(),
+                snapshot.dtype
+            ));
+        }
     }
     let data = snapshot.to_data().map_err(|e| format!("{e:?}"))?;
     data.convert::<f32>()

@@ -5,14 +5,13 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use foil::core::{Error, Result};
-use foil::pipeline::{self, EncoderChoice, EvaluateOptions, ScorerPaths};
+use foil::pipeline::{
+    self, EncoderChoice, EvaluateOptions, LPIPS_ALEX_FILE, LPIPS_VGG_FILE, ScorerPaths,
+    installed_lpips, lpips_install_dir,
+};
 
 use crate::device::{DeviceArg, with_backend};
 
-/// Where `foil weights lpips` writes the LPIPS AlexNet weights (`--lpips`'s default).
-const LPIPS_ALEX: &str = "assets/lpips/alexnet.safetensors";
-/// Where `foil weights lpips` writes the LPIPS VGG16 weights (`--lpips-vgg`'s default).
-const LPIPS_VGG: &str = "assets/lpips/vgg16.safetensors";
 /// The spelling of a weights flag that skips what needs the weights.
 const SKIP: &str = "none";
 /// At most this many inputs per direction in the contact sheets.
@@ -25,11 +24,13 @@ pub struct EvaluateArgs {
     /// sub-folders (`--seeds`), the first seed is scored and diversity compares them all.
     #[arg(long, default_value = "results/maskdime")]
     results: PathBuf,
-    /// LPIPS AlexNet weights (`foil weights lpips`); `none` to skip LPIPS.
-    #[arg(long, default_value = LPIPS_ALEX, value_parser = parse_weights)]
-    lpips: WeightsArg,
-    /// LPIPS VGG16 weights, for the diversity across seeds and `lpips-vgg` encoders (default
-    /// assets/lpips/vgg16.safetensors when present); `none` to skip.
+    /// LPIPS AlexNet weights (default: where `foil weights lpips` installs them, lpips/ in
+    /// $FOIL_HOME or the user's cache folder, e.g. ~/.cache/foil, else assets/lpips/ of the
+    /// current folder); `none` to skip LPIPS.
+    #[arg(long, value_parser = parse_weights)]
+    lpips: Option<WeightsArg>,
+    /// LPIPS VGG16 weights, for the diversity across seeds and `lpips-vgg` encoders (default:
+    /// installed by `foil weights lpips`, looked for as --lpips, when present); `none` to skip.
     #[arg(long, value_parser = parse_weights)]
     lpips_vgg: Option<WeightsArg>,
     /// FID / sFID encoder: lpips-alex, lpips-vgg, clip:FILE or inception:FILE (pytorch-fid's
@@ -82,28 +83,46 @@ fn parse_weights(s: &str) -> std::result::Result<WeightsArg, std::convert::Infal
     })
 }
 
-/// The weights file of `flag`: `value`, else `default`; `none` skips. A missing file is an
-/// error naming the flag, except a missing default when `optional` (then skipped).
+/// The weights file of `flag`: `value`, else the installed `file` ([`installed_lpips`]: foil's
+/// home folder, then the old `assets/lpips/`); `none` skips. A missing file is an error naming
+/// the flag and the places looked in, except missing installed weights when `optional` (then
+/// skipped).
 fn weights(
     flag: &str,
     value: Option<&WeightsArg>,
-    default: &str,
+    file: &str,
     optional: bool,
 ) -> Result<Option<PathBuf>> {
-    let path = match value {
-        Some(WeightsArg::Skip) => return Ok(None),
-        Some(WeightsArg::File(path)) => path.clone(),
-        None => PathBuf::from(default),
+    let hint = || {
+        let home = lpips_install_dir().map_or_else(
+            || "foil's home folder (set FOIL_HOME)".to_string(),
+            |d| d.display().to_string(),
+        );
+        format!("run `foil weights lpips` first (installs into {home}), or pass {flag} {SKIP}")
     };
-    if path.exists() {
-        Ok(Some(path))
-    } else if optional && value.is_none() {
-        Ok(None)
-    } else {
-        Err(Error::Empty {
+    match value {
+        Some(WeightsArg::Skip) => Ok(None),
+        Some(WeightsArg::File(path)) if path.is_file() => Ok(Some(path.clone())),
+        Some(WeightsArg::File(path)) => Err(Error::Empty {
             what: format!("{flag} weights at {}", path.display()).into(),
-            hint: format!("run `foil weights lpips` first, or pass {flag} {SKIP}"),
-        })
+            hint: hint(),
+        }),
+        None => match installed_lpips(file) {
+            Ok(path) => Ok(Some(path)),
+            Err(_) if optional => Ok(None),
+            Err(looked) => Err(Error::Empty {
+                what: format!(
+                    "{flag} weights (looked for {file} in {})",
+                    looked
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+                .into(),
+                hint: hint(),
+            }),
+        },
     }
 }
 
@@ -117,8 +136,8 @@ fn method_name(results: &Path) -> String {
 /// `foil evaluate` on `device`.
 pub fn run(args: EvaluateArgs, device: DeviceArg) -> Result<()> {
     let paths = ScorerPaths {
-        lpips: weights("--lpips", Some(&args.lpips), LPIPS_ALEX, false)?,
-        lpips_vgg: weights("--lpips-vgg", args.lpips_vgg.as_ref(), LPIPS_VGG, true)?,
+        lpips: weights("--lpips", args.lpips.as_ref(), LPIPS_ALEX_FILE, false)?,
+        lpips_vgg: weights("--lpips-vgg", args.lpips_vgg.as_ref(), LPIPS_VGG_FILE, true)?,
         fid_encoder: args.fid_encoder.clone(),
         similarity_encoder: args.similarity_encoder.clone(),
         oracle: args.oracle.clone(),

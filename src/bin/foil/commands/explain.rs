@@ -18,6 +18,7 @@ use foil::pipeline::{
     MaskDime, MaskDimeFiles, OracleSource, Preset, PublishedDiffusionFiles,
 };
 
+use super::manifest::RunRecord;
 use super::{DataArgs, EditArgs, RunArgs, print_summary, results_dir};
 use crate::device::{DeviceArg, with_backend};
 
@@ -382,11 +383,13 @@ pub fn maskdime(args: MaskdimeArgs, device: DeviceArg) -> Result<()> {
     let out = results_dir(args.out.as_deref(), name);
     let runs = args.run.runs(&out)?;
     let files = args.files()?;
+    let record = RunRecord::maskdime(&args.data, &args.run, &config, &files)?;
     let (_, test) = args.data.load()?;
     with_backend!(device, |B, dev| {
         let maskdime = MaskDime::<B>::load(&files, &dev)?;
         for (seed, out) in &runs {
-            let summary = maskdime.run(&config, &test, out, &args.run.options(*seed))?;
+            record.claim::<B>(out, *seed, maskdime.image_size())?;
+            let summary = maskdime.run(&config, &test, out, &args.run.options(*seed)?)?;
             print_summary(name, &summary, out);
         }
         Ok::<(), Error>(())
@@ -465,6 +468,37 @@ impl MethodArg {
     }
 }
 
+/// `foil diffusion`'s run manifest: the settings and the models it loads (a published pipeline
+/// or foil's folders).
+fn diffusion_record(
+    args: &DiffusionArgs,
+    config: &DiffusionConfig,
+    oracle: &OracleSource,
+) -> Result<RunRecord> {
+    let method = args.method.folder();
+    match (&args.kandinsky, &args.image_encoder, &args.stats) {
+        (Some(decoder), Some(encoder), Some(stats)) => {
+            let mut models = vec![
+                ("kandinsky", decoder.as_path()),
+                ("image_encoder", encoder.as_path()),
+                ("stats", stats.as_path()),
+            ];
+            if let Some(lora) = &args.lora {
+                models.push(("lora", lora.as_path()));
+            }
+            RunRecord::diffusion(&args.data, &args.run, method, config, oracle, &models)
+        }
+        _ => {
+            let mut models = vec![("decoder", args.decoder.as_path())];
+            if let Some(stats) = &args.stats {
+                models.push(("stats", stats.as_path()));
+            }
+            let oracle = OracleSource::Folder(args.oracle.oracle.clone());
+            RunRecord::diffusion(&args.data, &args.run, method, config, &oracle, &models)
+        }
+    }
+}
+
 /// `foil diffusion` on `device`: the networks loaded once, the set edited once per seed (the
 /// nearest-neighbour baseline: once).
 pub fn diffusion(args: DiffusionArgs, device: DeviceArg) -> Result<()> {
@@ -487,6 +521,7 @@ pub fn diffusion(args: DiffusionArgs, device: DeviceArg) -> Result<()> {
         ));
     }
     let oracle = args.oracle.source()?;
+    let record = diffusion_record(&args, &config, &oracle)?;
     let (train, test) = args.data.load()?;
     let name = out
         .file_name()
@@ -504,7 +539,8 @@ pub fn diffusion(args: DiffusionArgs, device: DeviceArg) -> Result<()> {
                     image_size: args.image_size,
                 };
                 let diffusion = Diffusion::<I, _>::load_published(&files, &dev)?;
-                run_diffusion(&diffusion, &args, &config, (&train, &test), &runs, &name)
+                let run = (&record, runs.as_slice());
+                run_diffusion(&diffusion, &args, &config, (&train, &test), run, &name)
             }
             _ => {
                 let files = DiffusionFiles {
@@ -513,23 +549,26 @@ pub fn diffusion(args: DiffusionArgs, device: DeviceArg) -> Result<()> {
                     stats: args.stats.clone(),
                 };
                 let diffusion = Diffusion::<I>::load(&files, &dev)?;
-                run_diffusion(&diffusion, &args, &config, (&train, &test), &runs, &name)
+                let run = (&record, runs.as_slice());
+                run_diffusion(&diffusion, &args, &config, (&train, &test), run, &name)
             }
         }
     })
 }
 
-/// The runs of `foil diffusion` over loaded networks, one per seed.
+/// The runs of `foil diffusion` over loaded networks, one per seed, each folder claimed with
+/// the run manifest first.
 fn run_diffusion<B: burn::tensor::backend::Backend, D: Decoder<B>>(
     diffusion: &Diffusion<B, D>,
     args: &DiffusionArgs,
     config: &DiffusionConfig,
     (train, test): (&Dataset, &Dataset),
-    runs: &[(u64, PathBuf)],
+    (record, runs): (&RunRecord, &[(u64, PathBuf)]),
     name: &str,
 ) -> Result<()> {
     for (seed, out) in runs {
-        let options = args.run.options(*seed);
+        record.claim::<B>(out, *seed, diffusion.image_size())?;
+        let options = args.run.options(*seed)?;
         let summary = match args.method {
             MethodArg::Arithmetic => {
                 let method = diffusion.arithmetic_for(config.clone(), test)?;

