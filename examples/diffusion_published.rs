@@ -2,7 +2,7 @@
 //! `cargo run --release --example diffusion_published` runs the tiny test folders; give
 //! `DECODER PRIOR STATS CLASSIFIER IMAGE SIZE STEPS` for the real ones (`STATS` from `foil stats
 //! --image-encoder PRIOR`, `CLASSIFIER` DiME's CelebA classifier, explaining Smiling).
-use foil::backend::Cpu;
+use foil::backend::Flex;
 use foil::core::Error;
 use foil::data::{Dataset, Item};
 use foil::models::dime_classifier::DimeClassifierConfig;
@@ -38,7 +38,7 @@ fn main() -> foil::core::Result<()> {
         },
         image_size: num(5)?,
     };
-    let diffusion = Diffusion::<Cpu, _>::load_published(&files, &Default::default())?;
+    let diffusion = Diffusion::<Flex, _>::load_published(&files, &Default::default())?;
     let image = foil::core::image_io::load(arg(4))?;
     let item = Item {
         image: image.into(),
@@ -54,6 +54,18 @@ fn main() -> foil::core::Result<()> {
     let method = diffusion.arithmetic_for(config, &data)?;
     let out = std::path::Path::new("results/diffusion-published");
     let summary = diffusion.run(&method, &data, out, &Default::default())?;
-    println!("{} flipped; see {}", summary.flipped, out.display());
+    println!(
+        "{} flipped in {:.1} s; see {}",
+        summary.flipped,
+        summary.seconds,
+        out.display()
+    );
+    // Where the time went: the network calls (foil::core::profile) against everything else.
+    let timings = foil::core::profile::take();
+    for t in &timings {
+        println!("  {}: {:.2} s in {} calls", t.name, t.seconds, t.calls);
+    }
+    let networks: f64 = timings.iter().map(|t| t.seconds).sum();
+    println!("  everything else: {:.2} s", summary.seconds - networks);
     Ok(())
 }

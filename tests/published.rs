@@ -232,8 +232,8 @@ fn published(name: &str) -> String {
 
 /// `foil stats --image-encoder` and `foil diffusion --kandinsky` on the tiny folders in the
 /// publishers' layouts (`tools/write_published_tiny.py`), on a user's flat image folder
-/// (`--images DIR --from --to`): the statistics are cached, every input gets a result with a
-/// progress line, and the counterfactual is the published pipeline's (not the input).
+/// (`--images DIR --from --to`): the statistics are cached, every input gets a result, progress
+/// is shown, and the counterfactual is the published pipeline's (not the input).
 #[test]
 fn diffusion_runs_on_published_folders() {
     let dir = temp_dir("diffusion");
@@ -293,10 +293,10 @@ fn diffusion_runs_on_published_folders() {
     let (ok, stdout, stderr) = run("32", &["--out", "results/k", "--lora", &lora]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("4 explained"), "{stdout}");
-    assert_eq!(
-        stderr.matches("[").count(),
-        4,
-        "one progress line per input: {stderr}"
+    // Progress lines (plain, stderr is not a terminal): the first and the last input at least.
+    assert!(
+        stderr.contains("explain [1/4] inputs") && stderr.contains("explain [4/4] inputs"),
+        "progress lines: {stderr}"
     );
     let results = read_results(&dir.join("results/k")).unwrap();
     assert_eq!(results.len(), 4);

@@ -60,7 +60,9 @@ pub struct RunOptions {
     pub batch_size: usize,
     /// The seed of every batch.
     pub seed: u64,
-    /// Print one line per finished input to stderr ([`print_progress`]).
+    /// Report each finished input: to the [`foil_core::progress`] sink when one is installed
+    /// (the `foil` command line's bars and lines), else as a line on stderr
+    /// ([`print_progress`]).
     pub progress: bool,
     /// The part of the inputs this process explains (`foil_run::shard`; default: all).
     pub shard: foil_run::Shard,
@@ -82,6 +84,32 @@ pub fn print_progress(p: &foil_run::Progress<'_>) {
         p.flipped,
         p.seconds
     );
+}
+
+/// What [`RunOptions::progress`] does with a finished input: a [`foil_core::progress::Tick`]
+/// (task `explain`, with the flips so far and the input's outcome as its note) to the
+/// installed sink, else [`print_progress`].
+pub fn report_progress(p: &foil_run::Progress<'_>) {
+    use foil_core::progress::{self, Tick};
+    if !progress::has_sink() {
+        print_progress(p);
+        return;
+    }
+    let note = format!(
+        "{}: {}",
+        p.item.source,
+        if p.item.flipped {
+            "flipped"
+        } else {
+            "not flipped"
+        }
+    );
+    progress::report(&Tick {
+        flipped: Some(p.flipped),
+        note: Some(&note),
+        seconds: Some(p.seconds),
+        ..Tick::new("explain", "inputs", p.done, p.total)
+    });
 }
 
 impl Default for RunOptions {
@@ -112,7 +140,7 @@ impl RunOptions {
             seed: self.seed,
             progress: self
                 .progress
-                .then_some(&print_progress as &dyn Fn(&foil_run::Progress<'_>)),
+                .then_some(&report_progress as &dyn Fn(&foil_run::Progress<'_>)),
             shard: self.shard,
             ..SetRun::new(data, out, image_size, device)
         }

@@ -428,7 +428,8 @@ pub struct Sweeper<'a, B: burn::tensor::backend::Backend> {
 /// Builds a study folder `out` from a results folder (`foil maskdime` or `foil diffusion`):
 /// one transition per result (a DIFFusion lambda sweep at the `T_skip` that flipped it when
 /// `sweeper` is given and the result has one, else a cross-fade), and a quiz of `quiz` images
-/// of `data` that are not in the results, half per class, in a seeded order.
+/// of `data` that are not in the results, half per class, in a seeded order. Each rendered
+/// transition is reported to [`foil_core::progress`].
 pub fn build_study<B: burn::tensor::backend::Backend>(
     results: &Path,
     data: &foil_data::Dataset,
@@ -477,6 +478,9 @@ pub fn build_study<B: burn::tensor::backend::Backend>(
     let mut swept = 0;
     let mut used = std::collections::HashSet::new();
     let mut size = None;
+    let total = order.len().min(options.max_items);
+    let tick = |done| foil_core::progress::Tick::new("teach", "transitions", done, total);
+    foil_core::progress::report(&tick(0));
     for (path, r) in order.iter().map(|&i| &found[i]).take(options.max_items) {
         used.insert(r.source.clone());
         let open = |ext: &str| -> Result<RgbImage> {
@@ -548,6 +552,7 @@ pub fn build_study<B: burn::tensor::backend::Backend>(
         };
         let transition = transition.with_masks(masks);
         items.push(render_transition(out, &transition, options.delay_ms)?);
+        foil_core::progress::report(&tick(items.len()));
     }
     // Unseen quiz images, half per class, in a seeded order, at the studied images' size.
     let size = size.unwrap_or(32);

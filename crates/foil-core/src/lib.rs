@@ -8,7 +8,8 @@
 //! - image ↔ tensor conversion ([`image_io`]): `u8` RGB or gray images become NCHW `f32`
 //!   tensors in `[-1, 1]`, and back, in one place;
 //! - training or inference mode for layers that differ between them ([`mode`]);
-//! - where a run's time goes, network call by network call ([`profile`]);
+//! - where a run's time goes, network call by network call ([`profile`]), and how far a long
+//!   loop is ([`progress`]);
 //! - explicit, seeded randomness ([`Noise`]): nothing in foil draws from a hidden global RNG;
 //! - what a counterfactual method is ([`Method`]: a batch and its targets in, one
 //!   counterfactual per input out, with its [`Cost`] and [`Setting`]) and the shared ladder
@@ -24,6 +25,7 @@ pub mod image_io;
 pub mod method;
 pub mod mode;
 pub mod profile;
+pub mod progress;
 mod noise;
 pub mod tensor;
 pub mod toy;

@@ -111,11 +111,7 @@ fn fuzz_idx_cases(cases: u32) {
         };
         // A pair of files, one mutated.
         let (img, lab) = (dir.join("case-images"), dir.join("case-labels"));
-        let (mutated, name) = if i < 2 {
-            (&img, "case-images")
-        } else {
-            (&lab, "case-labels")
-        };
+        let mutated = if i < 2 { &img } else { &lab };
         std::fs::write(&img, &seeds[0].1).unwrap();
         std::fs::write(&lab, &seeds[2].1).unwrap();
         std::fs::write(mutated, bytes).unwrap();
@@ -124,18 +120,16 @@ fn fuzz_idx_cases(cases: u32) {
                 prop_assert!(set.len() <= 5 || bytes.len() > 60);
                 true
             }
+            // Label errors name the item (`case/<i>`); the others the image or label file
+            // (a count that disagrees is reported on the labels, whichever was mutated).
             Err(e) => typed(
                 &e,
                 &[ErrorKind::Format, ErrorKind::Shape, ErrorKind::OutOfRange],
-                name,
+                "case-",
             )
-            .or_else(|f| {
-                // Label errors name the item's source, not the file.
-                if e.kind() == ErrorKind::OutOfRange {
-                    typed(&e, &[ErrorKind::OutOfRange], "case/")
-                } else {
-                    Err(f)
-                }
+            .or_else(|f| match e.kind() {
+                ErrorKind::OutOfRange => typed(&e, &[ErrorKind::OutOfRange], "case/"),
+                _ => Err(f),
             })?,
         };
         Ok(parsed && loaded)

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use foil_core::progress::{self, Tick};
 use foil_core::{Denoiser, DenoiserOutput, Error, ImageEncoder, Result, profile};
 use foil_data::Dataset;
 use foil_embed::{ClassStats, ClassStatsBuilder};
@@ -543,7 +544,8 @@ fn fnv1a_extend(h: u64, bytes: &[u8]) -> u64 {
 }
 
 /// Class means of `encoder`'s embeddings over every image of `data` (in batches of `batch`),
-/// written to `path` (JSON, with the encoder's identity).
+/// written to `path` (JSON, with the encoder's identity). The batches are reported to
+/// [`foil_core::progress`].
 pub fn write_class_stats<B: Backend, E: ImageEncoder<B>>(
     encoder: &E,
     data: &Dataset,
@@ -557,6 +559,9 @@ pub fn write_class_stats<B: Backend, E: ImageEncoder<B>>(
     }
     let (mode, resize) = image_mode(image_size);
     let mut builder = ClassStatsBuilder::new(encoder.identity(), encoder.embedding_dim());
+    let tick = |done| Tick::new("class statistics", "images", done, data.len());
+    progress::report(&tick(0));
+    let mut done = 0;
     for (label, name) in data.class_names().iter().enumerate() {
         let items: Vec<usize> = (0..data.len())
             .filter(|&i| data.items()[i].label == label)
@@ -564,6 +569,8 @@ pub fn write_class_stats<B: Backend, E: ImageEncoder<B>>(
         for chunk in items.chunks(batch) {
             let (x, _) = data.tensors::<B>(chunk, mode, resize, device)?;
             builder.add(name, encoder.encode(x)?)?;
+            done += chunk.len();
+            progress::report(&tick(done));
         }
     }
     let stats = builder.build()?;

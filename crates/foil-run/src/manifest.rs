@@ -35,7 +35,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use foil_core::image_io::write_atomic;
+use foil_core::image_io::{sync_dir, temp_sibling, write_atomic};
 use foil_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -384,8 +384,15 @@ impl RunManifest {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&path, e)),
         };
-        let manifest: Self = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::format(format!("run manifest {}", path.display()), e))?;
+        let manifest: Self = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::format(
+                format!("run manifest {}", path.display()),
+                format!(
+                    "expected foil's JSON record of the folder's settings, found: {e} (move \
+                     the file away to record the next run's settings afresh)"
+                ),
+            )
+        })?;
         if manifest.format != MANIFEST_FORMAT {
             return Err(Error::out_of_range(
                 format!("format of run manifest {}", path.display()),
@@ -404,15 +411,52 @@ impl RunManifest {
         write_atomic(&path, &text)
     }
 
+    /// Writes the manifest into results folder `dir` unless it has one: `false` when another
+    /// process wrote one first. Written whole to a temporary file (as
+    /// [`write_atomic`] does), then hard-linked to its name, which fails if the name exists,
+    /// so of concurrent creators exactly one wins. On a file system without hard links it is
+    /// renamed into place instead (last writer wins).
+    pub fn create(&self, dir: &Path) -> Result<bool> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = serde_json::to_vec_pretty(self)
+            .map_err(|e| Error::format(path.display().to_string(), e))?;
+        let tmp = temp_sibling(&path);
+        write_atomic(&tmp, &text)?;
+        let linked = std::fs::hard_link(&tmp, &path);
+        let created = match linked {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(_) => {
+                return std::fs::rename(&tmp, &path)
+                    .map_err(|e| Error::io(&path, e))
+                    .and_then(|()| sync_dir(dir))
+                    .map(|()| true);
+            }
+        };
+        std::fs::remove_file(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        sync_dir(dir)?;
+        Ok(created)
+    }
+
     /// Claims results folder `dir` for a run with this manifest: writes it when the folder has
     /// none; accepts a manifest with the same compared settings (left untouched); refuses one
     /// with other settings with an [`Error::Format`] that names each difference (recorded ->
     /// requested), unless `resume_any`, which records the differences in the folder's manifest
     /// ([`RunManifest::overrides`]) and goes on.
+    ///
+    /// Of several processes claiming a folder without a manifest at once (the shards of a job
+    /// array starting together), exactly one writes it ([`RunManifest::create`]); the others
+    /// compare with it like any later run.
     pub fn claim(&self, dir: &Path, resume_any: bool) -> Result<Claim> {
-        let Some(mut recorded) = Self::read(dir)? else {
-            self.write(dir)?;
-            return Ok(Claim::Created);
+        let mut recorded = loop {
+            match Self::read(dir)? {
+                Some(recorded) => break recorded,
+                None => {
+                    if self.create(dir)? {
+                        return Ok(Claim::Created);
+                    }
+                }
+            }
         };
         let differences = recorded.differences(self);
         if differences.is_empty() {
@@ -514,6 +558,15 @@ mod tests {
         let back = RunManifest::read(&dir.join("out"))?;
         assert_eq!(back.as_ref(), Some(&manifest));
         assert_eq!(RunManifest::read(&dir.join("none"))?, None);
+        // A cut file is an error naming it.
+        let path = dir.join("out").join(MANIFEST_FILE);
+        let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        std::fs::write(&path, &text[..text.len() / 2]).map_err(|e| Error::io(&path, e))?;
+        let err = match RunManifest::read(&dir.join("out")) {
+            Err(e) => e.to_string(),
+            Ok(m) => return Err(Error::format("cut manifest", format!("read: {m:?}"))),
+        };
+        assert!(err.contains(&path.display().to_string()), "{err}");
         Ok(())
     }
 
@@ -546,6 +599,52 @@ mod tests {
         assert_eq!(after.seed, 3, "the folder keeps its first settings");
         assert_eq!(after.overrides.len(), 1);
         // Still refused without --resume-any.
+        assert!(other.claim(&out, false).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn of_concurrent_creators_one_writes_and_the_others_compare() -> Result<()> {
+        let dir = temp("concurrent")?;
+        let out = dir.join("out");
+        let first = sample(&dir)?;
+        let claims: Vec<Result<Claim>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4u64)
+                .map(|i| {
+                    let (m, out) = (&first, &out);
+                    s.spawn(move || m.clone().not_compared("shard", i)?.claim(out, false))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::format("claim thread", "panicked")))
+                })
+                .collect()
+        });
+        let mut created = 0;
+        for claim in claims {
+            match claim? {
+                Claim::Created => created += 1,
+                Claim::Matched => {}
+                other => return Err(Error::format("claim", format!("{other:?}"))),
+            }
+        }
+        assert_eq!(created, 1);
+        let names: Vec<String> = std::fs::read_dir(&out)
+            .map_err(|e| Error::io(&out, e))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            vec![MANIFEST_FILE.to_string()],
+            "no temporary file left"
+        );
+        // And a creator with other settings is refused, not silently overwriting.
+        let other = first.with_seed(9);
+        assert!(!other.create(&out)?);
         assert!(other.claim(&out, false).is_err());
         Ok(())
     }

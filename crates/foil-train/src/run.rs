@@ -1,7 +1,7 @@
 //! The training-loop core: configuration, metrics log, checkpoints and resume.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
@@ -9,8 +9,8 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::{Tensor, backend::AutodiffBackend};
 use foil_core::image_io::write_atomic;
+use foil_core::progress::{self, Tick};
 use foil_core::{Error, Result};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Augment, batch_indices};
@@ -412,18 +412,9 @@ where
         .open(&metrics_path)
         .map_err(|e| Error::io(&metrics_path, e))?;
 
-    let bar = if std::io::stderr().is_terminal() {
-        ProgressBar::with_draw_target(Some(config.steps as u64), ProgressDrawTarget::stderr())
-    } else {
-        ProgressBar::hidden()
-    };
-    if let Ok(style) =
-        ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} steps {elapsed}<{eta} {msg}")
-    {
-        bar.set_style(style);
-    }
-    bar.set_prefix(task.to_string());
-    bar.set_position(start.min(config.steps) as u64);
+    // Progress goes to whoever listens (`foil_core::progress`; the CLI draws it).
+    let label = format!("train {task}");
+    progress::report(&Tick::new(&label, "steps", start.min(config.steps), config.steps));
 
     let mut losses = Vec::new();
     for step in start..config.steps {
@@ -465,14 +456,15 @@ where
         let s = serde_json::to_string(&line).map_err(|e| Error::format("metrics line", e))?;
         writeln!(log, "{s}").map_err(|e| Error::io(&metrics_path, e))?;
         losses.push((step + 1, value));
-        bar.set_message(format!("loss {value:.4}"));
-        bar.inc(1);
+        progress::report(&Tick {
+            loss: Some(value),
+            ..Tick::new(&label, "steps", step + 1, config.steps)
+        });
         if (step + 1) % config.checkpoint_every == 0 || step + 1 == config.steps {
             log.flush().map_err(|e| Error::io(&metrics_path, e))?;
             save_checkpoint::<B, M, _>(&model, &optim, &expected_state(step + 1), config)?;
         }
     }
-    bar.finish_and_clear();
     Ok(Trained {
         model,
         resumed_from,

@@ -3,24 +3,35 @@
 //!
 //! Layers: `main.rs` parses (clap turns every flag into a typed value: the data source, the
 //! device, architectures, files), `commands/` resolves the values into the library's pipeline
-//! objects ([`foil::pipeline`]) and prints what they return, `device.rs` picks the backend.
+//! objects ([`foil::pipeline`]) and prints what they return, `device.rs` picks the backend,
+//! `progress.rs` draws the long loops' progress and `logging.rs` writes the log lines.
+//!
+//! Results and summaries go to stdout; progress and log lines to stderr.
 
 mod commands;
 mod device;
+mod logging;
+mod progress;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, Parser, Subcommand};
 
 use commands::{evaluate, explain, stats, teach, train, weights};
 use device::DeviceArg;
 
 /// Visual counterfactuals with diffusion models.
 #[derive(Debug, Parser)]
-#[command(name = "foil", version, about)]
+#[command(name = "foil", version, about, after_help = PROGRESS_AND_LOGS)]
 struct Cli {
     /// Device: cpu (burn-flex when compiled in, else ndarray), ndarray, flex, wgpu, cuda or
     /// cuda:N.
     #[arg(long, global = true, default_value = "cpu", value_parser = str::parse::<DeviceArg>)]
     device: DeviceArg,
+    /// More log lines on stderr: -v adds debug lines, -vv trace lines.
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+    /// No progress and no information on stderr: only warnings and errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,8 +60,34 @@ enum Command {
     Evaluate(evaluate::EvaluateArgs),
 }
 
+/// The `--help` paragraph on progress and log lines.
+const PROGRESS_AND_LOGS: &str = "\
+Progress and logs: commands that take long (maskdime, diffusion, teach, evaluate, stats, train) \
+show progress on stderr: bars with the count done / total, flips so far, elapsed time and ETA on \
+a terminal; elsewhere plain lines, the first and last of each task and at most one every \
+FOIL_PROGRESS_INTERVAL seconds (default 5; 0: every step). Log lines go to stderr too: warnings \
+and information by default, debug lines with -v, trace lines with -vv, only warnings and errors \
+with -q (which also hides progress). RUST_LOG, when set, replaces the levels of -v / -q \
+(e.g. RUST_LOG=foil=debug,warn). Results and summaries go to stdout.";
+
 fn main() -> std::process::ExitCode {
-    let Cli { device, command } = Cli::parse();
+    let Cli {
+        device,
+        verbose,
+        quiet,
+        command,
+    } = Cli::parse();
+    let verbosity = if quiet {
+        -1
+    } else {
+        i8::try_from(verbose).unwrap_or(i8::MAX)
+    };
+    logging::init(verbosity);
+    progress::install(progress::Style::pick(quiet));
+    tracing::debug!(
+        "foil {} on device {device:?}: {command:?}",
+        env!("CARGO_PKG_VERSION")
+    );
     let result = match command {
         Command::Weights(cmd) => weights::run(cmd),
         Command::Train(cmd) => train::run(cmd, device),
@@ -63,7 +100,8 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err}");
+            progress::finish_all();
+            progress::suspend(|| eprintln!("error: {err}"));
             std::process::ExitCode::FAILURE
         }
     }

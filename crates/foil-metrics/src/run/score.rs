@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, backend::Backend};
 use foil_core::image_io::{ColorMode, Resize, image_mode, images_to_tensor, load};
+use foil_core::progress::{self, Tick};
 use foil_core::tensor::to_vec_f32;
 use foil_core::{Classifier, Error, ImageEncoder, Result};
 use foil_run::{ItemResult, read_results};
@@ -110,6 +111,11 @@ fn chunks(n: usize, batch: usize) -> impl Iterator<Item = Range<usize>> {
     (0..n).step_by(batch).map(move |s| s..(s + batch).min(n))
 }
 
+/// Reports `done` of `total` images scored by `task` ([`foil_core::progress`]).
+fn report_scored(task: &str, done: usize, total: usize) {
+    progress::report(&Tick::new(task, "images", done, total));
+}
+
 fn mean(values: impl IntoIterator<Item = f64>) -> Option<f64> {
     let (sum, n) = values
         .into_iter()
@@ -140,7 +146,8 @@ struct PerItem {
 
 /// Scores the results under `results` with `scorers`. When `results` holds `seed-<s>/`
 /// folders, the lowest seed's folder is scored and the diversity compares every seed; else
-/// `results` itself is scored and the diversity is `None`. Nothing is written.
+/// `results` itself is scored and the diversity is `None`. Nothing is written. Each metric's
+/// batches are reported to [`foil_core::progress`].
 pub fn evaluate_run<B: Backend>(
     results: &Path,
     scorers: &Scorers<B>,
@@ -210,9 +217,11 @@ pub fn evaluate_run<B: Backend>(
 
     if let Some(net) = &scorers.lpips {
         let mut v = Vec::with_capacity(n);
+        report_scored("score LPIPS", 0, n);
         for r in chunks(n, batch) {
             let (a, b) = tensors(&r, lpips_size)?;
             v.extend(net.distance(a, b)?);
+            report_scored("score LPIPS", r.end, n);
         }
         per.lpips = Some(v);
     }
@@ -220,11 +229,13 @@ pub fn evaluate_run<B: Backend>(
         let (_, resize) = image_mode(o.image_size);
         let c: &dyn Classifier<B> = &*o.classifier;
         let mut v = Vec::with_capacity(n);
+        report_scored("score COUT", 0, n);
         for r in chunks(n, batch) {
             let (a, b) = tensors(&r, resize)?;
             let src: Vec<usize> = items[r.clone()].iter().map(|(_, i)| i.predicted).collect();
             let tgt: Vec<usize> = items[r.clone()].iter().map(|(_, i)| i.to).collect();
             v.extend(cout(&c, a, b, &src, &tgt, options.cout_steps)?);
+            report_scored("score COUT", r.end, n);
         }
         per.cout = Some(v);
     }
@@ -232,6 +243,7 @@ pub fn evaluate_run<B: Backend>(
         let (_, resize) = image_mode(o.image_size);
         let c: &dyn Classifier<B> = &*o.classifier;
         let mut v = Vec::with_capacity(n);
+        report_scored("score MNAC", 0, n);
         for r in chunks(n, batch) {
             let (a, b) = tensors(&r, resize)?;
             let counts = match options.mnac_exclude {
@@ -239,24 +251,29 @@ pub fn evaluate_run<B: Backend>(
                 None => mnac(&c, a, b)?,
             };
             v.extend(counts.into_iter().map(|k| k as f64));
+            report_scored("score MNAC", r.end, n);
         }
         per.mnac = Some(v);
     }
     if let Some(e) = &scorers.similarity_encoder {
         let net: &dyn ImageEncoder<B> = &*e.net;
         let mut v = Vec::with_capacity(n);
+        report_scored("score similarity", 0, n);
         for r in chunks(n, batch) {
             let (a, b) = tensors(&r, lpips_size)?;
             v.extend(cosine_similarities(&net, a, b)?);
+            report_scored("score similarity", r.end, n);
         }
         per.similarity = Some(v);
     }
     if let Some(e) = &scorers.fid_encoder {
         let (mut fa, mut fb) = (Vec::new(), Vec::new());
+        report_scored("score FID features", 0, n);
         for r in chunks(n, batch) {
             let (a, b) = tensors(&r, lpips_size)?;
             fa.extend(to_vec_f32(&e.net.encode(a)?)?);
             fb.extend(to_vec_f32(&e.net.encode(b)?)?);
+            report_scored("score FID features", r.end, n);
         }
         let d = fa.len() / n;
         per.features = Some((fa, fb, d));
@@ -396,7 +413,9 @@ fn diversity_per_item<B: Backend>(
         })
         .collect();
     let mut out = vec![None; items.len()];
+    report_scored("score diversity", 0, present.len());
     for r in chunks(present.len(), batch) {
+        let end = r.end;
         let idx = &present[r];
         let mut samples = Vec::with_capacity(seeds.len());
         for (_, dir) in seeds {
@@ -415,6 +434,7 @@ fn diversity_per_item<B: Backend>(
         for (&i, d) in idx.iter().zip(diversity(net, &samples)?) {
             out[i] = Some(d);
         }
+        report_scored("score diversity", end, present.len());
     }
     Ok(out)
 }

@@ -1,6 +1,7 @@
 //! LPIPS against the `lpips` package (0.1.4): tiny random configurations of both backbones
-//! (always), and the published AlexNet / VGG16 weights when `foil weights lpips` (or
-//! `tools/convert_lpips.py`) has converted them into `assets/lpips/`.
+//! (always), and the published AlexNet / VGG16 weights when `foil weights lpips` has converted
+//! them into foil's home folder (or `tools/convert_lpips.py` into `assets/lpips/`; see
+//! `default_weights_path`).
 
 use burn::backend::{Flex, NdArray};
 use burn::tensor::{Tensor, backend::Backend};

@@ -143,6 +143,7 @@ pub fn run(args: EvaluateArgs, device: DeviceArg) -> Result<()> {
         oracle: args.oracle.clone(),
         mnac_oracles: args.mnac_oracle.clone(),
     };
+    tracing::debug!("scorers: {paths:?}");
     let options = EvaluateOptions {
         method: method_name(&args.results),
         cout_steps: args.cout_steps,

@@ -128,8 +128,8 @@ impl RunRecord {
             .setting("backend", std::any::type_name::<B>())?;
         if let Claim::Overridden(differences) = manifest.claim(out, self.resume_any)? {
             let list: Vec<String> = differences.iter().map(ToString::to_string).collect();
-            eprintln!(
-                "warning: --resume-any: mixing other settings into {} ({}); recorded in its {}",
+            tracing::warn!(
+                "--resume-any: mixing other settings into {} ({}); recorded in its {}",
                 out.display(),
                 list.join("; "),
                 MANIFEST_FILE

@@ -150,12 +150,18 @@ impl RunArgs {
 
     /// The options of the run with `seed`.
     pub fn options(&self, seed: u64) -> Result<RunOptions> {
+        let shard = self.shard()?;
+        tracing::debug!(
+            "run with seed {seed}: at most {} inputs per direction, {} per call, shard {shard}",
+            self.per_direction,
+            self.batch_size
+        );
         Ok(RunOptions {
             per_direction: Some(self.per_direction),
             batch_size: self.batch_size,
             seed,
             progress: true,
-            shard: self.shard()?,
+            shard,
         })
     }
 }

@@ -113,7 +113,7 @@ impl TeachArgs {
         let recorded = RecordedRun::read(&self.results)?;
         let run = recorded.clone().unwrap_or_default();
         if let Some(run) = &recorded {
-            eprintln!(
+            tracing::info!(
                 "run settings from {}: data {}, classes {}, seed {}{}",
                 self.results.join(MANIFEST_FILE).display(),
                 run.source.as_deref().unwrap_or("?"),
@@ -185,7 +185,7 @@ impl TeachArgs {
             (None, false) => run.decoder.as_ref().map(PathBuf::from).filter(|d| {
                 let there = d.is_dir();
                 if !there {
-                    eprintln!(
+                    tracing::warn!(
                         "the run's decoder {} is not there: cross-fades instead of lambda sweeps",
                         d.display()
                     );

