@@ -86,7 +86,10 @@ fn training_shows_progress_and_info_and_quiet_and_verbose_change_only_stderr() {
     );
     let progress = lines_with(&stderr, "train classifier [");
     assert_eq!(progress.len(), 2, "{stderr}");
-    assert!(progress[0].starts_with("train classifier [0/6] steps"), "{stderr}");
+    assert!(
+        progress[0].starts_with("train classifier [0/6] steps"),
+        "{stderr}"
+    );
     assert!(
         progress[1].starts_with("train classifier [6/6] steps, loss "),
         "{stderr}"
@@ -98,7 +101,10 @@ fn training_shows_progress_and_info_and_quiet_and_verbose_change_only_stderr() {
     let progress = lines_with(&every, "train classifier [");
     assert_eq!(progress.len(), 7, "{every}");
     for (k, line) in progress.iter().enumerate() {
-        assert!(line.starts_with(&format!("train classifier [{k}/6] steps")), "{every}");
+        assert!(
+            line.starts_with(&format!("train classifier [{k}/6] steps")),
+            "{every}"
+        );
     }
 
     // -q: nothing at all on stderr; the same results on stdout.
@@ -117,7 +123,10 @@ fn training_shows_progress_and_info_and_quiet_and_verbose_change_only_stderr() {
     assert!(logged.contains("debug foil"), "{logged}");
     let (_, off) = run("rust-log-off", &[], &[("RUST_LOG", "off")]);
     assert!(!off.contains("oracle: 32 training"), "{off}");
-    assert!(off.contains("train classifier [6/6]"), "progress is not a log: {off}");
+    assert!(
+        off.contains("train classifier [6/6]"),
+        "progress is not a log: {off}"
+    );
 
     // -q and -v together make no sense.
     let (ok, _, stderr) = train_oracle(&["-q", "-v"], &root.join("default"), &[]);
@@ -147,8 +156,6 @@ fn explaining_shows_inputs_done_and_flips_and_warnings_survive_quiet() {
             "oracle",
             "--respaced-steps",
             "4",
-            "--tau",
-            "2",
             "--scales",
             "8",
             "--batch-size",
@@ -158,7 +165,7 @@ fn explaining_shows_inputs_done_and_flips_and_warnings_survive_quiet() {
         foil_env(&args, &dir, env)
     };
     let every = [("FOIL_PROGRESS_INTERVAL", "0")];
-    let (ok, stdout, stderr) = explain(&[], &["--per-direction", "2"], &every);
+    let (ok, stdout, stderr) = explain(&[], &["--per-direction", "2", "--tau", "2"], &every);
     assert!(ok, "{stderr}");
     // The summary line scripts read is unchanged.
     let summary = lines_with(&stdout, "maskdime: 4 explained (");
@@ -175,7 +182,10 @@ fn explaining_shows_inputs_done_and_flips_and_warnings_survive_quiet() {
     assert_eq!(progress.len(), 4, "{stderr}");
     let mut last_flips = 0;
     for (k, line) in progress.iter().enumerate() {
-        assert!(line.starts_with(&format!("explain [{}/4] inputs, ", k + 1)), "{line}");
+        assert!(
+            line.starts_with(&format!("explain [{}/4] inputs, ", k + 1)),
+            "{line}"
+        );
         let so_far: usize = line
             .split("inputs, ")
             .nth(1)
@@ -185,7 +195,10 @@ fn explaining_shows_inputs_done_and_flips_and_warnings_survive_quiet() {
             .unwrap();
         assert!(so_far >= last_flips && so_far <= k + 1, "{stderr}");
         last_flips = so_far;
-        assert!(line.ends_with(": flipped)") || line.ends_with(": not flipped)"), "{line}");
+        assert!(
+            line.ends_with(": flipped)") || line.ends_with(": not flipped)"),
+            "{line}"
+        );
     }
     assert_eq!(last_flips, flips, "{stderr}");
 
@@ -198,7 +211,10 @@ fn explaining_shows_inputs_done_and_flips_and_warnings_survive_quiet() {
     );
     assert!(ok, "{stderr}");
     assert!(stdout.contains("maskdime: 2 explained"), "{stdout}");
-    assert!(stderr.starts_with("warning: --resume-any: mixing"), "{stderr}");
+    assert!(
+        stderr.starts_with("warning: --resume-any: mixing"),
+        "{stderr}"
+    );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -414,7 +414,12 @@ where
 
     // Progress goes to whoever listens (`foil_core::progress`; the CLI draws it).
     let label = format!("train {task}");
-    progress::report(&Tick::new(&label, "steps", start.min(config.steps), config.steps));
+    progress::report(&Tick::new(
+        &label,
+        "steps",
+        start.min(config.steps),
+        config.steps,
+    ));
 
     let mut losses = Vec::new();
     for step in start..config.steps {

@@ -97,11 +97,12 @@ fn main() -> std::process::ExitCode {
         Command::Evaluate(args) => evaluate::run(args, device),
         Command::Teach(args) => teach::run(args, device),
     };
+    // A task left unfinished (inputs claimed by another shard, an error) shows its last line.
+    progress::finish_all();
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            progress::finish_all();
-            progress::suspend(|| eprintln!("error: {err}"));
+            eprintln!("error: {err}");
             std::process::ExitCode::FAILURE
         }
     }
