@@ -163,19 +163,16 @@ fn runs_record_their_settings_and_refuse_other_settings_by_name() {
     let study: foil::teach::StudyData =
         serde_json::from_slice(&std::fs::read(dir.join("results/d/study/study.json")).unwrap())
             .unwrap();
-    let flipped = foil::run::read_results(&dir.join("results/d"))
-        .unwrap()
-        .iter()
-        .filter(|(_, r)| r.flipped)
-        .count();
-    let swept = study
-        .items
-        .iter()
-        .filter(|i| i.source == foil::teach::FrameSource::LambdaSweep)
-        .count();
-    assert_eq!(
-        swept, flipped,
-        "the run's decoder sweeps the flipped: {stdout}"
+    // Every transition of the gallery is a lambda sweep through the decoder the manifest
+    // names (without it each would be a cross-fade); how many the gallery shows depends on
+    // which inputs flipped.
+    let sources: Vec<_> = study.items.iter().map(|i| i.source).collect();
+    assert!(
+        !sources.is_empty()
+            && sources
+                .iter()
+                .all(|s| *s == foil::teach::FrameSource::LambdaSweep),
+        "the run's decoder sweeps every transition: {sources:?}; {stdout}"
     );
 
     // Without a manifest the class pair must be typed, as before.

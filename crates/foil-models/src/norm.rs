@@ -8,8 +8,8 @@
 //! docs/performance.md). Here the per-channel factors are first made into contiguous
 //! `[N, C]` tensors (tiny), so the full-size operations are one multiply and one add by a
 //! scalar per `(n, c)` row, the backends' per-row fast path, and the division by the standard
-//! deviation folds into the scale. Same arithmetic as PyTorch's CPU kernel: the biased variance
-//! of the centred values, then `x * scale + (beta - mean * scale)`.
+//! deviation folds into the scale. Same arithmetic as PyTorch's: statistics of the centred
+//! values, biased variance.
 
 use burn::nn::GroupNorm;
 use burn::tensor::Tensor;
@@ -39,18 +39,15 @@ pub fn channel_affine<B: Backend, const D: usize>(
 }
 
 /// [`GroupNorm`]'s forward (`[N, C, ...]` input, `C` a multiple of the groups), computed as
-/// PyTorch's CPU kernel does: per `(sample, channel)` one scale `gamma / sqrt(var + eps)` and
-/// one shift `beta - mean * scale`, then `x * scale + shift`. Equal to `norm.forward(x)` up to
-/// float rounding.
+/// centred values times one folded scale `gamma / sqrt(var + eps)` plus `beta` per
+/// `(sample, channel)`. Equal to `norm.forward(x)` up to float rounding.
 pub fn group_norm<B: Backend, const D: usize>(
     norm: &GroupNorm<B>,
     x: Tensor<B, D>,
 ) -> Tensor<B, D> {
-    let (mean, inv_std) = moments(norm, x.clone());
-    let (gamma, beta) = affine(norm, &x.device());
-    let scale = inv_std * gamma;
-    let shift = beta - mean * scale.clone();
-    channel_affine(x, scale, shift)
+    let (centred, inv_std) = centre(norm, x);
+    let (gamma, beta) = affine(norm, &centred.device());
+    channel_affine(centred, inv_std * gamma, beta)
 }
 
 /// `group_norm(norm, x) * (1 + scale) + shift`, the scale-shift conditioning of guided
@@ -63,28 +60,34 @@ pub fn group_norm_modulated<B: Backend, const D: usize>(
     scale: Tensor<B, 2>,
     shift: Tensor<B, 2>,
 ) -> Tensor<B, D> {
-    let (mean, inv_std) = moments(norm, x.clone());
-    let (gamma, beta) = affine(norm, &x.device());
+    let (centred, inv_std) = centre(norm, x);
+    let (gamma, beta) = affine(norm, &centred.device());
     let factor = scale + 1.0;
-    let norm_scale = inv_std * gamma;
-    let norm_shift = beta - mean * norm_scale.clone();
-    channel_affine(x, norm_scale * factor.clone(), norm_shift * factor + shift)
+    channel_affine(
+        centred,
+        inv_std * gamma * factor.clone(),
+        beta * factor + shift,
+    )
 }
 
-/// The mean and `1 / sqrt(var + eps)` of each `(sample, group)` (the variance of the centred
-/// values, biased), repeated to each channel of its group: two `[N, C]` tensors.
-fn moments<B: Backend, const D: usize>(
+/// The values centred per `(sample, group)`, and `1 / sqrt(var + eps)` repeated to each
+/// channel of its group (`[N, C]`).
+fn centre<B: Backend, const D: usize>(
     norm: &GroupNorm<B>,
     x: Tensor<B, D>,
-) -> (Tensor<B, 2>, Tensor<B, 2>) {
+) -> (Tensor<B, D>, Tensor<B, 2>) {
     let dims = x.dims();
     let (n, c, g) = (dims[0], dims[1], norm.num_groups);
     let flat = x.reshape([n, g, dims.iter().skip(1).product::<usize>() / g]);
-    let mean = flat.clone().mean_dim(2);
-    let var = (flat - mean.clone()).square().mean_dim(2);
-    let per_channel = |t: Tensor<B, 3>| t.repeat_dim(2, c / g).reshape([n, c]);
-    let inv_std = var.add_scalar(norm.epsilon).sqrt().recip();
-    (per_channel(mean), per_channel(inv_std))
+    let centred = flat.clone() - flat.mean_dim(2);
+    let var = centred.clone().square().mean_dim(2);
+    let inv_std = var
+        .add_scalar(norm.epsilon)
+        .sqrt()
+        .recip()
+        .repeat_dim(2, c / g)
+        .reshape([n, c]);
+    (centred.reshape(dims), inv_std)
 }
 
 /// The norm's `gamma` and `beta` as `[1, C]` (ones and zeros without an affine).
