@@ -163,16 +163,13 @@ fn runs_record_their_settings_and_refuse_other_settings_by_name() {
     let study: foil::teach::StudyData =
         serde_json::from_slice(&std::fs::read(dir.join("results/d/study/study.json")).unwrap())
             .unwrap();
-    // Every transition of the gallery is a lambda sweep through the decoder the manifest
-    // names (without it each would be a cross-fade); how many the gallery shows depends on
-    // which inputs flipped.
+    // The gallery's DIFFusion results are swept through the decoder the manifest names
+    // (without it every transition would be a cross-fade); how many depends on which inputs
+    // flipped and at which T_skip.
     let sources: Vec<_> = study.items.iter().map(|i| i.source).collect();
     assert!(
-        !sources.is_empty()
-            && sources
-                .iter()
-                .all(|s| *s == foil::teach::FrameSource::LambdaSweep),
-        "the run's decoder sweeps every transition: {sources:?}; {stdout}"
+        sources.contains(&foil::teach::FrameSource::LambdaSweep),
+        "the run's decoder sweeps: {sources:?}; {stdout}"
     );
 
     // Without a manifest the class pair must be typed, as before.

@@ -206,10 +206,10 @@ fn the_published_diffusion_edit_equals_the_authors_pipeline_step_by_step() {
             &rec.tensor::<4>(&format!("latents_{i}")),
             1e-4,
         );
-        // MoVQ's decoding of the recorded latents, to 3e-4 (the latents reach ~34 with random
-        // weights and guidance 4, and foil's GroupNorms fold their affine in another float
-        // order than PyTorch's: 1.1e-4 seen; one 8-bit level is 3.9e-3); of foil's own latents
-        // (whose own rounding adds to it), to 1e-3.
+        // MoVQ's decoding of the recorded latents, to 1e-4; of foil's own latents, to 2e-3:
+        // they match the recorded ones to 1e-4 of their magnitude, which reaches ~34 with
+        // random weights and guidance 4 (3.4e-3 in latent units; 1.2e-3 seen in the image with
+        // the SIMD CPU kernels, one 8-bit level being 3.9e-3).
         let expected = rec.tensor::<4>(&format!("sample_{i}"));
         let recorded = rec.tensor::<4>(&format!("latents_{i}"));
         let decoded = (decoder.to_images(recorded).unwrap() + 1.0) / 2.0;
@@ -217,14 +217,14 @@ fn the_published_diffusion_edit_equals_the_authors_pipeline_step_by_step() {
             &format!("decoded recorded latents at T_skip {t_skip}"),
             &decoded,
             &expected,
-            3e-4,
+            1e-4,
         );
         let sample = (decoder.to_images(latents).unwrap() + 1.0) / 2.0;
         close(
             &format!("image at T_skip {t_skip}"),
             &sample,
             &expected,
-            1e-3,
+            2e-3,
         );
     }
 }
