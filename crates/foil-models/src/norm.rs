@@ -105,6 +105,16 @@ mod tests {
 
     type B = NdArray;
 
+    /// The norm with gamma ~ N(1, 0.5) and beta ~ N(0, 0.5) instead of ones and zeros.
+    fn random_affine(mut norm: GroupNorm<B>) -> GroupNorm<B> {
+        let device = Default::default();
+        let c = norm.num_channels;
+        let random = |mean| Tensor::random([c], Distribution::Normal(mean, 0.5), &device);
+        norm.gamma = Some(burn::module::Param::from_tensor(random(1.0)));
+        norm.beta = Some(burn::module::Param::from_tensor(random(0.0)));
+        norm
+    }
+
     #[test]
     fn group_norm_equals_burns_for_batches_groups_and_ranks() {
         let device = Default::default();
@@ -114,22 +124,11 @@ mod tests {
             (2, 6, 6, false),
             (2, 4, 1, true),
         ] {
-            let mut norm = GroupNormConfig::new(g, c)
+            let norm = GroupNormConfig::new(g, c)
                 .with_affine(affine)
                 .with_epsilon(1e-6)
                 .init::<B>(&device);
-            if affine {
-                norm.gamma = Some(burn::module::Param::from_tensor(Tensor::random(
-                    [c],
-                    Distribution::Normal(1.0, 0.5),
-                    &device,
-                )));
-                norm.beta = Some(burn::module::Param::from_tensor(Tensor::random(
-                    [c],
-                    Distribution::Normal(0.0, 0.5),
-                    &device,
-                )));
-            }
+            let norm = if affine { random_affine(norm) } else { norm };
             let x4 = Tensor::<B, 4>::random([n, c, 5, 3], Distribution::Normal(0.3, 2.0), &device);
             group_norm(&norm, x4.clone())
                 .into_data()
@@ -145,17 +144,7 @@ mod tests {
     fn modulated_group_norm_equals_the_norm_times_one_plus_scale_plus_shift() {
         let device = Default::default();
         let (n, c) = (3, 8);
-        let mut norm = GroupNormConfig::new(4, c).init::<B>(&device);
-        norm.gamma = Some(burn::module::Param::from_tensor(Tensor::random(
-            [c],
-            Distribution::Normal(1.0, 0.5),
-            &device,
-        )));
-        norm.beta = Some(burn::module::Param::from_tensor(Tensor::random(
-            [c],
-            Distribution::Normal(0.0, 0.5),
-            &device,
-        )));
+        let norm = random_affine(GroupNormConfig::new(4, c).init::<B>(&device));
         let x = Tensor::<B, 4>::random([n, c, 4, 4], Distribution::Normal(0.0, 2.0), &device);
         // Scale and shift as the blocks take them: the two halves of one projection.
         let e = Tensor::<B, 2>::random([n, 2 * c], Distribution::Normal(0.0, 1.0), &device);
