@@ -74,6 +74,10 @@ macro_rules! conv3d_typed {
             if should_use_small_channel_conv(x_shape, w_shape, options) {
                 return $fn_small_channel(x, weight, bias, options);
             }
+            // foil's patch: stride-1 convolutions as one GEMM per tap (conv_shifted.rs).
+            if crate::ops::conv_shifted::applies(x_shape, w_shape, options) {
+                return crate::ops::conv_shifted::conv3d::<$T>(x, weight, bias, options, $dtype);
+            }
             $(
                 if should_use_direct_conv(x_shape, w_shape, options) {
                     return $fn_direct(x, weight, bias, options);

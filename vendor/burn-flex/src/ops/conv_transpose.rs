@@ -30,6 +30,16 @@ macro_rules! conv_transpose3d_typed {
             bias: Option<FlexTensor>,
             options: &ConvTransposeOptions<3>,
         ) -> FlexTensor {
+            // foil's patch: stride 1 is a convolution with the flipped kernel (conv_shifted.rs).
+            if crate::ops::conv_shifted::applies_transposed(
+                x.layout().shape(),
+                weight.layout().shape(),
+                options,
+            ) {
+                return crate::ops::conv_shifted::conv_transpose3d::<$T>(
+                    x, weight, bias, options, $dtype,
+                );
+            }
             conv_transpose3d_impl::<$T>(x, weight, bias, options, $dtype, $zero, $gemm_fn, $add_fn)
         }
     };

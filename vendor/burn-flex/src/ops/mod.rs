@@ -96,6 +96,7 @@ pub mod cat;
 pub mod comparison;
 #[macro_use]
 mod conv_common;
+mod conv_shifted;
 pub mod conv;
 pub mod conv_transpose;
 pub mod cumulative;

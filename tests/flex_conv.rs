@@ -1,0 +1,179 @@
+//! foil's patch to burn-flex (vendor/burn-flex, `conv_shifted.rs`) against an independent
+//! implementation: burn-ndarray's convolutions, forward and backward, on random shapes that take
+//! the patched path (stride 1, 8+ input channels, 2-49 taps) and shapes next to it that do not.
+#![cfg(all(feature = "flex", feature = "ndarray"))]
+
+use burn::backend::{Autodiff, Flex, NdArray};
+use burn::tensor::backend::Backend;
+use burn::tensor::module::{conv_transpose2d, conv2d};
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+use burn::tensor::{Tensor, TensorData};
+use proptest::prelude::*;
+
+/// One convolution: input `[n, c, h, w]`, weight `[co, c, kh, kw]`.
+#[derive(Debug, Clone)]
+struct Case {
+    n: usize,
+    c: usize,
+    co: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    pad: [usize; 2],
+    dilation: [usize; 2],
+    stride: [usize; 2],
+    bias: bool,
+    seed: u64,
+}
+
+impl Case {
+    fn fits(&self) -> bool {
+        self.h + 2 * self.pad[0] > self.dilation[0] * (self.kh - 1)
+            && self.w + 2 * self.pad[1] > self.dilation[1] * (self.kw - 1)
+    }
+
+    fn options(&self) -> ConvOptions<2> {
+        ConvOptions::new(self.stride, self.pad, self.dilation, 1)
+    }
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        (1usize..=2, 1usize..=24, 1usize..=20, 1usize..=11, 1usize..=11),
+        (1usize..=5, 1usize..=5, 0usize..=3, 0usize..=3, 1usize..=2, 1usize..=2),
+        (prop_oneof![4 => Just(1usize), 1 => Just(2usize)], any::<bool>(), any::<u64>()),
+    )
+        .prop_map(
+            |((n, c, co, h, w), (kh, kw, ph, pw, dh, dw), (stride, bias, seed))| Case {
+                n,
+                c,
+                co,
+                h,
+                w,
+                kh,
+                kw,
+                pad: [ph.min(kh - 1), pw.min(kw - 1)],
+                dilation: [dh, dw],
+                stride: [stride, stride],
+                bias,
+                seed,
+            },
+        )
+        .prop_filter("the kernel fits the padded input", Case::fits)
+}
+
+/// Deterministic values in [-1, 1) from a seed.
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn tensor<B: Backend, const D: usize>(shape: [usize; D], seed: u64) -> Tensor<B, D> {
+    let len = shape.iter().product();
+    Tensor::from_data(TensorData::new(values(len, seed), shape), &Default::default())
+}
+
+/// Forward output, input gradient and weight gradient of `sum(conv(x) * probe)`.
+fn conv_and_grads<B: burn::tensor::backend::AutodiffBackend>(
+    case: &Case,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let x = tensor::<B, 4>([case.n, case.c, case.h, case.w], case.seed).require_grad();
+    let weight =
+        tensor::<B, 4>([case.co, case.c, case.kh, case.kw], case.seed ^ 0x9e37).require_grad();
+    let bias = case
+        .bias
+        .then(|| tensor::<B, 1>([case.co], case.seed ^ 0x51));
+    let y = conv2d(x.clone(), weight.clone(), bias, case.options());
+    let probe = tensor::<B, 4>(y.dims(), case.seed ^ 0x77);
+    let grads = (y.clone() * probe).sum().backward();
+    let flat = |t: Tensor<B::InnerBackend, 4>| t.into_data().to_vec::<f32>().unwrap_or_default();
+    (
+        flat(y.inner()),
+        flat(x.grad(&grads).expect("x tracks gradients")),
+        flat(weight.grad(&grads).expect("the weight tracks gradients")),
+    )
+}
+
+fn assert_close(what: &str, flex: &[f32], ndarray: &[f32], case: &Case) {
+    assert_eq!(flex.len(), ndarray.len(), "{what} sizes for {case:?}");
+    let scale = ndarray.iter().fold(1f32, |m, v| m.max(v.abs()));
+    let worst = flex
+        .iter()
+        .zip(ndarray)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst <= 2e-5 * scale,
+        "{what}: flex and ndarray differ by {worst} (scale {scale}) for {case:?}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn flex_convolutions_and_their_gradients_equal_ndarrays(case in case()) {
+        let flex = conv_and_grads::<Autodiff<Flex>>(&case);
+        let ndarray = conv_and_grads::<Autodiff<NdArray>>(&case);
+        assert_close("output", &flex.0, &ndarray.0, &case);
+        assert_close("input gradient", &flex.1, &ndarray.1, &case);
+        assert_close("weight gradient", &flex.2, &ndarray.2, &case);
+    }
+
+    #[test]
+    fn flex_transposed_convolutions_equal_ndarrays(case in case()) {
+        // As a transposed convolution the weight is [c_in, c_out, kh, kw]: c plays c_in.
+        let out = |size: usize, k: usize, axis: usize| {
+            (size - 1) * case.stride[axis] + case.dilation[axis] * (k - 1) + 1
+        };
+        prop_assume!(out(case.h, case.kh, 0) > 2 * case.pad[0]);
+        prop_assume!(out(case.w, case.kw, 1) > 2 * case.pad[1]);
+        let options = ConvTransposeOptions::new(case.stride, case.pad, [0, 0], case.dilation, 1);
+        let x_flex = tensor::<Flex, 4>([case.n, case.c, case.h, case.w], case.seed);
+        let w_flex = tensor::<Flex, 4>([case.c, case.co, case.kh, case.kw], case.seed ^ 3);
+        let x_nd = tensor::<NdArray, 4>([case.n, case.c, case.h, case.w], case.seed);
+        let w_nd = tensor::<NdArray, 4>([case.c, case.co, case.kh, case.kw], case.seed ^ 3);
+        let flex = conv_transpose2d(x_flex, w_flex, None, options.clone());
+        let ndarray = conv_transpose2d(x_nd, w_nd, None, options);
+        assert_close(
+            "transposed output",
+            &flex.into_data().to_vec::<f32>().unwrap_or_default(),
+            &ndarray.into_data().to_vec::<f32>().unwrap_or_default(),
+            &case,
+        );
+    }
+}
+
+/// The sizes the networks use (DiME's ADM at 128 px, DenseNet's 3x3 bottlenecks), once each.
+#[test]
+fn flex_matches_ndarray_on_network_sized_convolutions() {
+    for (c, co, side) in [(128, 128, 32), (32, 32, 16), (256, 64, 8)] {
+        let case = Case {
+            n: 2,
+            c,
+            co,
+            h: side,
+            w: side,
+            kh: 3,
+            kw: 3,
+            pad: [1, 1],
+            dilation: [1, 1],
+            stride: [1, 1],
+            bias: true,
+            seed: c as u64,
+        };
+        let flex = conv_and_grads::<Autodiff<Flex>>(&case);
+        let ndarray = conv_and_grads::<Autodiff<NdArray>>(&case);
+        assert_close("output", &flex.0, &ndarray.0, &case);
+        assert_close("input gradient", &flex.1, &ndarray.1, &case);
+        assert_close("weight gradient", &flex.2, &ndarray.2, &case);
+    }
+}
