@@ -32,6 +32,16 @@ const MAX_TAPS: usize = 49;
 const MIN_CHANNELS: usize = 8;
 /// Output positions (padded width) per task: the `c_out × TILE` accumulator stays in L2.
 const TILE: usize = 1024;
+/// Smaller outputs (fewer pixels than 16 x 16 per image) keep the im2col path: each per-tap
+/// GEMM would be too small to amortise its set-up (measured on 3x3 convolutions at 4-128 px).
+const MIN_OUTPUT_PIXELS: usize = 256;
+
+/// Output pixels per image of a stride-1 convolution, if the kernel fits the padded input.
+fn output_pixels(side: [usize; 2], pad: [usize; 2], dilation: [usize; 2], kernel: [usize; 2]) -> usize {
+    let span = |i: usize| dilation[i] * (kernel[i] - 1);
+    let out = |i: usize| (side[i] + 2 * pad[i]).saturating_sub(span(i));
+    out(0) * out(1)
+}
 
 /// Whether `conv3d` (a 2-D convolution expanded to 3-D) can take the shifted-GEMM path.
 pub(crate) fn applies(x_shape: &[usize], w_shape: &[usize], options: &ConvOptions<3>) -> bool {
@@ -43,8 +53,12 @@ pub(crate) fn applies(x_shape: &[usize], w_shape: &[usize], options: &ConvOption
         && x_shape[2] == 1
         && (2..=MAX_TAPS).contains(&taps)
         && w_shape[1] >= MIN_CHANNELS
-        && x_shape[3] + 2 * options.padding[1] >= options.dilation[1] * (w_shape[3] - 1) + 1
-        && x_shape[4] + 2 * options.padding[2] >= options.dilation[2] * (w_shape[4] - 1) + 1
+        && output_pixels(
+            [x_shape[3], x_shape[4]],
+            [options.padding[1], options.padding[2]],
+            [options.dilation[1], options.dilation[2]],
+            [w_shape[3], w_shape[4]],
+        ) >= MIN_OUTPUT_PIXELS
 }
 
 /// Whether `conv_transpose3d` can be computed as a shifted-GEMM convolution.
@@ -64,6 +78,16 @@ pub(crate) fn applies_transposed(
         && w_shape[0] >= MIN_CHANNELS
         && options.padding[1] <= options.dilation[1] * (w_shape[3] - 1)
         && options.padding[2] <= options.dilation[2] * (w_shape[4] - 1)
+        && {
+            // The equivalent convolution's padding.
+            let pad = |i: usize| options.dilation[i] * (w_shape[2 + i] - 1) - options.padding[i];
+            output_pixels(
+                [x_shape[3], x_shape[4]],
+                [pad(1), pad(2)],
+                [options.dilation[1], options.dilation[2]],
+                [w_shape[3], w_shape[4]],
+            ) >= MIN_OUTPUT_PIXELS
+        }
 }
 
 /// A transposed convolution (stride 1) as the equivalent convolution.
