@@ -97,6 +97,7 @@ pub mod comparison;
 #[macro_use]
 mod conv_common;
 mod conv_shifted;
+mod par;
 pub mod conv;
 pub mod conv_transpose;
 pub mod cumulative;

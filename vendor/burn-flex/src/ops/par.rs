@@ -1,0 +1,85 @@
+//! Element-wise loops split across rayon's threads for large tensors (foil's patch).
+//!
+//! burn-flex 0.21.0 runs its element-wise unary and binary ops on one thread; on a network's
+//! activations (millions of elements) that left the other cores idle between convolutions.
+//! Below [`PARALLEL_THRESHOLD`](super::PARALLEL_THRESHOLD) elements the loops stay sequential.
+
+use alloc::vec::Vec;
+
+/// Elements per rayon task: large enough to amortise the task, small enough to balance.
+#[cfg(feature = "rayon")]
+const CHUNK: usize = 32 * 1024;
+
+/// `*x = op(*x)` for every element.
+pub(crate) fn map_inplace<E: Copy + Send, Op: Fn(E) -> E + Sync>(data: &mut [E], op: Op) {
+    #[cfg(feature = "rayon")]
+    if data.len() >= super::PARALLEL_THRESHOLD {
+        use rayon::prelude::*;
+        data.par_chunks_mut(CHUNK)
+            .for_each(|chunk| chunk.iter_mut().for_each(|x| *x = op(*x)));
+        return;
+    }
+    data.iter_mut().for_each(|x| *x = op(*x));
+}
+
+/// `op(x)` for every element, collected.
+pub(crate) fn map_collect<E: Copy + Sync, R: Send, Op: Fn(E) -> R + Sync>(
+    src: &[E],
+    op: Op,
+) -> Vec<R> {
+    #[cfg(feature = "rayon")]
+    if src.len() >= super::PARALLEL_THRESHOLD {
+        use rayon::prelude::*;
+        return src.par_iter().with_min_len(CHUNK).map(|&x| op(x)).collect();
+    }
+    src.iter().map(|&x| op(x)).collect()
+}
+
+/// `*l = op(*l, r)` element by element.
+pub(crate) fn zip_inplace<E: Copy + Send + Sync, Op: Fn(E, E) -> E + Sync>(
+    lhs: &mut [E],
+    rhs: &[E],
+    op: Op,
+) {
+    chunks_inplace(lhs, rhs, |l, r| {
+        l.iter_mut().zip(r).for_each(|(l, &r)| *l = op(*l, r))
+    });
+}
+
+/// `kernel(lhs_chunk, rhs_chunk)` over matching chunks (for the SIMD in-place kernels).
+pub(crate) fn chunks_inplace<E: Send + Sync, K: Fn(&mut [E], &[E]) + Sync>(
+    lhs: &mut [E],
+    rhs: &[E],
+    kernel: K,
+) {
+    let len = lhs.len().min(rhs.len());
+    let (lhs, rhs) = (&mut lhs[..len], &rhs[..len]);
+    #[cfg(feature = "rayon")]
+    if len >= super::PARALLEL_THRESHOLD {
+        use rayon::prelude::*;
+        lhs.par_chunks_mut(CHUNK)
+            .zip(rhs.par_chunks(CHUNK))
+            .for_each(|(l, r)| kernel(l, r));
+        return;
+    }
+    kernel(lhs, rhs);
+}
+
+/// `op(l, r)` element by element, collected.
+pub(crate) fn zip_collect<E: Copy + Sync, R: Send, Op: Fn(E, E) -> R + Sync>(
+    lhs: &[E],
+    rhs: &[E],
+    op: Op,
+) -> Vec<R> {
+    #[cfg(feature = "rayon")]
+    if lhs.len() >= super::PARALLEL_THRESHOLD {
+        use rayon::prelude::*;
+        return lhs
+            .par_iter()
+            .zip(rhs.par_iter())
+            .with_min_len(CHUNK)
+            .map(|(&a, &b)| op(a, b))
+            .collect();
+    }
+    lhs.iter().zip(rhs).map(|(&a, &b)| op(a, b)).collect()
+}
