@@ -24,6 +24,7 @@ struct Case {
     pad: [usize; 2],
     dilation: [usize; 2],
     stride: [usize; 2],
+    groups: usize,
     bias: bool,
     seed: u64,
 }
@@ -35,7 +36,7 @@ impl Case {
     }
 
     fn options(&self) -> ConvOptions<2> {
-        ConvOptions::new(self.stride, self.pad, self.dilation, 1)
+        ConvOptions::new(self.stride, self.pad, self.dilation, self.groups)
     }
 }
 
@@ -48,13 +49,18 @@ fn case() -> impl Strategy<Value = Case> {
     (
         (1usize..=2, 1usize..=24, 1usize..=20, side(), side()),
         (1usize..=5, 1usize..=5, 0usize..=3, 0usize..=3, 1usize..=2, 1usize..=2),
-        (prop_oneof![4 => Just(1usize), 1 => Just(2usize)], any::<bool>(), any::<u64>()),
+        (
+            prop_oneof![4 => Just(1usize), 1 => Just(2usize)],
+            prop_oneof![3 => Just(1usize), 1 => Just(2usize)],
+            any::<bool>(),
+            any::<u64>(),
+        ),
     )
         .prop_map(
-            |((n, c, co, h, w), (kh, kw, ph, pw, dh, dw), (stride, bias, seed))| Case {
+            |((n, c, co, h, w), (kh, kw, ph, pw, dh, dw), (stride, groups, bias, seed))| Case {
                 n,
-                c,
-                co,
+                c: c.next_multiple_of(groups),
+                co: co.next_multiple_of(groups),
                 h,
                 w,
                 kh,
@@ -62,6 +68,7 @@ fn case() -> impl Strategy<Value = Case> {
                 pad: [ph.min(kh - 1), pw.min(kw - 1)],
                 dilation: [dh, dw],
                 stride: [stride, stride],
+                groups,
                 bias,
                 seed,
             },
@@ -93,7 +100,8 @@ fn conv_and_grads<B: burn::tensor::backend::AutodiffBackend>(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let x = tensor::<B, 4>([case.n, case.c, case.h, case.w], case.seed).require_grad();
     let weight =
-        tensor::<B, 4>([case.co, case.c, case.kh, case.kw], case.seed ^ 0x9e37).require_grad();
+        tensor::<B, 4>([case.co, case.c / case.groups, case.kh, case.kw], case.seed ^ 0x9e37)
+            .require_grad();
     let bias = case
         .bias
         .then(|| tensor::<B, 1>([case.co], case.seed ^ 0x51));
@@ -142,11 +150,13 @@ proptest! {
         };
         prop_assume!(out(case.h, case.kh, 0) > 2 * case.pad[0]);
         prop_assume!(out(case.w, case.kw, 1) > 2 * case.pad[1]);
-        let options = ConvTransposeOptions::new(case.stride, case.pad, [0, 0], case.dilation, 1);
+        let options =
+            ConvTransposeOptions::new(case.stride, case.pad, [0, 0], case.dilation, case.groups);
+        let weight = [case.c, case.co / case.groups, case.kh, case.kw];
         let x_flex = tensor::<Flex, 4>([case.n, case.c, case.h, case.w], case.seed);
-        let w_flex = tensor::<Flex, 4>([case.c, case.co, case.kh, case.kw], case.seed ^ 3);
+        let w_flex = tensor::<Flex, 4>(weight, case.seed ^ 3);
         let x_nd = tensor::<NdArray, 4>([case.n, case.c, case.h, case.w], case.seed);
-        let w_nd = tensor::<NdArray, 4>([case.c, case.co, case.kh, case.kw], case.seed ^ 3);
+        let w_nd = tensor::<NdArray, 4>(weight, case.seed ^ 3);
         let flex = conv_transpose2d(x_flex, w_flex, None, options.clone());
         let ndarray = conv_transpose2d(x_nd, w_nd, None, options);
         assert_close(
@@ -173,6 +183,7 @@ fn flex_matches_ndarray_on_network_sized_convolutions() {
             pad: [1, 1],
             dilation: [1, 1],
             stride: [1, 1],
+            groups: 1,
             bias: true,
             seed: c as u64,
         };
