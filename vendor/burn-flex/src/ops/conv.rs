@@ -308,16 +308,14 @@ fn conv3d_impl<T: bytemuck::Pod + Clone + Copy + burn_backend::Element + Send + 
     // nested formulation had a 10-term index expression LLVM wouldn't
     // autovectorize.
     let k_spatial = kernel_d * kernel_h * kernel_w;
-    // foil's patch: written in destination order without bounds checks (this loop was 20 % of
-    // a small network's forward pass when it scattered with a stride of `channels_per_group`).
     let mut w_flat = vec![zero; channels_out * col_len];
-    for (dst_row, src_row) in w_flat
-        .chunks_exact_mut(col_len)
-        .zip(w_data.chunks_exact(col_len))
-    {
-        for (k, dst) in dst_row.chunks_exact_mut(channels_per_group).enumerate() {
-            for (d, s) in dst.iter_mut().zip(src_row[k..].iter().step_by(k_spatial)) {
-                *d = *s;
+    for c_out in 0..channels_out {
+        let src_base = c_out * channels_per_group * k_spatial;
+        let dst_base = c_out * col_len;
+        for c_in in 0..channels_per_group {
+            let src_row = src_base + c_in * k_spatial;
+            for k in 0..k_spatial {
+                w_flat[dst_base + k * channels_per_group + c_in] = w_data[src_row + k];
             }
         }
     }
@@ -333,35 +331,27 @@ fn conv3d_impl<T: bytemuck::Pod + Clone + Copy + burn_backend::Element + Send + 
         channels_in,
         1,
     );
-    // foil's patch: one [channels, pixels] -> [pixels, channels] transpose per image, in blocks
-    // of pixels, on rayon's threads (it was one scalar strided loop on one thread).
     let mut x_nhwc = vec![zero; batch_size * in_d * in_h * in_w * channels_in];
-    let pixels = in_d * in_h * in_w;
-    const PIXEL_BLOCK: usize = 64;
-    let transpose_block = |(block, dst): (usize, &mut [T])| {
-        let blocks_per_image = pixels.div_ceil(PIXEL_BLOCK);
-        let b = block / blocks_per_image;
-        let p0 = (block % blocks_per_image) * PIXEL_BLOCK;
-        let image = &x_data[b * channels_in * pixels..][..channels_in * pixels];
-        for (c, plane) in image.chunks_exact(pixels).enumerate() {
-            for (i, v) in plane[p0..p0 + dst.len() / channels_in].iter().enumerate() {
-                dst[i * channels_in + c] = *v;
+    for b in 0..batch_size {
+        for d in 0..in_d {
+            for h in 0..in_h {
+                for w in 0..in_w {
+                    for c in 0..channels_in {
+                        let src_idx = b * channels_in * in_d * in_h * in_w
+                            + c * in_d * in_h * in_w
+                            + d * in_h * in_w
+                            + h * in_w
+                            + w;
+                        let dst_idx = b * nhwc_stride.0
+                            + d * nhwc_stride.1
+                            + h * nhwc_stride.2
+                            + w * nhwc_stride.3
+                            + c;
+                        x_nhwc[dst_idx] = x_data[src_idx];
+                    }
+                }
             }
         }
-    };
-    {
-        // Blocks never straddle two images: each image's pixels are cut separately.
-        let mut blocks: Vec<&mut [T]> = Vec::new();
-        for image in x_nhwc.chunks_mut(pixels * channels_in) {
-            blocks.extend(image.chunks_mut(PIXEL_BLOCK * channels_in));
-        }
-        #[cfg(feature = "rayon")]
-        {
-            use rayon::prelude::*;
-            blocks.into_par_iter().enumerate().for_each(transpose_block);
-        }
-        #[cfg(not(feature = "rayon"))]
-        blocks.into_iter().enumerate().for_each(transpose_block);
     }
 
     // Use tiled parallel execution

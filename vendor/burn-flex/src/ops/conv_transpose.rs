@@ -302,13 +302,10 @@ fn conv_transpose3d_impl<T: bytemuck::Pod + Clone + Copy + Send + Sync + burn_ba
                 in_spatial,
             );
 
-            // col2im: scatter columns into output for this (batch, group); foil's patch: one
-            // output channel per rayon task (it ran on one thread).
+            // col2im: scatter columns into output for this (batch, group)
             let out_base = b * out_channels * out_spatial;
-            let planes = &mut output[out_base + oc_start * out_spatial..]
-                [..out_channels_per_group * out_spatial];
-            let columns = &columns;
-            let scatter = |(oc, plane): (usize, &mut [T])| {
+            for oc in 0..out_channels_per_group {
+                let out_ch_base = out_base + (oc_start + oc) * out_spatial;
                 let oc_col_base = oc * k_spatial;
 
                 for kd in 0..kernel_d {
@@ -349,25 +346,16 @@ fn conv_transpose3d_impl<T: bytemuck::Pod + Clone + Copy + Send + Sync + burn_ba
 
                                         let s = id * in_h * in_w + ih * in_w + iw;
                                         let val = columns[col_base + s];
-                                        let out_idx = od * out_h * out_w + oh * out_w + ow;
-                                        plane[out_idx] = add_fn(plane[out_idx], val);
+                                        let out_idx =
+                                            out_ch_base + od * out_h * out_w + oh * out_w + ow;
+                                        output[out_idx] = add_fn(output[out_idx], val);
                                     }
                                 }
                             }
                         }
                     }
                 }
-            };
-            #[cfg(feature = "rayon")]
-            {
-                use rayon::prelude::*;
-                planes
-                    .par_chunks_mut(out_spatial)
-                    .enumerate()
-                    .for_each(scatter);
             }
-            #[cfg(not(feature = "rayon"))]
-            planes.chunks_mut(out_spatial).enumerate().for_each(scatter);
         }
     }
 
