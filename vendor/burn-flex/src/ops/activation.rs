@@ -159,14 +159,40 @@ impl ActivationOps<Flex> for Flex {
     }
 }
 
+/// foil's patch: branch-free, with an inlined polynomial `exp`, so that the element-wise loop
+/// vectorises (a call to libm's `expf` per element was 12 % of an ADM forward through SiLU).
 #[inline]
 fn sigmoid_f32(x: f32) -> f32 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
+    // e = exp(-|x|) in (0, 1]; sigmoid(x) = 1 / (1 + e) for x >= 0, e / (1 + e) below.
+    let e = exp_neg_abs_f32(x);
+    let numerator = if x >= 0.0 { 1.0 } else { e };
+    numerator / (1.0 + e)
+}
+
+/// `exp(-|x|)` to within 2 ulp (Cody-Waite range reduction and Cephes' `expf` polynomial),
+/// written without branches or calls so that loops over it vectorise; underflows to 0.
+#[inline(always)]
+fn exp_neg_abs_f32(x: f32) -> f32 {
+    const LOG2E: f32 = core::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5 * 2^23: adding it rounds to the nearest integer in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    // Below -87.3 the result is under f32's smallest normal: clamp, then flush to 0.
+    let y = (-x.abs()).max(-87.3);
+    let t = y * LOG2E + ROUND;
+    let n = t - ROUND;
+    let r = y - n * LN2_HI - n * LN2_LO;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 5.000_000_1e-1;
+    let poly = p * r * r + r + 1.0;
+    // 2^n from n's integer value in t's low mantissa bits (n in [-126, 0]).
+    let n_int = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
+    let scale = f32::from_bits(((n_int + 127) as u32) << 23);
+    let value = poly * scale;
+    if x.abs() > 87.3 { 0.0 } else { value }
 }
 
 #[inline]

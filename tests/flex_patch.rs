@@ -1,7 +1,7 @@
-//! foil's patch to burn-flex (vendor/burn-flex, `conv_shifted.rs`) against an independent
-//! implementation: burn-ndarray's convolutions, forward and backward, on random shapes that take
-//! the patched path (stride 1, 8+ input channels, 2-49 taps, 16 x 16 output pixels or more) and
-//! shapes next to it that do not.
+//! foil's patch to burn-flex (vendor/burn-flex, PATCH.md) against an independent implementation,
+//! burn-ndarray: the convolutions (`conv_shifted.rs`), forward and backward, on random shapes
+//! that take the patched path (stride 1, 8+ input channels, 2-49 taps, 16 x 16 output pixels or
+//! more) and shapes next to it that do not; the vectorised sigmoid; the threaded element-wise ops.
 #![cfg(all(feature = "flex", feature = "ndarray"))]
 
 use burn::backend::{Autodiff, Flex, NdArray};
@@ -192,5 +192,79 @@ fn flex_matches_ndarray_on_network_sized_convolutions() {
         assert_close("output", &flex.0, &ndarray.0, &case);
         assert_close("input gradient", &flex.1, &ndarray.1, &case);
         assert_close("weight gradient", &flex.2, &ndarray.2, &case);
+    }
+}
+
+/// Values across the whole f32 range the sigmoid sees, extremes and zero included.
+fn sigmoid_inputs() -> Vec<f32> {
+    let mut xs: Vec<f32> = (-2000..=2000).map(|i| i as f32 * 0.05).collect();
+    xs.extend([-1e30, -1000.0, -88.0, -87.5, -87.3, -87.0, 87.0, 88.0, 1000.0, 1e30]);
+    xs.extend([0.0, -0.0, 1e-8, -1e-8, f32::MIN_POSITIVE, -f32::MIN_POSITIVE]);
+    // Enough elements for the threaded path (256 Ki) as well.
+    let repeats = (300_000 / xs.len()) + 1;
+    xs.iter().copied().cycle().take(xs.len() * repeats).collect()
+}
+
+/// Flex's sigmoid and SiLU against the same functions in f64, to a few ulp of f32 (ndarray's
+/// own f32 sigmoid is up to 8 ulp off for large negative inputs, so it is not the reference).
+#[test]
+fn flex_sigmoid_and_silu_are_exact_to_a_few_ulp() {
+    use burn::tensor::activation::{sigmoid, silu};
+    let xs = sigmoid_inputs();
+    let n = xs.len();
+    let flex = Tensor::<Flex, 1>::from_data(TensorData::new(xs.clone(), [n]), &Default::default());
+    let exact = |x: f32| 1.0 / (1.0 + (-(x as f64)).exp());
+    type Reference = fn(f32, f64) -> f64;
+    let cases: [(&str, Tensor<Flex, 1>, Reference); 2] = [
+        ("sigmoid", sigmoid(flex.clone()), |_, s| s),
+        ("silu", silu(flex), |x, s| x as f64 * s),
+    ];
+    for (what, values, reference) in cases {
+        let values = values.into_data().to_vec::<f32>().unwrap_or_default();
+        assert_eq!(values.len(), n);
+        for (x, got) in xs.iter().zip(&values) {
+            let want = reference(*x, exact(*x));
+            // Relative, down to f32's normal range (exp flushes subnormals to 0).
+            let floor = (1.0 + x.abs() as f64) * f32::MIN_POSITIVE as f64;
+            let tolerance = 3.0 * f32::EPSILON as f64 * want.abs() + floor;
+            assert!(
+                (*got as f64 - want).abs() <= tolerance,
+                "{what}({x}): flex {got}, exact {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn flex_threaded_element_wise_ops_equal_ndarrays() {
+    // 2^19 elements: above the 256 Ki threshold where the patched loops split across threads.
+    let shape = [2, 4, 256, 256];
+    let a_flex = tensor::<Flex, 4>(shape, 11);
+    let b_flex = tensor::<Flex, 4>(shape, 12);
+    let a_nd = tensor::<NdArray, 4>(shape, 11);
+    let b_nd = tensor::<NdArray, 4>(shape, 12);
+    let flex = [
+        a_flex.clone() + b_flex.clone(),
+        a_flex.clone() * b_flex.clone(),
+        a_flex.clone() / (b_flex.clone().abs() + 1.0),
+        a_flex.clone().exp(),
+        a_flex.clone().tanh(),
+        // A shared lhs (not unique): the allocating contiguous path.
+        a_flex.clone() - b_flex.clone() + a_flex.clone() * 0.0,
+    ];
+    let nd = [
+        a_nd.clone() + b_nd.clone(),
+        a_nd.clone() * b_nd.clone(),
+        a_nd.clone() / (b_nd.clone().abs() + 1.0),
+        a_nd.clone().exp(),
+        a_nd.clone().tanh(),
+        a_nd.clone() - b_nd.clone() + a_nd.clone() * 0.0,
+    ];
+    for (i, (f, n)) in flex.into_iter().zip(nd).enumerate() {
+        let f = f.into_data().to_vec::<f32>().unwrap_or_default();
+        let n = n.into_data().to_vec::<f32>().unwrap_or_default();
+        assert_eq!(f.len(), n.len());
+        let worst = f.iter().zip(&n).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst <= 1e-6, "op {i}: flex and ndarray differ by {worst}");
     }
 }
