@@ -48,7 +48,14 @@ fn side() -> impl Strategy<Value = usize> {
 fn case() -> impl Strategy<Value = Case> {
     (
         (1usize..=2, 1usize..=24, 1usize..=20, side(), side()),
-        (1usize..=5, 1usize..=5, 0usize..=3, 0usize..=3, 1usize..=2, 1usize..=2),
+        (
+            1usize..=5,
+            1usize..=5,
+            0usize..=3,
+            0usize..=3,
+            1usize..=2,
+            1usize..=2,
+        ),
         (
             prop_oneof![4 => Just(1usize), 1 => Just(2usize)],
             prop_oneof![3 => Just(1usize), 1 => Just(2usize)],
@@ -91,7 +98,10 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
 
 fn tensor<B: Backend, const D: usize>(shape: [usize; D], seed: u64) -> Tensor<B, D> {
     let len = shape.iter().product();
-    Tensor::from_data(TensorData::new(values(len, seed), shape), &Default::default())
+    Tensor::from_data(
+        TensorData::new(values(len, seed), shape),
+        &Default::default(),
+    )
 }
 
 /// Forward output, input gradient and weight gradient of `sum(conv(x) * probe)`.
@@ -99,9 +109,11 @@ fn conv_and_grads<B: burn::tensor::backend::AutodiffBackend>(
     case: &Case,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let x = tensor::<B, 4>([case.n, case.c, case.h, case.w], case.seed).require_grad();
-    let weight =
-        tensor::<B, 4>([case.co, case.c / case.groups, case.kh, case.kw], case.seed ^ 0x9e37)
-            .require_grad();
+    let weight = tensor::<B, 4>(
+        [case.co, case.c / case.groups, case.kh, case.kw],
+        case.seed ^ 0x9e37,
+    )
+    .require_grad();
     let bias = case
         .bias
         .then(|| tensor::<B, 1>([case.co], case.seed ^ 0x51));
@@ -198,11 +210,24 @@ fn flex_matches_ndarray_on_network_sized_convolutions() {
 /// Values across the whole f32 range the sigmoid sees, extremes and zero included.
 fn sigmoid_inputs() -> Vec<f32> {
     let mut xs: Vec<f32> = (-2000..=2000).map(|i| i as f32 * 0.05).collect();
-    xs.extend([-1e30, -1000.0, -88.0, -87.5, -87.3, -87.0, 87.0, 88.0, 1000.0, 1e30]);
-    xs.extend([0.0, -0.0, 1e-8, -1e-8, f32::MIN_POSITIVE, -f32::MIN_POSITIVE]);
+    xs.extend([
+        -1e30, -1000.0, -88.0, -87.5, -87.3, -87.0, 87.0, 88.0, 1000.0, 1e30,
+    ]);
+    xs.extend([
+        0.0,
+        -0.0,
+        1e-8,
+        -1e-8,
+        f32::MIN_POSITIVE,
+        -f32::MIN_POSITIVE,
+    ]);
     // Enough elements for the threaded path (256 Ki) as well.
     let repeats = (300_000 / xs.len()) + 1;
-    xs.iter().copied().cycle().take(xs.len() * repeats).collect()
+    xs.iter()
+        .copied()
+        .cycle()
+        .take(xs.len() * repeats)
+        .collect()
 }
 
 /// Flex's sigmoid and SiLU against the same functions in f64, to a few ulp of f32 (ndarray's
@@ -264,7 +289,11 @@ fn flex_threaded_element_wise_ops_equal_ndarrays() {
         let f = f.into_data().to_vec::<f32>().unwrap_or_default();
         let n = n.into_data().to_vec::<f32>().unwrap_or_default();
         assert_eq!(f.len(), n.len());
-        let worst = f.iter().zip(&n).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let worst = f
+            .iter()
+            .zip(&n)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         assert!(worst <= 1e-6, "op {i}: flex and ndarray differ by {worst}");
     }
 }

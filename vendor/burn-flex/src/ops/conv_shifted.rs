@@ -37,7 +37,12 @@ const TILE: usize = 1024;
 const MIN_OUTPUT_PIXELS: usize = 256;
 
 /// Output pixels per image of a stride-1 convolution, if the kernel fits the padded input.
-fn output_pixels(side: [usize; 2], pad: [usize; 2], dilation: [usize; 2], kernel: [usize; 2]) -> usize {
+fn output_pixels(
+    side: [usize; 2],
+    pad: [usize; 2],
+    dilation: [usize; 2],
+    kernel: [usize; 2],
+) -> usize {
     let span = |i: usize| dilation[i] * (kernel[i] - 1);
     let out = |i: usize| (side[i] + 2 * pad[i]).saturating_sub(span(i));
     out(0) * out(1)
@@ -174,7 +179,10 @@ where
     #[cfg(feature = "rayon")]
     {
         use rayon::prelude::*;
-        padded.par_chunks_mut(row_len).enumerate().for_each(pad_channel);
+        padded
+            .par_chunks_mut(row_len)
+            .enumerate()
+            .for_each(pad_channel);
     }
     #[cfg(not(feature = "rayon"))]
     padded.chunks_mut(row_len).enumerate().for_each(pad_channel);
@@ -201,7 +209,10 @@ where
     #[cfg(not(feature = "rayon"))]
     let threads = 1;
     let wanted_blocks = (2 * threads).div_ceil(n * tiles);
-    let co_block = co.div_ceil(wanted_blocks.max(1)).next_multiple_of(16).min(co);
+    let co_block = co
+        .div_ceil(wanted_blocks.max(1))
+        .next_multiple_of(16)
+        .min(co);
     let blocks = co.div_ceil(co_block);
 
     let mut out = vec![T::zero(); n * co * ho * wo];
