@@ -297,3 +297,17 @@ fn flex_threaded_element_wise_ops_equal_ndarrays() {
         assert!(worst <= 1e-6, "op {i}: flex and ndarray differ by {worst}");
     }
 }
+
+/// An empty batch or no output channels: the patched path must not divide by zero.
+#[test]
+fn flex_convolutions_of_empty_batches_are_empty() {
+    let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+    for (n, co) in [(0, 8), (2, 0)] {
+        let x = tensor::<Flex, 4>([n, 16, 20, 20], 1);
+        let weight = tensor::<Flex, 4>([co, 16, 3, 3], 2);
+        assert_eq!(
+            conv2d(x, weight, None, options.clone()).dims(),
+            [n, co, 20, 20]
+        );
+    }
+}

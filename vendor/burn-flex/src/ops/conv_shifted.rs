@@ -54,6 +54,8 @@ pub(crate) fn applies(x_shape: &[usize], w_shape: &[usize], options: &ConvOption
     options.groups == 1
         && options.stride == [1, 1, 1]
         && options.padding[0] == 0
+        && x_shape[0] > 0
+        && w_shape[0] > 0
         && w_shape[2] == 1
         && x_shape[2] == 1
         && (2..=MAX_TAPS).contains(&taps)
@@ -77,6 +79,8 @@ pub(crate) fn applies_transposed(
         && options.stride == [1, 1, 1]
         && options.padding_out == [0, 0, 0]
         && options.padding[0] == 0
+        && x_shape[0] > 0
+        && w_shape[1] > 0
         && w_shape[2] == 1
         && x_shape[2] == 1
         && (2..=MAX_TAPS).contains(&taps)
