@@ -128,6 +128,19 @@ fn conv_and_grads<B: burn::tensor::backend::AutodiffBackend>(
     )
 }
 
+/// The transposed convolution of the case, flattened: the weight is [c_in, c_out / groups, kh, kw].
+fn transposed<B: Backend>(case: &Case) -> Vec<f32> {
+    let options =
+        ConvTransposeOptions::new(case.stride, case.pad, [0, 0], case.dilation, case.groups);
+    let x = tensor::<B, 4>([case.n, case.c, case.h, case.w], case.seed);
+    let weight = tensor::<B, 4>(
+        [case.c, case.co / case.groups, case.kh, case.kw],
+        case.seed ^ 3,
+    );
+    let y = conv_transpose2d(x, weight, None, options);
+    y.into_data().to_vec::<f32>().unwrap_or_default()
+}
+
 fn assert_close(what: &str, flex: &[f32], ndarray: &[f32], case: &Case) {
     assert_eq!(flex.len(), ndarray.len(), "{what} sizes for {case:?}");
     let scale = ndarray.iter().fold(1f32, |m, v| m.max(v.abs()));
@@ -162,21 +175,7 @@ proptest! {
         };
         prop_assume!(out(case.h, case.kh, 0) > 2 * case.pad[0]);
         prop_assume!(out(case.w, case.kw, 1) > 2 * case.pad[1]);
-        let options =
-            ConvTransposeOptions::new(case.stride, case.pad, [0, 0], case.dilation, case.groups);
-        let weight = [case.c, case.co / case.groups, case.kh, case.kw];
-        let x_flex = tensor::<Flex, 4>([case.n, case.c, case.h, case.w], case.seed);
-        let w_flex = tensor::<Flex, 4>(weight, case.seed ^ 3);
-        let x_nd = tensor::<NdArray, 4>([case.n, case.c, case.h, case.w], case.seed);
-        let w_nd = tensor::<NdArray, 4>(weight, case.seed ^ 3);
-        let flex = conv_transpose2d(x_flex, w_flex, None, options.clone());
-        let ndarray = conv_transpose2d(x_nd, w_nd, None, options);
-        assert_close(
-            "transposed output",
-            &flex.into_data().to_vec::<f32>().unwrap_or_default(),
-            &ndarray.into_data().to_vec::<f32>().unwrap_or_default(),
-            &case,
-        );
+        assert_close("transposed output", &transposed::<Flex>(&case), &transposed::<NdArray>(&case), &case);
     }
 }
 
@@ -260,38 +259,35 @@ fn flex_sigmoid_and_silu_are_exact_to_a_few_ulp() {
     }
 }
 
+/// The element-wise ops whose loops the patch threads, on 2^19 elements (above the 256 Ki
+/// threshold where they split across threads), flattened.
+fn element_wise_ops<B: Backend>() -> Vec<Vec<f32>> {
+    let shape = [2, 4, 256, 256];
+    let a = tensor::<B, 4>(shape, 11);
+    let b = tensor::<B, 4>(shape, 12);
+    [
+        a.clone() + b.clone(),
+        a.clone() * b.clone(),
+        a.clone() / (b.clone().abs() + 1.0),
+        a.clone().exp(),
+        a.clone().tanh(),
+        // A shared lhs (not unique): the allocating contiguous path.
+        a.clone() - b + a * 0.0,
+    ]
+    .into_iter()
+    .map(|t| t.into_data().to_vec::<f32>().unwrap_or_default())
+    .collect()
+}
+
 #[test]
 fn flex_threaded_element_wise_ops_equal_ndarrays() {
-    // 2^19 elements: above the 256 Ki threshold where the patched loops split across threads.
-    let shape = [2, 4, 256, 256];
-    let a_flex = tensor::<Flex, 4>(shape, 11);
-    let b_flex = tensor::<Flex, 4>(shape, 12);
-    let a_nd = tensor::<NdArray, 4>(shape, 11);
-    let b_nd = tensor::<NdArray, 4>(shape, 12);
-    let flex = [
-        a_flex.clone() + b_flex.clone(),
-        a_flex.clone() * b_flex.clone(),
-        a_flex.clone() / (b_flex.clone().abs() + 1.0),
-        a_flex.clone().exp(),
-        a_flex.clone().tanh(),
-        // A shared lhs (not unique): the allocating contiguous path.
-        a_flex.clone() - b_flex.clone() + a_flex.clone() * 0.0,
-    ];
-    let nd = [
-        a_nd.clone() + b_nd.clone(),
-        a_nd.clone() * b_nd.clone(),
-        a_nd.clone() / (b_nd.clone().abs() + 1.0),
-        a_nd.clone().exp(),
-        a_nd.clone().tanh(),
-        a_nd.clone() - b_nd.clone() + a_nd.clone() * 0.0,
-    ];
-    for (i, (f, n)) in flex.into_iter().zip(nd).enumerate() {
-        let f = f.into_data().to_vec::<f32>().unwrap_or_default();
-        let n = n.into_data().to_vec::<f32>().unwrap_or_default();
+    let flex = element_wise_ops::<Flex>();
+    let ndarray = element_wise_ops::<NdArray>();
+    for (i, (f, n)) in flex.iter().zip(&ndarray).enumerate() {
         assert_eq!(f.len(), n.len());
         let worst = f
             .iter()
-            .zip(&n)
+            .zip(n)
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         assert!(worst <= 1e-6, "op {i}: flex and ndarray differ by {worst}");
