@@ -14,7 +14,8 @@
 //! | `lpips_alex` | LPIPS with AlexNet, distance between two batches of 2 images, 64 px |
 //!
 //! Each network has a criterion group with one benchmark per backend, `flex` (burn-flex) and
-//! `ndarray` (burn-ndarray); results land in `target/criterion/<id>/<backend>/new/`. Networks
+//! `ndarray` (burn-ndarray), and `cuda` / `wgpu` when those features are on (every call ends by
+//! reading its result back, so GPU timings include the device's work); results land in `target/criterion/<id>/<backend>/new/`. Networks
 //! are built lazily, so a filter only builds what it runs:
 //!
 //! ```text
@@ -262,7 +263,8 @@ fn lpips<B: Backend>(group: &mut BenchmarkGroup<'_, WallTime>, backend: &str) {
     );
 }
 
-/// One criterion group per network, with a benchmark per compiled-in CPU backend.
+/// One criterion group per network, with a benchmark per compiled-in backend (`scripts/gpu-check.sh`
+/// builds this with `--no-default-features --features cuda`).
 macro_rules! network {
     ($fn_name:ident, $id:literal, $generic:ident) => {
         fn $fn_name(c: &mut Criterion) {
@@ -273,6 +275,10 @@ macro_rules! network {
             $generic::<foil::backend::Flex>(&mut group, "flex");
             #[cfg(feature = "ndarray")]
             $generic::<foil::backend::Cpu>(&mut group, "ndarray");
+            #[cfg(feature = "cuda")]
+            $generic::<foil::backend::Cuda>(&mut group, "cuda");
+            #[cfg(feature = "wgpu")]
+            $generic::<foil::backend::Wgpu>(&mut group, "wgpu");
             group.finish();
         }
     };

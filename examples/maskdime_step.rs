@@ -16,7 +16,7 @@
 //!
 //! ```text
 //! /usr/bin/time -v cargo run --release --example maskdime_step -- DIR/ddpm-celeba.pt \
-//!     DIR/classifier.pth DIR/vgg19.pth [load|step|image] [ndarray|flex]
+//!     DIR/classifier.pth DIR/vgg19.pth [load|step|image] [ndarray|flex|cuda|wgpu]
 //! ```
 
 use std::time::Instant;
@@ -320,7 +320,22 @@ fn main() -> Result<()> {
         _ => Mode::Load,
     };
     match arg(4, "flex").as_str() {
+        #[cfg(feature = "ndarray")]
         "ndarray" => run::<foil::backend::CpuAutodiff>(&files, tiny, mode),
-        _ => run::<burn::backend::Autodiff<foil::backend::Flex>>(&files, tiny, mode),
+        #[cfg(feature = "flex")]
+        "flex" => run::<burn::backend::Autodiff<foil::backend::Flex>>(&files, tiny, mode),
+        #[cfg(feature = "cuda")]
+        "cuda" => {
+            foil::backend::require_cuda()?;
+            run::<burn::backend::Autodiff<foil::backend::Cuda>>(&files, tiny, mode)
+        }
+        #[cfg(feature = "wgpu")]
+        "wgpu" => run::<burn::backend::Autodiff<foil::backend::Wgpu>>(&files, tiny, mode),
+        other => Err(Error::Backend {
+            backend: other.to_string().into(),
+            reason: "not compiled into this example; expected ndarray, flex, cuda or wgpu, \
+                     each with its cargo feature"
+                .into(),
+        }),
     }
 }

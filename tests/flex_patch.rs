@@ -1,7 +1,8 @@
 //! foil's patch to burn-flex (vendor/burn-flex, PATCH.md) against an independent implementation,
-//! burn-ndarray: the convolutions (`conv_shifted.rs`), forward and backward, on random shapes
-//! that take the patched path (stride 1, 8+ input channels, 2-49 taps, 16 x 16 output pixels or
-//! more) and shapes next to it that do not; the vectorised sigmoid; the threaded element-wise ops.
+//! burn-ndarray: the convolutions, forward and backward, on random shapes that take each patched
+//! path (`conv_shifted.rs`: stride 1, 8+ input channels, 2-49 taps, 16 x 16 output pixels or
+//! more; `conv_cols.rs`: strides of 2 and smaller outputs) and shapes next to them that take
+//! burn-flex's own (1-4 channels, groups); the vectorised sigmoid; the threaded element-wise ops.
 #![cfg(all(feature = "flex", feature = "ndarray"))]
 
 use burn::backend::{Autodiff, Flex, NdArray};
@@ -179,21 +180,33 @@ proptest! {
     }
 }
 
-/// The sizes the networks use (DiME's ADM at 128 px, DenseNet's 3x3 bottlenecks), once each.
+/// The sizes the networks use, once each: DiME's ADM at 128 px and DenseNet's 3x3 bottlenecks
+/// (the shifted path); ResNet-18's last stages at 128 px, a downsampling convolution whose
+/// columns are cut into several tiles, and AlexNet's 5x5 layer at LPIPS's 64 px (`conv_cols`).
 #[test]
 fn flex_matches_ndarray_on_network_sized_convolutions() {
-    for (c, co, side) in [(128, 128, 32), (32, 32, 16), (256, 64, 16), (64, 32, 8)] {
+    for (c, co, side, k, stride) in [
+        (128, 128, 32, 3, 1),
+        (32, 32, 16, 3, 1),
+        (256, 64, 16, 3, 1),
+        (64, 32, 8, 3, 1),
+        (256, 256, 8, 3, 1),
+        (512, 512, 4, 3, 1),
+        (256, 512, 8, 3, 2),
+        (128, 128, 32, 3, 2),
+        (64, 192, 7, 5, 1),
+    ] {
         let case = Case {
             n: 2,
             c,
             co,
             h: side,
             w: side,
-            kh: 3,
-            kw: 3,
-            pad: [1, 1],
+            kh: k,
+            kw: k,
+            pad: [k / 2, k / 2],
             dilation: [1, 1],
-            stride: [1, 1],
+            stride: [stride, stride],
             groups: 1,
             bias: true,
             seed: c as u64,

@@ -1,5 +1,5 @@
 """Time the PyTorch reference implementations of foil's networks, at the configurations and
-batches of benches/networks.rs (random weights, float32, CPU), for scripts/bench.sh.
+batches of benches/networks.rs (random weights, float32, CPU or CUDA), for scripts/bench.sh.
 
 Pinned versions: torch 2.15.0, torchvision 0.29.2, diffusers 0.31.0, transformers 4.46.3,
 guided-diffusion-sdk 1.0.0, lpips 0.1.4 (tools/requirements.txt).
@@ -16,9 +16,11 @@ guided-diffusion-sdk 1.0.0, lpips 0.1.4 (tools/requirements.txt).
 | lpips_alex | lpips.LPIPS(net="alex") with random backbone and heads (pretrained=False, pnet_rand=True: nothing downloaded), batch 2, 64 px |
 
 Each network: one warm-up call, then `--repeats` timed calls (default 3); prints one JSON line
-per network, {"name", "seconds" (the median), "samples", "threads", "torch"}, on stdout.
+per network, {"name", "seconds" (the median), "samples", "threads", "torch", "device"}, on stdout.
+`--device cuda` builds every model and input on the GPU (float32, TF32 off, as foil computes)
+and synchronises before reading the clock (scripts/gpu-check.sh).
 
-Usage: tools/.venv/bin/python tools/bench_torch.py [--threads 2] [--repeats 3] [--only adm_forward,clip_b32]
+Usage: tools/.venv/bin/python tools/bench_torch.py [--threads 2] [--repeats 3] [--only adm_forward,clip_b32] [--device cpu]
 """
 import argparse
 import json
@@ -179,7 +181,19 @@ def main():
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (foil: rayon's, all cores)")
     p.add_argument("--repeats", type=int, default=3, help="timed calls after the warm-up; the median is reported")
     p.add_argument("--only", default="", help="comma-separated names (default: all)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (models and inputs built there)")
     args = p.parse_args()
+    if args.device != "cpu":
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            p.error("--device cuda: this torch sees no CUDA device")
+        torch.set_default_device(args.device)
+        # foil computes in float32; TF32 matmuls/convolutions would not be the same arithmetic.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+    def sync():
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
     names = [n for n in args.only.split(",") if n] or list(NETWORKS)
     unknown = [n for n in names if n not in NETWORKS]
     if unknown:
@@ -191,10 +205,12 @@ def main():
         # Set after building: importing the recorders sets one thread.
         torch.set_num_threads(args.threads)
         run()  # warm-up
+        sync()
         samples = []
         for _ in range(args.repeats):
             start = time.perf_counter()
             run()
+            sync()
             samples.append(time.perf_counter() - start)
         line = {
             "name": name,
@@ -202,6 +218,7 @@ def main():
             "samples": samples,
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
+            "device": args.device,
         }
         print(json.dumps(line), flush=True)
         del run

@@ -403,3 +403,19 @@ fn the_originals_perceptual_features_are_computed_once_per_explanation() {
         to_vec_f32(&expected.images).unwrap()
     );
 }
+
+/// The guided sampler end to end (gradients through `Autodiff`) on a GPU backend (`--features
+/// test-wgpu` for `scripts/wgpu-check.sh`, `test-cuda` for `scripts/gpu-check.sh`; CI builds
+/// neither).
+#[cfg(feature = "test-wgpu")]
+#[test]
+fn maskdime_flips_and_changes_only_inside_m1_on_wgpu() {
+    maskdime_flips_inside_its_mask::<Autodiff<burn::backend::Wgpu>>();
+}
+
+/// As above, on CUDA.
+#[cfg(feature = "test-cuda")]
+#[test]
+fn maskdime_flips_and_changes_only_inside_m1_on_cuda() {
+    maskdime_flips_inside_its_mask::<Autodiff<burn::backend::Cuda>>();
+}

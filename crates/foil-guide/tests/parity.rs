@@ -6,6 +6,7 @@
 
 use burn::backend::{Autodiff, NdArray};
 use burn::tensor::Tensor;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use foil_core::tensor::to_vec_f32;
 use foil_guide::{Carry, CleanEstimate, Dilation, Guide, GuideConfig, MaskPolicy, StepNoise};
 use foil_models::adm::AdmConfig;
@@ -14,8 +15,6 @@ use foil_models::vgg::{Vgg19Config, Vgg19Perceptual};
 use foil_models::weights::TensorFile;
 use foil_schedule::{BetaSchedule, NoiseSchedule, Steps, space_timesteps};
 
-type A = Autodiff<NdArray>;
-type I = NdArray;
 const N: usize = 2;
 const S: usize = 8;
 const TAU: usize = 4;
@@ -37,18 +36,21 @@ impl Fixture {
         );
         Self(TensorFile::open(path).unwrap())
     }
-    fn image(&mut self, key: &str) -> Tensor<I, 4> {
+    fn image<I: Backend>(&mut self, key: &str) -> Tensor<I, 4> {
         self.0
             .take::<I, 4>(key, [N, 3, S, S], &Default::default())
             .val()
     }
-    fn mask(&mut self, key: &str) -> Tensor<I, 4> {
+    fn mask<I: Backend>(&mut self, key: &str) -> Tensor<I, 4> {
         self.0
             .take::<I, 4>(key, [N, 1, S, S], &Default::default())
             .val()
     }
     fn targets(&mut self, key: &str) -> Vec<usize> {
-        let t = self.0.take::<I, 1>(key, [N], &Default::default()).val();
+        let t = self
+            .0
+            .take::<NdArray, 1>(key, [N], &Default::default())
+            .val();
         to_vec_f32(&t)
             .unwrap()
             .iter()
@@ -72,7 +74,7 @@ fn steps() -> Steps {
 }
 
 /// Max |a - b| relative to the largest |b| (at least 1).
-fn rel_diff(a: &Tensor<I, 4>, b: &Tensor<I, 4>) -> f32 {
+fn rel_diff<I: Backend>(a: &Tensor<I, 4>, b: &Tensor<I, 4>) -> f32 {
     let (a, b) = (to_vec_f32(a).unwrap(), to_vec_f32(b).unwrap());
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
@@ -109,10 +111,11 @@ fn config(method: &str) -> (GuideConfig, f64) {
     (base, if method == "maskdime" { 8.0 } else { 10.0 })
 }
 
-fn check(method: &str) {
+/// Runs `method`'s `TAU` steps on `A` from the reference's states and compares every output.
+fn check<A: AutodiffBackend>(method: &str) {
     let dev = Default::default();
     let adm = AdmConfig::tiny()
-        .load_file::<I>(models_fixture("adm_tiny.safetensors"), &dev)
+        .load_file::<A::InnerBackend>(models_fixture("adm_tiny.safetensors"), &dev)
         .unwrap();
     let mut weights =
         TensorFile::open(models_fixture("classifiers_resnet_small.safetensors")).unwrap();
@@ -145,26 +148,27 @@ fn check(method: &str) {
             background: f.image(&format!("{p}.background_noise")),
         };
         let step = guide.step(&x, i, &targets, scale, carry, noise).unwrap();
-        let mut compare = |what: &str, ours: &Tensor<I, 4>, theirs: Tensor<I, 4>| {
-            let d = rel_diff(ours, &theirs);
-            if d > 1e-4 {
-                let (a, b) = (to_vec_f32(ours).unwrap(), to_vec_f32(&theirs).unwrap());
-                let bad: Vec<_> = a
-                    .iter()
-                    .zip(&b)
-                    .enumerate()
-                    .filter(|(_, (x, y))| (*x - *y).abs() > 1e-3)
-                    .take(12)
-                    .collect();
-                eprintln!("{bad:?}");
-            }
-            assert!(
-                d <= 1e-4,
-                "{method} step {i} {what}: relative difference {d:e}"
-            );
-            worst = worst.max(d);
-            theirs
-        };
+        let mut compare =
+            |what: &str, ours: &Tensor<A::InnerBackend, 4>, theirs: Tensor<A::InnerBackend, 4>| {
+                let d = rel_diff(ours, &theirs);
+                if d > 1e-4 {
+                    let (a, b) = (to_vec_f32(ours).unwrap(), to_vec_f32(&theirs).unwrap());
+                    let bad: Vec<_> = a
+                        .iter()
+                        .zip(&b)
+                        .enumerate()
+                        .filter(|(_, (x, y))| (*x - *y).abs() > 1e-3)
+                        .take(12)
+                        .collect();
+                    eprintln!("{bad:?}");
+                }
+                assert!(
+                    d <= 1e-4,
+                    "{method} step {i} {what}: relative difference {d:e}"
+                );
+                worst = worst.max(d);
+                theirs
+            };
         let x0 = compare("x0", &step.x0, f.image(&format!("{p}.out.x0")));
         compare(
             "gradient image",
@@ -223,15 +227,34 @@ fn check(method: &str) {
 
 #[test]
 fn dime_step_matches_the_authors_code() {
-    check("dime");
+    check::<Autodiff<NdArray>>("dime");
 }
 
 #[test]
 fn fastdime_step_matches_the_authors_code() {
-    check("fastdime");
+    check::<Autodiff<NdArray>>("fastdime");
 }
 
 #[test]
 fn maskdime_step_matches_the_authors_code() {
-    check("maskdime");
+    check::<Autodiff<NdArray>>("maskdime");
 }
+
+/// The three methods' steps against the authors' code once more on a GPU backend (`--features
+/// test-wgpu` for `scripts/wgpu-check.sh`, `test-cuda` for `scripts/gpu-check.sh`; CI builds
+/// neither).
+#[allow(unused_macros)]
+macro_rules! parity_on {
+    ($test:ident, $B:ty) => {
+        #[test]
+        fn $test() {
+            for method in ["dime", "fastdime", "maskdime"] {
+                check::<Autodiff<$B>>(method);
+            }
+        }
+    };
+}
+#[cfg(feature = "test-wgpu")]
+parity_on!(steps_match_the_authors_code_on_wgpu, burn::backend::Wgpu);
+#[cfg(feature = "test-cuda")]
+parity_on!(steps_match_the_authors_code_on_cuda, burn::backend::Cuda);

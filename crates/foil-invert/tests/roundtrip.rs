@@ -526,3 +526,21 @@ fn invert_noised_reproduces_invert_and_the_zeroed_last_map_changes_only_the_last
     let out = zero_to_one.generate(&model, &maps, None, 0).unwrap();
     assert!(to_vec_f32(&out).unwrap().iter().all(|v| v.is_finite()));
 }
+
+/// The convolutional round trip once more on a GPU backend (`--features test-wgpu` for
+/// `scripts/wgpu-check.sh`, `test-cuda` for `scripts/gpu-check.sh`; CI builds neither).
+#[allow(unused_macros)]
+macro_rules! round_trip_on {
+    ($test:ident, $B:ty) => {
+        #[test]
+        fn $test() {
+            let (err, edit) = conv_round_trip::<$B>();
+            assert!(err <= 1e-5, "reconstruction error {err}");
+            assert!(edit > 1e-3, "another condition changed nothing ({edit})");
+        }
+    };
+}
+#[cfg(feature = "test-wgpu")]
+round_trip_on!(conv_network_round_trip_on_wgpu, burn::backend::Wgpu);
+#[cfg(feature = "test-cuda")]
+round_trip_on!(conv_network_round_trip_on_cuda, burn::backend::Cuda);

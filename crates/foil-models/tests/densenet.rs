@@ -422,3 +422,21 @@ fn without_a_classifier_the_output_is_the_pooled_features() {
         foil_core::tensor::to_vec_f32(&pooled).unwrap()
     );
 }
+
+/// The same parity on a GPU backend, with and without autodiff (`--features test-wgpu` for
+/// `scripts/wgpu-check.sh`, `test-cuda` for `scripts/gpu-check.sh`; CI builds neither).
+#[allow(unused_macros)]
+macro_rules! parity_on {
+    ($test:ident, $B:ty) => {
+        #[test]
+        fn $test() {
+            let what = stringify!($B);
+            check_parity(&load::<$B>(weights()), what);
+            check_parity(&load::<Autodiff<$B>>(weights()), what);
+        }
+    };
+}
+#[cfg(feature = "test-wgpu")]
+parity_on!(densenet_matches_torchvision_on_wgpu, burn::backend::Wgpu);
+#[cfg(feature = "test-cuda")]
+parity_on!(densenet_matches_torchvision_on_cuda, burn::backend::Cuda);

@@ -284,3 +284,21 @@ fn celeba_config_has_the_authors_names_and_attributes() {
     let y = model.logits(Tensor::zeros([1, 3, 64, 64], &dev)).unwrap();
     assert_eq!(y.dims(), [1, 1]);
 }
+
+/// The same parity on a GPU backend, with and without autodiff (`--features test-wgpu` for
+/// `scripts/wgpu-check.sh`, `test-cuda` for `scripts/gpu-check.sh`; CI builds neither).
+#[allow(unused_macros)]
+macro_rules! parity_on {
+    ($test:ident, $B:ty) => {
+        #[test]
+        fn $test() {
+            let what = stringify!($B);
+            check_parity(&load::<$B>("dime_classifier_tiny.pth", 31), what);
+            check_parity(&load::<Autodiff<$B>>("dime_classifier_tiny.pth", 5), what);
+        }
+    };
+}
+#[cfg(feature = "test-wgpu")]
+parity_on!(matches_the_authors_model_on_wgpu, burn::backend::Wgpu);
+#[cfg(feature = "test-cuda")]
+parity_on!(matches_the_authors_model_on_cuda, burn::backend::Cuda);

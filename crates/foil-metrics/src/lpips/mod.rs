@@ -170,11 +170,14 @@ impl<B: Backend> Lpips<B> {
                 format!("{h} x {w}"),
             ));
         }
-        let fa = self.net.forward(self.scaled(a))?;
-        let fb = self.net.forward(self.scaled(b))?;
+        // Both batches through the backbone at once: one call per layer instead of two (the
+        // lpips package runs them one after the other; each image's features are the same).
+        let features = self.net.forward(self.scaled(Tensor::cat(vec![a, b], 0)))?;
         let mut total: Option<Tensor<B, 1>> = None;
-        for ((x, y), head) in fa.into_iter().zip(fb).zip(&self.heads) {
-            let d = (unit(x) - unit(y)).powf_scalar(2.0) * head.val();
+        for (f, head) in features.into_iter().zip(&self.heads) {
+            let f = unit(f);
+            let diff = f.clone().narrow(0, 0, n) - f.narrow(0, n, n);
+            let d = diff.clone() * diff * head.val();
             let layer = d.sum_dim(1).mean_dim(2).mean_dim(3).reshape([n]);
             total = Some(match total {
                 Some(t) => t + layer,
@@ -187,7 +190,7 @@ impl<B: Backend> Lpips<B> {
 
 /// `x / (|x|_channels + 1e-10)`, as lpips' `normalize_tensor`.
 fn unit<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let norm = x.clone().powf_scalar(2.0).sum_dim(1).sqrt();
+    let norm = (x.clone() * x.clone()).sum_dim(1).sqrt();
     x / (norm + 1e-10)
 }
 

@@ -45,7 +45,7 @@ fn check<B: Backend>(model: &Lpips<B>, io_name: &str, n: usize) {
     }
 }
 
-fn tiny_parity<B: Backend>() {
+pub(crate) fn tiny_parity<B: Backend>() {
     let dev = Default::default();
     let alex = Lpips::<B>::load(
         fixture("lpips_alex_tiny.safetensors"),

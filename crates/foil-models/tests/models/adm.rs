@@ -77,7 +77,7 @@ fn run<B: Backend>(model: &Adm<B>, io: &Io<B>) -> Tensor<B, 4> {
     model.output(io.x.clone(), &io.t, cond).unwrap()
 }
 
-fn parity<B: Backend>(name: &str, cfg: &AdmConfig, backend: &str) -> f32 {
+pub(crate) fn parity<B: Backend>(name: &str, cfg: &AdmConfig, backend: &str) -> f32 {
     let model = load::<B>(name, cfg);
     let io = io::<B>(name, cfg);
     let ours = run(&model, &io);

@@ -47,6 +47,16 @@ fn weights(net: &str) -> TensorFile {
     TensorFile::open(fixture(&format!("classifiers_{net}.safetensors"))).unwrap()
 }
 
+/// The gradient of the small-input one-logit ResNet's logit sum to its recorded input (the
+/// classifier of the guided samplers' parity fixtures), flattened.
+pub(crate) fn small_resnet_input_gradient<A: burn::tensor::backend::AutodiffBackend>() -> Vec<f32> {
+    let small = ResNetConfig::tiny().with_outputs(1).with_small_input(true);
+    let model = load_resnet::<A>("resnet_small", small);
+    let x = io::<A>("resnet_small", 1).0.require_grad();
+    let grads = model.logits(x.clone()).unwrap().sum().backward();
+    to_vec_f32(&x.grad(&grads).unwrap()).unwrap()
+}
+
 fn load_resnet<B: Backend>(net: &str, config: ResNetConfig) -> ResNet<B> {
     let mut f = weights(net);
     let model = config.load::<B>(&mut f, &Default::default()).unwrap();
@@ -54,7 +64,7 @@ fn load_resnet<B: Backend>(net: &str, config: ResNetConfig) -> ResNet<B> {
     model
 }
 
-fn resnet_parity<B: Backend>(backend: &str) {
+pub(crate) fn resnet_parity<B: Backend>(backend: &str) {
     let model = load_resnet::<B>("resnet", ResNetConfig::tiny());
     let d = max_diff("resnet", &model);
     eprintln!("resnet18 tiny ({backend}): max |ours - torchvision| = {d:e}");
@@ -74,6 +84,17 @@ fn resnet_matches_torchvision_on_ndarray_and_flex() {
     // Under autodiff BatchNorm must still use the running statistics (burn's own BatchNorm
     // would switch to batch statistics there).
     resnet_parity::<Autodiff<NdArray>>("Autodiff<NdArray>");
+}
+
+/// The input gradient the guided samplers take, on flex against ndarray (the same comparison
+/// runs on the GPU backends in `gpu.rs`).
+#[test]
+fn resnet_input_gradient_on_flex_matches_ndarray() {
+    let flex = small_resnet_input_gradient::<Autodiff<Flex>>();
+    let ndarray = small_resnet_input_gradient::<Autodiff<NdArray>>();
+    assert!(flex.iter().any(|v| v.abs() > 1e-3), "a trivial gradient");
+    let d = crate::gpu::rel_diff(&flex, &ndarray);
+    assert!(d <= 1e-4, "flex's ResNet input gradient differs by {d:e}");
 }
 
 #[test]

@@ -56,7 +56,7 @@ fn tiny_io<B: Backend>() -> TinyIo<B> {
 }
 
 /// Network parity (tolerance 1e-4); returns the worst difference.
-fn tiny_parity<B: Backend>(backend: &str) -> f32 {
+pub(crate) fn tiny_parity<B: Backend>(backend: &str) -> f32 {
     let dev = Default::default();
     let io = tiny_io::<B>();
     let model: ClipVision<B> = ClipVisionConfig::tiny()
@@ -285,7 +285,7 @@ fn parameter_counts_match_the_published_towers() {
 }
 
 /// Float resampling against torch's antialiased bicubic (PIL's filter), tolerance 1e-5.
-fn float_preprocess_parity<B: Backend>(backend: &str) -> f32 {
+pub(crate) fn float_preprocess_parity<B: Backend>(backend: &str) -> f32 {
     let dev = Default::default();
     let mut f = TensorFile::open(fixture("clip_preprocess.safetensors")).unwrap();
     let mut worst = 0.0f32;

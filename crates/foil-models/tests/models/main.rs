@@ -4,6 +4,7 @@ mod adm;
 mod classifiers;
 mod clip;
 mod ensemble;
+mod gpu;
 mod hub;
 mod inception;
 mod kandinsky_movq;

@@ -79,7 +79,7 @@ fn tiny<B: Backend>(layers: usize) -> Vgg19Perceptual<B> {
     Vgg19Perceptual::load_file(fixture("vgg19_tiny.pth"), &config, &Default::default()).unwrap()
 }
 
-fn features_parity<B: Backend>(backend: &str) {
+pub(crate) fn features_parity<B: Backend>(backend: &str) {
     let mut io = Io::open();
     let x0 = io.get::<B, 4>("x0", [2, 3, 32, 32]);
     for layers in [18, 36, 37] {

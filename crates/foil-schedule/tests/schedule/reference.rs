@@ -90,7 +90,7 @@ fn kandinsky_schedule_and_timesteps_match_diffusers() {
     }
 }
 
-fn kandinsky_ddim_steps<B: Backend>() {
+pub(crate) fn kandinsky_ddim_steps<B: Backend>() {
     let fx = fixture("kandinsky_ddim.json");
     let steps = Steps::inference(&kandinsky(), 100, Spacing::Leading, 1, false).unwrap();
     let shape = shape(&fx["shape"]);
@@ -137,7 +137,7 @@ fn kandinsky_ddim_steps_match_diffusers() {
     kandinsky_ddim_steps::<Flex>();
 }
 
-fn kandinsky_ddpm_steps<B: Backend>() {
+pub(crate) fn kandinsky_ddpm_steps<B: Backend>() {
     let fx = fixture("kandinsky_ddpm.json");
     // DDPMScheduler moves past the first step to abar = 1 (its `one`).
     let steps = Steps::inference(&kandinsky(), 100, Spacing::Leading, 1, true).unwrap();
@@ -237,7 +237,7 @@ fn dime_respacing_matches_guided_diffusion() {
     }
 }
 
-fn dime_p_mean_variance<B: Backend>() {
+pub(crate) fn dime_p_mean_variance<B: Backend>() {
     let fx = fixture("dime_respaced.json");
     let steps = dime();
     let shape = shape(&fx["shape"]);

@@ -83,6 +83,11 @@ macro_rules! conv3d_typed {
                     return $fn_direct(x, weight, bias, options);
                 }
             )?
+            // foil's patch: the rest of the 2-D convolutions as im2col in the kernel's order
+            // (conv_cols.rs).
+            if crate::ops::conv_cols::applies(x_shape, w_shape, options) {
+                return crate::ops::conv_cols::conv3d::<$T>(x, weight, bias, options, $dtype);
+            }
             conv3d_impl::<$T>(x, weight, bias, options, $dtype, $zero, $gemm_fn, $add_fn)
         }
     };

@@ -16,7 +16,8 @@
 //!
 //! A transposed convolution with stride 1 is the same convolution with the kernel flipped and
 //! its two channel axes swapped, padded by `dil·(k - 1) - pad`: burn computes the input gradient
-//! of every convolution that way, so backward passes take this path too.
+//! of every convolution that way, so backward passes take this path too (or, below this path's
+//! size, `conv_cols`).
 
 use alloc::vec;
 use burn_backend::DType;
@@ -68,7 +69,8 @@ pub(crate) fn applies(x_shape: &[usize], w_shape: &[usize], options: &ConvOption
         ) >= MIN_OUTPUT_PIXELS
 }
 
-/// Whether `conv_transpose3d` can be computed as a shifted-GEMM convolution.
+/// Whether `conv_transpose3d` can be computed as a convolution: by the shifted-GEMM path when
+/// the equivalent convolution is large enough for it, else by `conv_cols`.
 pub(crate) fn applies_transposed(
     x_shape: &[usize],
     w_shape: &[usize],
@@ -80,23 +82,13 @@ pub(crate) fn applies_transposed(
         && options.padding_out == [0, 0, 0]
         && options.padding[0] == 0
         && x_shape[0] > 0
+        && x_shape[1] > 0
         && w_shape[1] > 0
         && w_shape[2] == 1
         && x_shape[2] == 1
         && (2..=MAX_TAPS).contains(&taps)
-        && w_shape[0] >= MIN_CHANNELS
         && options.padding[1] <= options.dilation[1] * (w_shape[3] - 1)
         && options.padding[2] <= options.dilation[2] * (w_shape[4] - 1)
-        && {
-            // The equivalent convolution's padding.
-            let pad = |i: usize| options.dilation[i] * (w_shape[2 + i] - 1) - options.padding[i];
-            output_pixels(
-                [x_shape[3], x_shape[4]],
-                [pad(1), pad(2)],
-                [options.dilation[1], options.dilation[2]],
-                [w_shape[3], w_shape[4]],
-            ) >= MIN_OUTPUT_PIXELS
-        }
 }
 
 /// A transposed convolution (stride 1) as the equivalent convolution.
@@ -142,7 +134,11 @@ where
         options.dilation,
         1,
     );
-    conv3d::<T>(x, flipped, bias, &conv, dtype)
+    if applies(x.layout().shape(), flipped.layout().shape(), &conv) {
+        conv3d::<T>(x, flipped, bias, &conv, dtype)
+    } else {
+        crate::ops::conv_cols::conv3d::<T>(x, flipped, bias, &conv, dtype)
+    }
 }
 
 /// The shifted-GEMM convolution; the caller has checked [`applies`].
@@ -211,7 +207,7 @@ where
     #[cfg(feature = "rayon")]
     let threads = rayon::current_num_threads();
     #[cfg(not(feature = "rayon"))]
-    let threads = 1;
+    let threads: usize = 1;
     let wanted_blocks = (2 * threads).div_ceil(n * tiles);
     let co_block = co
         .div_ceil(wanted_blocks.max(1))
@@ -292,16 +288,27 @@ where
 }
 
 /// The output buffer, written by disjoint tasks.
-struct OutPtr<T>(*mut T);
+pub(crate) struct OutPtr<T>(pub(crate) *mut T);
 
 // SAFETY: tasks write disjoint elements of a buffer that outlives them.
 unsafe impl<T: Send> Send for OutPtr<T> {}
 unsafe impl<T: Send> Sync for OutPtr<T> {}
 
 impl<T> OutPtr<T> {
+    /// The buffer's start.
+    pub(crate) fn ptr(&self) -> *mut T {
+        self.0
+    }
+
     /// # Safety
     /// `offset` is in bounds and no other task writes it.
-    unsafe fn write(&self, offset: usize, value: T) {
+    pub(crate) unsafe fn write(&self, offset: usize, value: T) {
         unsafe { self.0.add(offset).write(value) }
+    }
+
+    /// # Safety
+    /// `offset` is in bounds and no other task writes it.
+    pub(crate) unsafe fn read(&self, offset: usize) -> T {
+        unsafe { self.0.add(offset).read() }
     }
 }

@@ -1,0 +1,254 @@
+//! 2-D convolutions that the shifted-GEMM path does not take (strides above 1, and outputs
+//! under 16 x 16 pixels) as im2col in the kernel's own order (foil's patch).
+//!
+//! burn-flex's im2col path builds its columns channel-last, so every call first reorders the
+//! whole kernel (`[c_out, c_in, kh, kw]` to `[c_out, kh, kw, c_in]`), copies the input to NHWC
+//! and scatters the GEMM's output back to NCHW. On small maps those copies cost more than the
+//! arithmetic: a 3x3, 512-channel layer at 4 x 4 reorders 2.4 M weights for a GEMM of 16
+//! columns. Here the columns are built in the kernel's order instead, one row per
+//! `(c_in, i, j)`, each row the input pixels that tap reads for a tile of output positions:
+//!
+//! ```text
+//! Y[img][:, tile] = W (c_out × c_in·kh·kw, the weights in place) · cols (c_in·kh·kw × tile)
+//! ```
+//!
+//! and the GEMM writes straight into the NCHW output (row stride `ho·wo`). No weight copy, no
+//! NHWC copy, no scatter; rows of the columns are contiguous copies of input rows when the
+//! stride is 1.
+//!
+//! A transposed convolution with stride 1 is a convolution with the flipped kernel
+//! (`conv_shifted::conv_transpose3d`); below the shifted path's size it lands here.
+
+use alloc::vec;
+use burn_backend::DType;
+use burn_backend::ops::ConvOptions;
+use burn_backend::ops::conv::calculate_conv_output_size;
+use burn_std::{Bytes, Shape};
+
+use crate::ops::conv_shifted::OutPtr;
+use crate::{FlexTensor, Layout};
+
+/// Kernels with more taps than this keep burn-flex's path (burn's weight gradient convolves with
+/// the whole output gradient as the "kernel").
+const MAX_TAPS: usize = 49;
+/// Elements of one task's column buffer (1 MiB of f32): a tile of output positions is cut to fit.
+const COL_BUDGET: usize = 1 << 18;
+/// The smallest tile of output positions when the buffer budget cuts one.
+const MIN_TILE: usize = 64;
+
+/// Whether `conv3d` (a 2-D convolution expanded to 3-D) can take the kernel-order im2col path.
+pub(crate) fn applies(x_shape: &[usize], w_shape: &[usize], options: &ConvOptions<3>) -> bool {
+    let taps = w_shape[3] * w_shape[4];
+    options.groups == 1
+        && options.stride[0] == 1
+        && options.padding[0] == 0
+        && x_shape[0] > 0
+        && w_shape[0] > 0
+        && w_shape[1] > 0
+        && w_shape[2] == 1
+        && x_shape[2] == 1
+        && (1..=MAX_TAPS).contains(&taps)
+        && output_side(x_shape[3], w_shape[3], options, 1) > 0
+        && output_side(x_shape[4], w_shape[4], options, 2) > 0
+}
+
+/// Output rows (`axis` 1) or columns (`axis` 2), zero if the kernel does not fit.
+fn output_side(side: usize, kernel: usize, options: &ConvOptions<3>, axis: usize) -> usize {
+    let span = options.dilation[axis] * (kernel - 1) + 1;
+    if side + 2 * options.padding[axis] < span {
+        return 0;
+    }
+    calculate_conv_output_size(
+        kernel,
+        options.stride[axis],
+        options.padding[axis],
+        options.dilation[axis],
+        side,
+    )
+}
+
+/// The kernel-order im2col convolution; the caller has checked [`applies`].
+pub(crate) fn conv3d<T>(
+    x: FlexTensor,
+    weight: FlexTensor,
+    bias: Option<FlexTensor>,
+    options: &ConvOptions<3>,
+    dtype: DType,
+) -> FlexTensor
+where
+    T: num_traits::Float + bytemuck::Pod + burn_backend::Element + Send + Sync + 'static,
+{
+    let x = x.to_contiguous();
+    let weight = weight.to_contiguous();
+    let x_shape = x.layout().shape();
+    let w_shape = weight.layout().shape();
+    let (n, c, h, w) = (x_shape[0], x_shape[1], x_shape[3], x_shape[4]);
+    let (co, kh, kw) = (w_shape[0], w_shape[3], w_shape[4]);
+    let geometry = Geometry {
+        h,
+        w,
+        ho: output_side(h, kh, options, 1),
+        wo: output_side(w, kw, options, 2),
+        kh,
+        kw,
+        stride: [options.stride[1], options.stride[2]],
+        pad: [options.padding[1], options.padding[2]],
+        dilation: [options.dilation[1], options.dilation[2]],
+    };
+    let (ho, wo) = (geometry.ho, geometry.wo);
+    let positions = ho * wo;
+    let out_shape = Shape::from(vec![n, co, 1, ho, wo]);
+    if positions == 0 {
+        return FlexTensor::new(
+            Bytes::from_elems(vec![T::zero(); 0]),
+            Layout::contiguous(out_shape),
+            dtype,
+        );
+    }
+    let depth = c * kh * kw;
+    let x_data: &[T] = x.storage();
+    let w_data: &[T] = weight.storage();
+    let bias = bias.map(|b| b.to_contiguous());
+    let bias: Option<&[T]> = bias.as_ref().map(|b| b.storage());
+
+    let tile = if depth * positions <= COL_BUDGET {
+        positions
+    } else {
+        (COL_BUDGET / depth).max(MIN_TILE).min(positions)
+    };
+    let tiles = positions.div_ceil(tile);
+    let jobs = n * tiles;
+    #[cfg(feature = "rayon")]
+    let threads = rayon::current_num_threads();
+    #[cfg(not(feature = "rayon"))]
+    let threads: usize = 1;
+    // Too few tasks to fill the threads: let each GEMM split itself instead.
+    let parallelism = if jobs < threads && co * tile * depth >= 64 * 64 * 64 {
+        #[cfg(feature = "rayon")]
+        {
+            gemm::Parallelism::Rayon(0)
+        }
+        #[cfg(not(feature = "rayon"))]
+        {
+            gemm::Parallelism::None
+        }
+    } else {
+        gemm::Parallelism::None
+    };
+
+    let mut out = vec![T::zero(); n * co * positions];
+    let out_ptr = OutPtr(out.as_mut_ptr());
+    let task = |job: usize| {
+        let img = job / tiles;
+        let t0 = (job % tiles) * tile;
+        let tn = tile.min(positions - t0);
+        let input = &x_data[img * c * h * w..][..c * h * w];
+        let mut cols = vec![T::zero(); depth * tn];
+        for (row, dst) in cols.chunks_exact_mut(tn).enumerate() {
+            let plane = &input[row / (kh * kw) * h * w..][..h * w];
+            geometry.fill_row(dst, plane, (row / kw) % kh, row % kw, t0);
+        }
+        // SAFETY: lhs is the [co, depth] weight matrix, rhs the task's [depth, tn] columns, dst
+        // the [co, tn] block of image `img` at output positions t0.. (row stride `positions`),
+        // which no other task writes.
+        unsafe {
+            gemm::gemm(
+                co,
+                tn,
+                depth,
+                out_ptr.ptr().add(img * co * positions + t0),
+                1,
+                positions as isize,
+                false,
+                w_data.as_ptr(),
+                1,
+                depth as isize,
+                cols.as_ptr(),
+                1,
+                tn as isize,
+                T::one(),
+                T::one(),
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+        if let Some(b) = bias {
+            for (o, bo) in b.iter().enumerate() {
+                for i in 0..tn {
+                    let at = (img * co + o) * positions + t0 + i;
+                    // SAFETY: as above, this task's own block.
+                    unsafe { out_ptr.write(at, out_ptr.read(at) + *bo) };
+                }
+            }
+        }
+    };
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        if jobs > 1 {
+            (0..jobs).into_par_iter().for_each(task);
+        } else {
+            task(0);
+        }
+    }
+    #[cfg(not(feature = "rayon"))]
+    (0..jobs).for_each(task);
+
+    FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(out_shape), dtype)
+}
+
+/// Sizes of one 2-D convolution.
+struct Geometry {
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+    kh: usize,
+    kw: usize,
+    stride: [usize; 2],
+    pad: [usize; 2],
+    dilation: [usize; 2],
+}
+
+impl Geometry {
+    /// One row of the columns: what tap `(i, j)` reads from `plane` (one input channel) for the
+    /// output positions `t0 .. t0 + dst.len()`; zero where it falls in the padding.
+    fn fill_row<T: Copy>(&self, dst: &mut [T], plane: &[T], i: usize, j: usize, t0: usize) {
+        debug_assert!(i < self.kh && j < self.kw);
+        let [sh, sw] = self.stride;
+        let [ph, pw] = self.pad;
+        let [dh, dw] = self.dilation;
+        // Output columns whose input column `ow·sw + j·dw - pw` is inside the image.
+        let first = (pw.saturating_sub(j * dw)).div_ceil(sw);
+        let last = if self.w + pw > j * dw {
+            ((self.w + pw - j * dw - 1) / sw + 1).min(self.wo)
+        } else {
+            0
+        };
+        let mut done = 0;
+        while done < dst.len() {
+            let p = t0 + done;
+            let (oh, ow0) = (p / self.wo, p % self.wo);
+            let run = (self.wo - ow0).min(dst.len() - done);
+            let ih = (oh * sh + i * dh) as isize - ph as isize;
+            if ih >= 0 && (ih as usize) < self.h {
+                let src = &plane[ih as usize * self.w..][..self.w];
+                let (lo, hi) = (first.max(ow0), last.min(ow0 + run));
+                if lo < hi {
+                    let out = &mut dst[done + lo - ow0..done + hi - ow0];
+                    let start = lo * sw + j * dw - pw;
+                    if sw == 1 {
+                        out.copy_from_slice(&src[start..start + out.len()]);
+                    } else {
+                        for (k, v) in out.iter_mut().enumerate() {
+                            *v = src[start + k * sw];
+                        }
+                    }
+                }
+            }
+            done += run;
+        }
+    }
+}
