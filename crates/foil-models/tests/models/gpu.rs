@@ -7,7 +7,7 @@
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::module::{adaptive_avg_pool2d, avg_pool2d, conv2d, max_pool2d};
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Tensor, TensorData, activation};
+use burn::tensor::{Tensor, activation};
 
 /// The ops whose gradients the classifiers and the perceptual loss need, by name.
 pub(crate) const OPS: [&str; 10] = [
@@ -23,25 +23,9 @@ pub(crate) const OPS: [&str; 10] = [
     "square and mean",
 ];
 
-/// Deterministic values in [-1, 1).
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
-
+/// Standard-normal values from `seed`, generated on the host: the same on every backend.
 fn tensor<A: AutodiffBackend, const D: usize>(shape: [usize; D], seed: u64) -> Tensor<A, D> {
-    let len = shape.iter().product();
-    Tensor::from_data(
-        TensorData::new(values(len, seed), shape),
-        &Default::default(),
-    )
+    foil_core::Noise::new(seed).normal(shape, &Default::default())
 }
 
 /// The gradient of `sum(op(x) * probe)` to `x` for the op named `OPS[which]`, `x` `[2, 4, 8, 8]`.
