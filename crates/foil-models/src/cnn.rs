@@ -6,7 +6,9 @@
 use burn::module::{Module, ModuleVisitor, Param, RunningState};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Slice, Tensor, TensorData, backend::Backend};
 use foil_core::{Error, Result, tensor::fmt_dims};
 
 use crate::weights::{Init, Weights};
@@ -199,6 +201,41 @@ pub fn check_images(
     Ok(())
 }
 
+/// A 1 x 1 convolution with a stride (ResNet's downsampling shortcut), as a stride-1 1 x 1
+/// convolution of every `stride`-th pixel: the same values, and the same gradients.
+///
+/// Why not `conv.forward(x)`: burn-cubecl 0.21 (wgpu, CUDA) computes a convolution's input
+/// gradient with a direct transposed-convolution kernel that returns zeros wherever the kernel is
+/// smaller than the stride (`kernel * dilation - stride < 0` leaves its loop empty), so the
+/// shortcut's gradient vanished and a ResNet's input gradient was wrong on those backends
+/// (`gpu::*::op_gradients_match_ndarray`, docs/backends.md). A strided slice's gradient is a
+/// strided assignment, which every backend gets right. The convolution's own `padding` must be
+/// zero (it is for `conv_config(_, _, 1, stride)`).
+pub fn pointwise_strided<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    debug_assert_eq!(
+        conv.kernel_size,
+        [1, 1],
+        "pointwise_strided needs a 1 x 1 kernel"
+    );
+    let [sh, sw] = conv.stride;
+    let x = if sh == 1 && sw == 1 {
+        x
+    } else {
+        x.slice([
+            Slice::full(),
+            Slice::full(),
+            Slice::new(0, None, sh as isize),
+            Slice::new(0, None, sw as isize),
+        ])
+    };
+    conv2d(
+        x,
+        conv.weight.val(),
+        conv.bias.as_ref().map(|b| b.val()),
+        ConvOptions::new([1, 1], [0, 0], [1, 1], conv.groups),
+    )
+}
+
 /// A bias-free `k x k` convolution `[input, output]` with torch's padding `(k - 1) / 2` and
 /// `stride` (chain `with_groups` / `with_bias` for the others); burn's default initialiser.
 pub fn conv_config(input: usize, output: usize, k: usize, stride: usize) -> Conv2dConfig {
@@ -268,4 +305,42 @@ pub fn make_divisible(v: f64) -> usize {
         new_v += d;
     }
     new_v as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::{Autodiff, NdArray};
+    use burn::tensor::Distribution;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    type A = Autodiff<NdArray>;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// `pointwise_strided` is the strided 1 x 1 convolution: same output, same input
+        /// gradient, for odd and even maps and strides that do and do not divide them.
+        #[test]
+        fn pointwise_strided_equals_the_strided_convolution(
+            n in 1usize..3, c_in in 1usize..5, c_out in 1usize..5,
+            h in 1usize..10, w in 1usize..10, stride in 1usize..4,
+        ) {
+            let device = Default::default();
+            let conv = conv_config(c_in, c_out, 1, stride).with_bias(true).init::<A>(&device);
+            let x = Tensor::<A, 4>::random([n, c_in, h, w], Distribution::Normal(0.0, 1.0), &device);
+            let run = |ours: bool| {
+                let x = x.clone().require_grad();
+                let y = if ours { pointwise_strided(&conv, x.clone()) } else { conv.forward(x.clone()) };
+                let probe = Tensor::<A, 4>::ones(y.dims(), &device).cumsum(3);
+                let grads = (y.clone() * probe).sum().backward();
+                (y.into_data(), x.grad(&grads).unwrap().into_data())
+            };
+            let ((y1, g1), (y2, g2)) = (run(true), run(false));
+            prop_assert_eq!(y1.shape.clone(), y2.shape.clone());
+            y1.assert_approx_eq::<f32>(&y2, burn::tensor::Tolerance::absolute(1e-5));
+            g1.assert_approx_eq::<f32>(&g2, burn::tensor::Tolerance::absolute(1e-5));
+        }
+    }
 }

@@ -15,6 +15,7 @@ use foil_core::{Classifier, Error, Result};
 
 use crate::cnn::{
     BatchNorm2d, Normalization, batch_norm, check_images, conv_config, global_avg_pool,
+    pointwise_strided,
 };
 use crate::weights::{TensorFile, Weights};
 
@@ -203,7 +204,7 @@ impl<B: Backend> BasicBlock<B> {
         let h = relu(self.bn1.forward(self.conv1.forward(x.clone())));
         let h = self.bn2.forward(self.conv2.forward(h));
         let shortcut = match &self.downsample {
-            Some((conv, bn)) => bn.forward(conv.forward(x)),
+            Some((conv, bn)) => bn.forward(pointwise_strided(conv, x)),
             None => x,
         };
         relu(h + shortcut)

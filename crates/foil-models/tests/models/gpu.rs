@@ -10,9 +10,15 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Tensor, activation};
 
 /// The ops whose gradients the classifiers and the perceptual loss need, by name.
-pub(crate) const OPS: [&str; 10] = [
+pub(crate) const OPS: [&str; 16] = [
     "conv2d 3x3",
     "conv2d 3x3 stride 2",
+    "conv2d 3x3, 3 channels at 32x32",
+    "conv2d 3x3 stride 2 at 32x32",
+    "conv2d 1x1 stride 2 (foil's pointwise_strided)",
+    "channel_affine (foil's BatchNorm)",
+    "residual add and relu",
+    "global average pool and linear",
     "relu",
     "affine (inference BatchNorm)",
     "max_pool2d 3x3 stride 2",
@@ -28,11 +34,24 @@ fn tensor<A: AutodiffBackend, const D: usize>(shape: [usize; D], seed: u64) -> T
     foil_core::Noise::new(seed).normal(shape, &Default::default())
 }
 
-/// The gradient of `sum(op(x) * probe)` to `x` for the op named `OPS[which]`, `x` `[2, 4, 8, 8]`.
+/// The gradient of `sum(op(x) * probe)` to `x` for the op named `OPS[which]`; `x` is
+/// `[2, 4, 8, 8]` unless the name gives a map size (then 4 channels unless it says otherwise).
 pub(crate) fn op_gradient<A: AutodiffBackend>(which: usize) -> Vec<f32> {
-    let x = tensor::<A, 4>([2, 4, 8, 8], 1).require_grad();
-    let w = tensor::<A, 4>([6, 4, 3, 3], 2);
-    let y: Tensor<A, 2> = match OPS[which] {
+    let op = OPS[which];
+    let channels = if op.contains("3 channels") { 3 } else { 4 };
+    let size = if op.contains("32x32") { 32 } else { 8 };
+    let x = tensor::<A, 4>([2, channels, size, size], 1).require_grad();
+    let w = tensor::<A, 4>([6, channels, 3, 3], 2);
+    let conv = |stride, kernel: Tensor<A, 4>| {
+        let pad = kernel.dims()[2] / 2;
+        conv2d(
+            x.clone(),
+            kernel,
+            None,
+            ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1),
+        )
+    };
+    let y: Tensor<A, 2> = match op {
         "conv2d 3x3" => conv2d(
             x.clone(),
             w,
@@ -47,6 +66,28 @@ pub(crate) fn op_gradient<A: AutodiffBackend>(which: usize) -> Vec<f32> {
             ConvOptions::new([2, 2], [1, 1], [1, 1], 1),
         )
         .flatten(1, 3),
+        "conv2d 3x3, 3 channels at 32x32" => conv(1, w).flatten(1, 3),
+        "conv2d 3x3 stride 2 at 32x32" => conv(2, w).flatten(1, 3),
+        // burn's own `conv2d` here has a zero input gradient on burn-cubecl 0.21 (kernel smaller
+        // than the stride; see `foil_models::cnn::pointwise_strided`), which ResNets avoid.
+        "conv2d 1x1 stride 2 (foil's pointwise_strided)" => {
+            let mut conv = foil_models::cnn::conv_config(4, 6, 1, 2).init::<A>(&x.device());
+            conv.weight = burn::module::Param::from_tensor(tensor::<A, 4>([6, 4, 1, 1], 2));
+            foil_models::cnn::pointwise_strided(&conv, x.clone()).flatten(1, 3)
+        }
+        "channel_affine (foil's BatchNorm)" => foil_models::norm::channel_affine(
+            x.clone(),
+            tensor::<A, 2>([1, 4], 3),
+            tensor::<A, 2>([1, 4], 4),
+        )
+        .flatten(1, 3),
+        "residual add and relu" => {
+            activation::relu(conv(1, tensor::<A, 4>([4, 4, 3, 3], 2)) + x.clone()).flatten(1, 3)
+        }
+        "global average pool and linear" => {
+            let pooled = x.clone().reshape([2, 4, 64]).mean_dim(2).reshape([2, 4]);
+            pooled.matmul(tensor::<A, 2>([4, 5], 5)) + tensor::<A, 2>([1, 5], 7)
+        }
         "relu" => activation::relu(x.clone()).flatten(1, 3),
         "affine (inference BatchNorm)" => (x.clone() * tensor::<A, 4>([1, 4, 1, 1], 3)
             + tensor::<A, 4>([1, 4, 1, 1], 4))
