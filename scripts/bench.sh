@@ -3,16 +3,22 @@
 # backends) and tools/bench_torch.py (the reference implementations at the same configurations and
 # batches), then one markdown table (docs/performance.md).
 #
-# Usage: scripts/bench.sh [--quick] [--threads N] [--only a,b] [--skip-torch] [--skip-foil] [--device D]
+# Usage: scripts/bench.sh [--quick] [--threads N] [--only a,b] [--rounds R] [--backends b,c]
+#                         [--skip-torch] [--skip-foil] [--device D]
 #   --quick       the three fast networks (resnet18_grad, clip_b32, lpips_alex): about 1 min 15 s
 #                 against 8.5 min for all eight on 2 cores
 #   --threads N   threads on both sides (default: nproc): torch.set_num_threads(N), and
 #                 RAYON_NUM_THREADS / MATMUL_NUM_THREADS for foil
 #   --only a,b    these networks (names as in the table)
+#   --rounds R    alternate PyTorch and foil R times (default 1) and report the median of each
+#                 side and of the per-round ratios, with their range: on a machine whose speed
+#                 drifts (a shared VM) the ratio of two neighbouring runs is what holds still
+#   --backends b  foil's backends to time (default: flex,ndarray on cpu; cuda on cuda)
 #   --skip-torch / --skip-foil   reuse the other side's last results (target/bench/)
 #   --device D    cpu (default: PyTorch CPU against foil's flex and ndarray) or cuda (PyTorch CUDA
 #                 against foil's Cuda backend, built with `--features cuda`; scripts/gpu-check.sh)
-# Results: target/bench/torch.jsonl (torch-cuda.jsonl), criterion's
+# Results: target/bench/torch.jsonl (torch-cuda.jsonl), every round of both sides in
+# target/bench/rounds.jsonl (rounds-cuda.jsonl), criterion's
 # <target>/criterion/<network>/<backend>/new/estimates.json, and the table in target/bench/table.md
 # (table-cuda.md). Idempotent: every run times again and rewrites them.
 set -euo pipefail
@@ -25,6 +31,8 @@ networks=("${ALL[@]}")
 run_torch=1
 run_foil=1
 device=cpu
+rounds=1
+chosen_backends=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) networks=("${QUICK[@]}") ;;
@@ -33,7 +41,9 @@ while [[ $# -gt 0 ]]; do
     --skip-torch) run_torch=0 ;;
     --skip-foil) run_foil=0 ;;
     --device) device="$2"; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --rounds) rounds="$2"; shift ;;
+    --backends) IFS=, read -r -a chosen_backends <<<"$2"; shift ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -43,6 +53,13 @@ case "$device" in
   cuda) backends=(cuda); features=(--features cuda); suffix="-cuda" ;;
   *) echo "unknown device $device; expected cpu or cuda" >&2; exit 2 ;;
 esac
+if [[ ${#chosen_backends[@]} -gt 0 ]]; then
+  for b in "${chosen_backends[@]}"; do
+    [[ " ${backends[*]} " == *" $b "* ]] || { echo "unknown backend $b for --device $device; expected some of: ${backends[*]}" >&2; exit 2; }
+  done
+  backends=("${chosen_backends[@]}")
+fi
+[[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "--rounds expects a positive integer, found $rounds" >&2; exit 2; }
 for n in "${networks[@]}"; do
   [[ " ${ALL[*]} " == *" $n "* ]] || { echo "unknown network $n; expected some of: ${ALL[*]}" >&2; exit 2; }
 done
@@ -57,56 +74,101 @@ only=$(IFS=,; echo "${networks[*]}")
 filter="^($(IFS='|'; echo "${networks[*]}"))/($(IFS='|'; echo "${backends[*]}"))\$"
 TORCH_OUT="$OUT/torch$suffix.jsonl"
 
-if [[ $run_torch == 1 ]]; then
-  echo "== PyTorch ($device, $threads threads): $only" >&2
-  "$PY" tools/bench_torch.py --threads "$threads" --device "$device" --only "$only" \
-    | tee "$TORCH_OUT.tmp" >&2
-  mv "$TORCH_OUT.tmp" "$TORCH_OUT"
-fi
-
+ROUNDS_OUT="$OUT/rounds$suffix.jsonl"
+: >"$ROUNDS_OUT"
 if [[ $run_foil == 1 ]]; then
   echo "== foil ($threads threads): building" >&2
   cargo bench --bench networks ${features[@]+"${features[@]}"} --no-run >&2
-  # Stale estimates must not pass for this run's: drop the selected networks' results first.
-  for n in "${networks[@]}"; do
-    for b in "${backends[@]}"; do rm -rf "${CRIT:?}/$n/$b"; done
-  done
-  echo "== foil: running $filter" >&2
-  RAYON_NUM_THREADS=$threads MATMUL_NUM_THREADS=$threads \
-    cargo bench --bench networks ${features[@]+"${features[@]}"} -- --noplot "$filter" >&2
 fi
+for ((round = 1; round <= rounds; round++)); do
+  if [[ $run_torch == 1 ]]; then
+    echo "== round $round/$rounds: PyTorch ($device, $threads threads): $only" >&2
+    "$PY" tools/bench_torch.py --threads "$threads" --device "$device" --only "$only" \
+      | tee "$TORCH_OUT.tmp" >&2
+    mv "$TORCH_OUT.tmp" "$TORCH_OUT"
+    "$PY" -c 'import json, sys
+for line in open(sys.argv[1]):
+    if line.strip():
+        d = json.loads(line)
+        print(json.dumps({"round": int(sys.argv[2]), "side": "torch", "name": d["name"], "seconds": d["seconds"]}))' \
+      "$TORCH_OUT" "$round" >>"$ROUNDS_OUT"
+  fi
+  if [[ $run_foil == 1 ]]; then
+    # Stale estimates must not pass for this run's: drop the selected networks' results first.
+    for n in "${networks[@]}"; do
+      for b in "${backends[@]}"; do rm -rf "${CRIT:?}/$n/$b"; done
+    done
+    echo "== round $round/$rounds: foil: $filter" >&2
+    RAYON_NUM_THREADS=$threads MATMUL_NUM_THREADS=$threads \
+      cargo bench --bench networks ${features[@]+"${features[@]}"} -- --noplot "$filter" >&2
+    for n in "${networks[@]}"; do
+      for b in "${backends[@]}"; do
+        est="$CRIT/$n/$b/new/estimates.json"
+        [[ -f "$est" ]] || continue
+        "$PY" -c 'import json, sys
+s = json.load(open(sys.argv[1]))["median"]["point_estimate"] / 1e9
+print(json.dumps({"round": int(sys.argv[2]), "side": sys.argv[3], "name": sys.argv[4], "seconds": s}))' \
+          "$est" "$round" "$b" "$n" >>"$ROUNDS_OUT"
+      done
+    done
+  fi
+done
 
-# The table: median seconds, and foil's time as a multiple of PyTorch's.
-"$PY" - "$TORCH_OUT" "$only" "$CRIT" "$device" "${backends[*]}" <<'EOF' | tee "$OUT/table$suffix.md"
-import json, pathlib, sys
+# The table: median seconds of each side over the rounds, and foil's time as a multiple of
+# PyTorch's (the median of the per-round ratios; their range too when there were several rounds).
+# A side not run this time (--skip-torch / --skip-foil) is read from its last results.
+"$PY" - "$TORCH_OUT" "$only" "$CRIT" "$device" "${backends[*]}" "$ROUNDS_OUT" "$rounds" <<'EOF' | tee "$OUT/table$suffix.md"
+import json, pathlib, statistics, sys
 
-torch_lines = {}
-path = pathlib.Path(sys.argv[1])
-if path.exists():
-    for line in path.read_text().splitlines():
-        if line.strip():
-            d = json.loads(line)
-            torch_lines[d["name"]] = d["seconds"]
+torch_path, names, crit, device, backends, rounds_path, rounds = sys.argv[1:8]
+backends, names, rounds = backends.split(), names.split(","), int(rounds)
 
-def foil(name, backend):
-    p = pathlib.Path(sys.argv[3]) / name / backend / "new/estimates.json"
-    if not p.exists():
-        return None
-    return json.loads(p.read_text())["median"]["point_estimate"] / 1e9
+# seconds[(side, name)] = {round: seconds}
+seconds = {}
+for line in pathlib.Path(rounds_path).read_text().splitlines():
+    if line.strip():
+        d = json.loads(line)
+        seconds.setdefault((d["side"], d["name"]), {})[d["round"]] = d["seconds"]
+
+def last_torch(name):
+    path = pathlib.Path(torch_path)
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip() and json.loads(line)["name"] == name:
+                return json.loads(line)["seconds"]
+    return None
+
+def last_foil(name, backend):
+    p = pathlib.Path(crit) / name / backend / "new/estimates.json"
+    return json.loads(p.read_text())["median"]["point_estimate"] / 1e9 if p.exists() else None
+
+def per_round(side, name, fallback):
+    got = seconds.get((side, name))
+    if got:
+        return got
+    return {r: fallback for r in range(1, rounds + 1)} if fallback is not None else {}
 
 def secs(s):
     return f"{s:#.3g}"  # three significant digits, trailing zeros kept: 6.00, 0.0870
 
-def cell(s, ref):
-    if s is None:
+def cell(foil, torch):
+    if not foil:
         return "n/a"
-    return f"{secs(s)} ({s / ref:.1f}x)" if ref else secs(s)
+    text = secs(statistics.median(foil.values()))
+    ratios = [foil[r] / torch[r] for r in foil if r in torch]
+    if ratios:
+        text += f" ({statistics.median(ratios):.2f}x"
+        if len(ratios) > 1:
+            text += f", {min(ratios):.2f}-{max(ratios):.2f}"
+        text += ")"
+    return text
 
-device, backends = sys.argv[4], sys.argv[5].split()
-print(f"| network | PyTorch {device} s |" + "".join(f" foil {b} s (x PyTorch) |" for b in backends))
+head = f"x PyTorch, range over {rounds} rounds" if rounds > 1 else "x PyTorch"
+print(f"| network | PyTorch {device} s |" + "".join(f" foil {b} s ({head}) |" for b in backends))
 print("|---|---|" + "---|" * len(backends))
-for name in sys.argv[2].split(","):
-    ref = torch_lines.get(name)
-    torch_cell = secs(ref) if ref is not None else "n/a"
-    print(f"| {name} | {torch_cell} |" + "".join(f" {cell(foil(name, b), ref)} |" for b in backends))
+for name in names:
+    torch = per_round("torch", name, last_torch(name))
+    torch_cell = secs(statistics.median(torch.values())) if torch else "n/a"
+    cells = "".join(f" {cell(per_round(b, name, last_foil(name, b)), torch)} |" for b in backends)
+    print(f"| {name} | {torch_cell} |{cells}")
 EOF
