@@ -320,3 +320,69 @@ fn flex_convolutions_of_empty_batches_are_empty() {
         );
     }
 }
+
+/// `repeat_dim` (patch change 5: written into a buffer of the element's width, in parallel above
+/// burn-flex's threshold) on floats and ints.
+fn repeated<B: Backend>(shape: [usize; 3], dim: usize, times: usize) -> (Vec<f32>, Vec<i64>) {
+    let floats = tensor::<B, 3>(shape, 7).repeat_dim(dim, times);
+    let ints = tensor::<B, 3>(shape, 8)
+        .mul_scalar(100.0)
+        .int()
+        .repeat_dim(dim, times);
+    (
+        floats.into_data().to_vec().unwrap(),
+        ints.into_data().convert::<i64>().to_vec().unwrap(),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn flex_repeat_dim_equals_ndarrays(
+        a in 1usize..5, b in 1usize..7, c in 1usize..9, dim in 0usize..3, times in 1usize..5,
+    ) {
+        let shape = [a, b, c];
+        prop_assert_eq!(repeated::<Flex>(shape, dim, times), repeated::<NdArray>(shape, dim, times));
+    }
+}
+
+/// The same above the parallel threshold (256 Ki elements).
+#[test]
+fn flex_large_repeat_dim_equals_ndarrays() {
+    for dim in 0..3 {
+        let shape = [4, 96, 384];
+        assert_eq!(
+            repeated::<Flex>(shape, dim, 3),
+            repeated::<NdArray>(shape, dim, 3),
+            "dim {dim}"
+        );
+    }
+}
+
+/// Fresh tensors (patch change 5: allocated at the element's width) of every width read back as
+/// zeros, and a matmul into one (its output buffer) is right.
+#[test]
+fn flex_fresh_tensors_of_every_width_are_zero() {
+    use burn::tensor::{DType, Int};
+    let device = Default::default();
+    for dtype in [DType::F32, DType::F64, DType::F16] {
+        let t = Tensor::<Flex, 2>::zeros([3, 5], (&device, dtype));
+        assert_eq!(t.dtype(), dtype);
+        let v = t.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+        assert!(v.iter().all(|x| *x == 0.0), "{dtype:?}");
+    }
+    let ints = Tensor::<Flex, 2, Int>::zeros([3, 5], &device).into_data();
+    assert!(ints.convert::<i64>().to_vec::<i64>().unwrap().iter().all(|x| *x == 0));
+    let a = tensor::<Flex, 2>([7, 9], 9);
+    let b = tensor::<Flex, 2>([9, 4], 10);
+    let flex = a.matmul(b).into_data().to_vec::<f32>().unwrap();
+    let nd = tensor::<NdArray, 2>([7, 9], 9)
+        .matmul(tensor::<NdArray, 2>([9, 4], 10))
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    for (x, y) in flex.iter().zip(&nd) {
+        assert!((x - y).abs() <= 1e-5 * y.abs().max(1.0), "{x} vs {y}");
+    }
+}

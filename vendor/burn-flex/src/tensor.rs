@@ -250,9 +250,7 @@ impl FlexTensor {
 
     /// Create an empty tensor with given shape and dtype.
     pub fn empty(shape: Shape, dtype: DType) -> Self {
-        let num_elements = shape.num_elements();
-        let elem_size = dtype_size(dtype);
-        let bytes = Bytes::from_bytes_vec(alloc::vec![0u8; num_elements * elem_size]);
+        let bytes = zeroed_bytes(shape.num_elements(), dtype_size(dtype));
         let layout = Layout::contiguous(shape);
         Self {
             data: Arc::new(bytes),
@@ -601,6 +599,20 @@ fn copy_2d_tiled<E: Copy>(
                 }
             }
         }
+    }
+}
+
+/// `len` zeroed elements of `elem_size` bytes each, allocated as a vector of that width
+/// (foil's patch). `Bytes::from_bytes_vec` of a `Vec<u8>` re-allocates at 16-byte alignment and
+/// copies the whole buffer; `Bytes::from_elems` keeps the allocation, whose alignment is the
+/// element's own, which is all `storage::<E>()` needs.
+pub(crate) fn zeroed_bytes(len: usize, elem_size: usize) -> Bytes {
+    match elem_size {
+        1 => Bytes::from_elems(alloc::vec![0u8; len]),
+        2 => Bytes::from_elems(alloc::vec![0u16; len]),
+        4 => Bytes::from_elems(alloc::vec![0u32; len]),
+        8 => Bytes::from_elems(alloc::vec![0u64; len]),
+        _ => Bytes::from_bytes_vec(alloc::vec![0u8; len * elem_size]),
     }
 }
 

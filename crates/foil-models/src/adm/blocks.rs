@@ -72,6 +72,22 @@ pub(crate) fn linear<B: Backend>(
     }
 }
 
+/// A kernel-1 `Conv1d` (stored as a [`Linear`], weight `[in, out]`) on `[B, C, T]`: the weight
+/// multiplies from the left, so input and output stay channel-major and nothing is transposed
+/// and copied; the bias is added per `(sample, channel)` row (see [`crate::norm`] on why rows).
+pub(crate) fn conv1x1<B: Backend>(lin: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [b, _, t] = x.dims();
+    let y = lin.weight.val().transpose().unsqueeze::<3>().matmul(x); // [B, out, T]
+    let out = y.dims()[1];
+    match &lin.bias {
+        Some(bias) => {
+            let rows = bias.val().reshape([1, out]).repeat_dim(0, b).reshape([b * out, 1]);
+            (y.reshape([b * out, t]) + rows).reshape([b, out, t])
+        }
+        None => y,
+    }
+}
+
 /// guided-diffusion's `normalization(channels)`: `GroupNorm32(32, channels)`, eps 1e-5.
 pub(crate) fn norm<B: Backend>(
     src: &Weights<'_, B>,
@@ -252,11 +268,7 @@ impl<B: Backend> AttentionBlock<B> {
         let heads = self.heads;
         let ch = c / heads;
         let x = x.reshape([b, c, t]);
-        // Conv1d(kernel 1) on [B, C, T] = linear on [B, T, C].
-        let qkv = self
-            .qkv
-            .forward(group_norm(&self.norm, x.clone()).swap_dims(1, 2))
-            .swap_dims(1, 2); // [B, 3C, T]
+        let qkv = conv1x1(&self.qkv, group_norm(&self.norm, x.clone())); // [B, 3C, T]
         let (q, k, v) = if self.new_order {
             // QKVAttention: split q, k, v first, then heads.
             let part = |i: usize| qkv.clone().narrow(1, i * c, c).reshape([b * heads, ch, t]);
@@ -267,13 +279,15 @@ impl<B: Backend> AttentionBlock<B> {
             let part = |i: usize| qkv.clone().narrow(1, i * ch, ch);
             (part(0), part(1), part(2))
         };
-        let scale = 1.0 / (ch as f64).sqrt().sqrt();
+        // guided-diffusion scales q and k by ch^(-1/4) each (for float16); in float32 scaling q
+        // alone by ch^(-1/2) is the same product (exactly so when ch is a power of 4, e.g. 64).
+        let scale = 1.0 / (ch as f64).sqrt();
         // weight[b, t, s] = sum_c q[b, c, t] k[b, c, s]
-        let weight = (q * scale).swap_dims(1, 2).matmul(k * scale);
+        let weight = (q * scale).swap_dims(1, 2).matmul(k);
         let weight = softmax(weight, 2);
         // a[b, c, t] = sum_s weight[b, t, s] v[b, c, s]
         let a = v.matmul(weight.swap_dims(1, 2)).reshape([b, c, t]);
-        let h = self.proj_out.forward(a.swap_dims(1, 2)).swap_dims(1, 2);
+        let h = conv1x1(&self.proj_out, a);
         (x + h).reshape([b, c, hh, ww])
     }
 }

@@ -1,7 +1,7 @@
 //! Repeat a tensor along a dimension.
 
 use alloc::vec::Vec;
-use burn_std::{Bytes, Shape};
+use burn_std::Shape;
 
 use crate::{FlexTensor, Layout};
 
@@ -29,25 +29,36 @@ pub fn repeat_dim(tensor: FlexTensor, dim: usize, times: usize) -> FlexTensor {
     let new_shape = Shape::from(new_dims);
 
     let src: &[u8] = tensor.bytes();
-    let n = new_shape.num_elements() * elem_size;
-    let mut dst: Vec<u8> = Vec::with_capacity(n);
-
     let inner: usize = shape.iter().skip(dim + 1).product();
     let dim_size = shape[dim];
     let chunk_bytes = dim_size * inner * elem_size;
-    let outer: usize = shape.iter().take(dim).product();
 
-    for o in 0..outer {
-        let start = o * chunk_bytes;
-        let end = start + chunk_bytes;
-        for _t in 0..times {
-            dst.extend_from_slice(&src[start..end]);
+    // foil's patch: written straight into a buffer of the element's width (no re-alignment copy
+    // of the whole result), one task per outer index above burn-flex's parallel threshold.
+    let mut dst = crate::tensor::zeroed_bytes(new_shape.num_elements(), elem_size);
+    if chunk_bytes > 0 {
+        let fill = |(o, out): (usize, &mut [u8])| {
+            let chunk = &src[o * chunk_bytes..][..chunk_bytes];
+            for copy in out.chunks_exact_mut(chunk_bytes) {
+                copy.copy_from_slice(chunk);
+            }
+        };
+        let out: &mut [u8] = &mut dst;
+        #[cfg(feature = "rayon")]
+        if new_shape.num_elements() >= super::PARALLEL_THRESHOLD {
+            use rayon::prelude::*;
+            out.par_chunks_mut(chunk_bytes * times)
+                .enumerate()
+                .for_each(fill);
+        } else {
+            out.chunks_mut(chunk_bytes * times).enumerate().for_each(fill);
         }
+        #[cfg(not(feature = "rayon"))]
+        out.chunks_mut(chunk_bytes * times).enumerate().for_each(fill);
     }
 
-    debug_assert_eq!(dst.len(), n);
     FlexTensor::new(
-        Bytes::from_bytes_vec(dst),
+        dst,
         Layout::contiguous(new_shape),
         dtype,
     )
