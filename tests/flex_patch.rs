@@ -373,7 +373,13 @@ fn flex_fresh_tensors_of_every_width_are_zero() {
         assert!(v.iter().all(|x| *x == 0.0), "{dtype:?}");
     }
     let ints = Tensor::<Flex, 2, Int>::zeros([3, 5], &device).into_data();
-    assert!(ints.convert::<i64>().to_vec::<i64>().unwrap().iter().all(|x| *x == 0));
+    assert!(
+        ints.convert::<i64>()
+            .to_vec::<i64>()
+            .unwrap()
+            .iter()
+            .all(|x| *x == 0)
+    );
     let a = tensor::<Flex, 2>([7, 9], 9);
     let b = tensor::<Flex, 2>([9, 4], 10);
     let flex = a.matmul(b).into_data().to_vec::<f32>().unwrap();

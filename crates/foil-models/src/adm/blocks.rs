@@ -81,7 +81,11 @@ pub(crate) fn conv1x1<B: Backend>(lin: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B,
     let out = y.dims()[1];
     match &lin.bias {
         Some(bias) => {
-            let rows = bias.val().reshape([1, out]).repeat_dim(0, b).reshape([b * out, 1]);
+            let rows = bias
+                .val()
+                .reshape([1, out])
+                .repeat_dim(0, b)
+                .reshape([b * out, 1]);
             (y.reshape([b * out, t]) + rows).reshape([b, out, t])
         }
         None => y,
