@@ -99,19 +99,27 @@ fn affine<B: Backend>(norm: &GroupNorm<B>, device: &B::Device) -> (Tensor<B, 2>,
 mod tests {
     use burn::backend::NdArray;
     use burn::nn::GroupNormConfig;
-    use burn::tensor::{Distribution, Tolerance};
+    use burn::tensor::Tolerance;
+    use foil_core::Noise;
 
     use super::*;
 
     type B = NdArray;
 
+    /// `N(mean, std)` values drawn on the host: the backend's global generator is seeded and
+    /// drawn from by `weights::pinned_init` in this same test binary, in parallel.
+    fn normal<const D: usize>(shape: [usize; D], mean: f32, std: f32, seed: u64) -> Tensor<B, D> {
+        Noise::new(seed)
+            .normal::<B, D>(shape, &Default::default())
+            .mul_scalar(std)
+            .add_scalar(mean)
+    }
+
     /// The norm with gamma ~ N(1, 0.5) and beta ~ N(0, 0.5) instead of ones and zeros.
     fn random_affine(mut norm: GroupNorm<B>) -> GroupNorm<B> {
-        let device = Default::default();
         let c = norm.num_channels;
-        let random = |mean| Tensor::random([c], Distribution::Normal(mean, 0.5), &device);
-        norm.gamma = Some(burn::module::Param::from_tensor(random(1.0)));
-        norm.beta = Some(burn::module::Param::from_tensor(random(0.0)));
+        norm.gamma = Some(burn::module::Param::from_tensor(normal([c], 1.0, 0.5, 1)));
+        norm.beta = Some(burn::module::Param::from_tensor(normal([c], 0.0, 0.5, 2)));
         norm
     }
 
@@ -129,11 +137,11 @@ mod tests {
                 .with_epsilon(1e-6)
                 .init::<B>(&device);
             let norm = if affine { random_affine(norm) } else { norm };
-            let x4 = Tensor::<B, 4>::random([n, c, 5, 3], Distribution::Normal(0.3, 2.0), &device);
+            let x4 = normal([n, c, 5, 3], 0.3, 2.0, 3);
             group_norm(&norm, x4.clone())
                 .into_data()
                 .assert_approx_eq::<f32>(&norm.forward(x4).into_data(), Tolerance::absolute(1e-5));
-            let x3 = Tensor::<B, 3>::random([n, c, 7], Distribution::Normal(-1.0, 3.0), &device);
+            let x3 = normal([n, c, 7], -1.0, 3.0, 4);
             group_norm(&norm, x3.clone())
                 .into_data()
                 .assert_approx_eq::<f32>(&norm.forward(x3).into_data(), Tolerance::absolute(1e-5));
@@ -145,9 +153,9 @@ mod tests {
         let device = Default::default();
         let (n, c) = (3, 8);
         let norm = random_affine(GroupNormConfig::new(4, c).init::<B>(&device));
-        let x = Tensor::<B, 4>::random([n, c, 4, 4], Distribution::Normal(0.0, 2.0), &device);
+        let x = normal([n, c, 4, 4], 0.0, 2.0, 5);
         // Scale and shift as the blocks take them: the two halves of one projection.
-        let e = Tensor::<B, 2>::random([n, 2 * c], Distribution::Normal(0.0, 1.0), &device);
+        let e = normal([n, 2 * c], 0.0, 1.0, 6);
         let (scale, shift) = (e.clone().narrow(1, 0, c), e.narrow(1, c, c));
         let expected = norm.forward(x.clone()) * (scale.clone().reshape([n, c, 1, 1]) + 1.0)
             + shift.clone().reshape([n, c, 1, 1]);
