@@ -209,14 +209,16 @@ pub fn check_images(
 /// smaller than the stride (`kernel * dilation - stride < 0` leaves its loop empty), so the
 /// shortcut's gradient vanished and a ResNet's input gradient was wrong on those backends
 /// (`gpu::*::op_gradients_match_ndarray`, docs/backends.md). A strided slice's gradient is a
-/// strided assignment, which every backend gets right. The convolution's own `padding` must be
-/// zero (it is for `conv_config(_, _, 1, stride)`).
+/// strided assignment, which every backend gets right. Any other convolution (a larger kernel,
+/// padding) goes through `conv.forward(x)` unchanged.
 pub fn pointwise_strided<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    debug_assert_eq!(
-        conv.kernel_size,
-        [1, 1],
-        "pointwise_strided needs a 1 x 1 kernel"
+    let unpadded = matches!(
+        conv.padding,
+        PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0)
     );
+    if conv.kernel_size != [1, 1] || !unpadded {
+        return conv.forward(x);
+    }
     let [sh, sw] = conv.stride;
     let x = if sh == 1 && sw == 1 {
         x
@@ -321,21 +323,22 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(24))]
 
         /// `pointwise_strided` is the strided 1 x 1 convolution: same output, same input
-        /// gradient, for odd and even maps and strides that do and do not divide them.
+        /// gradient, for odd and even maps and strides that do and do not divide them; and a
+        /// padded 3 x 3 convolution passed to it is left as it is.
         #[test]
         fn pointwise_strided_equals_the_strided_convolution(
             n in 1usize..3, c_in in 1usize..5, c_out in 1usize..5,
-            h in 1usize..10, w in 1usize..10, stride in 1usize..4,
+            h in 1usize..10, w in 1usize..10, stride in 1usize..4, k in prop::sample::select(vec![1usize, 3]),
         ) {
             // Host-side noise, not the backend's global generator: `weights::pinned_init` seeds
             // that one and draws from it in this same test binary.
             let device = Default::default();
             let mut noise = Noise::new((n * 1000 + c_in * 100 + h * 10 + w) as u64);
-            let mut conv = conv_config(c_in, c_out, 1, stride)
+            let mut conv = conv_config(c_in, c_out, k, stride)
                 .with_bias(true)
                 .with_initializer(burn::nn::Initializer::Zeros)
                 .init::<A>(&device);
-            conv.weight = Param::from_tensor(noise.normal([c_out, c_in, 1, 1], &device));
+            conv.weight = Param::from_tensor(noise.normal([c_out, c_in, k, k], &device));
             conv.bias = Some(Param::from_tensor(noise.normal([c_out], &device)));
             let x = noise.normal::<A, 4>([n, c_in, h, w], &device);
             let run = |ours: bool| {
