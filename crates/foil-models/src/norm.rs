@@ -23,19 +23,25 @@ pub fn channel_affine<B: Backend, const D: usize>(
     shift: Tensor<B, 2>,
 ) -> Tensor<B, D> {
     let dims = x.dims();
+    x * per_row(scale, dims) + per_row(shift, dims)
+}
+
+/// A per-`(sample, channel)` factor `[N, C]` (or `[1, C]`, repeated over the batch) shaped
+/// `[N, C, 1, ...]` to broadcast over `dims`, the per-row pattern the CPU backends run fast.
+pub(crate) fn per_row<B: Backend, const D: usize>(
+    t: Tensor<B, 2>,
+    dims: [usize; D],
+) -> Tensor<B, D> {
     let (n, c) = (dims[0], dims[1]);
-    let per_row = |t: Tensor<B, 2>| {
-        let t = if t.dims()[0] == n {
-            t
-        } else {
-            t.repeat_dim(0, n)
-        };
-        let mut shape = [1; D];
-        shape[0] = n;
-        shape[1] = c;
-        t.reshape(shape)
+    let t = if t.dims()[0] == n {
+        t
+    } else {
+        t.repeat_dim(0, n)
     };
-    x * per_row(scale) + per_row(shift)
+    let mut shape = [1; D];
+    shape[0] = n;
+    shape[1] = c;
+    t.reshape(shape)
 }
 
 /// [`GroupNorm`]'s forward (`[N, C, ...]` input, `C` a multiple of the groups), computed as

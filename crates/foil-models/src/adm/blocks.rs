@@ -74,19 +74,13 @@ pub(crate) fn linear<B: Backend>(
 
 /// A kernel-1 `Conv1d` (stored as a [`Linear`], weight `[in, out]`) on `[B, C, T]`: the weight
 /// multiplies from the left, so input and output stay channel-major and nothing is transposed
-/// and copied; the bias is added per `(sample, channel)` row (see [`crate::norm`] on why rows).
+/// and copied; the bias is added per `(sample, channel)` row ([`crate::norm::per_row`]).
 pub(crate) fn conv1x1<B: Backend>(lin: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-    let [b, _, t] = x.dims();
     let y = lin.weight.val().transpose().unsqueeze::<3>().matmul(x); // [B, out, T]
-    let out = y.dims()[1];
     match &lin.bias {
         Some(bias) => {
-            let rows = bias
-                .val()
-                .reshape([1, out])
-                .repeat_dim(0, b)
-                .reshape([b * out, 1]);
-            (y.reshape([b * out, t]) + rows).reshape([b, out, t])
+            let dims = y.dims();
+            y + crate::norm::per_row(bias.val().reshape([1, dims[1]]), dims)
         }
         None => y,
     }
