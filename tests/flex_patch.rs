@@ -2,7 +2,8 @@
 //! burn-ndarray: the convolutions, forward and backward, on random shapes that take each patched
 //! path (`conv_shifted.rs`: stride 1, 8+ input channels, 2-49 taps, 16 x 16 output pixels or
 //! more; `conv_cols.rs`: strides of 2 and smaller outputs) and shapes next to them that take
-//! burn-flex's own (1-4 channels, groups); the vectorised sigmoid; the threaded element-wise ops.
+//! burn-flex's own (1-4 channels, groups); every 2-D weight gradient (`conv_cols.rs`, any groups);
+//! the vectorised sigmoid; the threaded element-wise ops; matmuls sharing one right-hand matrix.
 #![cfg(all(feature = "flex", feature = "ndarray"))]
 
 use burn::backend::{Autodiff, Flex, NdArray};
@@ -391,4 +392,139 @@ fn flex_fresh_tensors_of_every_width_are_zero() {
     for (x, y) in flex.iter().zip(&nd) {
         assert!((x - y).abs() <= 1e-5 * y.abs().max(1.0), "{x} vs {y}");
     }
+}
+
+/// Depthwise and grouped convolutions' weight gradients (patch change 6 computes every 2-D weight
+/// gradient, any groups; the proptest's groups are 1 and 2): MobileNet's and EfficientNet's
+/// depthwise 3x3 and 5x5 layers, one strided, and a 4-group layer.
+#[test]
+fn flex_depthwise_and_grouped_weight_gradients_equal_ndarrays() {
+    for (c, co, groups, side, k, stride) in [
+        (32, 32, 32, 16, 3, 1),
+        (24, 24, 24, 9, 5, 2),
+        (16, 32, 16, 8, 3, 1),
+        (32, 16, 4, 12, 3, 2),
+    ] {
+        let case = Case {
+            n: 2,
+            c,
+            co,
+            h: side,
+            w: side,
+            kh: k,
+            kw: k,
+            pad: [k / 2, k / 2],
+            dilation: [1, 1],
+            stride: [stride, stride],
+            groups,
+            bias: false,
+            seed: (c * k) as u64,
+        };
+        let flex = conv_and_grads::<Autodiff<Flex>>(&case);
+        let ndarray = conv_and_grads::<Autodiff<NdArray>>(&case);
+        assert_close("output", &flex.0, &ndarray.0, &case);
+        assert_close("input gradient", &flex.1, &ndarray.1, &case);
+        assert_close("weight gradient", &flex.2, &ndarray.2, &case);
+    }
+}
+
+/// An empty batch has a zero weight gradient of the weight's shape (patch change 6).
+#[test]
+fn flex_weight_gradients_of_empty_batches_are_zero() {
+    type A = Autodiff<Flex>;
+    let x = tensor::<A, 4>([0, 6, 10, 10], 1).require_grad();
+    let weight = tensor::<A, 4>([4, 6, 3, 3], 2).require_grad();
+    let y = conv2d(
+        x,
+        weight.clone(),
+        None,
+        ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
+    );
+    let grads = y.sum().backward();
+    let grad = weight.grad(&grads).expect("the weight tracks gradients");
+    assert_eq!(grad.dims(), [4, 6, 3, 3]);
+    assert!(
+        grad.into_data()
+            .to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .all(|v| *v == 0.0)
+    );
+}
+
+/// How the left-hand side of a batched matmul is laid out.
+#[derive(Debug, Clone, Copy)]
+enum Lhs {
+    /// Contiguous `[b1, b2, m, k]`: the batch stacks onto the rows (patch change 7 folds it).
+    Contiguous,
+    /// `[b1, b2, k, m]` with its last two axes swapped: columns strided.
+    Transposed,
+    /// Rows `1..m+1` of `[b1, b2, m + 2, k]`: a gap between batch entries.
+    Narrowed,
+    /// `[b2, b1, m, k]` with its batch axes swapped.
+    BatchSwapped,
+}
+
+/// `lhs · rhs` with one right-hand matrix `[1, 1, k, n]` shared by the batch (transposed from
+/// `[1, 1, n, k]` when asked), flattened.
+fn shared_rhs_matmul<B: Backend>(
+    [b1, b2, m, k, n]: [usize; 5],
+    lhs: Lhs,
+    rhs_transposed: bool,
+    seed: u64,
+) -> Vec<f32> {
+    let a = match lhs {
+        Lhs::Contiguous => tensor::<B, 4>([b1, b2, m, k], seed),
+        Lhs::Transposed => tensor::<B, 4>([b1, b2, k, m], seed).swap_dims(2, 3),
+        Lhs::Narrowed => tensor::<B, 4>([b1, b2, m + 2, k], seed).narrow(2, 1, m),
+        Lhs::BatchSwapped => tensor::<B, 4>([b2, b1, m, k], seed).swap_dims(0, 1),
+    };
+    let b = if rhs_transposed {
+        tensor::<B, 4>([1, 1, n, k], seed ^ 5).swap_dims(2, 3)
+    } else {
+        tensor::<B, 4>([1, 1, k, n], seed ^ 5)
+    };
+    a.matmul(b).into_data().to_vec::<f32>().unwrap()
+}
+
+fn assert_matmul_close(flex: &[f32], ndarray: &[f32], what: &str) {
+    assert_eq!(flex.len(), ndarray.len(), "{what}");
+    for (x, y) in flex.iter().zip(ndarray) {
+        assert!(
+            (x - y).abs() <= 1e-4 * y.abs().max(1.0),
+            "{what}: {x} vs {y}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Patch change 7 (one GEMM when the batch stacks onto the rows) and the layouts it must
+    /// leave to the batch-by-batch path, against ndarray.
+    #[test]
+    fn flex_matmuls_with_a_shared_right_hand_side_equal_ndarrays(
+        dims in (1usize..=3, 1usize..=3, 1usize..=9, 1usize..=9, 1usize..=9),
+        lhs in prop_oneof![Just(Lhs::Contiguous), Just(Lhs::Transposed), Just(Lhs::Narrowed), Just(Lhs::BatchSwapped)],
+        rhs_transposed in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let dims = [dims.0, dims.1, dims.2, dims.3, dims.4];
+        assert_matmul_close(
+            &shared_rhs_matmul::<Flex>(dims, lhs, rhs_transposed, seed),
+            &shared_rhs_matmul::<NdArray>(dims, lhs, rhs_transposed, seed),
+            &format!("{dims:?} {lhs:?} rhs transposed {rhs_transposed}"),
+        );
+    }
+}
+
+/// A `Linear`-sized product above burn-flex's parallel threshold, folded into one threaded GEMM.
+#[test]
+fn flex_large_matmul_with_a_shared_right_hand_side_equals_ndarrays() {
+    let dims = [1, 2, 100, 256, 300];
+    assert_matmul_close(
+        &shared_rhs_matmul::<Flex>(dims, Lhs::Contiguous, false, 11),
+        &shared_rhs_matmul::<NdArray>(dims, Lhs::Contiguous, false, 11),
+        "[2, 100, 256] x [256, 300]",
+    );
 }

@@ -252,3 +252,149 @@ impl Geometry {
         }
     }
 }
+
+/// The weight gradient of a 2-D convolution (any groups, strides, padding, dilation), from the
+/// same kernel-order columns as [`conv3d`]:
+///
+/// ```text
+/// dW[group] (c_out/g × c_in/g·kh·kw) += G[img][group rows, tile] · cols[group rows, tile]ᵀ
+/// ```
+///
+/// summed over images and tiles of output positions. burn's generic weight gradient is a
+/// convolution of the channel-swapped input with the whole output gradient as its kernel
+/// (hundreds of taps), which goes to burn-flex's im2col path with two swapped copies and a
+/// kernel reorder of the output gradient. `x` is `[n, c_in, h, w]`, `output_grad`
+/// `[n, c_out, ho, wo]`; the result has `weight_shape` (`[c_out, c_in / groups, kh, kw]`).
+pub(crate) fn conv2d_weight_grad<T>(
+    x: FlexTensor,
+    output_grad: FlexTensor,
+    weight_shape: Shape,
+    options: &ConvOptions<2>,
+    dtype: DType,
+) -> FlexTensor
+where
+    T: num_traits::Float + bytemuck::Pod + burn_backend::Element + Send + Sync + 'static,
+{
+    let x = x.to_contiguous();
+    let grad = output_grad.to_contiguous();
+    let x_shape = x.layout().shape();
+    let g_shape = grad.layout().shape();
+    let (n, c, h, w) = (x_shape[0], x_shape[1], x_shape[2], x_shape[3]);
+    let (co, ho, wo) = (g_shape[1], g_shape[2], g_shape[3]);
+    let (kh, kw) = (weight_shape[2], weight_shape[3]);
+    let groups = options.groups;
+    let geometry = Geometry {
+        h,
+        w,
+        ho,
+        wo,
+        kh,
+        kw,
+        stride: options.stride,
+        pad: options.padding,
+        dilation: options.dilation,
+    };
+    let positions = ho * wo;
+    let depth = c * kh * kw;
+    let (co_g, depth_g) = (co / groups, depth / groups);
+    let size = co * depth_g;
+    if n == 0 || positions == 0 || size == 0 {
+        return FlexTensor::new(
+            Bytes::from_elems(vec![T::zero(); size]),
+            Layout::contiguous(weight_shape),
+            dtype,
+        );
+    }
+    let x_data: &[T] = x.storage();
+    let g_data: &[T] = grad.storage();
+
+    let tile = if depth * positions <= COL_BUDGET {
+        positions
+    } else {
+        (COL_BUDGET / depth).max(MIN_TILE).min(positions)
+    };
+    let tiles = positions.div_ceil(tile);
+    let jobs = n * tiles;
+    #[cfg(feature = "rayon")]
+    let threads = rayon::current_num_threads();
+    #[cfg(not(feature = "rayon"))]
+    let threads: usize = 1;
+    // One accumulator per part of the jobs, summed in order at the end: the result depends on
+    // the thread count, never on the scheduling. With fewer jobs than threads, one part whose
+    // GEMMs split themselves.
+    let parts = if jobs >= threads { threads } else { 1 };
+    let parallelism = if parts == 1 && threads > 1 && co_g * depth_g * tile >= 64 * 64 * 64 {
+        #[cfg(feature = "rayon")]
+        {
+            gemm::Parallelism::Rayon(0)
+        }
+        #[cfg(not(feature = "rayon"))]
+        {
+            gemm::Parallelism::None
+        }
+    } else {
+        gemm::Parallelism::None
+    };
+
+    let part = |index: usize| {
+        let mut acc = vec![T::zero(); size];
+        let mut cols = vec![T::zero(); depth * tile];
+        for job in index * jobs / parts..(index + 1) * jobs / parts {
+            let img = job / tiles;
+            let t0 = (job % tiles) * tile;
+            let tn = tile.min(positions - t0);
+            let input = &x_data[img * c * h * w..][..c * h * w];
+            let cols = &mut cols[..depth * tn];
+            cols.fill(T::zero());
+            for (row, dst) in cols.chunks_exact_mut(tn).enumerate() {
+                let plane = &input[row / (kh * kw) * h * w..][..h * w];
+                geometry.fill_row(dst, plane, (row / kw) % kh, row % kw, t0);
+            }
+            let g_img = &g_data[img * co * positions..][..co * positions];
+            for group in 0..groups {
+                // SAFETY: lhs is the group's [co_g, tn] block of the output gradient (row stride
+                // `positions`), rhs the transpose of its [depth_g, tn] rows of the columns (a
+                // [tn, depth_g] matrix with row stride 1 and column stride tn), dst the group's
+                // [co_g, depth_g] rows of this part's own accumulator; all in bounds.
+                unsafe {
+                    gemm::gemm(
+                        co_g,
+                        depth_g,
+                        tn,
+                        acc.as_mut_ptr().add(group * co_g * depth_g),
+                        1,
+                        depth_g as isize,
+                        true,
+                        g_img.as_ptr().add(group * co_g * positions + t0),
+                        1,
+                        positions as isize,
+                        cols.as_ptr().add(group * depth_g * tn),
+                        tn as isize,
+                        1,
+                        T::one(),
+                        T::one(),
+                        false,
+                        false,
+                        false,
+                        parallelism,
+                    );
+                }
+            }
+        }
+        acc
+    };
+    #[cfg(feature = "rayon")]
+    let mut partial: alloc::vec::Vec<alloc::vec::Vec<T>> = {
+        use rayon::prelude::*;
+        (0..parts).into_par_iter().map(part).collect()
+    };
+    #[cfg(not(feature = "rayon"))]
+    let mut partial: alloc::vec::Vec<alloc::vec::Vec<T>> = (0..parts).map(part).collect();
+    let mut total = partial.remove(0);
+    for other in partial {
+        for (t, o) in total.iter_mut().zip(other) {
+            *t = *t + o;
+        }
+    }
+    FlexTensor::new(Bytes::from_elems(total), Layout::contiguous(weight_shape), dtype)
+}

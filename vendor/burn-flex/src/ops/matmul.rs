@@ -238,9 +238,83 @@ fn matmul_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
 
     if lhs_rank == 2 && rhs_rank == 2 {
         matmul_2d_strided::<T>(lhs, rhs)
+    } else if let Some(rows) = folded_rows(&lhs, &rhs) {
+        matmul_folded::<T>(lhs, rhs, rows)
     } else {
         matmul_batched_gemm::<T>(lhs, rhs)
     }
+}
+
+/// foil's patch: when one right-hand matrix serves every batch entry (`[.., M, K] x [1.., K, N]`,
+/// a `Linear` on a batch of sequences) and the left-hand batch dimensions stack onto its rows
+/// with one stride, the whole product is a single `[B·M, K] x [K, N]` GEMM. Batch by batch,
+/// the right-hand matrix was packed again for every entry (it is the large operand: a weight).
+/// Returns the number of stacked rows `B·M` when that holds for a batch of more than one.
+fn folded_rows(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<usize> {
+    let (shape, strides) = (lhs.layout().shape(), lhs.layout().strides());
+    let rank = shape.num_dims();
+    let rhs_shape = rhs.layout().shape();
+    let rhs_rank = rhs_shape.num_dims();
+    let batch: usize = (0..rank - 2).map(|d| shape[d]).product();
+    let (m, n) = (shape[rank - 2], rhs_shape[rhs_rank - 1]);
+    if batch < 2 || m == 0 || n == 0 || (0..rhs_rank - 2).any(|d| rhs_shape[d] != 1) {
+        return None;
+    }
+    // Each batch dimension must step over whole blocks of the dimensions after it.
+    let mut block = strides[rank - 2] * shape[rank - 2] as isize;
+    for d in (0..rank - 2).rev() {
+        if shape[d] == 1 {
+            continue;
+        }
+        if strides[d] != block {
+            return None;
+        }
+        block = strides[d] * shape[d] as isize;
+    }
+    Some(batch * m)
+}
+
+/// The product of [`folded_rows`]: one GEMM over the stacked rows, shaped back to the batch.
+fn matmul_folded<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor, rows: usize) -> FlexTensor {
+    let lhs_shape = lhs.layout().shape();
+    let rhs_shape = rhs.layout().shape();
+    let (lhs_rank, rhs_rank) = (lhs_shape.num_dims(), rhs_shape.num_dims());
+    let k = lhs_shape[lhs_rank - 1];
+    let n = rhs_shape[rhs_rank - 1];
+    let (lhs_row_stride, lhs_col_stride) = get_2d_strides(lhs.layout());
+    let (rhs_row_stride, rhs_col_stride) = get_2d_strides(rhs.layout());
+
+    // The batch dimensions of the output: the left-hand ones, after any extra leading ones of
+    // the right-hand side.
+    let mut out_dims = vec![1usize; rhs_rank.saturating_sub(lhs_rank)];
+    out_dims.extend((0..lhs_rank - 1).map(|d| lhs_shape[d]));
+    out_dims.push(n);
+    let mut output = FlexTensor::empty(Shape::from(out_dims), T::dtype());
+
+    let lhs_data: &[T] = lhs.storage();
+    let rhs_data: &[T] = rhs.storage();
+    let out_data: &mut [T] = output.storage_mut();
+    // SAFETY: the left-hand rows are `rows` rows of `lhs_row_stride` from its start offset
+    // (`folded_rows` checked that the batch dimensions continue that stride), the right-hand
+    // matrix is its only one, and the output is a fresh contiguous [rows, n].
+    unsafe {
+        gemm_call(
+            rows,
+            n,
+            k,
+            out_data.as_mut_ptr(),
+            1,
+            n as isize,
+            lhs_data.as_ptr().add(lhs.layout().start_offset()),
+            lhs_col_stride,
+            lhs_row_stride,
+            rhs_data.as_ptr().add(rhs.layout().start_offset()),
+            rhs_col_stride,
+            rhs_row_stride,
+            get_parallelism(rows, n, k),
+        );
+    }
+    output
 }
 
 /// 2D matmul with strided support: [M, K] x [K, N] -> [M, N]

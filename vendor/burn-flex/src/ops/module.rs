@@ -73,6 +73,37 @@ impl ModuleOps<Flex> for Flex {
         }
     }
 
+    // foil's patch: the weight gradient from kernel-order columns (conv_cols.rs) instead of
+    // burn's convolution with the output gradient as its kernel.
+    fn conv2d_weight_backward(
+        x: FloatTensor<Flex>,
+        weight: FloatTensor<Flex>,
+        output_grad: FloatTensor<Flex>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Flex> {
+        use crate::ops::conv_cols::conv2d_weight_grad;
+        let shape = weight.layout().shape().clone();
+        match x.dtype() {
+            DType::F32 => conv2d_weight_grad::<f32>(x, output_grad, shape, &options, DType::F32),
+            DType::F64 => conv2d_weight_grad::<f64>(x, output_grad, shape, &options, DType::F64),
+            DType::F16 => {
+                conv2d_weight_grad::<burn_std::f16>(x, output_grad, shape, &options, DType::F16)
+            }
+            DType::BF16 => {
+                use burn_std::bf16;
+                let grad = conv2d_weight_grad::<f32>(
+                    cast_to_f32(x, bf16::to_f32),
+                    cast_to_f32(output_grad, bf16::to_f32),
+                    shape,
+                    &options,
+                    DType::F32,
+                );
+                cast_from_f32(grad, bf16::from_f32)
+            }
+            dtype => panic!("conv2d_weight_backward: unsupported dtype {:?}", dtype),
+        }
+    }
+
     fn deform_conv2d(
         x: FloatTensor<Flex>,
         offset: FloatTensor<Flex>,
