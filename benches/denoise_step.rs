@@ -12,6 +12,11 @@ use foil::core::toy::ConvDenoiserConfig;
 use foil::core::{Denoiser, Noise};
 use foil::schedule::{NoiseSchedule, Steps, VarianceType};
 
+/// mimalloc reuses freed tensor buffers (feature `mimalloc`, on by default; docs/performance.md).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn bench_backend<B: Backend>(c: &mut Criterion, name: &str) {
     let device = Default::default();
     B::seed(&device, 0);

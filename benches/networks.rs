@@ -43,6 +43,11 @@ use foil::models::densenet::DenseNetConfig;
 use foil::models::kandinsky::{MoVqConfig, UNetConfig};
 use foil::models::resnet::ResNetConfig;
 
+/// mimalloc reuses freed tensor buffers (feature `mimalloc`, on by default; docs/performance.md).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Batch of every benchmark (the PyTorch side uses the same).
 const BATCH: usize = 2;
 

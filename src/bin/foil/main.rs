@@ -18,6 +18,11 @@ use clap::{ArgAction, Parser, Subcommand};
 use commands::{evaluate, explain, stats, teach, train, weights};
 use device::DeviceArg;
 
+/// mimalloc reuses freed tensor buffers (feature `mimalloc`, on by default; docs/performance.md).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Visual counterfactuals with diffusion models.
 #[derive(Debug, Parser)]
 #[command(name = "foil", version, about, after_help = PROGRESS_AND_LOGS)]
