@@ -528,3 +528,51 @@ fn flex_large_matmul_with_a_shared_right_hand_side_equals_ndarrays() {
         "[2, 100, 256] x [256, 300]",
     );
 }
+
+/// Patch change 6 in the other float widths: f64 and f16 through gemm, bf16 through f32; the
+/// weight gradient against ndarray's in f32 (f16 and bf16 to their precision).
+#[test]
+fn flex_weight_gradients_in_every_float_width_equal_ndarrays() {
+    use burn::tensor::DType;
+    type A = Autodiff<Flex>;
+    let case = Case {
+        n: 2,
+        c: 8,
+        co: 6,
+        h: 10,
+        w: 10,
+        kh: 3,
+        kw: 3,
+        pad: [1, 1],
+        dilation: [1, 1],
+        stride: [1, 1],
+        groups: 1,
+        bias: false,
+        seed: 21,
+    };
+    let reference = conv_and_grads::<Autodiff<NdArray>>(&case).2;
+    for (dtype, tolerance) in [(DType::F64, 1e-5), (DType::F16, 2e-2), (DType::BF16, 4e-2)] {
+        let leaf = |shape: [usize; 4], seed: u64| {
+            Tensor::<A, 4>::from_inner(tensor::<Flex, 4>(shape, seed).cast(dtype)).require_grad()
+        };
+        let x = leaf([case.n, case.c, case.h, case.w], case.seed);
+        let weight = leaf([case.co, case.c, case.kh, case.kw], case.seed ^ 0x9e37);
+        let y = conv2d(x, weight.clone(), None, case.options());
+        let probe =
+            Tensor::<A, 4>::from_inner(tensor::<Flex, 4>(y.dims(), case.seed ^ 0x77).cast(dtype));
+        let grads = (y * probe).sum().backward();
+        let grad = weight.grad(&grads).expect("the weight tracks gradients");
+        assert_eq!(grad.dtype(), dtype);
+        let grad = grad.cast(DType::F32).into_data().to_vec::<f32>().unwrap();
+        let scale = reference.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let worst = grad
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= tolerance * scale,
+            "{dtype:?}: differs from ndarray's f32 by {worst} (scale {scale})"
+        );
+    }
+}
