@@ -35,6 +35,8 @@ const MAX_TAPS: usize = 49;
 const COL_BUDGET: usize = 1 << 18;
 /// The smallest tile of output positions when the buffer budget cuts one.
 const MIN_TILE: usize = 64;
+/// Elements per task when the weight gradient's per-thread accumulators are summed.
+const SUM_SLICE: usize = 1 << 14;
 
 /// Whether `conv3d` (a 2-D convolution expanded to 3-D) can take the kernel-order im2col path.
 pub(crate) fn applies(x_shape: &[usize], w_shape: &[usize], options: &ConvOptions<3>) -> bool {
@@ -390,11 +392,22 @@ where
     };
     #[cfg(not(feature = "rayon"))]
     let mut partial: alloc::vec::Vec<alloc::vec::Vec<T>> = (0..parts).map(part).collect();
+    // Part 0 + part 1 + ... for every element, in slices on the threads.
     let mut total = partial.remove(0);
-    for other in partial {
-        for (t, o) in total.iter_mut().zip(other) {
-            *t = *t + o;
+    let add_parts = |(slice, t): (usize, &mut [T])| {
+        let start = slice * SUM_SLICE;
+        for other in &partial {
+            for (t, o) in t.iter_mut().zip(&other[start..]) {
+                *t = *t + *o;
+            }
         }
+    };
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        total.par_chunks_mut(SUM_SLICE).enumerate().for_each(add_parts);
     }
+    #[cfg(not(feature = "rayon"))]
+    total.chunks_mut(SUM_SLICE).enumerate().for_each(add_parts);
     FlexTensor::new(Bytes::from_elems(total), Layout::contiguous(weight_shape), dtype)
 }
