@@ -40,6 +40,26 @@ impl Case {
     fn options(&self) -> ConvOptions<2> {
         ConvOptions::new(self.stride, self.pad, self.dilation, self.groups)
     }
+
+    /// A batch of two square `side` x `side` images under a square `k` x `k` kernel with
+    /// `k / 2` padding, no dilation, groups 1, a bias, seeded by `c`.
+    fn same_padded(c: usize, co: usize, side: usize, k: usize, stride: usize) -> Case {
+        Case {
+            n: 2,
+            c,
+            co,
+            h: side,
+            w: side,
+            kh: k,
+            kw: k,
+            pad: [k / 2, k / 2],
+            dilation: [1, 1],
+            stride: [stride, stride],
+            groups: 1,
+            bias: true,
+            seed: c as u64,
+        }
+    }
 }
 
 /// Image sides on both sides of the patched path's 256-pixel threshold.
@@ -144,6 +164,11 @@ fn transposed<B: Backend>(case: &Case) -> Vec<f32> {
 }
 
 fn assert_close(what: &str, flex: &[f32], ndarray: &[f32], case: &Case) {
+    assert_within(what, flex, ndarray, 2e-5, case);
+}
+
+/// `flex` within `tolerance` times the largest magnitude of `ndarray` (at least 1).
+fn assert_within(what: &str, flex: &[f32], ndarray: &[f32], tolerance: f32, case: &Case) {
     assert_eq!(flex.len(), ndarray.len(), "{what} sizes for {case:?}");
     let scale = ndarray.iter().fold(1f32, |m, v| m.max(v.abs()));
     let worst = flex
@@ -152,9 +177,18 @@ fn assert_close(what: &str, flex: &[f32], ndarray: &[f32], case: &Case) {
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
     assert!(
-        worst <= 2e-5 * scale,
+        worst <= tolerance * scale,
         "{what}: flex and ndarray differ by {worst} (scale {scale}) for {case:?}"
     );
+}
+
+/// The case's output, input gradient and weight gradient on flex against ndarray's.
+fn assert_flex_matches_ndarray(case: &Case) {
+    let flex = conv_and_grads::<Autodiff<Flex>>(case);
+    let ndarray = conv_and_grads::<Autodiff<NdArray>>(case);
+    assert_close("output", &flex.0, &ndarray.0, case);
+    assert_close("input gradient", &flex.1, &ndarray.1, case);
+    assert_close("weight gradient", &flex.2, &ndarray.2, case);
 }
 
 proptest! {
@@ -162,11 +196,7 @@ proptest! {
 
     #[test]
     fn flex_convolutions_and_their_gradients_equal_ndarrays(case in case()) {
-        let flex = conv_and_grads::<Autodiff<Flex>>(&case);
-        let ndarray = conv_and_grads::<Autodiff<NdArray>>(&case);
-        assert_close("output", &flex.0, &ndarray.0, &case);
-        assert_close("input gradient", &flex.1, &ndarray.1, &case);
-        assert_close("weight gradient", &flex.2, &ndarray.2, &case);
+        assert_flex_matches_ndarray(&case);
     }
 
     #[test]
@@ -197,26 +227,8 @@ fn flex_matches_ndarray_on_network_sized_convolutions() {
         (128, 128, 32, 3, 2),
         (64, 192, 7, 5, 1),
     ] {
-        let case = Case {
-            n: 2,
-            c,
-            co,
-            h: side,
-            w: side,
-            kh: k,
-            kw: k,
-            pad: [k / 2, k / 2],
-            dilation: [1, 1],
-            stride: [stride, stride],
-            groups: 1,
-            bias: true,
-            seed: c as u64,
-        };
-        let flex = conv_and_grads::<Autodiff<Flex>>(&case);
-        let ndarray = conv_and_grads::<Autodiff<NdArray>>(&case);
-        assert_close("output", &flex.0, &ndarray.0, &case);
-        assert_close("input gradient", &flex.1, &ndarray.1, &case);
-        assert_close("weight gradient", &flex.2, &ndarray.2, &case);
+        let case = Case::same_padded(c, co, side, k, stride);
+        assert_flex_matches_ndarray(&case);
     }
 }
 
@@ -406,25 +418,12 @@ fn flex_depthwise_and_grouped_weight_gradients_equal_ndarrays() {
         (32, 16, 4, 12, 3, 2),
     ] {
         let case = Case {
-            n: 2,
-            c,
-            co,
-            h: side,
-            w: side,
-            kh: k,
-            kw: k,
-            pad: [k / 2, k / 2],
-            dilation: [1, 1],
-            stride: [stride, stride],
             groups,
             bias: false,
             seed: (c * k) as u64,
+            ..Case::same_padded(c, co, side, k, stride)
         };
-        let flex = conv_and_grads::<Autodiff<Flex>>(&case);
-        let ndarray = conv_and_grads::<Autodiff<NdArray>>(&case);
-        assert_close("output", &flex.0, &ndarray.0, &case);
-        assert_close("input gradient", &flex.1, &ndarray.1, &case);
-        assert_close("weight gradient", &flex.2, &ndarray.2, &case);
+        assert_flex_matches_ndarray(&case);
     }
 }
 
@@ -536,19 +535,9 @@ fn flex_weight_gradients_in_every_float_width_equal_ndarrays() {
     use burn::tensor::DType;
     type A = Autodiff<Flex>;
     let case = Case {
-        n: 2,
-        c: 8,
-        co: 6,
-        h: 10,
-        w: 10,
-        kh: 3,
-        kw: 3,
-        pad: [1, 1],
-        dilation: [1, 1],
-        stride: [1, 1],
-        groups: 1,
         bias: false,
         seed: 21,
+        ..Case::same_padded(8, 6, 10, 3, 1)
     };
     let reference = conv_and_grads::<Autodiff<NdArray>>(&case).2;
     for (dtype, tolerance) in [(DType::F64, 1e-5), (DType::F16, 2e-2), (DType::BF16, 4e-2)] {
@@ -564,15 +553,7 @@ fn flex_weight_gradients_in_every_float_width_equal_ndarrays() {
         let grad = weight.grad(&grads).expect("the weight tracks gradients");
         assert_eq!(grad.dtype(), dtype);
         let grad = grad.cast(DType::F32).into_data().to_vec::<f32>().unwrap();
-        let scale = reference.iter().fold(1f32, |m, v| m.max(v.abs()));
-        let worst = grad
-            .iter()
-            .zip(&reference)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(
-            worst <= tolerance * scale,
-            "{dtype:?}: differs from ndarray's f32 by {worst} (scale {scale})"
-        );
+        let what = format!("{dtype:?} weight gradient (ndarray's in f32)");
+        assert_within(&what, &grad, &reference, tolerance, &case);
     }
 }
