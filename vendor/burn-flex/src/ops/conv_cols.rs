@@ -113,30 +113,12 @@ where
     let bias = bias.map(|b| b.to_contiguous());
     let bias: Option<&[T]> = bias.as_ref().map(|b| b.storage());
 
-    let tile = if depth * positions <= COL_BUDGET {
-        positions
-    } else {
-        (COL_BUDGET / depth).max(MIN_TILE).min(positions)
-    };
+    let tile = tile_for(depth, positions);
     let tiles = positions.div_ceil(tile);
     let jobs = n * tiles;
-    #[cfg(feature = "rayon")]
-    let threads = rayon::current_num_threads();
-    #[cfg(not(feature = "rayon"))]
-    let threads: usize = 1;
+    let threads = threads();
     // Too few tasks to fill the threads: let each GEMM split itself instead.
-    let parallelism = if jobs < threads && co * tile * depth >= 64 * 64 * 64 {
-        #[cfg(feature = "rayon")]
-        {
-            gemm::Parallelism::Rayon(0)
-        }
-        #[cfg(not(feature = "rayon"))]
-        {
-            gemm::Parallelism::None
-        }
-    } else {
-        gemm::Parallelism::None
-    };
+    let parallelism = gemm_parallelism(jobs < threads, co * tile * depth);
 
     let mut out = vec![T::zero(); n * co * positions];
     let out_ptr = OutPtr(out.as_mut_ptr());
@@ -199,6 +181,39 @@ where
     (0..jobs).for_each(task);
 
     FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(out_shape), dtype)
+}
+
+/// Output positions per task: all of them when their columns fit [`COL_BUDGET`], else a tile
+/// cut to fit it (at least [`MIN_TILE`]).
+fn tile_for(depth: usize, positions: usize) -> usize {
+    if depth * positions <= COL_BUDGET {
+        positions
+    } else {
+        (COL_BUDGET / depth).max(MIN_TILE).min(positions)
+    }
+}
+
+/// The threads rayon runs on (one without rayon).
+fn threads() -> usize {
+    #[cfg(feature = "rayon")]
+    {
+        rayon::current_num_threads()
+    }
+    #[cfg(not(feature = "rayon"))]
+    {
+        1
+    }
+}
+
+/// Each GEMM splits itself across the threads when `split` (too few tasks to fill them) and its
+/// `m·n·k` is large enough to pay for it.
+fn gemm_parallelism(split: bool, work: usize) -> gemm::Parallelism {
+    #[cfg(feature = "rayon")]
+    if split && work >= 64 * 64 * 64 {
+        return gemm::Parallelism::Rayon(0);
+    }
+    let _ = (split, work);
+    gemm::Parallelism::None
 }
 
 /// Sizes of one 2-D convolution.
@@ -310,33 +325,15 @@ where
     let x_data: &[T] = x.storage();
     let g_data: &[T] = grad.storage();
 
-    let tile = if depth * positions <= COL_BUDGET {
-        positions
-    } else {
-        (COL_BUDGET / depth).max(MIN_TILE).min(positions)
-    };
+    let tile = tile_for(depth, positions);
     let tiles = positions.div_ceil(tile);
     let jobs = n * tiles;
-    #[cfg(feature = "rayon")]
-    let threads = rayon::current_num_threads();
-    #[cfg(not(feature = "rayon"))]
-    let threads: usize = 1;
+    let threads = threads();
     // One accumulator per part of the jobs, summed in order at the end: the result depends on
     // the thread count, never on the scheduling. With fewer jobs than threads, one part whose
     // GEMMs split themselves.
     let parts = if jobs >= threads { threads } else { 1 };
-    let parallelism = if parts == 1 && threads > 1 && co_g * depth_g * tile >= 64 * 64 * 64 {
-        #[cfg(feature = "rayon")]
-        {
-            gemm::Parallelism::Rayon(0)
-        }
-        #[cfg(not(feature = "rayon"))]
-        {
-            gemm::Parallelism::None
-        }
-    } else {
-        gemm::Parallelism::None
-    };
+    let parallelism = gemm_parallelism(parts == 1 && threads > 1, co_g * depth_g * tile);
 
     let part = |index: usize| {
         let mut acc = vec![T::zero(); size];
