@@ -280,6 +280,10 @@ macro_rules! network {
             $generic::<foil::backend::Flex>(&mut group, "flex");
             #[cfg(feature = "ndarray")]
             $generic::<foil::backend::Cpu>(&mut group, "ndarray");
+            #[cfg(feature = "candle")]
+            $generic::<foil::backend::Candle>(&mut group, "candle");
+            #[cfg(feature = "tch")]
+            $generic::<burn::backend::LibTorch>(&mut group, "tch");
             #[cfg(feature = "cuda")]
             $generic::<foil::backend::Cuda>(&mut group, "cuda");
             #[cfg(feature = "wgpu")]

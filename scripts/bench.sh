@@ -13,7 +13,12 @@
 #   --rounds R    alternate PyTorch and foil R times (default 1) and report the median of each
 #                 side and of the per-round ratios, with their range: on a machine whose speed
 #                 drifts (a shared VM) the ratio of two neighbouring runs is what holds still
-#   --backends b  foil's backends to time (default: flex,ndarray on cpu; cuda on cuda)
+#   --backends b  foil's backends to time (default: flex,ndarray on cpu; cuda on cuda); on cpu
+#                 also candle (burn-candle, built with `--features candle`) and tch (burn-tch on
+#                 the libtorch of a PyTorch 2.9.0 install: LIBTORCH_PYTHON=<its python>; foil does
+#                 not depend on burn-tch, whose build script downloads libtorch when it finds
+#                 none, so a throwaway crate in target/tch-bench compiles benches/networks.rs
+#                 against it)
 #   --skip-torch / --skip-foil   reuse the other side's last results (target/bench/)
 #   --device D    cpu (default: PyTorch CPU against foil's flex and ndarray) or cuda (PyTorch CUDA
 #                 against foil's Cuda backend, built with `--features cuda`; scripts/gpu-check.sh)
@@ -43,22 +48,30 @@ while [[ $# -gt 0 ]]; do
     --device) device="$2"; shift ;;
     --rounds) rounds="$2"; shift ;;
     --backends) IFS=, read -r -a chosen_backends <<<"$2"; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 case "$device" in
-  cpu) backends=(flex ndarray); features=(); suffix="" ;;
-  cuda) backends=(cuda); features=(--features cuda); suffix="-cuda" ;;
+  cpu) backends=(flex ndarray); known=(flex ndarray candle tch); features=(); suffix="" ;;
+  cuda) backends=(cuda); known=(cuda); features=(--features cuda); suffix="-cuda" ;;
   *) echo "unknown device $device; expected cpu or cuda" >&2; exit 2 ;;
 esac
 if [[ ${#chosen_backends[@]} -gt 0 ]]; then
   for b in "${chosen_backends[@]}"; do
-    [[ " ${backends[*]} " == *" $b "* ]] || { echo "unknown backend $b for --device $device; expected some of: ${backends[*]}" >&2; exit 2; }
+    [[ " ${known[*]} " == *" $b "* ]] || { echo "unknown backend $b for --device $device; expected some of: ${known[*]}" >&2; exit 2; }
   done
   backends=("${chosen_backends[@]}")
+  # candle is compiled in only on request (the `candle` feature).
+  if [[ " ${backends[*]} " == *" candle "* ]]; then features+=(--features candle); fi
 fi
+# foil's own build times every backend but tch, which the throwaway crate below times.
+foil_backends=()
+tch=0
+for b in "${backends[@]}"; do
+  if [[ $b == tch ]]; then tch=1; else foil_backends+=("$b"); fi
+done
 [[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "--rounds expects a positive integer, found $rounds" >&2; exit 2; }
 for n in "${networks[@]}"; do
   [[ " ${ALL[*]} " == *" $n "* ]] || { echo "unknown network $n; expected some of: ${ALL[*]}" >&2; exit 2; }
@@ -71,14 +84,66 @@ CRIT="${CARGO_TARGET_DIR:-target}/criterion"
 mkdir -p "$OUT"
 only=$(IFS=,; echo "${networks[*]}")
 # criterion's filter is a regex over "<network>/<backend>".
-filter="^($(IFS='|'; echo "${networks[*]}"))/($(IFS='|'; echo "${backends[*]}"))\$"
+nets="$(IFS='|'; echo "${networks[*]}")"
+filter="^($nets)/($(IFS='|'; echo "${foil_backends[*]-}"))\$"
 TORCH_OUT="$OUT/torch$suffix.jsonl"
 
 ROUNDS_OUT="$OUT/rounds$suffix.jsonl"
 : >"$ROUNDS_OUT"
-if [[ $run_foil == 1 ]]; then
+if [[ $run_foil == 1 && ${#foil_backends[@]} -gt 0 ]]; then
   echo "== foil ($threads threads): building" >&2
   cargo bench --bench networks ${features[@]+"${features[@]}"} --no-run >&2
+fi
+TCH_DIR=target/tch-bench
+# Its own target folder: burn is compiled with other features there.
+TCH_TARGET="$PWD/$TCH_DIR/target"
+crit_of() { if [[ $1 == tch ]]; then echo "$TCH_TARGET/criterion"; else echo "$CRIT"; fi; }
+if [[ $run_foil == 1 && $tch == 1 ]]; then
+  [[ -n "${LIBTORCH_PYTHON:-}" ]] || {
+    echo "--backends tch needs LIBTORCH_PYTHON, a python with torch 2.9.0 (the libtorch tch 0.22 is built for), e.g." >&2
+    echo "  python3 -m venv ~/torch29 && ~/torch29/bin/pip install torch==2.9.0 && export LIBTORCH_PYTHON=~/torch29/bin/python" >&2
+    exit 2
+  }
+  torch_lib=$("$LIBTORCH_PYTHON" -c 'import pathlib, torch; print(pathlib.Path(torch.__file__).parent / "lib")')
+  mkdir -p "$TCH_DIR/src"
+  : >"$TCH_DIR/src/lib.rs"
+  # The same dependency versions as foil's own build, plus burn-tch.
+  [[ -f "$TCH_DIR/Cargo.lock" ]] || cp Cargo.lock "$TCH_DIR/"
+  cat >"$TCH_DIR/Cargo.toml" <<EOF
+# Written by scripts/bench.sh: benches/networks.rs against burn-tch (its \`tch\` feature).
+[package]
+name = "foil-tch-bench"
+version = "0.0.0"
+edition = "2024"
+publish = false
+
+[workspace]
+
+[features]
+default = ["tch", "mimalloc"]
+tch = []
+mimalloc = ["dep:mimalloc"]
+
+[dependencies]
+foil = { path = "$PWD", default-features = false }
+burn = { version = "=0.21.0", default-features = false, features = ["std", "tch", "autodiff"] }
+mimalloc = { version = "0.1", default-features = false, optional = true }
+
+[dev-dependencies]
+criterion = { version = "0.5", default-features = false }
+
+[[bench]]
+name = "networks"
+path = "$PWD/benches/networks.rs"
+harness = false
+
+[patch.crates-io]
+burn-flex = { path = "$PWD/vendor/burn-flex" }
+EOF
+  echo "== burn-tch: building $TCH_DIR" >&2
+  # torch-sys finds libtorch through this python (first on PATH), so it never downloads one.
+  PATH="$(dirname "$LIBTORCH_PYTHON"):$PATH" LIBTORCH_USE_PYTORCH=1 CARGO_TARGET_DIR="$TCH_TARGET" \
+    cargo bench --manifest-path "$TCH_DIR/Cargo.toml" --bench networks --no-run >&2
 fi
 for ((round = 1; round <= rounds; round++)); do
   if [[ $run_torch == 1 ]]; then
@@ -96,14 +161,22 @@ for line in open(sys.argv[1]):
   if [[ $run_foil == 1 ]]; then
     # Stale estimates must not pass for this run's: drop the selected networks' results first.
     for n in "${networks[@]}"; do
-      for b in "${backends[@]}"; do rm -rf "${CRIT:?}/$n/$b"; done
+      for b in "${backends[@]}"; do rm -rf "$(crit_of "$b")/${n:?}/${b:?}"; done
     done
-    echo "== round $round/$rounds: foil: $filter" >&2
-    RAYON_NUM_THREADS=$threads MATMUL_NUM_THREADS=$threads \
-      cargo bench --bench networks ${features[@]+"${features[@]}"} -- --noplot "$filter" >&2
+    if [[ ${#foil_backends[@]} -gt 0 ]]; then
+      echo "== round $round/$rounds: foil: $filter" >&2
+      RAYON_NUM_THREADS=$threads MATMUL_NUM_THREADS=$threads \
+        cargo bench --bench networks ${features[@]+"${features[@]}"} -- --noplot "$filter" >&2
+    fi
+    if [[ $tch == 1 ]]; then
+      echo "== round $round/$rounds: burn-tch: ^($nets)/tch\$" >&2
+      LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" OMP_NUM_THREADS=$threads \
+        PATH="$(dirname "$LIBTORCH_PYTHON"):$PATH" LIBTORCH_USE_PYTORCH=1 CARGO_TARGET_DIR="$TCH_TARGET" \
+        cargo bench --manifest-path "$TCH_DIR/Cargo.toml" --bench networks -- --noplot "^($nets)/tch\$" >&2
+    fi
     for n in "${networks[@]}"; do
       for b in "${backends[@]}"; do
-        est="$CRIT/$n/$b/new/estimates.json"
+        est="$(crit_of "$b")/$n/$b/new/estimates.json"
         [[ -f "$est" ]] || continue
         "$PY" -c 'import json, sys
 s = json.load(open(sys.argv[1]))["median"]["point_estimate"] / 1e9
@@ -117,10 +190,10 @@ done
 # The table: median seconds of each side over the rounds, and foil's time as a multiple of
 # PyTorch's (the median of the per-round ratios; their range too when there were several rounds).
 # A side not run this time (--skip-torch / --skip-foil) is read from its last results.
-"$PY" - "$TORCH_OUT" "$only" "$CRIT" "$device" "${backends[*]}" "$ROUNDS_OUT" "$rounds" <<'EOF' | tee "$OUT/table$suffix.md"
+"$PY" - "$TORCH_OUT" "$only" "$CRIT" "$device" "${backends[*]}" "$ROUNDS_OUT" "$rounds" "$TCH_TARGET/criterion" <<'EOF' | tee "$OUT/table$suffix.md"
 import json, pathlib, statistics, sys
 
-torch_path, names, crit, device, backends, rounds_path, rounds = sys.argv[1:8]
+torch_path, names, crit, device, backends, rounds_path, rounds, tch_crit = sys.argv[1:9]
 backends, names, rounds = backends.split(), names.split(","), int(rounds)
 
 # seconds[(side, name)] = {round: seconds}
@@ -139,7 +212,7 @@ def last_torch(name):
     return None
 
 def last_foil(name, backend):
-    p = pathlib.Path(crit) / name / backend / "new/estimates.json"
+    p = pathlib.Path(tch_crit if backend == "tch" else crit) / name / backend / "new/estimates.json"
     return json.loads(p.read_text())["median"]["point_estimate"] / 1e9 if p.exists() else None
 
 def per_round(side, name, fallback):

@@ -15,6 +15,11 @@ pub type CpuAutodiff = burn::backend::Autodiff<Cpu>;
 #[cfg(feature = "flex")]
 pub type Flex = burn::backend::Flex;
 
+/// candle's CPU backend (burn-candle), compiled in only to be measured against [`Flex`]
+/// (docs/performance.md).
+#[cfg(feature = "candle")]
+pub type Candle = burn::backend::Candle<f32, i64>;
+
 /// wgpu (Vulkan, Metal, DX12; lavapipe on CPU-only Linux).
 #[cfg(feature = "wgpu")]
 pub type Wgpu = burn::backend::Wgpu;
