@@ -139,6 +139,10 @@ harness = false
 
 [patch.crates-io]
 burn-flex = { path = "$PWD/vendor/burn-flex" }
+
+[lints.rust]
+# foil's own features (flex, ndarray, candle, cuda, wgpu) are not this crate's.
+unexpected_cfgs = "allow"
 EOF
   echo "== burn-tch: building $TCH_DIR" >&2
   # torch-sys finds libtorch through this python (first on PATH), so it never downloads one.

@@ -17,7 +17,10 @@ pub type Flex = burn::backend::Flex;
 
 /// candle's CPU backend (burn-candle), compiled in only to be measured against [`Flex`]
 /// (docs/performance.md).
+// burn 0.21 marks burn-candle deprecated ("will be removed in a future release"): one more
+// reason it is only a benchmark row here.
 #[cfg(feature = "candle")]
+#[allow(deprecated)]
 pub type Candle = burn::backend::Candle<f32, i64>;
 
 /// wgpu (Vulkan, Metal, DX12; lavapipe on CPU-only Linux).
