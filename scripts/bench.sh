@@ -24,7 +24,7 @@
 #                 against foil's Cuda backend, built with `--features cuda`; scripts/gpu-check.sh)
 # Results: target/bench/torch.jsonl (torch-cuda.jsonl), every round of both sides in
 # target/bench/rounds.jsonl (rounds-cuda.jsonl), criterion's
-# <target>/criterion/<network>/<backend>/new/estimates.json, and the table in target/bench/table.md
+# <target>/criterion/<network>/<backend>/new/estimates.json (tch's under target/tch-bench/target/), and the table in target/bench/table.md
 # (table-cuda.md). Idempotent: every run times again and rewrites them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
