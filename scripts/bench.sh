@@ -98,6 +98,12 @@ TCH_DIR=target/tch-bench
 # Its own target folder: burn is compiled with other features there.
 TCH_TARGET="$PWD/$TCH_DIR/target"
 crit_of() { if [[ $1 == tch ]]; then echo "$TCH_TARGET/criterion"; else echo "$CRIT"; fi; }
+# cargo for the throwaway crate: torch-sys finds libtorch through LIBTORCH_PYTHON (first on
+# PATH), so it never downloads one.
+tch_cargo() {
+  PATH="$(dirname "$LIBTORCH_PYTHON"):$PATH" LIBTORCH_USE_PYTORCH=1 CARGO_TARGET_DIR="$TCH_TARGET" \
+    cargo "$@" --manifest-path "$TCH_DIR/Cargo.toml" --bench networks
+}
 if [[ $run_foil == 1 && $tch == 1 ]]; then
   [[ -n "${LIBTORCH_PYTHON:-}" ]] || {
     echo "--backends tch needs LIBTORCH_PYTHON, a python with torch 2.9.0 (the libtorch tch 0.22 is built for), e.g." >&2
@@ -145,9 +151,7 @@ burn-flex = { path = "$PWD/vendor/burn-flex" }
 unexpected_cfgs = "allow"
 EOF
   echo "== burn-tch: building $TCH_DIR" >&2
-  # torch-sys finds libtorch through this python (first on PATH), so it never downloads one.
-  PATH="$(dirname "$LIBTORCH_PYTHON"):$PATH" LIBTORCH_USE_PYTORCH=1 CARGO_TARGET_DIR="$TCH_TARGET" \
-    cargo bench --manifest-path "$TCH_DIR/Cargo.toml" --bench networks --no-run >&2
+  tch_cargo bench --no-run >&2
 fi
 for ((round = 1; round <= rounds; round++)); do
   if [[ $run_torch == 1 ]]; then
@@ -175,8 +179,7 @@ for line in open(sys.argv[1]):
     if [[ $tch == 1 ]]; then
       echo "== round $round/$rounds: burn-tch: ^($nets)/tch\$" >&2
       LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" OMP_NUM_THREADS=$threads \
-        PATH="$(dirname "$LIBTORCH_PYTHON"):$PATH" LIBTORCH_USE_PYTORCH=1 CARGO_TARGET_DIR="$TCH_TARGET" \
-        cargo bench --manifest-path "$TCH_DIR/Cargo.toml" --bench networks -- --noplot "^($nets)/tch\$" >&2
+        tch_cargo bench -- --noplot "^($nets)/tch\$" >&2
     fi
     for n in "${networks[@]}"; do
       for b in "${backends[@]}"; do
