@@ -397,8 +397,8 @@ mod tests {
 
     #[test]
     fn unreadable_files_say_which() {
-        let dir = std::env::temp_dir().join(format!("foil-core-io-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let bad = dir.join("truncated.png");
         std::fs::write(&bad, b"\x89PNG\r\n\x1a\n\0\0").unwrap();
         let err = load(&bad).unwrap_err();

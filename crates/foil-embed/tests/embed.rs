@@ -202,8 +202,8 @@ fn stats_round_trip_through_safetensors() {
         ),
         ("t-shirt", &[vec![3.0, 0.0, 1.0, 1.0, 0.0]]),
     ]);
-    let dir = std::env::temp_dir().join(format!("foil-embed-{}", std::process::id()));
-    let path = dir.join("stats.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stats.safetensors");
     s.save(&path).unwrap();
     let back = ClassStats::load(&path).unwrap();
     assert_eq!(back, s);

@@ -190,8 +190,8 @@ fn noise_maps_survive_safetensors() {
     let maps = inv
         .invert(&model, x0.clone(), Some(cond.clone()), &mut noise)
         .unwrap();
-    let dir = std::env::temp_dir().join(format!("foil-invert-{}", std::process::id()));
-    let path = dir.join("maps.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("maps.safetensors");
     maps.save(&path).unwrap();
     let loaded = NoiseMaps::<B>::load(&path, &dev).unwrap();
     assert_eq!(loaded.timesteps(), maps.timesteps());

@@ -55,14 +55,13 @@ fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// A fresh empty folder.
-fn temp_dir(tag: &str) -> PathBuf {
-    static COUNT: AtomicUsize = AtomicUsize::new(0);
-    let n = COUNT.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("foil-fuzz-{tag}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh, empty folder `foil-fuzz-{tag}-"<random>` under the system's temporary folder,
+/// removed when the returned guard drops (after the test, pass or fail).
+fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("foil-fuzz-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// Panics on threads named `foil-*` (the PyTorch reader's worker), which the loader turns into
@@ -183,7 +182,8 @@ fn safetensors_seeds() -> Vec<(String, Vec<u8>)> {
 }
 
 fn fuzz_safetensors_cases(cases: u32) {
-    let dir = temp_dir("safetensors");
+    let tmp = temp_dir("safetensors");
+    let dir = tmp.path();
     let path = dir.join("case.safetensors");
     let seeds = safetensors_seeds();
     run("safetensors", cases, &seeds, |_, bytes| {
@@ -222,7 +222,8 @@ fn peak_kib() -> u64 {
 /// Headers claiming 2^40 bytes or elements are refused at once, without allocating them.
 #[test]
 fn huge_safetensors_lengths_are_refused_without_allocating() {
-    let dir = temp_dir("huge-safetensors");
+    let tmp = temp_dir("huge-safetensors");
+    let dir = tmp.path();
     let before = peak_kib();
     let start = Instant::now();
     let check = |name: &str, bytes: &[u8], needle: &str| {
@@ -265,7 +266,8 @@ fn huge_safetensors_lengths_are_refused_without_allocating() {
 
 fn fuzz_pytorch_cases(cases: u32) {
     count_worker_panics();
-    let dir = temp_dir("pytorch");
+    let tmp = temp_dir("pytorch");
+    let dir = tmp.path();
     let seeds = vec![
         (
             "torch_tiny.pt (zip)".to_string(),
@@ -413,8 +415,13 @@ fn read_json_kind(kind: Json, path: &Path) -> foil_core::Result<()> {
     }
 }
 
-/// Seed files (name, bytes), and where each kind's file is read from.
-type JsonSeeds = (Vec<(String, Vec<u8>)>, Vec<(Json, PathBuf)>);
+/// Seed files (name, bytes), where each kind's file is read from, and the folders holding them
+/// (removed when dropped).
+type JsonSeeds = (
+    Vec<(String, Vec<u8>)>,
+    Vec<(Json, PathBuf)>,
+    Vec<tempfile::TempDir>,
+);
 
 fn json_seeds() -> JsonSeeds {
     let decoder = published("kandinsky-2-2-decoder");
@@ -459,8 +466,10 @@ fn json_seeds() -> JsonSeeds {
     // One folder per kind, with what else the reader needs.
     let mut places = Vec::new();
     let mut seeds = Vec::new();
+    let mut folders = Vec::new();
     for (kind, bytes) in list {
-        let dir = temp_dir(&format!("json-{kind:?}"));
+        let tmp = temp_dir(&format!("json-{kind:?}"));
+        let dir = tmp.path();
         match kind {
             Json::ModelIndex => {
                 for part in ["unet", "movq", "scheduler"] {
@@ -475,19 +484,20 @@ fn json_seeds() -> JsonSeeds {
             }
             _ => {}
         }
-        let path = place_json(kind, &dir, &bytes);
+        let path = place_json(kind, dir, &bytes);
         // The seed itself reads.
         if let Err(e) = read_json_kind(kind, &path) {
             panic!("seed {kind:?} does not read: {e}");
         }
         places.push((kind, path));
         seeds.push((format!("{kind:?}"), bytes));
+        folders.push(tmp);
     }
-    (seeds, places)
+    (seeds, places, folders)
 }
 
 fn fuzz_json_cases(cases: u32) {
-    let (seeds, places) = json_seeds();
+    let (seeds, places, _folders) = json_seeds();
     run_with(
         "json configurations",
         cases,
@@ -553,7 +563,8 @@ fn small_resnet(device: &burn::tensor::Device<B>) -> foil_models::resnet::ResNet
 /// Records of the tiny network and of a small ResNet oracle member, as saved by foil.
 fn record_seeds() -> Vec<(String, Vec<u8>)> {
     let dev = Default::default();
-    let dir = temp_dir("record-seeds");
+    let tmp = temp_dir("record-seeds");
+    let dir = tmp.path();
     save_record(tiny(&dev), &dir.join("tiny")).unwrap();
     save_record(small_resnet(&dev), &dir.join("resnet")).unwrap();
     vec![
@@ -581,7 +592,8 @@ fn load_seed_record(i: usize, path: &Path) -> Result<bool, TestCaseError> {
 }
 
 fn fuzz_burn_record_cases(cases: u32) {
-    let dir = temp_dir("record");
+    let tmp = temp_dir("record");
+    let dir = tmp.path();
     let seeds = record_seeds();
     let path = dir.join("case");
     run("burn record", cases, &seeds, |i, bytes| {
@@ -602,7 +614,8 @@ fuzz_pair!(
 #[test]
 fn truncated_records_name_the_file() {
     let dev = Default::default();
-    let dir = temp_dir("record-truncated");
+    let tmp = temp_dir("record-truncated");
+    let dir = tmp.path();
     save_record(tiny(&dev), &dir.join("tiny")).unwrap();
     let whole = read(&dir.join("tiny.mpk"));
     let path = dir.join("cut");
@@ -653,8 +666,10 @@ fn fuzz_lora_cases(cases: u32) {
             read(&diffusers),
         ),
     ];
-    let peft_dir = temp_dir("lora-peft");
-    let diffusers_dir = temp_dir("lora-diffusers");
+    let peft_dir_tmp = temp_dir("lora-peft");
+    let peft_dir = peft_dir_tmp.path();
+    let diffusers_dir_tmp = temp_dir("lora-diffusers");
+    let diffusers_dir = diffusers_dir_tmp.path();
     run("lora", cases, &seeds, |i, bytes| {
         let (target, name) = match i {
             0 | 1 => {
@@ -662,15 +677,15 @@ fn fuzz_lora_cases(cases: u32) {
                     let data = if j == i { bytes } else { &seed[..] };
                     std::fs::write(peft_dir.join(file), data).unwrap();
                 }
-                (peft_dir.clone(), seeds[i].0.clone())
+                (peft_dir, seeds[i].0.clone())
             }
             _ => {
                 std::fs::write(diffusers_dir.join(&seeds[2].0), bytes).unwrap();
-                (diffusers_dir.clone(), seeds[2].0.clone())
+                (diffusers_dir, seeds[2].0.clone())
             }
         };
         let kinds = [ErrorKind::Format, ErrorKind::Shape, ErrorKind::Empty];
-        let adapter = match UNetLoraFile::open(&target) {
+        let adapter = match UNetLoraFile::open(target) {
             Ok(a) => a,
             Err(e) if e.kind() == ErrorKind::Format => return typed(&e, &kinds, &name),
             Err(e) => return typed(&e, &kinds, ""),
@@ -718,7 +733,8 @@ fn shipped_records_pass_the_record_check() {
 #[test]
 fn huge_record_and_pickle_lengths_are_refused_without_allocating() {
     let dev = Default::default();
-    let dir = temp_dir("huge-record");
+    let tmp = temp_dir("huge-record");
+    let dir = tmp.path();
     let before = peak_kib();
     let start = Instant::now();
     // {"metadata": nil, "item": {"w": <huge>}}
@@ -777,7 +793,7 @@ fn huge_record_and_pickle_lengths_are_refused_without_allocating() {
 /// guided-diffusion flags are refused before a schedule is allocated for them.
 #[test]
 fn huge_step_counts_in_json_are_refused_without_allocating() {
-    let (_, places) = json_seeds();
+    let (_, places, _folders) = json_seeds();
     let before = peak_kib();
     let start = Instant::now();
     for (kind, path) in &places {
@@ -814,7 +830,8 @@ fn huge_step_counts_in_json_are_refused_without_allocating() {
 /// without allocating what they claim (burn-store would).
 #[test]
 fn huge_pytorch_lengths_are_refused_without_allocating() {
-    let dir = temp_dir("huge-pytorch");
+    let tmp = temp_dir("huge-pytorch");
+    let dir = tmp.path();
     let seed = read(&fixture("torch_tiny.pt"));
     let find = |needle: &[u8], from: usize| {
         seed[from..]

@@ -202,11 +202,11 @@ fn take_aside(path: &Path, seen: &[u8]) -> Result<bool> {
 mod tests {
     use super::*;
 
-    fn temp(tag: &str) -> Result<PathBuf> {
-        let dir = std::env::temp_dir().join(format!("foil-claim-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        Ok(dir)
+    fn temp(tag: &str) -> Result<tempfile::TempDir> {
+        tempfile::Builder::new()
+            .prefix(&format!("foil-claim-{tag}-"))
+            .tempdir()
+            .map_err(|e| Error::io(std::env::temp_dir(), e))
     }
 
     #[test]
@@ -231,19 +231,20 @@ mod tests {
 
     #[test]
     fn one_claim_per_input_released_on_drop_and_stale_ones_taken_over() -> Result<()> {
-        let dir = temp("basic")?;
-        let first = try_claim(&dir, "k")?;
+        let tmp = temp("basic")?;
+        let dir = tmp.path();
+        let first = try_claim(dir, "k")?;
         assert!(first.is_some());
         // This process holds it and is alive: a second claim is refused.
-        assert!(try_claim(&dir, "k")?.is_none());
+        assert!(try_claim(dir, "k")?.is_none());
         drop(first);
-        assert!(!claim_path(&dir, "k").exists());
-        let again = try_claim(&dir, "k")?;
+        assert!(!claim_path(dir, "k").exists());
+        let again = try_claim(dir, "k")?;
         assert!(again.is_some());
         if let Some(claim) = again {
             claim.release()?;
         }
-        assert!(!claim_path(&dir, "k").exists());
+        assert!(!claim_path(dir, "k").exists());
 
         // A claim two days old from another host is stale.
         let old = Holder {
@@ -251,10 +252,10 @@ mod tests {
             host: "elsewhere".into(),
             since: Holder::this_process().since - 2 * STALE_CLAIM_AGE.as_secs(),
         };
-        let path = claim_path(&dir, "old");
+        let path = claim_path(dir, "old");
         let json = serde_json::to_vec(&old).map_err(|e| Error::format("claim", e))?;
         std::fs::write(&path, json).map_err(|e| Error::io(&path, e))?;
-        let taken = try_claim(&dir, "old")?;
+        let taken = try_claim(dir, "old")?;
         assert!(taken.is_some());
         let now: Holder =
             serde_json::from_slice(&std::fs::read(&path).map_err(|e| Error::io(&path, e))?)
@@ -263,9 +264,9 @@ mod tests {
         drop(taken);
 
         // An unreadable claim: live while fresh, stale once older than the grace.
-        let path = claim_path(&dir, "garbage");
+        let path = claim_path(dir, "garbage");
         std::fs::write(&path, b"").map_err(|e| Error::io(&path, e))?;
-        assert!(try_claim(&dir, "garbage")?.is_none());
+        assert!(try_claim(dir, "garbage")?.is_none());
         let file = OpenOptions::new()
             .write(true)
             .open(&path)
@@ -273,15 +274,15 @@ mod tests {
         file.set_modified(SystemTime::now() - 2 * UNREADABLE_CLAIM_GRACE)
             .map_err(|e| Error::io(&path, e))?;
         drop(file);
-        assert!(try_claim(&dir, "garbage")?.is_some());
+        assert!(try_claim(dir, "garbage")?.is_some());
         // Nothing left aside.
-        let left: Vec<_> = std::fs::read_dir(&dir)
-            .map_err(|e| Error::io(&dir, e))?
+        let left: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
             .filter_map(|e| e.ok())
             .map(|e| e.file_name())
             .collect();
         assert!(left.is_empty(), "{left:?}");
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(dir);
         Ok(())
     }
 }

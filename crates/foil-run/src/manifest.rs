@@ -525,11 +525,11 @@ fn union<'a>(
 mod tests {
     use super::*;
 
-    fn temp(tag: &str) -> Result<PathBuf> {
-        let dir = std::env::temp_dir().join(format!("foil-manifest-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        Ok(dir)
+    fn temp(tag: &str) -> Result<tempfile::TempDir> {
+        tempfile::Builder::new()
+            .prefix(&format!("foil-manifest-{tag}-"))
+            .tempdir()
+            .map_err(|e| Error::io(std::env::temp_dir(), e))
     }
 
     fn sample(dir: &Path) -> Result<RunManifest> {
@@ -550,8 +550,9 @@ mod tests {
 
     #[test]
     fn round_trip_and_flattened_names() -> Result<()> {
-        let dir = temp("round-trip")?;
-        let manifest = sample(&dir)?;
+        let tmp = temp("round-trip")?;
+        let dir = tmp.path();
+        let manifest = sample(dir)?;
         assert_eq!(manifest.get("method.mask.k"), Some(&Value::from(0.2)));
         assert_eq!(manifest.get("method.tau"), Some(&Value::from(30)));
         manifest.write(&dir.join("out"))?;
@@ -572,9 +573,10 @@ mod tests {
 
     #[test]
     fn claim_refuses_other_settings_by_name_unless_resume_any() -> Result<()> {
-        let dir = temp("claim")?;
+        let tmp = temp("claim")?;
+        let dir = tmp.path();
         let out = dir.join("out");
-        let first = sample(&dir)?;
+        let first = sample(dir)?;
         assert_eq!(first.claim(&out, false)?, Claim::Created);
         // Another shard: only not-compared settings differ.
         let shard = first.clone().not_compared("shard", "1/2")?;
@@ -605,9 +607,10 @@ mod tests {
 
     #[test]
     fn of_concurrent_creators_one_writes_and_the_others_compare() -> Result<()> {
-        let dir = temp("concurrent")?;
+        let tmp = temp("concurrent")?;
+        let dir = tmp.path();
         let out = dir.join("out");
-        let first = sample(&dir)?;
+        let first = sample(dir)?;
         let claims: Vec<Result<Claim>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..4u64)
                 .map(|i| {
@@ -651,16 +654,17 @@ mod tests {
 
     #[test]
     fn checksums_follow_content_and_skip_checkpoints() -> Result<()> {
-        let dir = temp("checksum")?;
-        let a = sample(&dir)?.models["ddpm"].clone();
+        let tmp = temp("checksum")?;
+        let dir = tmp.path();
+        let a = sample(dir)?.models["ddpm"].clone();
         assert_eq!((a.files, a.algorithm.as_str()), (1, SHA256));
         // Training checkpoints and hidden files do not count.
-        std::fs::write(dir.join("model/checkpoints/y"), b"2").map_err(|e| Error::io(&dir, e))?;
-        std::fs::write(dir.join("model/.tmp"), b"2").map_err(|e| Error::io(&dir, e))?;
+        std::fs::write(dir.join("model/checkpoints/y"), b"2").map_err(|e| Error::io(dir, e))?;
+        std::fs::write(dir.join("model/.tmp"), b"2").map_err(|e| Error::io(dir, e))?;
         std::fs::write(dir.join("model/train/metrics.jsonl"), b"{}")
-            .map_err(|e| Error::io(&dir, e))?;
+            .map_err(|e| Error::io(dir, e))?;
         assert_eq!(checksum(&dir.join("model"))?.digest, a.digest);
-        std::fs::write(dir.join("model/model.json"), b"{ }").map_err(|e| Error::io(&dir, e))?;
+        std::fs::write(dir.join("model/model.json"), b"{ }").map_err(|e| Error::io(dir, e))?;
         assert_ne!(checksum(&dir.join("model"))?.digest, a.digest);
         // A single file: the plain SHA-256 of its bytes.
         let file = dir.join("abc");
@@ -675,7 +679,8 @@ mod tests {
 
     #[test]
     fn large_files_are_sampled_at_both_ends() -> Result<()> {
-        let dir = temp("sampled")?;
+        let tmp = temp("sampled")?;
+        let dir = tmp.path();
         let file = dir.join("big.safetensors");
         let header = br#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
         let size = FULL_HASH_LIMIT + 3 * SAMPLE_BYTES;

@@ -5,15 +5,15 @@
 //!
 //! ```
 //! use foil_run::testing::{FixtureItem, picture, temp_dir};
-//! let run = temp_dir("doc-example");
+//! let tmp = temp_dir("doc-example");
+//! let run = tmp.path();
 //! let item = FixtureItem {
 //!     flipped: false,
 //!     ..FixtureItem::new("img0", 0, picture(0, 40), picture(0, 200))
 //! };
-//! let json = item.write(&run).unwrap();
+//! let json = item.write(run).unwrap();
 //! assert!(json.ends_with("bouba_to_kiki/img0.json"));
-//! assert_eq!(foil_run::read_results(&run).unwrap()[0].1, item.record());
-//! # std::fs::remove_dir_all(&run).unwrap();
+//! assert_eq!(foil_run::read_results(run).unwrap()[0].1, item.record());
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -26,14 +26,13 @@ use crate::{ItemResult, change_map, direction_dir, grid, save_png, write_json};
 /// The class names of the fixtures, `[label 0, label 1]`.
 pub const CLASSES: [&str; 2] = ["bouba", "kiki"];
 
-/// A fresh, empty folder `foil-fixture-<tag>-<process id>` under the system temp folder
-/// (emptied if it exists); the tests of one binary give distinct tags.
-pub fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("foil-fixture-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-    dir
+/// A fresh, empty folder `foil-fixture-<tag>-<random>` under the system temp folder, removed
+/// when the returned guard drops (after the test, pass or fail).
+pub fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("foil-fixture-{tag}-"))
+        .tempdir()
+        .unwrap_or_else(|e| panic!("cannot create a temporary folder: {e}"))
 }
 
 /// A 16 x 16 picture: a gradient shifted by `level`, with a square of `patch` brightness.

@@ -7,9 +7,9 @@ use foil::core::{Error, Result};
 /// Where to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceArg {
-    /// The fastest CPU backend compiled in: burn-flex (default feature `flex`), else ndarray.
+    /// The CPU backend compiled in: burn-flex (default feature `flex`), else ndarray.
     Cpu,
-    /// burn-ndarray (always compiled in).
+    /// burn-ndarray, in a build without `flex` (with flex, an error saying how to build it).
     Ndarray,
     /// burn-flex (feature `flex`).
     Flex,
@@ -52,22 +52,33 @@ pub fn not_compiled(device: &str, feature: &str) -> Error {
     }
 }
 
+/// The error for `--device ndarray` in a build that has flex: the command line compiles one CPU
+/// backend, the faster one.
+#[allow(dead_code)]
+pub fn ndarray_beside_flex() -> Error {
+    Error::Backend {
+        backend: "ndarray".into(),
+        reason: "this foil runs its CPU commands on flex (`--device cpu`); for ndarray, build \
+                 with `--no-default-features --features ndarray,simd,threads`"
+            .into(),
+    }
+}
+
 /// Runs `$body` with `$B` the autodiff backend of `$device` and `$dev` its device.
 macro_rules! with_backend {
     ($device:expr, |$B:ident, $dev:ident| $body:expr) => {{
         #[allow(unreachable_patterns)]
         match $device {
+            // Every command is compiled once per arm: with flex, ndarray (3-10x slower) would
+            // double the binary's build for a backend no one picks (docs/backends.md).
             #[cfg(not(feature = "flex"))]
-            $crate::device::DeviceArg::Cpu => {
+            $crate::device::DeviceArg::Cpu | $crate::device::DeviceArg::Ndarray => {
                 type $B = burn::backend::Autodiff<foil::backend::Cpu>;
                 let $dev = Default::default();
                 $body
             }
-            $crate::device::DeviceArg::Ndarray => {
-                type $B = burn::backend::Autodiff<foil::backend::Cpu>;
-                let $dev = Default::default();
-                $body
-            }
+            #[cfg(feature = "flex")]
+            $crate::device::DeviceArg::Ndarray => Err($crate::device::ndarray_beside_flex()),
             #[cfg(feature = "flex")]
             $crate::device::DeviceArg::Flex | $crate::device::DeviceArg::Cpu => {
                 type $B = burn::backend::Autodiff<foil::backend::Flex>;

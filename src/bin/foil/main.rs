@@ -27,8 +27,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "foil", version, about, after_help = PROGRESS_AND_LOGS)]
 struct Cli {
-    /// Device: cpu (burn-flex when compiled in, else ndarray), ndarray, flex, wgpu, cuda or
-    /// cuda:N.
+    /// Device: cpu (burn-flex when compiled in, else ndarray), flex, ndarray (in a build
+    /// without flex), wgpu, cuda or cuda:N.
     #[arg(long, global = true, default_value = "cpu", value_parser = str::parse::<DeviceArg>)]
     device: DeviceArg,
     /// More log lines on stderr: -v adds debug lines, -vv trace lines.

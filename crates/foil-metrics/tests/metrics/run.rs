@@ -106,7 +106,8 @@ fn options() -> EvaluateOptions {
 
 #[test]
 fn evaluate_run_counts_scores_and_notes_per_direction() {
-    let dir = temp_dir("score");
+    let tmp = temp_dir("score");
+    let dir = tmp.path();
     // bouba -> kiki: three inputs, the first not flipped, every counterfactual changed.
     for k in 0..3u8 {
         let orig = picture(k * 23, 40 + k * 11);
@@ -116,7 +117,7 @@ fn evaluate_run_counts_scores_and_notes_per_direction() {
             changed_fraction: 0.1 * f64::from(k + 1),
             ..FixtureItem::new(format!("a{k}"), 0, orig, cf)
         }
-        .write(&dir)
+        .write(dir)
         .unwrap();
     }
     // kiki -> bouba: two flipped inputs whose counterfactual is the original.
@@ -126,7 +127,7 @@ fn evaluate_run_counts_scores_and_notes_per_direction() {
             changed_fraction: 0.5,
             ..FixtureItem::new(format!("b{k}"), 1, orig.clone(), orig)
         }
-        .write(&dir)
+        .write(dir)
         .unwrap();
     }
     let scorers = Scorers::<I> {
@@ -145,7 +146,7 @@ fn evaluate_run_counts_scores_and_notes_per_direction() {
         batch_size: 2,
         ..EvaluateOptions::default()
     };
-    let report = evaluate_run(&dir, &scorers, &options, &Default::default()).unwrap();
+    let report = evaluate_run(dir, &scorers, &options, &Default::default()).unwrap();
     assert_eq!(report.method, "test");
     assert_eq!(report.scored_folder, dir);
     assert!(report.seeds.is_empty());
@@ -257,18 +258,19 @@ fn evaluate_run_counts_scores_and_notes_per_direction() {
     assert!(value["directions"][0]["metrics"]["lpips"]["flipped"].is_f64());
     assert!(value["overall"]["similarity"]["all"]["mean"].is_f64());
     assert_eq!(value["similarity_encoder"]["name"], "channel-means");
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn flipped_only_lpips_differs_from_all_and_json_round_trips() {
-    let dir = temp_dir("lpips");
-    fixture(&dir, 2, 0);
+    let tmp = temp_dir("lpips");
+    let dir = tmp.path();
+    fixture(dir, 2, 0);
     let scorers = Scorers::<I> {
         lpips: Some(tiny_alex()),
         ..Scorers::default()
     };
-    let report = evaluate_run(&dir, &scorers, &options(), &Default::default()).unwrap();
+    let report = evaluate_run(dir, &scorers, &options(), &Default::default()).unwrap();
     assert_eq!(report.overall.inputs, 4);
     assert_eq!(report.overall.flipped, 3);
     assert!((report.overall.success_ratio - 0.75).abs() < 1e-12);
@@ -326,14 +328,15 @@ fn flipped_only_lpips_differs_from_all_and_json_round_trips() {
 
 #[test]
 fn diversity_is_zero_for_identical_seeds_and_positive_otherwise() {
-    let dir = temp_dir("diversity");
+    let tmp = temp_dir("diversity");
+    let dir = tmp.path();
     fixture(&dir.join("seed-0"), 2, 0);
     fixture(&dir.join("seed-1"), 2, 0);
     let scorers = Scorers::<I> {
         diversity_lpips: Some(tiny_vgg()),
         ..Scorers::default()
     };
-    let same = evaluate_run(&dir, &scorers, &options(), &Default::default()).unwrap();
+    let same = evaluate_run(dir, &scorers, &options(), &Default::default()).unwrap();
     assert_eq!(same.seeds, vec![0, 1]);
     assert!(same.scored_folder.ends_with("seed-0"));
     let d = same.overall.diversity.unwrap();
@@ -344,7 +347,7 @@ fn diversity_is_zero_for_identical_seeds_and_positive_otherwise() {
     fixture(&dir.join("seed-2"), 2, 60);
     let gone = dir.join("seed-2/kiki_to_bouba/img101.json");
     std::fs::remove_file(&gone).unwrap();
-    let varied = evaluate_run(&dir, &scorers, &options(), &Default::default()).unwrap();
+    let varied = evaluate_run(dir, &scorers, &options(), &Default::default()).unwrap();
     let d = varied.overall.diversity.unwrap();
     assert_eq!((d.inputs, d.seeds), (3, 3));
     assert!(d.mean > 1e-6, "{}", d.mean);
@@ -352,9 +355,10 @@ fn diversity_is_zero_for_identical_seeds_and_positive_otherwise() {
     assert!(varied.to_string().contains("first seed"));
 
     // One seed folder only: no diversity, and the note says why.
-    let single = temp_dir("single-seed");
+    let single_tmp = temp_dir("single-seed");
+    let single = single_tmp.path();
     fixture(&single.join("seed-3"), 1, 0);
-    let report = evaluate_run(&single, &scorers, &options(), &Default::default()).unwrap();
+    let report = evaluate_run(single, &scorers, &options(), &Default::default()).unwrap();
     assert!(report.overall.diversity.is_none());
     let note = report
         .notes
@@ -366,8 +370,9 @@ fn diversity_is_zero_for_identical_seeds_and_positive_otherwise() {
 
 #[test]
 fn fid_cout_mnac_and_similarity_with_small_networks() {
-    let dir = temp_dir("all");
-    fixture(&dir, 6, 0);
+    let tmp = temp_dir("all");
+    let dir = tmp.path();
+    fixture(dir, 6, 0);
     // Randomly initialised from the backend's global generator: 32 output channels, so that an
     // image whose features are all cut by the last ReLU (a zero embedding, which has no cosine)
     // does not happen (with 3 channels it did, now and then).
@@ -422,7 +427,7 @@ fn fid_cout_mnac_and_similarity_with_small_networks() {
         }),
         ..Scorers::default()
     };
-    let report = evaluate_run(&dir, &scorers, &options(), &Default::default()).unwrap();
+    let report = evaluate_run(dir, &scorers, &options(), &Default::default()).unwrap();
     let m = &report.overall;
     // 12 originals against 11 flipped counterfactuals, 3 features wide.
     let fid = m.fid.unwrap();
@@ -448,11 +453,11 @@ fn fid_cout_mnac_and_similarity_with_small_networks() {
     // Excluding an attribute never counts more; an index past the attributes is an error.
     let mut exclude = options();
     exclude.mnac_exclude = Some(0);
-    let fewer = evaluate_run(&dir, &scorers, &exclude, &Default::default()).unwrap();
+    let fewer = evaluate_run(dir, &scorers, &exclude, &Default::default()).unwrap();
     assert!(fewer.overall.mnac.unwrap().all <= mnac.all);
     assert_eq!(fewer.mnac_excluded, Some(0));
     exclude.mnac_exclude = Some(2);
-    let err = evaluate_run(&dir, &scorers, &exclude, &Default::default()).unwrap_err();
+    let err = evaluate_run(dir, &scorers, &exclude, &Default::default()).unwrap_err();
     assert!(matches!(err, Error::OutOfRange { .. }), "{err}");
 
     // Per direction, 6 originals cannot fit 3-wide Gaussians for sFID halves: None, with the
@@ -466,8 +471,9 @@ fn fid_cout_mnac_and_similarity_with_small_networks() {
 
 #[test]
 fn an_oracle_of_other_classes_is_an_error() {
-    let dir = temp_dir("classes");
-    fixture(&dir, 1, 0);
+    let tmp = temp_dir("classes");
+    let dir = tmp.path();
+    fixture(dir, 1, 0);
     let scorers = Scorers::<I> {
         oracle: Some(ScoringOracle {
             names: vec!["cat".into(), "dog".into()],
@@ -479,22 +485,23 @@ fn an_oracle_of_other_classes_is_an_error() {
         }),
         ..Scorers::default()
     };
-    let err = evaluate_run(&dir, &scorers, &options(), &Default::default()).unwrap_err();
+    let err = evaluate_run(dir, &scorers, &options(), &Default::default()).unwrap_err();
     assert!(err.to_string().contains("cat"), "{err}");
 }
 
 #[test]
 fn an_empty_folder_and_mixed_classes_are_errors() {
-    let dir = temp_dir("empty");
+    let tmp = temp_dir("empty");
+    let dir = tmp.path();
     let scorers = Scorers::<I>::default();
     let options = EvaluateOptions::default();
-    let err = evaluate_run(&dir, &scorers, &options, &Default::default()).unwrap_err();
+    let err = evaluate_run(dir, &scorers, &options, &Default::default()).unwrap_err();
     assert!(err.to_string().contains("results under"), "{err}");
     FixtureItem {
         changed_fraction: 0.1,
         ..FixtureItem::new("a", 0, picture(0, 10), picture(0, 200))
     }
-    .write(&dir)
+    .write(dir)
     .unwrap();
     let other = dir.join("cat_to_dog");
     std::fs::create_dir_all(&other).unwrap();
@@ -503,25 +510,26 @@ fn an_empty_folder_and_mixed_classes_are_errors() {
         .replace("bouba", "cat")
         .replace("kiki", "dog");
     std::fs::write(other.join("b.json"), text).unwrap();
-    let err = evaluate_run(&dir, &scorers, &options, &Default::default()).unwrap_err();
+    let err = evaluate_run(dir, &scorers, &options, &Default::default()).unwrap_err();
     assert!(err.to_string().contains("classes"), "{err}");
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn seed_folders_are_sorted_by_seed_and_small_images_are_upscaled() {
-    let dir = temp_dir("seeds");
+    let tmp = temp_dir("seeds");
+    let dir = tmp.path();
     for s in ["seed-10", "seed-2", "seed-x", "other"] {
         std::fs::create_dir_all(dir.join(s)).unwrap();
     }
     std::fs::write(dir.join("seed-3"), b"a file").unwrap();
-    let seeds: Vec<u64> = seed_folders(&dir)
+    let seeds: Vec<u64> = seed_folders(dir)
         .unwrap()
         .into_iter()
         .map(|(s, _)| s)
         .collect();
     assert_eq!(seeds, [2, 10]);
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
 
     let image = |w, h| DynamicImage::ImageRgb8(RgbImage::new(w, h));
     assert_eq!(lpips_resize(&[image(64, 80)]), Resize::Keep);

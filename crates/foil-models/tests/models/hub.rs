@@ -558,11 +558,13 @@ fn max_abs<const D: usize>(a: Tensor<B, D>) -> f32 {
     to_vec_f32(&a.abs().max()).unwrap()[0]
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("foil-hub-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh, empty folder `foil-hub-{name}-"<random>` under the system's temporary folder,
+/// removed when the returned guard drops (after the test, pass or fail).
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("foil-hub-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// A deterministic pseudo-random vector in `[-scale, scale]`.
@@ -613,7 +615,8 @@ fn foil_layout(
     tensors: &[(String, Vec<usize>, Vec<f32>)],
     rename: impl Fn(&str) -> String,
 ) -> TensorFile {
-    let dir = temp_dir(&format!("foil-layout-{name}"));
+    let tmp = temp_dir(&format!("foil-layout-{name}"));
+    let dir = tmp.path();
     let path = dir.join("foil.safetensors");
     let renamed: Vec<_> = tensors
         .iter()
@@ -646,13 +649,14 @@ fn a_peft_folder_merges_as_foils_own_lora() {
             if a { "A" } else { "B" }
         )
     });
-    let dir = temp_dir("peft");
+    let tmp = temp_dir("peft");
+    let dir = tmp.path();
     write_f32_safetensors(&dir.join("adapter_model.safetensors"), &tensors, &[]).unwrap();
     let config = json!({"peft_type": "LORA", "r": 2, "lora_alpha": 5.0,
         "target_modules": ["to_q", "to_k", "to_v", "to_out.0", "add_k_proj", "add_v_proj"]});
     std::fs::write(dir.join("adapter_config.json"), config.to_string()).unwrap();
 
-    let adapter = UNetLoraFile::open(&dir).unwrap();
+    let adapter = UNetLoraFile::open(dir).unwrap();
     assert_eq!(adapter.layout, LoraLayout::Peft);
     assert_eq!(adapter.modules.len(), tensors.len() / 2);
     assert!(
@@ -662,7 +666,7 @@ fn a_peft_folder_merges_as_foils_own_lora() {
             .all(|m| m.rank == 2 && m.alpha == 5.0)
     );
 
-    let merged = load_lora_into_unet(unet.clone(), &dir).unwrap();
+    let merged = load_lora_into_unet(unet.clone(), dir).unwrap();
     let foil = foil_layout("peft", &tensors, |n| n.replace("base_model.model.", ""));
     let lora = LoraConfig::new(2, 5.0, "to_q|to_k|to_v|to_out|add_k_proj|add_v_proj").unwrap();
     let reference = unet.clone().load_lora(&lora, foil).unwrap();
@@ -699,7 +703,8 @@ fn a_diffusers_file_merges_with_alpha_equal_to_rank() {
             format!("unet.{path}.lora.{}.weight", if a { "down" } else { "up" })
         }
     });
-    let dir = temp_dir("diffusers");
+    let tmp = temp_dir("diffusers");
+    let dir = tmp.path();
     let file = dir.join("pytorch_lora_weights.safetensors");
     write_f32_safetensors(&file, &tensors, &[("format", "pt")]).unwrap();
     let adapter = UNetLoraFile::open(&file).unwrap();
@@ -710,7 +715,7 @@ fn a_diffusers_file_merges_with_alpha_equal_to_rank() {
             .iter()
             .all(|m| m.rank == 3 && m.alpha == 3.0)
     );
-    let merged = load_lora_into_unet(unet.clone(), &dir).unwrap();
+    let merged = load_lora_into_unet(unet.clone(), dir).unwrap();
 
     let lora = LoraConfig::new(3, 3.0, "to_q|to_k|to_v|to_out|add_k_proj|add_v_proj").unwrap();
     let plain = lora_tensors(&unet, 3, |path, a| {
@@ -727,7 +732,8 @@ fn a_diffusers_file_merges_with_alpha_equal_to_rank() {
 #[test]
 fn lora_files_that_do_not_fit_are_refused() {
     let unet = tiny_unet();
-    let dir = temp_dir("bad-lora");
+    let tmp = temp_dir("bad-lora");
+    let dir = tmp.path();
     let write = |tensors: &[(String, Vec<usize>, Vec<f32>)]| {
         let file = dir.join("pytorch_lora_weights.safetensors");
         write_f32_safetensors(&file, tensors, &[]).unwrap();
@@ -760,7 +766,8 @@ fn lora_files_that_do_not_fit_are_refused() {
     let file = write(&[t("text_encoder.something.alpha", [1, 1])]);
     assert!(refusal(UNetLoraFile::open(&file), "stray").contains("text_encoder.something.alpha"));
     // A rank other than the config's.
-    let peft = temp_dir("bad-peft");
+    let peft_tmp = temp_dir("bad-peft");
+    let peft = peft_tmp.path();
     write_f32_safetensors(
         &peft.join("adapter_model.safetensors"),
         &[
@@ -781,10 +788,11 @@ fn lora_files_that_do_not_fit_are_refused() {
         r#"{"peft_type": "LORA", "r": 4}"#,
     )
     .unwrap();
-    assert!(refusal(UNetLoraFile::open(&peft), "rank").contains("r = 4"));
+    assert!(refusal(UNetLoraFile::open(peft), "rank").contains("r = 4"));
     // A folder with no adapter names what it looked for.
-    let empty = temp_dir("no-lora");
-    assert!(refusal(UNetLoraFile::open(&empty), "empty").contains("pytorch_lora_weights"));
+    let empty_tmp = temp_dir("no-lora");
+    let empty = empty_tmp.path();
+    assert!(refusal(UNetLoraFile::open(empty), "empty").contains("pytorch_lora_weights"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -819,8 +827,9 @@ fn the_decoder_pipeline_folder_opens_and_loads() {
 
 #[test]
 fn broken_pipeline_folders_are_refused_naming_what_is_missing() {
-    let dir = temp_dir("pipeline");
-    let err = refusal(DecoderPipelineFolder::open(&dir), "no index");
+    let tmp = temp_dir("pipeline");
+    let dir = tmp.path();
+    let err = refusal(DecoderPipelineFolder::open(dir), "no index");
     assert!(err.contains("no model_index.json in"), "{err}");
     let index = |v: Value| std::fs::write(dir.join("model_index.json"), v.to_string()).unwrap();
     let good = json!({
@@ -837,13 +846,13 @@ fn broken_pipeline_folders_are_refused_naming_what_is_missing() {
     ] {
         index(with(good.clone(), key, value.clone()));
         let err = refusal(
-            DecoderPipelineFolder::open(&dir),
+            DecoderPipelineFolder::open(dir),
             &format!("{key} = {value}"),
         );
         assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
     }
     index(good);
-    let err = refusal(DecoderPipelineFolder::open(&dir), "no unet");
+    let err = refusal(DecoderPipelineFolder::open(dir), "no unet");
     assert!(err.contains("no unet/config.json in"), "{err}");
     let err = refusal(
         hub::load_unet::<B>(dir.join("unet"), &Default::default()),

@@ -3,6 +3,8 @@
 mod adm;
 mod classifiers;
 mod clip;
+mod densenet;
+mod dime_classifier;
 mod ensemble;
 mod gpu;
 mod hub;

@@ -36,14 +36,13 @@ fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "foil-models-torchvision-{tag}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh, empty folder `foil-models-torchvision-{tag}-"<random>` under the system's temporary folder,
+/// removed when the returned guard drops (after the test, pass or fail).
+fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("foil-models-torchvision-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// Deterministic values in `[lo, hi)` (xorshift).
@@ -182,7 +181,8 @@ fn check_family(
 #[test]
 fn each_family_gives_the_networks_logits_on_imagenet_normalised_inputs() {
     let dev = Default::default();
-    let dir = temp_dir("families");
+    let tmp = temp_dir("families");
+    let dir = tmp.path();
     let size = 32;
     let x = images::<B>(size, 3);
 
@@ -262,7 +262,7 @@ fn each_family_gives_the_networks_logits_on_imagenet_normalised_inputs() {
     let reference = to_vec_f32(&net.forward(imagenet(x.clone()))).unwrap();
     check_family(TorchvisionArch::MobilenetV2, &path, size, &reference, x);
 
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// The recorded input `[2, 3, 32, 32]` (in `[-1, 1]`) and torchvision's logits `[2, 3]`.
@@ -317,13 +317,14 @@ fn resnet_file(dir: &Path, name: &str, k: usize, seed: u64) -> (PathBuf, StateDi
 #[test]
 fn a_one_logit_head_follows_dimes_convention() {
     let dev = Default::default();
-    let dir = temp_dir("one");
+    let tmp = temp_dir("one");
+    let dir = tmp.path();
     let config = ResNetConfig {
         width: 4,
         ..ResNetConfig::resnet18()
     }
     .with_outputs(1);
-    let (path, mut tensors) = resnet_file(&dir, "binary.safetensors", 1, 11);
+    let (path, mut tensors) = resnet_file(dir, "binary.safetensors", 1, 11);
     let x = Tensor::cat(
         vec![images::<B>(24, 5), images::<B>(24, 6), images::<B>(24, 7)],
         0,
@@ -362,14 +363,15 @@ fn a_one_logit_head_follows_dimes_convention() {
         "one sign only: {reference:?}"
     );
     assert_eq!(labels, expected);
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn module_prefixes_and_checkpoint_wrappers_load() {
     let dev = Default::default();
-    let dir = temp_dir("layouts");
-    let (path, tensors) = resnet_file(&dir, "plain.safetensors", K, 21);
+    let tmp = temp_dir("layouts");
+    let dir = tmp.path();
+    let (path, tensors) = resnet_file(dir, "plain.safetensors", K, 21);
     let x = images::<B>(20, 8);
     let logits = Logits::Pair([0, 4]);
     let plain =
@@ -406,14 +408,15 @@ fn module_prefixes_and_checkpoint_wrappers_load() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("student") && err.contains("teacher"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn wrong_indices_and_wrong_files_are_errors_naming_them() {
     let dev = Default::default();
-    let dir = temp_dir("errors");
-    let (path, tensors) = resnet_file(&dir, "five.safetensors", K, 31);
+    let tmp = temp_dir("errors");
+    let dir = tmp.path();
+    let (path, tensors) = resnet_file(dir, "five.safetensors", K, 31);
     let shown = path.display().to_string();
     let load = |path: &Path, arch, logits| {
         TorchvisionClassifier::<B>::load_file(arch, path, logits, &dev).map(|_| ())
@@ -438,7 +441,7 @@ fn wrong_indices_and_wrong_files_are_errors_naming_them() {
     let err = load(&path, r18, Logits::Pair([2, 2])).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::OutOfRange);
     // A one-logit head with indices.
-    let (binary, _) = resnet_file(&dir, "one.safetensors", 1, 32);
+    let (binary, _) = resnet_file(dir, "one.safetensors", 1, 32);
     let msg = load(&binary, r18, Logits::Pair([0, 1]))
         .unwrap_err()
         .to_string();
@@ -501,7 +504,7 @@ fn wrong_indices_and_wrong_files_are_errors_naming_them() {
     // A missing file.
     let err = load(&dir.join("absent.pth"), r18, Logits::One).unwrap_err();
     assert!(err.to_string().contains("absent.pth"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -537,8 +540,9 @@ fn names_and_logit_pairs_parse() {
 fn the_pair_carries_gradients_under_autodiff() {
     type A = Autodiff<NdArray>;
     let dev = Default::default();
-    let dir = temp_dir("autodiff");
-    let (path, _) = resnet_file(&dir, "grad.safetensors", K, 41);
+    let tmp = temp_dir("autodiff");
+    let dir = tmp.path();
+    let (path, _) = resnet_file(dir, "grad.safetensors", K, 41);
     let oracle = TorchvisionClassifier::<A>::load_file(
         TorchvisionArch::Resnet18,
         &path,
@@ -564,7 +568,7 @@ fn the_pair_carries_gradients_under_autodiff() {
     let grads = margin.sum().backward();
     let g = to_vec_f32(&xa.grad(&grads).unwrap()).unwrap();
     assert!(g.iter().all(|v| v.is_finite()) && g.iter().any(|v| v.abs() > 1e-6));
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Counts the float parameters that track gradients.

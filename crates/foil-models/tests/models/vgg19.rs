@@ -4,7 +4,7 @@
 //! a full-width VGG-19 file in torchvision's layout; layouts; input and weight errors.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::tensor::{Tensor, backend::Backend};
@@ -235,23 +235,6 @@ fn layouts_give_torchvisions_module_indices() {
     assert_eq!(Vgg19Config::default().layers, 18);
 }
 
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("foil-vgg19-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Writes float32 tensors `name -> (shape, values)` with the safetensors crate.
 fn write(path: &Path, tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
@@ -324,8 +307,8 @@ fn format_error(err: Error) -> String {
 fn a_full_width_torchvision_file_loads_with_every_key_matched() {
     type B = NdArray;
     let dev = Default::default();
-    let dir = TempDir::new("full");
-    let path = dir.0.join("vgg19.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vgg19.safetensors");
     write(&path, &full_width_state(VGG19_MODULES));
 
     // The whole stack: 16 convolutions, 20,024,384 parameters (torchvision's vgg19().features).
@@ -342,7 +325,7 @@ fn a_full_width_torchvision_file_loads_with_every_key_matched() {
 
     // A file holding only features[:18] (for example a saved truncated model).
     let mut state = full_width_state(18);
-    let path = dir.0.join("vgg19_18.safetensors");
+    let path = dir.path().join("vgg19_18.safetensors");
     write(&path, &state);
     Vgg19Config::default().load_file::<B>(&path, &dev).unwrap();
     let err = format_error(Vgg19Config::full().load_file::<B>(&path, &dev).unwrap_err());

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::backend::NdArray;
 use foil_core::ErrorKind;
@@ -20,17 +19,13 @@ type B = NdArray;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
-/// A fresh empty folder for one test.
-fn temp_dir(tag: &str) -> PathBuf {
-    static COUNT: AtomicUsize = AtomicUsize::new(0);
-    let n = COUNT.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!(
-        "foil-weight-files-{tag}-{}-{n}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh, empty folder `foil-weight-files-{tag}-"<random>` under the system's temporary folder,
+/// removed when the returned guard drops (after the test, pass or fail).
+fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("foil-weight-files-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// A tensor to write: name, dtype, shape, little-endian bytes.
@@ -258,7 +253,8 @@ fn every_tensor_reads_as_the_safetensors_crate_does() {
         .collect();
     files.sort();
     assert!(files.len() > 10, "{files:?}");
-    let dir = temp_dir("mixed");
+    let tmp = temp_dir("mixed");
+    let dir = tmp.path();
     files.push(write(&dir.join("mixed.safetensors"), &serialize(&mixed())));
 
     let mut read = 0;
@@ -301,7 +297,8 @@ fn every_tensor_reads_as_the_safetensors_crate_does() {
 #[test]
 fn fp16_and_bf16_files_convert_exactly() {
     let all: Vec<u8> = (0..=u16::MAX).flat_map(|h| h.to_le_bytes()).collect();
-    let dir = temp_dir("fp16");
+    let tmp = temp_dir("fp16");
+    let dir = tmp.path();
     write(
         &dir.join("diffusion_pytorch_model.fp16.safetensors"),
         &serialize(&[
@@ -309,7 +306,7 @@ fn fp16_and_bf16_files_convert_exactly() {
             raw("brain", Dtype::BF16, &[256, 256], all),
         ]),
     );
-    let mut file = TensorFile::open_folder(&dir, "diffusion_pytorch_model").unwrap();
+    let mut file = TensorFile::open_folder(dir, "diffusion_pytorch_model").unwrap();
     let half = take_dyn(&mut file, "half").unwrap();
     let brain = take_dyn(&mut file, "brain").unwrap();
     file.finish().unwrap();
@@ -337,7 +334,8 @@ fn fp16_and_bf16_files_convert_exactly() {
 #[test]
 fn shards_merge_into_what_one_file_holds() {
     let tensors = mixed();
-    let dir = temp_dir("shards");
+    let tmp = temp_dir("shards");
+    let dir = tmp.path();
     let whole = write(&dir.join("whole.safetensors"), &serialize(&tensors));
     let names = [
         "diffusion_pytorch_model-00001-of-00003.safetensors",
@@ -378,10 +376,10 @@ fn shards_merge_into_what_one_file_holds() {
     many.finish().unwrap();
 
     assert_eq!(
-        find_weight_files(&dir, "diffusion_pytorch_model").unwrap(),
+        find_weight_files(dir, "diffusion_pytorch_model").unwrap(),
         shards
     );
-    let mut folder = TensorFile::open_folder(&dir, "diffusion_pytorch_model").unwrap();
+    let mut folder = TensorFile::open_folder(dir, "diffusion_pytorch_model").unwrap();
     assert_same(&take_all(&mut folder), &want, "open_folder");
     folder.finish().unwrap();
 
@@ -409,7 +407,8 @@ fn shards_merge_into_what_one_file_holds() {
 #[test]
 fn discovery_follows_the_documented_order() {
     let stem = "diffusion_pytorch_model";
-    let dir = temp_dir("order");
+    let tmp = temp_dir("order");
+    let dir = tmp.path();
     let candidates = weight_file_names(stem);
     assert_eq!(
         candidates[..6],
@@ -439,7 +438,7 @@ fn discovery_follows_the_documented_order() {
         }
     }
     for name in &candidates {
-        let found = find_weight_files(&dir, stem).unwrap();
+        let found = find_weight_files(dir, stem).unwrap();
         let want: Vec<PathBuf> = match name.strip_suffix(".index.json") {
             Some(base) => vec![
                 dir.join(format!("{base}-00001-of-00002")),
@@ -453,9 +452,9 @@ fn discovery_follows_the_documented_order() {
 
     // Nothing left under those names: the error names the folder, each name tried and the
     // weight-like files it does hold.
-    let err = find_weight_files(&dir, stem).unwrap_err();
+    let err = find_weight_files(dir, stem).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io);
-    assert_eq!(err.path(), Some(dir.as_path()));
+    assert_eq!(err.path(), Some(dir));
     let msg = err.to_string();
     assert!(msg.starts_with(&dir.display().to_string()), "{msg}");
     for name in &candidates {
@@ -463,7 +462,7 @@ fn discovery_follows_the_documented_order() {
     }
     assert!(msg.contains("looked for"), "{msg}");
     write(&dir.join("unet.safetensors"), b"x");
-    let msg = TensorFile::open_folder(&dir, stem).unwrap_err().to_string();
+    let msg = TensorFile::open_folder(dir, stem).unwrap_err().to_string();
     assert!(msg.contains("the folder holds unet.safetensors"), "{msg}");
     let missing = dir.join("no-such-folder");
     let err = find_weight_files(&missing, stem).unwrap_err();
@@ -475,16 +474,16 @@ fn discovery_follows_the_documented_order() {
     // Transformers: `model` falls back to `pytorch_model.bin`, after `model.bin`.
     write(&dir.join("pytorch_model.bin"), b"x");
     assert_eq!(
-        find_weight_files(&dir, "model").unwrap(),
+        find_weight_files(dir, "model").unwrap(),
         [dir.join("pytorch_model.bin")]
     );
     assert_eq!(
-        find_weight_files(&dir, "pytorch_model").unwrap(),
+        find_weight_files(dir, "pytorch_model").unwrap(),
         [dir.join("pytorch_model.bin")]
     );
     write(&dir.join("model.safetensors"), b"x");
     assert_eq!(
-        find_weight_files(&dir, "model").unwrap(),
+        find_weight_files(dir, "model").unwrap(),
         [dir.join("model.safetensors")]
     );
 }
@@ -493,7 +492,8 @@ fn discovery_follows_the_documented_order() {
 /// is an error naming the index (and the shard).
 #[test]
 fn a_broken_index_is_an_error_naming_it() {
-    let dir = temp_dir("index");
+    let tmp = temp_dir("index");
+    let dir = tmp.path();
     let index = dir.join("model.safetensors.index.json");
     let cases = [
         (
@@ -512,7 +512,7 @@ fn a_broken_index_is_an_error_naming_it() {
     ];
     for (text, needle) in cases {
         write(&index, text.as_bytes());
-        let err = find_weight_files(&dir, "model").unwrap_err();
+        let err = find_weight_files(dir, "model").unwrap_err();
         let msg = err.to_string();
         assert!(
             msg.contains(&index.display().to_string()) && msg.contains(needle),
@@ -544,7 +544,8 @@ fn small() -> Vec<u8> {
 /// missing file is an [`Error::Io`].
 #[test]
 fn truncated_and_corrupt_files_are_errors_naming_the_file() {
-    let dir = temp_dir("corrupt");
+    let tmp = temp_dir("corrupt");
+    let dir = tmp.path();
     let good = small();
     let header_len = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
     let header = std::str::from_utf8(&good[8..8 + header_len])
@@ -701,10 +702,8 @@ proptest! {
     /// the file, or succeeds and every tensor can be taken (its values are what the file holds).
     #[test]
     fn mutated_files_never_panic(ms in proptest::collection::vec(mutation(), 1..4)) {
-        let dir = std::env::temp_dir().join(format!("foil-weight-files-fuzz-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        static CASE: AtomicUsize = AtomicUsize::new(0);
-        let path = dir.join(format!("case{}.safetensors", CASE.fetch_add(1, Ordering::Relaxed)));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("case.safetensors");
         let bytes = ms.iter().fold(small(), |b, m| mutate(&b, m));
         write(&path, &bytes);
         match TensorFile::open(&path) {
@@ -880,7 +879,8 @@ fn crc32(data: &[u8]) -> u32 {
 /// safetensors one.
 #[test]
 fn pytorch_bins_read_like_safetensors() {
-    let dir = temp_dir("torch");
+    let tmp = temp_dir("torch");
+    let dir = tmp.path();
     let (w, b, h) = (values(24, 5), values(3, 6), values(8, 7));
     let half: Vec<u8> = h
         .iter()
@@ -912,7 +912,7 @@ fn pytorch_bins_read_like_safetensors() {
     ]);
     let want = reference(&st);
 
-    let mut file = TensorFile::open_folder(&dir, "model").unwrap();
+    let mut file = TensorFile::open_folder(dir, "model").unwrap();
     assert_eq!(file.what(), bin.display().to_string());
     assert_same(&take_all(&mut file), &want, "pytorch_model.bin");
     file.finish().unwrap();

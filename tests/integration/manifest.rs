@@ -4,7 +4,7 @@
 //! not-compared setting (`--per-direction`) is accepted; `foil teach` takes the run's data,
 //! classes, seed, decoder and edit settings from the manifest.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
@@ -31,9 +31,10 @@ fn manifest(dir: &Path) -> RunManifest {
 
 #[test]
 fn runs_record_their_settings_and_refuse_other_settings_by_name() {
-    let dir = common::temp_dir("manifest", "cli");
-    train(&dir, "oracle", &["--steps", "10", "--width", "0.125"]);
-    train(&dir, "ddpm", &["--steps", "2"]);
+    let tmp = common::temp_dir("manifest", "cli");
+    let dir = tmp.path();
+    train(dir, "oracle", &["--steps", "10", "--width", "0.125"]);
+    train(dir, "ddpm", &["--steps", "2"]);
     // `--tau 2` unless the extra flags give another.
     let maskdime = |extra: &[&str]| {
         let mut args = vec!["maskdime"];
@@ -44,7 +45,7 @@ fn runs_record_their_settings_and_refuse_other_settings_by_name() {
         }
         args.extend_from_slice(&["--out", "results/m"]);
         args.extend_from_slice(extra);
-        foil(&args, &dir)
+        foil(&args, dir)
     };
     let (ok, stdout, stderr) = maskdime(&["--per-direction", "1"]);
     assert!(ok, "{stderr}");
@@ -110,7 +111,7 @@ fn runs_record_their_settings_and_refuse_other_settings_by_name() {
 
     // DIFFusion, then `foil teach` with no run settings typed again.
     train(
-        &dir,
+        dir,
         "decoder",
         &["--steps", "2", "--unet-channels", "16,32"],
     );
@@ -132,7 +133,7 @@ fn runs_record_their_settings_and_refuse_other_settings_by_name() {
         "--out",
         "results/d",
     ]);
-    let (ok, _, stderr) = foil(&args, &dir);
+    let (ok, _, stderr) = foil(&args, dir);
     assert!(ok, "{stderr}");
     let d = manifest(&dir.join("results/d"));
     assert_eq!(d.get("method.steps"), Some(&Value::from(4)));
@@ -152,7 +153,7 @@ fn runs_record_their_settings_and_refuse_other_settings_by_name() {
         "--quiz",
         "2",
     ];
-    let (ok, stdout, stderr) = foil(&teach, &dir);
+    let (ok, stdout, stderr) = foil(&teach, dir);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("run settings from"), "{stderr}");
     assert!(stderr.contains("classes bouba,kiki, seed 2"), "{stderr}");
@@ -174,12 +175,12 @@ fn runs_record_their_settings_and_refuse_other_settings_by_name() {
 
     // Without a manifest the class pair must be typed, as before.
     std::fs::remove_file(dir.join("results/d").join(MANIFEST_FILE)).unwrap();
-    let (ok, _, stderr) = foil(&teach, &dir);
+    let (ok, _, stderr) = foil(&teach, dir);
     assert!(!ok && stderr.contains("--classes"), "{stderr}");
     let mut typed = teach.to_vec();
     typed.extend_from_slice(&DATA);
     typed.extend_from_slice(&["--out", "results/d/study2"]);
-    let (ok, _, stderr) = foil(&typed, &dir);
+    let (ok, _, stderr) = foil(&typed, dir);
     assert!(ok, "{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }

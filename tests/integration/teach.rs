@@ -4,9 +4,9 @@
 //! `tests/browser/study_page.mjs`): run when `FOIL_BROWSER_TESTS=1` (CI sets it and installs
 //! both), skipped with a message otherwise.
 
-mod common;
+use crate::common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use foil::teach::{
@@ -15,7 +15,7 @@ use foil::teach::{
 };
 use image::{AnimationDecoder, GrayImage, Luma, RgbImage};
 
-fn temp_dir(tag: &str) -> PathBuf {
+fn temp_dir(tag: &str) -> tempfile::TempDir {
     common::temp_dir("teach", tag)
 }
 
@@ -96,13 +96,14 @@ fn build(dir: &Path) -> StudyData {
 
 #[test]
 fn transitions_render_frames_gif_strip_and_heat_map() {
-    let dir = temp_dir("render");
+    let tmp = temp_dir("render");
+    let dir = tmp.path();
     let (bouba, kiki) = shapes(1);
     let t = Transition::cross_fade("x", ("bouba", "kiki"), true, &bouba[0], &kiki[0], 6).unwrap();
     assert_eq!(t.source, FrameSource::CrossFade);
     assert_eq!(t.frames[0], bouba[0]);
     assert_eq!(t.frames[5], kiki[0]);
-    let item = render_transition(&dir, &t, 80).unwrap();
+    let item = render_transition(dir, &t, 80).unwrap();
     assert_eq!(item.frames.len(), 6);
     for (i, f) in item.frames.iter().enumerate() {
         assert_eq!(image::open(dir.join(f)).unwrap().to_rgb8(), t.frames[i]);
@@ -133,7 +134,7 @@ fn transitions_render_frames_gif_strip_and_heat_map() {
     assert!(item.masks.is_empty());
     // Masks are saved as gray PNGs, follow the heat map in the strip, and carry their share.
     let masked = t.clone().with_masks(vec![mask("M1", 8), mask("M2", 4)]);
-    let item = render_transition(&dir, &masked, 80).unwrap();
+    let item = render_transition(dir, &masked, 80).unwrap();
     assert_eq!(item.masks.len(), 2);
     assert_eq!(
         (item.masks[0].name.as_str(), item.masks[0].share),
@@ -152,22 +153,22 @@ fn transitions_render_frames_gif_strip_and_heat_map() {
         name: "M1".into(),
         image: GrayImage::new(8, 8),
     };
-    let err = render_transition(&dir, &t.clone().with_masks(vec![bad]), 80).unwrap_err();
+    let err = render_transition(dir, &t.clone().with_masks(vec![bad]), 80).unwrap_err();
     assert!(err.to_string().contains("mask M1"), "{err}");
-    let err =
-        render_transition(&dir, &t.clone().with_masks(vec![mask("../x", 1)]), 80).unwrap_err();
+    let err = render_transition(dir, &t.clone().with_masks(vec![mask("../x", 1)]), 80).unwrap_err();
     assert!(err.to_string().contains("../x"), "{err}");
     // One frame is not a transition; frames of two sizes are refused.
     assert!(Transition::cross_fade("y", ("a", "b"), true, &bouba[0], &kiki[0], 1).is_err());
     let small = RgbImage::new(8, 8);
     assert!(Transition::cross_fade("y", ("a", "b"), true, &bouba[0], &small, 3).is_err());
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn the_page_embeds_its_data_and_refuses_an_uneven_quiz() {
-    let dir = temp_dir("page");
-    let data = build(&dir);
+    let tmp = temp_dir("page");
+    let dir = tmp.path();
+    let data = build(dir);
     assert_eq!(data.items.len(), 3);
     assert_eq!(data.quiz.len(), 6);
     let html = std::fs::read_to_string(dir.join("index.html")).unwrap();
@@ -203,17 +204,17 @@ fn the_page_embeds_its_data_and_refuses_an_uneven_quiz() {
         image: bouba[0].clone(),
         class: "bouba".into(),
     }];
-    let err = write_study_page(&dir, &settings(), vec![], &uneven)
+    let err = write_study_page(dir, &settings(), vec![], &uneven)
         .unwrap_err()
         .to_string();
     assert!(err.contains("evenly split"), "{err}");
     let mut foreign = data.items[0].clone();
     foreign.to = "blob".into();
-    let err = write_study_page(&dir, &settings(), vec![foreign], &[])
+    let err = write_study_page(dir, &settings(), vec![foreign], &[])
         .unwrap_err()
         .to_string();
     assert!(err.contains("blob"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -238,12 +239,13 @@ fn the_page_works_in_headless_chromium() {
             "FOIL_BROWSER_TESTS=1 but chromium or tests/browser/node_modules is missing"
         );
     }
-    let dir = temp_dir("browser");
-    build(&dir);
+    let tmp = temp_dir("browser");
+    let dir = tmp.path();
+    build(dir);
     let artifacts = root.join("target/browser-artifacts");
     let out = Command::new("node")
         .arg(&script)
-        .arg(&dir)
+        .arg(dir)
         .arg(&artifacts)
         .output()
         .expect("node runs");
@@ -256,5 +258,5 @@ fn the_page_works_in_headless_chromium() {
     assert!(out.status.success(), "browser checks failed:\n{log}");
     assert!(log.contains("all checks passed"));
     assert!(artifacts.join("score.png").exists());
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -2,15 +2,16 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-/// A fresh, empty folder `foil-<suite>-<tag>-<pid>` under the system's temporary folder.
-pub fn temp_dir(suite: &str, tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("foil-{suite}-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh, empty folder `foil-{suite}-{tag}-"<random>` under the system's temporary folder,
+/// removed when the returned guard drops (after the test, pass or fail).
+pub fn temp_dir(suite: &str, tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("foil-{suite}-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// Runs the `foil` binary with `args` in `cwd`: (success, stdout, stderr).

@@ -2,7 +2,7 @@
 //! files, and the command on a hand-made results folder (written with `foil_run::testing`). The
 //! scoring itself is tested in foil-metrics (`tests/metrics/run.rs`).
 
-mod common;
+use crate::common;
 
 use burn::backend::Flex;
 use foil::core::Error;
@@ -50,7 +50,8 @@ fn encoder_choices_parse_and_typos_name_the_choices() {
 
 #[test]
 fn the_command_rejects_a_typo_before_scoring_and_writes_typed_json() {
-    let dir = temp_dir("evaluate-cli");
+    let tmp = temp_dir("evaluate-cli");
+    let dir = tmp.path();
     // One input per direction, the first not flipped.
     for d in 0..2 {
         let level = (d * 7) as u8;
@@ -66,7 +67,7 @@ fn the_command_rejects_a_typo_before_scoring_and_writes_typed_json() {
         .write(&dir.join("results"))
         .unwrap();
     }
-    let foil = |args: &[&str]| common::foil(args, &dir);
+    let foil = |args: &[&str]| common::foil(args, dir);
     let (ok, _, stderr) = foil(&[
         "evaluate",
         "--results",

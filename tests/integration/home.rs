@@ -4,7 +4,7 @@
 //! need them converted (`foil weights lpips`); they are skipped with a message when absent,
 //! unless `FOIL_REQUIRE_LPIPS_WEIGHTS` is set (CI), which turns that into a failure.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -67,11 +67,12 @@ fn published(net: LpipsNet) -> Option<PathBuf> {
 
 #[test]
 fn evaluate_names_the_places_it_looked_and_reads_weights_from_foil_home() {
-    let dir = common::temp_dir("home", "lookup");
+    let tmp = common::temp_dir("home", "lookup");
+    let dir = tmp.path();
     let home = dir.join("home");
     let elsewhere = dir.join("elsewhere");
     std::fs::create_dir_all(&elsewhere).unwrap();
-    let results = results(&dir);
+    let results = results(dir);
     let results = results.to_str().unwrap();
 
     // Nothing installed: the error names the home folder's file and the old relative path.
@@ -111,19 +112,20 @@ fn evaluate_names_the_places_it_looked_and_reads_weights_from_foil_home() {
     let json = std::fs::read_to_string(Path::new(results).join("metrics.json")).unwrap();
     let report = RunEvaluation::from_json(&json).unwrap();
     assert!(report.overall.lpips.is_some(), "{stdout}");
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn weights_install_into_foil_home() {
-    let dir = common::temp_dir("home", "install");
+    let tmp = common::temp_dir("home", "install");
+    let dir = tmp.path();
     let home = dir.join("home");
     // Already installed: nothing is downloaded, the home folder is named.
     std::fs::create_dir_all(home.join("lpips")).unwrap();
     for file in ["alexnet.safetensors", "vgg16.safetensors"] {
         std::fs::write(home.join("lpips").join(file), b"x").unwrap();
     }
-    let (ok, stdout, stderr) = foil_at(&home, &dir, &["weights", "lpips"]);
+    let (ok, stdout, stderr) = foil_at(&home, dir, &["weights", "lpips"]);
     assert!(ok, "{stderr}");
     assert!(
         stdout.contains(&home.join("lpips").display().to_string()),
@@ -137,7 +139,7 @@ fn weights_install_into_foil_home() {
     }
     let (ok, stdout, stderr) = foil_at(
         &home,
-        &dir,
+        dir,
         &[
             "weights",
             "lpips",
@@ -154,5 +156,5 @@ fn weights_install_into_foil_home() {
             .len()
             > 1000
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }

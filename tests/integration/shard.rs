@@ -2,7 +2,7 @@
 //! shards of one run write into one results folder exactly the files (byte for byte) that one
 //! process writes, `foil evaluate` scores their union, and bad shard settings are errors.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -68,7 +68,8 @@ fn assert_same(whole: &BTreeMap<PathBuf, Vec<u8>>, split: &BTreeMap<PathBuf, Vec
 
 #[test]
 fn shards_write_into_one_folder_what_one_process_writes() {
-    let dir = common::temp_dir("shard", "cli");
+    let tmp = common::temp_dir("shard", "cli");
+    let dir = tmp.path();
     let data = ["--data", "kiki-bouba:16:16", "--classes", "bouba,kiki"];
     for (what, steps) in [("oracle", "5"), ("ddpm", "2")] {
         let mut args = vec!["train", what];
@@ -77,7 +78,7 @@ fn shards_write_into_one_folder_what_one_process_writes() {
         if what == "oracle" {
             args.extend_from_slice(&["--width", "0.125", "--seed", "1"]);
         }
-        let (ok, _, stderr) = foil(&args, &dir, &[]);
+        let (ok, _, stderr) = foil(&args, dir, &[]);
         assert!(ok, "{stderr}");
     }
     // 3 inputs per direction in batches of 2: batches [0 1] [2] | [0 1] [2], dealt in turn.
@@ -99,7 +100,7 @@ fn shards_write_into_one_folder_what_one_process_writes() {
             out,
         ]);
         args.extend_from_slice(extra);
-        foil(&args, &dir, env)
+        foil(&args, dir, env)
     };
     let (ok, stdout, stderr) = explain("results/whole", &[], &[]);
     assert!(ok && stdout.contains("6 explained"), "{stdout}{stderr}");
@@ -136,7 +137,7 @@ fn shards_write_into_one_folder_what_one_process_writes() {
     // `foil evaluate` scores the union of the shards.
     let (ok, stdout, stderr) = foil(
         &["evaluate", "--lpips", "none", "--results", "results/split"],
-        &dir,
+        dir,
         &[],
     );
     assert!(ok, "{stdout}{stderr}");
@@ -172,5 +173,5 @@ fn shards_write_into_one_folder_what_one_process_writes() {
         );
     }
     assert!(!dir.join("results/bad").exists());
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -2,7 +2,7 @@
 //! oracle, a DDPM and DIFFusion's decoder, explain both directions with MaskDiME and DIFFusion,
 //! rerun after an interruption, score the results, and the same through the `foil` binary.
 
-mod common;
+use crate::common;
 
 use common::foil;
 
@@ -29,7 +29,7 @@ use image::RgbImage;
 type I = Flex;
 type B = Autodiff<I>;
 
-fn temp_dir(tag: &str) -> PathBuf {
+fn temp_dir(tag: &str) -> tempfile::TempDir {
     common::temp_dir("e2e", tag)
 }
 
@@ -116,7 +116,8 @@ fn json_count(dir: &Path) -> usize {
 
 #[test]
 fn train_explain_resume_and_score() {
-    let dir = temp_dir("pipeline");
+    let tmp = temp_dir("pipeline");
+    let dir = tmp.path();
     let device = Default::default();
     let clock = std::time::Instant::now();
     let lap = |what: &str| eprintln!("{what}: {:.1} s", clock.elapsed().as_secs_f64());
@@ -434,7 +435,7 @@ fn train_explain_resume_and_score() {
             1 - r.from
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// LoRA tuning of a trained decoder: the folder holds only the adapters and names its base;
@@ -446,7 +447,8 @@ fn lora_tunes_a_frozen_decoder() {
     use foil::core::{Denoiser, ImageEncoder};
     use foil::models::lora::LoraConfig;
     use foil::pipeline::{LORA_FILE, tune_decoder_lora};
-    let dir = temp_dir("lora");
+    let tmp = temp_dir("lora");
+    let dir = tmp.path();
     let device = Default::default();
     let (train, test) = data();
     let classes = ["bouba".to_string(), "kiki".to_string()];
@@ -548,19 +550,20 @@ fn lora_tunes_a_frozen_decoder() {
     train_decoder_on::<B>(&spec, &train, None, &other_seed, &base, &device).unwrap();
     let err = load_decoder::<I>(&tuned_dir, &device).err().unwrap();
     assert!(err.to_string().contains("tune the adapters again"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn the_cli_trains_explains_and_scores() {
-    let dir = temp_dir("cli");
+    let tmp = temp_dir("cli");
+    let dir = tmp.path();
     let data = ["--data", "kiki-bouba:80:16", "--classes", "bouba,kiki"];
     let train = |what: &str, extra: &[&str]| {
         let mut args = vec!["train", what];
         args.extend_from_slice(&data);
         args.extend_from_slice(&["--image-size", "16", "--batch-size", "16"]);
         args.extend_from_slice(extra);
-        foil(&args, &dir)
+        foil(&args, dir)
     };
     let (ok, stdout, stderr) = train(
         "oracle",
@@ -593,7 +596,7 @@ fn the_cli_trains_explains_and_scores() {
         ]);
         args.extend_from_slice(&["--scales", "8"]);
         args.extend_from_slice(extra);
-        foil(&args, &dir)
+        foil(&args, dir)
     };
     let (ok, stdout, stderr) = explain(&[]);
     assert!(ok, "{stderr}");
@@ -617,7 +620,7 @@ fn the_cli_trains_explains_and_scores() {
     let (ok, _, stderr) = explain(&["--seeds", "1,1", "--out", "results/twice"]);
     assert!(!ok && stderr.contains("distinct"), "{stderr}");
 
-    let (ok, stdout, stderr) = foil(&["evaluate", "--lpips", "none"], &dir);
+    let (ok, stdout, stderr) = foil(&["evaluate", "--lpips", "none"], dir);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("bouba"), "{stdout}");
     // One grid per direction: the per-input grids stacked.
@@ -637,7 +640,7 @@ fn the_cli_trains_explains_and_scores() {
         let mut args = vec!["diffusion"];
         args.extend_from_slice(&data);
         args.extend_from_slice(&["--per-direction", "1", "--steps", "5", "--t-skips", "0.4,0"]);
-        foil(&args, &dir)
+        foil(&args, dir)
     };
     let (ok, stdout, stderr) = diffusion();
     assert!(ok, "{stderr}");
@@ -653,7 +656,7 @@ fn the_cli_trains_explains_and_scores() {
     ];
     args.extend_from_slice(&data);
     args.extend_from_slice(&["--per-direction", "1", "--steps", "5", "--t-skips", "0"]);
-    let (ok, stdout, stderr) = foil(&args, &dir);
+    let (ok, stdout, stderr) = foil(&args, dir);
     assert!(ok, "{stderr}");
     assert_eq!(stdout.matches("2 explained").count(), 2, "{stdout}");
     for seed in [3, 4] {
@@ -668,7 +671,7 @@ fn the_cli_trains_explains_and_scores() {
             "--results",
             "results/diffusion",
         ],
-        &dir,
+        dir,
     );
     assert!(ok, "{stderr}");
     let json = std::fs::read_to_string(dir.join("results/diffusion/metrics.json")).unwrap();
@@ -690,7 +693,7 @@ fn the_cli_trains_explains_and_scores() {
         "4",
     ];
     args.extend_from_slice(&data);
-    let (ok, stdout, stderr) = foil(&args, &dir);
+    let (ok, stdout, stderr) = foil(&args, dir);
     assert!(ok, "{stderr}");
     let study_dir = dir.join("results/diffusion/study");
     let study: foil::teach::StudyData =
@@ -720,7 +723,7 @@ fn the_cli_trains_explains_and_scores() {
 
     let mut args = vec!["diffusion", "--method", "nearest", "--per-direction", "1"];
     args.extend_from_slice(&data);
-    let (ok, stdout, stderr) = foil(&args, &dir);
+    let (ok, stdout, stderr) = foil(&args, dir);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("nearest: 2 explained"), "{stdout}");
 
@@ -754,7 +757,7 @@ fn the_cli_trains_explains_and_scores() {
     ];
     args.extend_from_slice(&data);
     args.extend_from_slice(&["--per-direction", "1", "--steps", "5", "--t-skips", "0"]);
-    let (ok, stdout, stderr) = foil(&args, &dir);
+    let (ok, stdout, stderr) = foil(&args, dir);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("2 explained"), "{stdout}");
     // A warm-up with the constant schedule is a user error.
@@ -770,7 +773,7 @@ fn the_cli_trains_explains_and_scores() {
             "--classes",
             "bouba,blob",
         ],
-        &dir,
+        dir,
     );
     assert!(
         !ok && stderr.contains("blob") && !stderr.contains("panicked"),
@@ -786,13 +789,30 @@ fn the_cli_trains_explains_and_scores() {
             "--device",
             "tpu",
         ],
-        &dir,
+        dir,
     );
     assert!(
         !ok && stderr.contains("cpu, ndarray, flex, wgpu, cuda"),
         "{stderr}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    // With flex compiled in, the command line has one CPU backend; ndarray says how to get it.
+    let (ok, _, stderr) = foil(
+        &[
+            "maskdime",
+            "--data",
+            "kiki-bouba:4:16",
+            "--classes",
+            "bouba,kiki",
+            "--device",
+            "ndarray",
+        ],
+        dir,
+    );
+    assert!(
+        !ok && stderr.contains("--no-default-features") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// A one-logit oracle on the mean pixel: `slope * (mean(x) - threshold)`, kiki (1) above the
@@ -848,7 +868,8 @@ impl MeanOracle {
 /// predictions are searched towards their own targets.
 #[test]
 fn targets_come_from_the_oracles_prediction() {
-    let dir = temp_dir("targets");
+    let tmp = temp_dir("targets");
+    let dir = tmp.path();
     let device = Default::default();
     let (train, test) = data();
     let classes = ["bouba".to_string(), "kiki".to_string()];
@@ -1121,5 +1142,5 @@ fn targets_come_from_the_oracles_prediction() {
     let bouba: Vec<_> = results.iter().filter(|(_, r)| r.from == 0).collect();
     assert_eq!(bouba.len(), 2);
     assert_ne!(bouba[0].1.predicted, bouba[1].1.predicted, "{bouba:?}");
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }

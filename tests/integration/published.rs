@@ -5,11 +5,11 @@
 //! authors' nested `classifier.pth` layout at tiny DenseNet widths), on a class-folder set the
 //! test writes.
 
-mod common;
+use crate::common;
 
 use common::foil;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::backend::NdArray;
 use foil::core::image_io::{image_mode, images_to_tensor};
@@ -29,7 +29,7 @@ fn fixture(name: &str) -> String {
     )
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
+fn temp_dir(tag: &str) -> tempfile::TempDir {
     common::temp_dir("published", tag)
 }
 
@@ -96,7 +96,8 @@ fn published_settings_are_the_authors_scripts() {
 
 #[test]
 fn maskdime_runs_on_published_files() {
-    let dir = temp_dir("maskdime");
+    let tmp = temp_dir("maskdime");
+    let dir = tmp.path();
     write_folder_set(&dir.join("data"));
     let adm = fixture("adm_tiny.safetensors");
     let classifier = format!("dime-tiny:{}", fixture("dime_classifier_tiny.pth"));
@@ -125,7 +126,7 @@ fn maskdime_runs_on_published_files() {
             "8",
         ];
         args.extend_from_slice(extra);
-        foil(&args, &dir)
+        foil(&args, dir)
     };
 
     let (ok, stdout, stderr) = run(&adm, "31", &["--out", "results/published"]);
@@ -206,7 +207,7 @@ fn maskdime_runs_on_published_files() {
             "--attribute",
             "31",
         ],
-        &dir,
+        dir,
     );
     assert!(!ok && stderr.contains("dime-densenet121:FILE"), "{stderr}");
     let (ok, _, stderr) = foil(
@@ -217,10 +218,10 @@ fn maskdime_runs_on_published_files() {
             "--classifier",
             &classifier,
         ],
-        &dir,
+        dir,
     );
     assert!(!ok && stderr.contains("--attribute"), "{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn published(name: &str) -> String {
@@ -236,7 +237,8 @@ fn published(name: &str) -> String {
 /// is shown, and the counterfactual is the published pipeline's (not the input).
 #[test]
 fn diffusion_runs_on_published_folders() {
-    let dir = temp_dir("diffusion");
+    let tmp = temp_dir("diffusion");
+    let dir = tmp.path();
     write_folder_set(&dir.join("data"));
     let prior = published("kandinsky-2-2-prior");
     let stats = [
@@ -252,10 +254,10 @@ fn diffusion_runs_on_published_folders() {
         "--out",
         "stats.json",
     ];
-    let (ok, stdout, stderr) = foil(&stats, &dir);
+    let (ok, stdout, stderr) = foil(&stats, dir);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("class statistics of"), "{stdout}");
-    let (ok, stdout, _) = foil(&stats, &dir);
+    let (ok, stdout, _) = foil(&stats, dir);
     assert!(ok && stdout.contains("up to date"), "{stdout}");
 
     let classifier = format!("dime-tiny:{}", fixture("dime_classifier_tiny.pth"));
@@ -288,7 +290,7 @@ fn diffusion_runs_on_published_folders() {
             "0.5,0",
         ];
         args.extend_from_slice(extra);
-        foil(&args, &dir)
+        foil(&args, dir)
     };
     let (ok, stdout, stderr) = run("32", &["--out", "results/k", "--lora", &lora]);
     assert!(ok, "{stderr}");
@@ -330,17 +332,18 @@ fn diffusion_runs_on_published_folders() {
             "--to",
             "smiling",
         ],
-        &dir,
+        dir,
     );
     assert!(!ok && stderr.contains("nowhere"), "{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// `--ddpm-config FILE.json`: guided-diffusion's flags describe the checkpoint's network (here
 /// the tiny ADM's), and a flag foil cannot honour is refused by name.
 #[test]
 fn maskdime_reads_guided_diffusion_flags() {
-    let dir = temp_dir("flags");
+    let tmp = temp_dir("flags");
+    let dir = tmp.path();
     write_folder_set(&dir.join("data"));
     let flags = r#"{"image_size": "16", "num_channels": "32", "num_res_blocks": "1",
         "attention_resolutions": "8", "channel_mult": "1,1", "num_heads": "1",
@@ -383,7 +386,7 @@ fn maskdime_reads_guided_diffusion_flags() {
             "--out",
             "results/flags",
         ];
-        foil(&args, &dir)
+        foil(&args, dir)
     };
     let (ok, stdout, stderr) = run("flags.json");
     assert!(ok, "{stderr}");
@@ -392,7 +395,7 @@ fn maskdime_reads_guided_diffusion_flags() {
     assert!(!ok && stderr.contains("noise_schedule"), "{stderr}");
     let (ok, _, stderr) = run("wide");
     assert!(!ok && stderr.contains("FILE.json"), "{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// `foil maskdime --classifier resnet18:FILE --logits I,J` on the tiny DDPM checkpoint: a
@@ -405,7 +408,9 @@ fn maskdime_explains_a_torchvision_classifier() {
     use foil::core::Classifier;
     use foil::models::torchvision::{Logits, TorchvisionArch, TorchvisionClassifier};
 
-    let dir = temp_dir("torchvision");
+    let tmp = temp_dir("torchvision");
+
+    let dir = tmp.path();
     write_folder_set(&dir.join("data"));
     let adm = fixture("adm_tiny.safetensors");
     let file = fixture("classifiers_resnet.safetensors");
@@ -433,7 +438,7 @@ fn maskdime_explains_a_torchvision_classifier() {
             "8",
         ];
         args.extend_from_slice(extra);
-        foil(&args, &dir)
+        foil(&args, dir)
     };
 
     let (ok, stdout, stderr) = run(&["--logits", "2,0", "--out", "results/torchvision"]);
@@ -507,11 +512,11 @@ fn maskdime_explains_a_torchvision_classifier() {
             "--logits",
             "0,1",
         ],
-        &dir,
+        dir,
     );
     assert!(
         !ok && stderr.contains("resnet18") && stderr.contains("mobilenet_v2"),
         "{stderr}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }

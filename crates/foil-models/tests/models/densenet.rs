@@ -352,7 +352,7 @@ fn images<B: Backend>(seed: u64, dims: [usize; 4]) -> Tensor<B, 4> {
 }
 
 proptest! {
-    // A test binary of its own: no source-parallel failure file.
+    // No source-parallel failure file: a failure prints its seed.
     #![proptest_config(ProptestConfig {
         cases: 24,
         failure_persistence: None,

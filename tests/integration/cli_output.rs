@@ -2,7 +2,7 @@
 //! `-v`), progress and log lines on stderr. Here stderr is a pipe, so progress comes as plain
 //! lines (`<task> [done/total] <unit>, ...`).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
@@ -67,7 +67,8 @@ fn shape(text: &str) -> String {
 
 #[test]
 fn training_shows_progress_and_info_and_quiet_and_verbose_change_only_stderr() {
-    let root = temp_dir("cli-output", "train");
+    let root_tmp = temp_dir("cli-output", "train");
+    let root = root_tmp.path();
     let run = |name: &str, flags: &[&str], env: &[(&str, &str)]| {
         let cwd = root.join(name);
         std::fs::create_dir_all(&cwd).unwrap();
@@ -131,19 +132,20 @@ fn training_shows_progress_and_info_and_quiet_and_verbose_change_only_stderr() {
     // -q and -v together make no sense.
     let (ok, _, stderr) = train_oracle(&["-q", "-v"], &root.join("default"), &[]);
     assert!(!ok && stderr.contains("cannot be used with"), "{stderr}");
-    let _ = std::fs::remove_dir_all(&root);
+    let _ = std::fs::remove_dir_all(root);
 }
 
 #[test]
 fn explaining_shows_inputs_done_and_flips_and_warnings_survive_quiet() {
-    let dir = temp_dir("cli-output", "explain");
+    let tmp = temp_dir("cli-output", "explain");
+    let dir = tmp.path();
     let data = ["--data", "kiki-bouba:20:16", "--classes", "bouba,kiki"];
-    let (ok, _, stderr) = train_oracle(&[], &dir, &[]);
+    let (ok, _, stderr) = train_oracle(&[], dir, &[]);
     assert!(ok, "{stderr}");
     let mut ddpm = vec!["train", "ddpm"];
     ddpm.extend_from_slice(&data);
     ddpm.extend_from_slice(&["--image-size", "16", "--batch-size", "8", "--steps", "2"]);
-    let (ok, _, stderr) = foil_env(&ddpm, &dir, &[]);
+    let (ok, _, stderr) = foil_env(&ddpm, dir, &[]);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("train ddpm [2/2] steps"), "{stderr}");
 
@@ -162,7 +164,7 @@ fn explaining_shows_inputs_done_and_flips_and_warnings_survive_quiet() {
             "1",
         ]);
         args.extend_from_slice(extra);
-        foil_env(&args, &dir, env)
+        foil_env(&args, dir, env)
     };
     let every = [("FOIL_PROGRESS_INTERVAL", "0")];
     let (ok, stdout, stderr) = explain(&[], &["--per-direction", "2", "--tau", "2"], &every);
@@ -216,5 +218,5 @@ fn explaining_shows_inputs_done_and_flips_and_warnings_survive_quiet() {
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
