@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! /usr/bin/time -v cargo run --release --example published_step -- DIR/kandinsky-2-2-decoder \
-//!     DIR/kandinsky-2-2-prior [load|step] [ndarray|flex]
+//!     DIR/kandinsky-2-2-prior [load|step] [flex]
 //! ```
 
 use std::time::Instant;
@@ -71,7 +71,10 @@ fn main() -> Result<()> {
     );
     let step = arg(2, "load") == "step";
     match arg(3, "flex").as_str() {
-        "ndarray" => run::<foil::backend::Cpu>(&decoder, &prior, step),
-        _ => run::<foil::backend::Flex>(&decoder, &prior, step),
+        "flex" => run::<foil::backend::Flex>(&decoder, &prior, step),
+        other => Err(foil::core::Error::Backend {
+            backend: other.to_string().into(),
+            reason: "this example runs on flex, the CPU backend of the default build".into(),
+        }),
     }
 }
