@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-/// A fresh, empty folder `foil-{suite}-{tag}-"<random>` under the system's temporary folder,
+/// A fresh, empty folder `foil-{suite}-{tag}-<random>` under the system's temporary folder,
 /// removed when the returned guard drops (after the test, pass or fail).
 pub fn temp_dir(suite: &str, tag: &str) -> tempfile::TempDir {
     tempfile::Builder::new()

@@ -12,7 +12,7 @@ const ROUNDS: usize = 20;
 /// Large enough that a non-atomic write would be observed half done.
 const LEN: usize = 256 * 1024;
 
-/// A fresh, empty folder `foil-atomic-{tag}-"<random>` under the system's temporary folder,
+/// A fresh, empty folder `foil-atomic-{tag}-<random>` under the system's temporary folder,
 /// removed when the returned guard drops (after the test, pass or fail).
 fn temp_dir(tag: &str) -> tempfile::TempDir {
     tempfile::Builder::new()

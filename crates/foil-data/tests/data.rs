@@ -9,7 +9,7 @@ use foil_data::idx::{self, Part};
 use foil_data::{Dataset, Pixels, Split, folder, mnist_json, procedural};
 use proptest::prelude::*;
 
-/// A fresh, empty folder `foil-data-{tag}-"<random>` under the system's temporary folder,
+/// A fresh, empty folder `foil-data-{tag}-<random>` under the system's temporary folder,
 /// removed when the returned guard drops (after the test, pass or fail).
 fn temp_dir(tag: &str) -> tempfile::TempDir {
     tempfile::Builder::new()

@@ -21,7 +21,7 @@ use mutate::{ci_cases, opt_in_cases, run, run_with, text_mutations};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
-/// A fresh, empty folder `foil-data-fuzz-{tag}-"<random>` under the system's temporary folder,
+/// A fresh, empty folder `foil-data-fuzz-{tag}-<random>` under the system's temporary folder,
 /// removed when the returned guard drops (after the test, pass or fail).
 fn temp_dir(tag: &str) -> tempfile::TempDir {
     tempfile::Builder::new()

@@ -558,7 +558,7 @@ fn max_abs<const D: usize>(a: Tensor<B, D>) -> f32 {
     to_vec_f32(&a.abs().max()).unwrap()[0]
 }
 
-/// A fresh, empty folder `foil-hub-{name}-"<random>` under the system's temporary folder,
+/// A fresh, empty folder `foil-hub-{name}-<random>` under the system's temporary folder,
 /// removed when the returned guard drops (after the test, pass or fail).
 fn temp_dir(name: &str) -> tempfile::TempDir {
     tempfile::Builder::new()

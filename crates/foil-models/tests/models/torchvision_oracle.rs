@@ -36,7 +36,7 @@ fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A fresh, empty folder `foil-models-torchvision-{tag}-"<random>` under the system's temporary folder,
+/// A fresh, empty folder `foil-models-torchvision-{tag}-<random>` under the system's temporary folder,
 /// removed when the returned guard drops (after the test, pass or fail).
 fn temp_dir(tag: &str) -> tempfile::TempDir {
     tempfile::Builder::new()

@@ -19,7 +19,7 @@ type B = NdArray;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
-/// A fresh, empty folder `foil-weight-files-{tag}-"<random>` under the system's temporary folder,
+/// A fresh, empty folder `foil-weight-files-{tag}-<random>` under the system's temporary folder,
 /// removed when the returned guard drops (after the test, pass or fail).
 fn temp_dir(tag: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
