@@ -69,8 +69,9 @@ macro_rules! with_backend {
     ($device:expr, |$B:ident, $dev:ident| $body:expr) => {{
         #[allow(unreachable_patterns)]
         match $device {
-            // Every command is compiled once per arm: with flex, ndarray (3-10x slower) would
-            // double the binary's build for a backend no one picks (docs/backends.md).
+            // Every command is compiled once per arm: with flex, an ndarray arm would double the
+            // binary's build for a backend several times slower on every network
+            // (docs/backends.md, docs/performance.md).
             #[cfg(not(feature = "flex"))]
             $crate::device::DeviceArg::Cpu | $crate::device::DeviceArg::Ndarray => {
                 type $B = burn::backend::Autodiff<foil::backend::Cpu>;
