@@ -1,8 +1,10 @@
 //! MaskDiME from the authors' files: each image of a folder explained, saved under results/.
 //! Without arguments, the tiny test files; else `DDPM CLASSIFIER IMAGE_FOLDER` (DiME's
-//! CelebA-128 checkpoint and classifier, explaining attribute 31, Smiling).
+//! CelebA-128 checkpoint and classifier, explaining attribute 31, Smiling). Runs on flex, the
+//! default build's CPU backend (several times faster than ndarray on these networks).
 
-use foil::backend::CpuAutodiff;
+use burn::backend::Autodiff;
+use foil::backend::Flex;
 use foil::models::adm::AdmConfig;
 use foil::models::dime_classifier::DimeClassifierConfig;
 use foil::pipeline::{DIME_DIFFUSION_STEPS, DdpmSource, ExplainConfig, MaskDime};
@@ -40,7 +42,7 @@ fn main() -> foil::core::Result<()> {
         ddpm,
         perceptual: None,
     };
-    let maskdime = MaskDime::<CpuAutodiff>::load(&files, &Default::default())?;
+    let maskdime = MaskDime::<Autodiff<Flex>>::load(&files, &Default::default())?;
     // The authors' settings without the VGG-19 term (`perceptual: Some((vgg19_file, 18))`).
     let mut config = ExplainConfig::published(Preset::Maskdime);
     config.guide.lambda_perc = 0.0;
