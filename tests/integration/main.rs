@@ -8,7 +8,6 @@ mod cli_output;
 mod evaluate;
 mod flex_patch;
 mod home;
-mod manifest;
 mod pipeline;
 mod published;
 mod shard;

@@ -4,7 +4,8 @@
 //! not-compared setting (`--per-direction`) is accepted; `foil teach` takes the run's data,
 //! classes, seed, decoder and edit settings from the manifest.
 
-use crate::common;
+#[path = "integration/common.rs"]
+mod common;
 
 use std::path::Path;
 
