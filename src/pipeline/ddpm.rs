@@ -15,8 +15,9 @@ use foil_core::image_io::image_mode;
 use foil_models::folder::save_folder;
 
 /// Trains the DDPM of `spec` on every image of `train` and writes the folder `dir`
-/// (`model.json`, `adm.mpk`; the training run under `dir/train` resumes when rerun).
-/// Returns the last logged loss.
+/// (`model.json`, `adm.mpk`; the training run under `dir/train` resumes when rerun), from
+/// initial weights drawn with `config.seed` ([`TrainConfig::seed_backend`]). Returns the last
+/// logged loss.
 pub fn train_ddpm_on<B: AutodiffBackend>(
     spec: &DdpmSpec,
     train: &Dataset,
@@ -29,6 +30,7 @@ pub fn train_ddpm_on<B: AutodiffBackend>(
     let all: Vec<usize> = (0..train.len()).collect();
     let set = ImageSet::<B>::from_dataset(train, &all, mode, resize, device)?;
     // The ADM builds some parameters from computed tensors: build on the inner backend, lift.
+    config.seed_backend::<B::InnerBackend>(device);
     let inner = spec.adm_config().init::<B::InnerBackend>(device)?;
     let model = trainable(<Adm<B> as AutodiffModule<B>>::from_inner(inner));
     let run = TrainConfig {

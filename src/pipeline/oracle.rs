@@ -17,8 +17,9 @@ use foil_models::folder::{save_record, save_spec};
 
 /// Trains every member of `spec` on `train` (labels 0 / 1), scores it and then the ensemble on
 /// `test`, and writes the oracle folder `dir` (`model.json`, one record per member; training
-/// runs under `dir/train-<member>` resume when rerun). Returns the spec with the test
-/// accuracies.
+/// runs under `dir/train-<member>` resume when rerun). The members' initial weights come from
+/// the backend's generator seeded with `config.seed` ([`TrainConfig::seed_backend`]), so one
+/// seed trains one oracle. Returns the spec with the test accuracies.
 pub fn train_oracle<B: AutodiffBackend>(
     spec: &OracleSpec,
     train: &Dataset,
@@ -34,6 +35,8 @@ pub fn train_oracle<B: AutodiffBackend>(
     let test_set =
         ImageSet::<B::InnerBackend>::from_dataset(test, &all(test), mode, resize, device)?;
     let mut out = spec.clone();
+    // The members' initial weights: drawn in order from the seeded generator.
+    config.seed_backend::<B>(device);
     for member in &mut out.members {
         let run = TrainConfig {
             out_dir: dir.join(format!("train-{}", member.file)),

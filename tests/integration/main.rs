@@ -8,6 +8,7 @@ mod cli_output;
 mod evaluate;
 mod flex_patch;
 mod home;
+mod manifest;
 mod pipeline;
 mod published;
 mod shard;

@@ -138,8 +138,9 @@ fn train_explain_resume_and_score() {
     // A one-member ensemble scores what its member does.
     assert_eq!(trained.test_accuracy, Some(accuracy));
     lap("oracle trained");
-    // Chance is 0.5; usually 0.9 or more, but burn-flex's threaded reductions are not bitwise
-    // deterministic under load (one run gave 0.875), so the bar leaves room.
+    // Chance is 0.5; usually 0.9 or more. The initial weights come from burn's generator, seeded
+    // by `train_oracle` but shared with the other tests of this binary running alongside, so
+    // the exact figure varies between runs (one gave 0.875) and the bar leaves room.
     assert!(accuracy >= 0.8, "oracle test accuracy {accuracy}");
     // Reloaded from its folder on the plain backend it scores the same.
     let (loaded_spec, oracle) = load_oracle::<I>(&dir.join("oracle"), &device).unwrap();

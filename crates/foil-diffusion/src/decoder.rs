@@ -296,7 +296,8 @@ impl<B: Backend> foil_core::Classifier<B> for EncoderWithHead<B> {
 /// rerun). With `spec.encoder_pretraining_steps > 0` the encoder is first trained as a cosine
 /// classifier of every class of `encoder_data` (all ten of Fashion-MNIST's, say: an embedding
 /// space that knows the domain, as CLIP's does) and then frozen; otherwise it trains with the
-/// decoder. Returns the last logged loss. Compute the class statistics next with
+/// decoder. The initial weights come from the backend's generator seeded with `config.seed`
+/// (`TrainConfig::seed_backend`). Returns the last logged loss. Compute the class statistics next with
 /// [`write_class_stats`].
 pub fn train_decoder_on<B: AutodiffBackend>(
     spec: &DecoderSpec,
@@ -309,6 +310,7 @@ pub fn train_decoder_on<B: AutodiffBackend>(
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let (mode, resize) = image_mode(spec.image_size);
     // Built on the inner backend and lifted, as the DDPM (parameters made from computed tensors).
+    config.seed_backend::<B::InnerBackend>(device);
     let inner = spec.init::<B::InnerBackend>(device)?;
     let mut model = trainable(<EmbeddingDecoder<B> as AutodiffModule<B>>::from_inner(
         inner,
@@ -468,7 +470,7 @@ pub fn tune_decoder_lora<B: AutodiffBackend>(
     }
     let (base_sum, model) = load_decoder_record::<B>(base, &base_spec, device)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    B::seed(device, config.seed);
+    config.seed_backend::<B>(device);
     let mut model = model.no_grad();
     model.unet = model.unet.with_lora(lora)?;
     let trained = train_stage(model, train, &base_spec, false, config, dir, device)?;

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
-use burn::tensor::{Tensor, backend::AutodiffBackend};
+use burn::tensor::Tensor;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use foil_core::image_io::write_atomic;
 use foil_core::progress::{self, Tick};
 use foil_core::{Error, Result};
@@ -30,7 +31,8 @@ pub struct TrainConfig {
     /// Random changes to each training batch (none by default).
     pub augment: Augment,
     /// Seed of everything random in training: the epoch permutations and, for DDPMs, the
-    /// timesteps and noise. Each draw is a pure function of `(seed, step)`.
+    /// timesteps and noise (each draw a pure function of `(seed, step)`), and the initial
+    /// weights when the network is built after [`TrainConfig::seed_backend`].
     pub seed: u64,
     /// Write a checkpoint every this many steps (and always after the last step).
     pub checkpoint_every: usize,
@@ -65,6 +67,14 @@ impl TrainConfig {
     /// Sets the seed.
     pub fn with_seed(self, seed: u64) -> Self {
         Self { seed, ..self }
+    }
+
+    /// Seeds the backend's random number generator, from which `Config::init` draws a new
+    /// network's weights, with [`TrainConfig::seed`]: call it just before building the network
+    /// to train, so that the same seed trains the same network. burn's generator is one per
+    /// process, so a network built while another thread draws from it is not reproducible.
+    pub fn seed_backend<B: Backend>(&self, device: &B::Device) {
+        B::seed(device, self.seed);
     }
 
     /// Sets the learning-rate schedule.

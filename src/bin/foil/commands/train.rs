@@ -25,7 +25,7 @@ pub struct OptimArgs {
     /// Adam learning rate.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
-    /// Seed of shuffling and noise.
+    /// Seed of the initial weights, the shuffling and the noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Checkpoint every this many steps (a rerun resumes from the last one).

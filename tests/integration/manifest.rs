@@ -4,12 +4,9 @@
 //! not-compared setting (`--per-direction`) is accepted; `foil teach` takes the run's data,
 //! classes, seed, decoder and edit settings from the manifest.
 
-#[path = "integration/common.rs"]
-mod common;
-
 use std::path::Path;
 
-use common::foil;
+use crate::common::{self, foil};
 use foil::run::manifest::{MANIFEST_FILE, RunManifest, SHA256};
 use serde_json::Value;
 
@@ -183,5 +180,4 @@ fn runs_record_their_settings_and_refuse_other_settings_by_name() {
     typed.extend_from_slice(&["--out", "results/d/study2"]);
     let (ok, _, stderr) = foil(&typed, dir);
     assert!(ok, "{stderr}");
-    let _ = std::fs::remove_dir_all(dir);
 }
