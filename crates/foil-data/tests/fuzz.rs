@@ -12,12 +12,11 @@ mod mutate;
 
 use std::io::Write;
 use std::path::Path;
-use std::time::Instant;
 
 use foil_core::{Error, ErrorKind, image_io};
 use foil_data::{idx, mnist_json};
 use image::{DynamicImage, GrayImage, ImageFormat, RgbImage, RgbaImage};
-use mutate::{ci_cases, opt_in_cases, run, run_with, text_mutations};
+use mutate::{HangGuard, ci_cases, opt_in_cases, run, run_with, text_mutations};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -155,7 +154,7 @@ fn huge_idx_lengths_are_refused_without_allocating() {
     let tmp = temp_dir("idx-huge");
     let dir = tmp.path();
     let before = peak_kib();
-    let start = Instant::now();
+    let _watch = HangGuard::start("huge_idx_lengths_are_refused_without_allocating");
     let max = u32::MAX;
     for dims in [vec![max, max, max], vec![max, 1 << 20], vec![1 << 30]] {
         let bytes = idx_bytes(&dims, &[0; 16]);
@@ -176,7 +175,6 @@ fn huge_idx_lengths_are_refused_without_allocating() {
     let msg = err.to_string();
     assert_eq!(err.kind(), ErrorKind::Format, "{msg}");
     assert!(msg.contains("claims.gz") && msg.contains("need"), "{msg}");
-    assert!(start.elapsed().as_secs_f64() < 5.0, "{:?}", start.elapsed());
     let grew = peak_kib().saturating_sub(before);
     assert!(grew < 256 << 10, "peak memory grew by {grew} KiB");
 }
@@ -339,12 +337,11 @@ fn huge_image_dimensions_are_refused_without_allocating() {
     let path = dir.join("huge.png");
     std::fs::write(&path, &png).unwrap();
     let before = peak_kib();
-    let start = Instant::now();
+    let _watch = HangGuard::start("huge_image_dimensions_are_refused_without_allocating");
     let err = image_io::load(&path).unwrap_err();
     let msg = err.to_string();
     assert_eq!(err.kind(), ErrorKind::Image, "{msg}");
     assert!(msg.contains("huge.png"), "{msg}");
-    assert!(start.elapsed().as_secs_f64() < 2.0, "{:?}", start.elapsed());
     let grew = peak_kib().saturating_sub(before);
     assert!(grew < 256 << 10, "peak memory grew by {grew} KiB");
 }

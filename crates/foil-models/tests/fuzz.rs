@@ -13,7 +13,6 @@ mod mutate;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
 
 use burn::backend::NdArray;
 use burn::module::Module;
@@ -31,7 +30,7 @@ use foil_models::numpy_pickle::read_numpy_pickle;
 use foil_models::oracle::OracleSpec;
 use foil_models::weights::{TensorFile, find_weight_files};
 use foil_schedule::DiffusersScheduler;
-use mutate::{ci_cases, opt_in_cases, run, run_with, text_mutations};
+use mutate::{HangGuard, ci_cases, opt_in_cases, run, run_with, text_mutations};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -225,7 +224,7 @@ fn huge_safetensors_lengths_are_refused_without_allocating() {
     let tmp = temp_dir("huge-safetensors");
     let dir = tmp.path();
     let before = peak_kib();
-    let start = Instant::now();
+    let _watch = HangGuard::start("huge_safetensors_lengths_are_refused_without_allocating");
     let check = |name: &str, bytes: &[u8], needle: &str| {
         let path = dir.join(name);
         std::fs::write(&path, bytes).unwrap();
@@ -256,7 +255,6 @@ fn huge_safetensors_lengths_are_refused_without_allocating() {
     file.extend(header.as_bytes());
     file.extend([0u8; 16]);
     check("huge-shape.safetensors", &file, "needs");
-    assert!(start.elapsed().as_secs_f64() < 2.0, "{:?}", start.elapsed());
     let grew = peak_kib().saturating_sub(before);
     assert!(grew < 256 << 10, "peak memory grew by {grew} KiB");
 }
@@ -736,7 +734,7 @@ fn huge_record_and_pickle_lengths_are_refused_without_allocating() {
     let tmp = temp_dir("huge-record");
     let dir = tmp.path();
     let before = peak_kib();
-    let start = Instant::now();
+    let _watch = HangGuard::start("huge_record_and_pickle_lengths_are_refused_without_allocating");
     // {"metadata": nil, "item": {"w": <huge>}}
     let head: Vec<u8> = [
         &[0x82, 0xa8][..],
@@ -784,7 +782,6 @@ fn huge_record_and_pickle_lengths_are_refused_without_allocating() {
             "{msg}"
         );
     }
-    assert!(start.elapsed().as_secs_f64() < 2.0, "{:?}", start.elapsed());
     let grew = peak_kib().saturating_sub(before);
     assert!(grew < 256 << 10, "peak memory grew by {grew} KiB");
 }
@@ -795,7 +792,7 @@ fn huge_record_and_pickle_lengths_are_refused_without_allocating() {
 fn huge_step_counts_in_json_are_refused_without_allocating() {
     let (_, places, _folders) = json_seeds();
     let before = peak_kib();
-    let start = Instant::now();
+    let _watch = HangGuard::start("huge_step_counts_in_json_are_refused_without_allocating");
     for (kind, path) in &places {
         let (key, seed) = match kind {
             Json::Scheduler => ("num_train_timesteps", read(path)),
@@ -820,7 +817,6 @@ fn huge_step_counts_in_json_are_refused_without_allocating() {
         }
         std::fs::write(path, &seed).unwrap();
     }
-    assert!(start.elapsed().as_secs_f64() < 2.0, "{:?}", start.elapsed());
     let grew = peak_kib().saturating_sub(before);
     assert!(grew < 256 << 10, "peak memory grew by {grew} KiB");
 }
@@ -841,7 +837,7 @@ fn huge_pytorch_lengths_are_refused_without_allocating() {
             .unwrap()
     };
     let before = peak_kib();
-    let start = Instant::now();
+    let _watch = HangGuard::start("huge_pytorch_lengths_are_refused_without_allocating");
     let refuse = |name: &str, bytes: &[u8], needle: &str| {
         let path = dir.join(name);
         std::fs::write(&path, bytes).unwrap();
@@ -894,7 +890,6 @@ fn huge_pytorch_lengths_are_refused_without_allocating() {
         msg.contains("conv.weight") && msg.contains("needs more bytes than the"),
         "{msg}"
     );
-    assert!(start.elapsed().as_secs_f64() < 2.0, "{:?}", start.elapsed());
     let grew = peak_kib().saturating_sub(before);
     assert!(grew < 256 << 10, "peak memory grew by {grew} KiB");
 }

@@ -260,3 +260,46 @@ pub fn run_with(
     }
     tally
 }
+
+/// How long a refusal of a huge claimed size may take before [`HangGuard`] ends the process.
+pub const HANG_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// A watchdog over one test, not a speed check: the refusals it watches take milliseconds, and
+/// a loader that walked a claimed 2^32 or 2^40 elements one by one would take minutes to hours.
+/// If the guard is still alive [`HANG_LIMIT`] after [`HangGuard::start`], the process prints
+/// `what` and exits with a failure, so that such a loop fails the run instead of stalling it
+/// (a panic could not: the test thread is the one that is stuck). Dropping the guard ends the
+/// watch.
+pub struct HangGuard {
+    done: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl HangGuard {
+    /// Starts watching `what`.
+    pub fn start(what: &'static str) -> Self {
+        let done = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let watched = std::sync::Arc::clone(&done);
+        std::thread::spawn(move || {
+            let (lock, signal) = &*watched;
+            let finished = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let (finished, _) = signal
+                .wait_timeout_while(finished, HANG_LIMIT, |finished| !*finished)
+                .unwrap_or_else(|e| e.into_inner());
+            if !*finished {
+                eprintln!(
+                    "{what}: still running after {HANG_LIMIT:?}: a loop over a claimed size?"
+                );
+                std::process::exit(101);
+            }
+        });
+        Self { done }
+    }
+}
+
+impl Drop for HangGuard {
+    fn drop(&mut self) {
+        let (lock, signal) = &*self.done;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        signal.notify_all();
+    }
+}
