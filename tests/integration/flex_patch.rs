@@ -209,11 +209,21 @@ proptest! {
         prop_assume!(out(case.w, case.kw, 1) > 2 * case.pad[1]);
         assert_close("transposed output", &transposed::<Flex>(&case), &transposed::<NdArray>(&case), &case);
     }
+
+    /// 1x1 transposed convolutions (the input gradient of every 1x1 convolution: the weight read
+    /// transposed by the 1x1 path), any groups.
+    #[test]
+    fn flex_1x1_transposed_convolutions_equal_ndarrays(case in case()) {
+        let case = Case { kh: 1, kw: 1, pad: [0, 0], stride: [1, 1], ..case };
+        assert_close("transposed output", &transposed::<Flex>(&case), &transposed::<NdArray>(&case), &case);
+        assert_flex_matches_ndarray(&case);
+    }
 }
 
 /// The sizes the networks use, once each: DiME's ADM at 128 px and DenseNet's 3x3 bottlenecks
 /// (the shifted path); ResNet-18's last stages at 128 px, a downsampling convolution whose
-/// columns are cut into several tiles, and AlexNet's 5x5 layer at LPIPS's 64 px (`conv_cols`).
+/// columns are cut into several tiles, and AlexNet's 5x5 layer at LPIPS's 64 px (`conv_cols`);
+/// DenseNet's 1x1 bottlenecks in its first and last blocks (the 1x1 paths).
 #[test]
 fn flex_matches_ndarray_on_network_sized_convolutions() {
     for (c, co, side, k, stride) in [
@@ -226,6 +236,8 @@ fn flex_matches_ndarray_on_network_sized_convolutions() {
         (256, 512, 8, 3, 2),
         (128, 128, 32, 3, 2),
         (64, 192, 7, 5, 1),
+        (256, 128, 32, 1, 1),
+        (1024, 128, 4, 1, 1),
     ] {
         let case = Case::same_padded(c, co, side, k, stride);
         assert_flex_matches_ndarray(&case);

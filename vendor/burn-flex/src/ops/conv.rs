@@ -48,7 +48,7 @@ macro_rules! conv3d_1x1_typed {
             bias: Option<FlexTensor>,
             options: &ConvOptions<3>,
         ) -> FlexTensor {
-            conv3d_1x1_impl::<$T>(x, weight, bias, options, $dtype, $zero, $one, $add_fn)
+            conv3d_1x1_impl::<$T>(x, weight, bias, options, $dtype, $zero, $one, $add_fn, false)
         }
     };
 }
@@ -636,6 +636,41 @@ fn is_1x1_conv(
         && options.padding == [0, 0, 0]
 }
 
+/// foil's patch: whether a transposed convolution is a 1x1 one (stride 1, no padding), which
+/// burn computes as the input gradient of every 1x1 convolution.
+pub(crate) fn is_1x1_conv_transpose(
+    w_shape: &[usize],
+    options: &burn_backend::ops::ConvTransposeOptions<3>,
+) -> bool {
+    w_shape[2] == 1
+        && w_shape[3] == 1
+        && w_shape[4] == 1
+        && options.stride == [1, 1, 1]
+        && options.padding == [0, 0, 0]
+        && options.padding_out == [0, 0, 0]
+}
+
+/// foil's patch: a 1x1 transposed convolution is the 1x1 convolution whose weight is the
+/// transposed one's (`[c_in, c_out / groups, 1, 1, 1]`) with its channel axes swapped, so it
+/// runs the same direct GEMMs on NCHW data with the weight read transposed in place: no
+/// columns buffer, no col2im scatter (which ran on one thread).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_transpose3d_1x1<
+    T: bytemuck::Pod + Clone + Copy + burn_backend::Element + Send + Sync,
+>(
+    x: FlexTensor,
+    weight: FlexTensor,
+    bias: Option<FlexTensor>,
+    groups: usize,
+    dtype: DType,
+    zero: T,
+    one: T,
+    add_fn: fn(T, T) -> T,
+) -> FlexTensor {
+    let options = ConvOptions::new([1, 1, 1], [0, 0, 0], [1, 1, 1], groups);
+    conv3d_1x1_impl::<T>(x, weight, bias, &options, dtype, zero, one, add_fn, true)
+}
+
 /// Optimized 1x1 convolution: skip im2col, call gemm directly on NCHW data.
 ///
 /// For 1x1 conv with stride=1 and padding=0, the input for each (batch, group) is
@@ -652,6 +687,8 @@ fn conv3d_1x1_impl<T: bytemuck::Pod + Clone + Copy + burn_backend::Element + Sen
     zero: T,
     one: T,
     add_fn: fn(T, T) -> T,
+    // foil's patch: the weight is a transposed convolution's, `[c_in, c_out / groups, ..]`.
+    transposed: bool,
 ) -> FlexTensor {
     let x = x.to_contiguous();
     let weight = weight.to_contiguous();
@@ -663,10 +700,20 @@ fn conv3d_1x1_impl<T: bytemuck::Pod + Clone + Copy + burn_backend::Element + Sen
     let channels_in = x_shape[1];
     let spatial = x_shape[2] * x_shape[3] * x_shape[4];
 
-    let channels_out = w_shape[0];
-    let channels_per_group = w_shape[1];
     let groups = options.groups;
+    let (channels_out, channels_per_group) = if transposed {
+        (w_shape[1] * groups, w_shape[0] / groups)
+    } else {
+        (w_shape[0], w_shape[1])
+    };
     let out_channels_per_group = channels_out / groups;
+    // Strides of the GEMM's left-hand side `[m, k]` in the weight: row-major `[c_out, c_in]`
+    // as published, or column-major when the weight is `[c_in, c_out]` (foil's patch).
+    let (lhs_cs, lhs_rs) = if transposed {
+        (out_channels_per_group as isize, 1)
+    } else {
+        (1, channels_per_group as isize)
+    };
 
     let m = out_channels_per_group;
     let k = channels_per_group;
@@ -719,8 +766,8 @@ fn conv3d_1x1_impl<T: bytemuck::Pod + Clone + Copy + burn_backend::Element + Sen
                             n as isize, // dst_rs
                             false,      // read_dst
                             w_data.as_ptr().add(w_offset),
-                            1,          // lhs_cs: W row-major
-                            k as isize, // lhs_rs
+                            lhs_cs,
+                            lhs_rs,
                             x_data.as_ptr().add(x_offset),
                             1,          // rhs_cs: X row-major
                             n as isize, // rhs_rs
@@ -754,8 +801,8 @@ fn conv3d_1x1_impl<T: bytemuck::Pod + Clone + Copy + burn_backend::Element + Sen
                             n as isize,
                             false,
                             w_data.as_ptr().add(w_offset),
-                            1,
-                            k as isize,
+                            lhs_cs,
+                            lhs_rs,
                             x_data.as_ptr().add(x_offset),
                             1,
                             n as isize,

@@ -30,7 +30,21 @@ macro_rules! conv_transpose3d_typed {
             bias: Option<FlexTensor>,
             options: &ConvTransposeOptions<3>,
         ) -> FlexTensor {
-            // foil's patch: stride 1 is a convolution with the flipped kernel (conv_shifted.rs).
+            // foil's patch: 1x1 with stride 1 is a 1x1 convolution with the weight read
+            // transposed (conv.rs); larger kernels at stride 1 a convolution with the flipped
+            // kernel (conv_shifted.rs).
+            if crate::ops::conv::is_1x1_conv_transpose(weight.layout().shape(), options) {
+                return crate::ops::conv::conv_transpose3d_1x1::<$T>(
+                    x,
+                    weight,
+                    bias,
+                    options.groups,
+                    $dtype,
+                    $zero,
+                    num_traits::One::one(),
+                    $add_fn,
+                );
+            }
             if crate::ops::conv_shifted::applies_transposed(
                 x.layout().shape(),
                 weight.layout().shape(),
