@@ -105,6 +105,22 @@ where
     let weight = weight.to_contiguous();
     let w_shape = weight.layout().shape();
     let (c_in, c_out, kh, kw) = (w_shape[0], w_shape[1], w_shape[3], w_shape[4]);
+    let [_, dh, dw] = options.dilation;
+    let conv = ConvOptions::new(
+        [1, 1, 1],
+        [
+            0,
+            dh * (kh - 1) - options.padding[1],
+            dw * (kw - 1) - options.padding[2],
+        ],
+        options.dilation,
+        1,
+    );
+    let flipped_shape = [c_out, c_in, 1, kh, kw];
+    if applies(x.layout().shape(), &flipped_shape, &conv) {
+        // The shifted path reads the transposed weight flipped in place (one reorder).
+        return shifted::<T>(x, &weight, Kernel::Transposed, bias, &conv, dtype);
+    }
     let w: &[T] = weight.storage();
     // [c_in, c_out, 1, kh, kw] -> [c_out, c_in, 1, kh, kw], each kernel rotated by 180 degrees.
     let taps = kh * kw;
@@ -120,25 +136,20 @@ where
     }
     let flipped = FlexTensor::new(
         Bytes::from_elems(flipped),
-        Layout::contiguous(Shape::from(vec![c_out, c_in, 1, kh, kw])),
+        Layout::contiguous(Shape::from(flipped_shape.to_vec())),
         dtype,
     );
-    let [_, dh, dw] = options.dilation;
-    let conv = ConvOptions::new(
-        [1, 1, 1],
-        [
-            0,
-            dh * (kh - 1) - options.padding[1],
-            dw * (kw - 1) - options.padding[2],
-        ],
-        options.dilation,
-        1,
-    );
-    if applies(x.layout().shape(), flipped.layout().shape(), &conv) {
-        conv3d::<T>(x, flipped, bias, &conv, dtype)
-    } else {
-        crate::ops::conv_cols::conv3d::<T>(x, flipped, bias, &conv, dtype)
-    }
+    crate::ops::conv_cols::conv3d::<T>(x, flipped, bias, &conv, dtype)
+}
+
+/// How the shifted path reads its weight.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// A convolution's, `[c_out, c_in, 1, kh, kw]`.
+    Forward,
+    /// A transposed convolution's, `[c_in, c_out, 1, kh, kw]`: the equivalent convolution's
+    /// weight with its channel axes swapped and each kernel rotated by 180 degrees.
+    Transposed,
 }
 
 /// The shifted-GEMM convolution; the caller has checked [`applies`].
@@ -152,12 +163,31 @@ pub(crate) fn conv3d<T>(
 where
     T: num_traits::Float + bytemuck::Pod + burn_backend::Element + Send + Sync + 'static,
 {
-    let x = x.to_contiguous();
     let weight = weight.to_contiguous();
+    shifted::<T>(x, &weight, Kernel::Forward, bias, options, dtype)
+}
+
+/// [`conv3d`] with the weight (contiguous) read as `kernel` says.
+fn shifted<T>(
+    x: FlexTensor,
+    weight: &FlexTensor,
+    kernel_order: Kernel,
+    bias: Option<FlexTensor>,
+    options: &ConvOptions<3>,
+    dtype: DType,
+) -> FlexTensor
+where
+    T: num_traits::Float + bytemuck::Pod + burn_backend::Element + Send + Sync + 'static,
+{
+    let x = x.to_contiguous();
     let x_shape = x.layout().shape();
     let w_shape = weight.layout().shape();
     let (n, c, h, w) = (x_shape[0], x_shape[1], x_shape[3], x_shape[4]);
-    let (co, kh, kw) = (w_shape[0], w_shape[3], w_shape[4]);
+    let co = match kernel_order {
+        Kernel::Forward => w_shape[0],
+        Kernel::Transposed => w_shape[1],
+    };
+    let (kh, kw) = (w_shape[3], w_shape[4]);
     let [_, ph, pw] = options.padding;
     let [_, dh, dw] = options.dilation;
     let (hp, wp) = (h + 2 * ph, w + 2 * pw);
@@ -187,16 +217,35 @@ where
     #[cfg(not(feature = "rayon"))]
     padded.chunks_mut(row_len).enumerate().for_each(pad_channel);
 
-    // One contiguous [c_out, c_in] matrix per tap.
+    // One contiguous [c_out, c_in] matrix per tap; each task fills the rows of a range of
+    // output channels in every tap's matrix, reading the weight in its stored order.
     let mut per_tap = vec![T::zero(); taps * co * c];
-    for o in 0..co {
+    let per_tap_ptr = OutPtr(per_tap.as_mut_ptr());
+    let fill = |o: usize| {
         for i in 0..c {
-            let kernel = &w_data[(o * c + i) * taps..][..taps];
-            for (t, v) in kernel.iter().enumerate() {
-                per_tap[(t * co + o) * c + i] = *v;
+            let taps_of = match kernel_order {
+                Kernel::Forward => &w_data[(o * c + i) * taps..][..taps],
+                Kernel::Transposed => &w_data[(i * co + o) * taps..][..taps],
+            };
+            for (t, v) in taps_of.iter().enumerate() {
+                // The equivalent convolution's tap t is the transposed kernel's tap taps-1-t.
+                let t = match kernel_order {
+                    Kernel::Forward => t,
+                    Kernel::Transposed => taps - 1 - t,
+                };
+                // SAFETY: in bounds (t < taps, o < co, i < c); row o of every tap's matrix is
+                // written by the task of o alone.
+                unsafe { per_tap_ptr.write((t * co + o) * c + i, *v) };
             }
         }
+    };
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        (0..co).into_par_iter().with_min_len(16).for_each(fill);
     }
+    #[cfg(not(feature = "rayon"))]
+    (0..co).for_each(fill);
     let bias = bias.map(|b| b.to_contiguous());
     let bias: Option<&[T]> = bias.as_ref().map(|b| b.storage());
 
