@@ -56,7 +56,7 @@ fn bench_backend<B: Backend>(c: &mut Criterion, name: &str) {
 
 fn benches(c: &mut Criterion) {
     #[cfg(feature = "ndarray")]
-    bench_backend::<foil::backend::Cpu>(c, "ndarray");
+    bench_backend::<foil::backend::NdArray>(c, "ndarray");
     #[cfg(feature = "flex")]
     bench_backend::<foil::backend::Flex>(c, "flex");
 }

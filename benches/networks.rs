@@ -285,7 +285,7 @@ macro_rules! network {
             #[cfg(feature = "flex")]
             $generic::<foil::backend::Flex>(&mut group, "flex");
             #[cfg(feature = "ndarray")]
-            $generic::<foil::backend::Cpu>(&mut group, "ndarray");
+            $generic::<foil::backend::NdArray>(&mut group, "ndarray");
             #[cfg(feature = "candle")]
             if $candle {
                 $generic::<foil::backend::Candle>(&mut group, "candle");

@@ -322,7 +322,7 @@ fn main() -> Result<()> {
     match arg(4, "flex").as_str() {
         // One CPU backend per build: each arm compiles the whole pipeline again.
         #[cfg(all(feature = "ndarray", not(feature = "flex")))]
-        "ndarray" => run::<foil::backend::CpuAutodiff>(&files, tiny, mode),
+        "ndarray" => run::<burn::backend::Autodiff<foil::backend::NdArray>>(&files, tiny, mode),
         #[cfg(feature = "flex")]
         "flex" => run::<burn::backend::Autodiff<foil::backend::Flex>>(&files, tiny, mode),
         #[cfg(feature = "cuda")]

@@ -2,18 +2,28 @@
 //!
 //! Library crates below the facade are generic over `B: Backend`; binaries pick one here.
 
-/// The default CPU backend (burn-ndarray; SIMD and threads with the default features), with
-/// autodiff through [`CpuAutodiff`].
-#[cfg(feature = "ndarray")]
-pub type Cpu = burn::backend::NdArray<f32>;
+/// The fastest CPU backend in this build, the one `foil --device cpu` runs on: [`Flex`] with the
+/// `flex` feature (a default), [`NdArray`] without it. Autodiff through [`CpuAutodiff`].
+#[cfg(feature = "flex")]
+pub type Cpu = Flex;
+
+/// The fastest CPU backend in this build, the one `foil --device cpu` runs on: [`Flex`] with the
+/// `flex` feature (a default), [`NdArray`] without it. Autodiff through [`CpuAutodiff`].
+#[cfg(all(feature = "ndarray", not(feature = "flex")))]
+pub type Cpu = NdArray;
 
 /// [`Cpu`] with reverse-mode autodiff, for gradient-guided samplers and training.
-#[cfg(feature = "ndarray")]
+#[cfg(any(feature = "flex", feature = "ndarray"))]
 pub type CpuAutodiff = burn::backend::Autodiff<Cpu>;
 
-/// The pure-Rust SIMD CPU backend (burn-flex).
+/// The pure-Rust SIMD CPU backend (burn-flex, with foil's patch: `vendor/burn-flex`).
 #[cfg(feature = "flex")]
 pub type Flex = burn::backend::Flex;
+
+/// burn-ndarray (SIMD and threads with the default features): slower than [`Flex`] on every
+/// network (docs/performance.md), kept as the tests' independent second implementation.
+#[cfg(feature = "ndarray")]
+pub type NdArray = burn::backend::NdArray<f32>;
 
 /// candle's CPU backend (burn-candle), compiled in only to be measured against [`Flex`]
 /// (docs/performance.md).

@@ -74,7 +74,7 @@ macro_rules! with_backend {
             // (docs/backends.md, docs/performance.md).
             #[cfg(not(feature = "flex"))]
             $crate::device::DeviceArg::Cpu | $crate::device::DeviceArg::Ndarray => {
-                type $B = burn::backend::Autodiff<foil::backend::Cpu>;
+                type $B = burn::backend::Autodiff<foil::backend::NdArray>;
                 let $dev = Default::default();
                 $body
             }

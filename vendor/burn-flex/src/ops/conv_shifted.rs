@@ -125,15 +125,26 @@ where
     // [c_in, c_out, 1, kh, kw] -> [c_out, c_in, 1, kh, kw], each kernel rotated by 180 degrees.
     let taps = kh * kw;
     let mut flipped = vec![T::zero(); w.len()];
-    for ci in 0..c_in {
-        for co in 0..c_out {
+    // One task per block of output channels (rows of the flipped weight).
+    let flip = |(co, row): (usize, &mut [T])| {
+        for (ci, dst) in row.chunks_exact_mut(taps).enumerate() {
             let src = &w[(ci * c_out + co) * taps..][..taps];
-            let dst = &mut flipped[(co * c_in + ci) * taps..][..taps];
             for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
                 *d = *s;
             }
         }
+    };
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        flipped
+            .par_chunks_mut(c_in * taps)
+            .enumerate()
+            .with_min_len(16)
+            .for_each(flip);
     }
+    #[cfg(not(feature = "rayon"))]
+    flipped.chunks_mut(c_in * taps).enumerate().for_each(flip);
     let flipped = FlexTensor::new(
         Bytes::from_elems(flipped),
         Layout::contiguous(Shape::from(flipped_shape.to_vec())),
