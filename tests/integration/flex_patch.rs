@@ -223,13 +223,16 @@ proptest! {
 /// The sizes the networks use, once each: DiME's ADM at 128 px and DenseNet's 3x3 bottlenecks
 /// (the shifted path); ResNet-18's last stages at 128 px, a downsampling convolution whose
 /// columns are cut into several tiles, and AlexNet's 5x5 layer at LPIPS's 64 px (`conv_cols`);
-/// DenseNet's 1x1 bottlenecks in its first and last blocks (the 1x1 paths).
+/// DenseNet's 1x1 bottlenecks in its first and last blocks (the 1x1 paths); weights above
+/// burn-flex's parallel threshold, reordered (256 -> 128 at 16 x 16) and flipped (the 512-channel
+/// layer at 4 x 4) on the threads.
 #[test]
 fn flex_matches_ndarray_on_network_sized_convolutions() {
     for (c, co, side, k, stride) in [
         (128, 128, 32, 3, 1),
         (32, 32, 16, 3, 1),
         (256, 64, 16, 3, 1),
+        (256, 128, 16, 3, 1),
         (64, 32, 8, 3, 1),
         (256, 256, 8, 3, 1),
         (512, 512, 4, 3, 1),

@@ -135,13 +135,15 @@ where
         }
     };
     #[cfg(feature = "rayon")]
-    {
+    if flipped.len() >= crate::ops::PARALLEL_THRESHOLD {
         use rayon::prelude::*;
         flipped
             .par_chunks_mut(c_in * taps)
             .enumerate()
             .with_min_len(16)
             .for_each(flip);
+    } else {
+        flipped.chunks_mut(c_in * taps).enumerate().for_each(flip);
     }
     #[cfg(not(feature = "rayon"))]
     flipped.chunks_mut(c_in * taps).enumerate().for_each(flip);
@@ -229,7 +231,8 @@ where
     padded.chunks_mut(row_len).enumerate().for_each(pad_channel);
 
     // One contiguous [c_out, c_in] matrix per tap; each task fills the rows of a range of
-    // output channels in every tap's matrix, reading the weight in its stored order.
+    // output channels in every tap's matrix, reading the weight in its stored order (on the
+    // threads from burn-flex's parallel threshold of elements on).
     let mut per_tap = vec![T::zero(); taps * co * c];
     let per_tap_ptr = OutPtr(per_tap.as_mut_ptr());
     let fill = |o: usize| {
@@ -251,9 +254,11 @@ where
         }
     };
     #[cfg(feature = "rayon")]
-    {
+    if per_tap.len() >= crate::ops::PARALLEL_THRESHOLD {
         use rayon::prelude::*;
         (0..co).into_par_iter().with_min_len(16).for_each(fill);
+    } else {
+        (0..co).for_each(fill);
     }
     #[cfg(not(feature = "rayon"))]
     (0..co).for_each(fill);
