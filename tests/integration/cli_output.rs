@@ -31,8 +31,13 @@ fn foil_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> (bool, String, S
     )
 }
 
-/// `foil [flags] train oracle` on a tiny procedural set, 6 steps, into `cwd/oracle`.
-fn train_oracle(flags: &[&str], cwd: &Path, env: &[(&str, &str)]) -> (bool, String, String) {
+/// `foil [flags] train oracle [extra]` on a tiny procedural set, 6 steps, into `cwd/oracle`.
+fn train_oracle(
+    flags: &[&str],
+    extra: &[&str],
+    cwd: &Path,
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
     let mut args = flags.to_vec();
     args.extend_from_slice(&[
         "train",
@@ -52,6 +57,7 @@ fn train_oracle(flags: &[&str], cwd: &Path, env: &[(&str, &str)]) -> (bool, Stri
         "--out",
         "oracle",
     ]);
+    args.extend_from_slice(extra);
     foil_env(&args, cwd, env)
 }
 
@@ -67,7 +73,7 @@ fn training_shows_progress_and_info_and_quiet_and_verbose_change_only_stderr() {
     let run = |name: &str, flags: &[&str], env: &[(&str, &str)]| {
         let cwd = root.join(name);
         std::fs::create_dir_all(&cwd).unwrap();
-        let (ok, stdout, stderr) = train_oracle(flags, &cwd, env);
+        let (ok, stdout, stderr) = train_oracle(flags, &[], &cwd, env);
         assert!(ok, "{name}: {stderr}");
         (stdout, stderr)
     };
@@ -125,7 +131,7 @@ fn training_shows_progress_and_info_and_quiet_and_verbose_change_only_stderr() {
     );
 
     // -q and -v together make no sense.
-    let (ok, _, stderr) = train_oracle(&["-q", "-v"], &root.join("default"), &[]);
+    let (ok, _, stderr) = train_oracle(&["-q", "-v"], &[], &root.join("default"), &[]);
     assert!(!ok && stderr.contains("cannot be used with"), "{stderr}");
 }
 
@@ -148,28 +154,9 @@ fn training_is_a_function_of_its_seed() {
     let run = |name: &str, seed: &str| {
         let cwd = root.join(name);
         std::fs::create_dir_all(&cwd).unwrap();
-        let args = [
-            "-q",
-            "train",
-            "oracle",
-            "--data",
-            "kiki-bouba:20:16",
-            "--classes",
-            "bouba,kiki",
-            "--image-size",
-            "16",
-            "--batch-size",
-            "8",
-            "--steps",
-            "4",
-            "--width",
-            "0.125",
-            "--seed",
-            seed,
-        ];
-        let (ok, stdout, stderr) = foil_env(&args, &cwd, &[]);
+        let (ok, stdout, stderr) = train_oracle(&["-q"], &["--seed", seed], &cwd, &[]);
         assert!(ok, "{name}: {stderr}");
-        let oracle = cwd.join("runs/oracle");
+        let oracle = cwd.join("oracle");
         let log =
             std::fs::read_to_string(oracle.join("train-resnet18-w125/metrics.jsonl")).unwrap();
         // The weights, through the logits they give a fixed batch (the record files differ
@@ -193,7 +180,7 @@ fn explaining_shows_inputs_done_and_flips_and_warnings_survive_quiet() {
     let tmp = temp_dir("cli-output", "explain");
     let dir = tmp.path();
     let data = ["--data", "kiki-bouba:20:16", "--classes", "bouba,kiki"];
-    let (ok, _, stderr) = train_oracle(&[], dir, &[]);
+    let (ok, _, stderr) = train_oracle(&[], &[], dir, &[]);
     assert!(ok, "{stderr}");
     let mut ddpm = vec!["train", "ddpm"];
     ddpm.extend_from_slice(&data);

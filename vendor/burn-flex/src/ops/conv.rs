@@ -654,21 +654,19 @@ pub(crate) fn is_1x1_conv_transpose(
 /// transposed one's (`[c_in, c_out / groups, 1, 1, 1]`) with its channel axes swapped, so it
 /// runs the same direct GEMMs on NCHW data with the weight read transposed in place: no
 /// columns buffer, no col2im scatter (which ran on one thread).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn conv_transpose3d_1x1<
-    T: bytemuck::Pod + Clone + Copy + burn_backend::Element + Send + Sync,
->(
+pub(crate) fn conv_transpose3d_1x1<T>(
     x: FlexTensor,
     weight: FlexTensor,
     bias: Option<FlexTensor>,
-    groups: usize,
+    options: &burn_backend::ops::ConvTransposeOptions<3>,
     dtype: DType,
-    zero: T,
-    one: T,
-    add_fn: fn(T, T) -> T,
-) -> FlexTensor {
-    let options = ConvOptions::new([1, 1, 1], [0, 0, 0], [1, 1, 1], groups);
-    conv3d_1x1_impl::<T>(x, weight, bias, &options, dtype, zero, one, add_fn, true)
+) -> FlexTensor
+where
+    T: num_traits::Float + bytemuck::Pod + burn_backend::Element + Send + Sync,
+{
+    let conv = ConvOptions::new([1, 1, 1], [0, 0, 0], [1, 1, 1], options.groups);
+    let add: fn(T, T) -> T = |a, b| a + b;
+    conv3d_1x1_impl::<T>(x, weight, bias, &conv, dtype, T::zero(), T::one(), add, true)
 }
 
 /// Optimized 1x1 convolution: skip im2col, call gemm directly on NCHW data.

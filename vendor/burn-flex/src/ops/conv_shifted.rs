@@ -125,28 +125,15 @@ where
     // [c_in, c_out, 1, kh, kw] -> [c_out, c_in, 1, kh, kw], each kernel rotated by 180 degrees.
     let taps = kh * kw;
     let mut flipped = vec![T::zero(); w.len()];
-    // One task per block of output channels (rows of the flipped weight).
-    let flip = |(co, row): (usize, &mut [T])| {
+    // One row of the flipped weight (an output channel) per task.
+    crate::ops::par::rows_inplace(&mut flipped, c_in * taps, |co, row| {
         for (ci, dst) in row.chunks_exact_mut(taps).enumerate() {
             let src = &w[(ci * c_out + co) * taps..][..taps];
             for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
                 *d = *s;
             }
         }
-    };
-    #[cfg(feature = "rayon")]
-    if flipped.len() >= crate::ops::PARALLEL_THRESHOLD {
-        use rayon::prelude::*;
-        flipped
-            .par_chunks_mut(c_in * taps)
-            .enumerate()
-            .with_min_len(16)
-            .for_each(flip);
-    } else {
-        flipped.chunks_mut(c_in * taps).enumerate().for_each(flip);
-    }
-    #[cfg(not(feature = "rayon"))]
-    flipped.chunks_mut(c_in * taps).enumerate().for_each(flip);
+    });
     let flipped = FlexTensor::new(
         Bytes::from_elems(flipped),
         Layout::contiguous(Shape::from(flipped_shape.to_vec())),
@@ -156,7 +143,7 @@ where
 }
 
 /// How the shifted path reads its weight.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Kernel {
     /// A convolution's, `[c_out, c_in, 1, kh, kw]`.
     Forward,
@@ -235,7 +222,7 @@ where
     // threads from burn-flex's parallel threshold of elements on).
     let mut per_tap = vec![T::zero(); taps * co * c];
     let per_tap_ptr = OutPtr(per_tap.as_mut_ptr());
-    let fill = |o: usize| {
+    crate::ops::par::for_each_index(co, per_tap.len(), |o| {
         for i in 0..c {
             let taps_of = match kernel_order {
                 Kernel::Forward => &w_data[(o * c + i) * taps..][..taps],
@@ -252,16 +239,7 @@ where
                 unsafe { per_tap_ptr.write((t * co + o) * c + i, *v) };
             }
         }
-    };
-    #[cfg(feature = "rayon")]
-    if per_tap.len() >= crate::ops::PARALLEL_THRESHOLD {
-        use rayon::prelude::*;
-        (0..co).into_par_iter().with_min_len(16).for_each(fill);
-    } else {
-        (0..co).for_each(fill);
-    }
-    #[cfg(not(feature = "rayon"))]
-    (0..co).for_each(fill);
+    });
     let bias = bias.map(|b| b.to_contiguous());
     let bias: Option<&[T]> = bias.as_ref().map(|b| b.storage());
 

@@ -35,14 +35,7 @@ macro_rules! conv_transpose3d_typed {
             // kernel (conv_shifted.rs).
             if crate::ops::conv::is_1x1_conv_transpose(weight.layout().shape(), options) {
                 return crate::ops::conv::conv_transpose3d_1x1::<$T>(
-                    x,
-                    weight,
-                    bias,
-                    options.groups,
-                    $dtype,
-                    $zero,
-                    num_traits::One::one(),
-                    $add_fn,
+                    x, weight, bias, options, $dtype,
                 );
             }
             if crate::ops::conv_shifted::applies_transposed(
