@@ -1,7 +1,8 @@
 //! foil's patch to burn-flex (vendor/burn-flex, PATCH.md) against an independent implementation,
 //! burn-ndarray: the convolutions, forward and backward, on random shapes that take each patched
-//! path (`conv_shifted.rs`: stride 1, 8+ input channels, 2-49 taps, 16 x 16 output pixels or
-//! more; `conv_cols.rs`: strides of 2 and smaller outputs) and shapes next to them that take
+//! path (`conv_winograd.rs`: stride-1 3x3 kernels, 16+ channels, 32+ output tiles;
+//! `conv_shifted.rs`: stride 1, 8+ input channels, 2-49 taps, 16 x 16 output pixels or more;
+//! `conv_cols.rs`: strides of 2 and smaller outputs) and shapes next to them that take
 //! burn-flex's own (1-4 channels, groups); every 2-D weight gradient (`conv_cols.rs`, any groups);
 //! the vectorised sigmoid; the threaded element-wise ops; matmuls sharing one right-hand matrix.
 #![cfg(all(feature = "flex", feature = "ndarray"))]
@@ -207,6 +208,24 @@ proptest! {
         };
         prop_assume!(out(case.h, case.kh, 0) > 2 * case.pad[0]);
         prop_assume!(out(case.w, case.kw, 1) > 2 * case.pad[1]);
+        assert_close("transposed output", &transposed::<Flex>(&case), &transposed::<NdArray>(&case), &case);
+    }
+
+    /// Stride-1 3x3 convolutions with 16+ channels each way (`conv_winograd.rs` from 32 tiles
+    /// of 4 x 4 output pixels per call: sides that are and are not multiples of 4, paddings
+    /// 0-2, and calls on both sides of the tile threshold), forward, both gradients, and as
+    /// transposed convolutions (the flipped kernel read by the weight transform).
+    #[test]
+    fn flex_winograd_convolutions_equal_ndarrays(
+        (n, c, co, h, w) in (1usize..=3, 16usize..=40, 16usize..=40, 3usize..=38, 3usize..=38),
+        (ph, pw, bias, seed) in (0usize..=2, 0usize..=2, any::<bool>(), any::<u64>()),
+    ) {
+        let case = Case {
+            n, c, co, h, w, kh: 3, kw: 3, pad: [ph, pw], dilation: [1, 1], stride: [1, 1],
+            groups: 1, bias, seed,
+        };
+        prop_assume!(case.fits());
+        assert_flex_matches_ndarray(&case);
         assert_close("transposed output", &transposed::<Flex>(&case), &transposed::<NdArray>(&case), &case);
     }
 

@@ -74,7 +74,18 @@ macro_rules! conv3d_typed {
             if should_use_small_channel_conv(x_shape, w_shape, options) {
                 return $fn_small_channel(x, weight, bias, options);
             }
-            // foil's patch: stride-1 convolutions as one GEMM per tap (conv_shifted.rs).
+            // foil's patch: stride-1 3x3 convolutions by Winograd's F(4x4, 3x3) (f32,
+            // conv_winograd.rs), the other stride-1 convolutions as one GEMM per tap
+            // (conv_shifted.rs).
+            if crate::ops::conv_winograd::applies(x_shape, w_shape, options, $dtype) {
+                return crate::ops::conv_winograd::conv3d(
+                    x,
+                    &weight,
+                    crate::ops::conv_shifted::Kernel::Forward,
+                    bias,
+                    options,
+                );
+            }
             if crate::ops::conv_shifted::applies(x_shape, w_shape, options) {
                 return crate::ops::conv_shifted::conv3d::<$T>(x, weight, bias, options, $dtype);
             }

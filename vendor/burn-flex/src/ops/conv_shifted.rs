@@ -117,6 +117,9 @@ where
         1,
     );
     let flipped_shape = [c_out, c_in, 1, kh, kw];
+    if crate::ops::conv_winograd::applies(x.layout().shape(), &flipped_shape, &conv, dtype) {
+        return crate::ops::conv_winograd::conv3d(x, &weight, Kernel::Transposed, bias, &conv);
+    }
     if applies(x.layout().shape(), &flipped_shape, &conv) {
         // The shifted path reads the transposed weight flipped in place (one reorder).
         return shifted::<T>(x, &weight, Kernel::Transposed, bias, &conv, dtype);
@@ -144,7 +147,7 @@ where
 
 /// How the shifted path reads its weight.
 #[derive(Clone, Copy)]
-enum Kernel {
+pub(crate) enum Kernel {
     /// A convolution's, `[c_out, c_in, 1, kh, kw]`.
     Forward,
     /// A transposed convolution's, `[c_in, c_out, 1, kh, kw]`: the equivalent convolution's

@@ -98,6 +98,7 @@ pub mod comparison;
 mod conv_common;
 mod conv_cols;
 mod conv_shifted;
+mod conv_winograd;
 mod par;
 pub mod conv;
 pub mod conv_transpose;
