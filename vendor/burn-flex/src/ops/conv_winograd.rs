@@ -18,7 +18,8 @@
 //! with `U = G g Gᵀ` (the weights, transformed once per call) and `V = Bᵀ d B` (the input,
 //! transformed per tile). Each output pixel then costs `36 / 16 = 2.25` multiply-adds per input
 //! channel in the GEMMs instead of 9; the transforms are additions, vectorised over 16 tiles (or
-//! 16 channels for the weights) at a time.
+//! 16 output channels for the weights) at a time, and compiled for AVX2 and FMA as well as for
+//! the build's baseline, picked at run time.
 //!
 //! The transforms multiply by up to 8 and divide by 24, so the result carries a few more
 //! rounding errors than a direct sum of 9 · c_in products: about 3e-6 of the output's magnitude in
@@ -47,11 +48,21 @@ const POINTS: usize = SPAN * SPAN;
 const LANES: usize = 16;
 /// Fewer channels than this (in or out) make the 36 GEMMs too thin to beat the shifted path.
 const MIN_CHANNELS: usize = 16;
-/// Fewer tiles in a call than this (8 x 8 maps at batch 1) leave the weight transform, which
-/// costs as much as 36 tiles' GEMMs, unpaid for.
+/// Fewer tiles in a call than this (16 x 16 maps at batch 1) leave the weight transform unpaid
+/// for.
 const MIN_TILES: usize = 32;
+/// Above this many (input, output) channel pairs U (36 values per pair) no longer stays in
+/// cache between its transform and the GEMMs: such layers (a 512-channel 3x3 at 16 x 16, batch
+/// 2) were 1.6x slower than the shifted path with 32 tiles, even at 64 and 1.35x faster at 128
+/// (`MANY_TILES` and up).
+const MAX_PAIRS_FEW_TILES: usize = 160 * 1024;
+/// Tiles from which every layer size pays for its weight transform.
+const MANY_TILES: usize = 96;
 /// Tiles per task at most: 36 GEMMs of this many columns each.
 const MAX_BLOCK: usize = 128;
+
+/// 1/6, rounded once.
+const SIXTH: f32 = 1.0 / 6.0;
 
 /// One value per lane.
 type Lanes = [f32; LANES];
@@ -65,6 +76,9 @@ pub(crate) fn applies(
 ) -> bool {
     let [_, ph, pw] = options.padding;
     let fits = |side: usize, pad: usize| side + 2 * pad >= 3;
+    let tiles = x_shape[0]
+        * (x_shape[3] + 2 * ph).saturating_sub(2).div_ceil(TILE)
+        * (x_shape[4] + 2 * pw).saturating_sub(2).div_ceil(TILE);
     dtype == DType::F32
         && options.groups == 1
         && options.stride == [1, 1, 1]
@@ -78,10 +92,8 @@ pub(crate) fn applies(
         && w_shape[1] >= MIN_CHANNELS
         && fits(x_shape[3], ph)
         && fits(x_shape[4], pw)
-        && x_shape[0]
-            * (x_shape[3] + 2 * ph - 2).div_ceil(TILE)
-            * (x_shape[4] + 2 * pw - 2).div_ceil(TILE)
-            >= MIN_TILES
+        && tiles >= MIN_TILES
+        && (w_shape[0] * w_shape[1] <= MAX_PAIRS_FEW_TILES || tiles >= MANY_TILES)
 }
 
 /// The Winograd convolution of `x` (`[n, c_in, 1, h, w]`, f32) with `weight` read as `kernel`
@@ -109,15 +121,14 @@ pub(crate) fn conv3d(
         tiles: n * ho.div_ceil(TILE) * wo.div_ceil(TILE),
         rows: ho.div_ceil(TILE),
         cols: wo.div_ceil(TILE),
+        h,
+        w,
+        ph,
+        pw,
         ho,
         wo,
     };
     let tiles = grid.tiles;
-
-    let u = transform_weights(weight.storage::<f32>(), kernel, co, c);
-    let padded = pad_input(x.storage::<f32>(), n, c, [h, w], [ph, pw], &grid);
-    let bias = bias.map(|b| b.to_contiguous());
-    let bias: Option<&[f32]> = bias.as_ref().map(|b| b.storage());
 
     #[cfg(feature = "rayon")]
     let threads = rayon::current_num_threads();
@@ -128,29 +139,118 @@ pub(crate) fn conv3d(
         .next_multiple_of(LANES)
         .clamp(LANES, MAX_BLOCK);
     let blocks = tiles.div_ceil(block);
+    // Few blocks of tiles (small maps): split the output channels too, so that the threads
+    // share U (36 · c · co values, 4x the weight) instead of each block reading all of it.
+    let co_block = co
+        .div_ceil((2 * threads).div_ceil(blocks))
+        .next_multiple_of(LANES)
+        .min(co);
 
+    let bias = bias.map(|b| b.to_contiguous());
     let mut out = vec![0f32; n * co * ho * wo];
-    let out_ptr = OutPtr(out.as_mut_ptr());
-    let task = |b: usize| {
-        let first = b * block;
-        let width = block.min(tiles - first).next_multiple_of(LANES);
-        let v = grid.transform_input(&padded, first, width);
-        let mut m = vec![0f32; POINTS * co * width];
+    let plan = Plan {
+        u: transform_weights(weight.storage::<f32>(), kernel, co, c),
+        x: x.storage(),
+        bias: bias.as_ref().map(|b| b.storage()),
+        out: OutPtr(out.as_mut_ptr()),
+        block,
+        co_block,
+        co_blocks: co.div_ceil(co_block),
+        grid,
+    };
+    let jobs = blocks * plan.co_blocks;
+    // `v` and `m` are scratch reused across a thread's tasks: every element a task reads is
+    // written first (the transform writes all 36 · c · width inputs, the GEMMs all outputs).
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        (0..jobs)
+            .into_par_iter()
+            .for_each_init(|| (Vec::new(), Vec::new()), |scratch, job| plan.run(scratch, job));
+    }
+    #[cfg(not(feature = "rayon"))]
+    {
+        let mut scratch = (Vec::new(), Vec::new());
+        (0..jobs).for_each(|job| plan.run(&mut scratch, job));
+    }
+
+    FlexTensor::new(
+        Bytes::from_elems(out),
+        Layout::contiguous(Shape::from(vec![n, co, 1, ho, wo])),
+        DType::F32,
+    )
+}
+
+/// Whether this CPU runs the AVX2 + FMA copies of the transforms.
+fn avx2() -> bool {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+    {
+        false
+    }
+}
+
+/// Everything the tasks share.
+struct Plan<'a> {
+    /// The transformed weights, `[POINTS, c, co]` (see [`transform_weights`]).
+    u: Vec<f32>,
+    x: &'a [f32],
+    bias: Option<&'a [f32]>,
+    out: OutPtr<f32>,
+    /// Tiles, and output channels, per task.
+    block: usize,
+    co_block: usize,
+    co_blocks: usize,
+    grid: Grid,
+}
+
+impl Plan<'_> {
+    /// Task `job`: one block of tiles and one block of output channels.
+    fn run(&self, scratch: &mut (Vec<f32>, Vec<f32>), job: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if avx2() {
+            // SAFETY: the CPU has AVX2 and FMA.
+            return unsafe { self.run_avx2(scratch, job) };
+        }
+        self.run_inline(scratch, job)
+    }
+
+    /// [`Plan::run`] compiled for AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn run_avx2(&self, scratch: &mut (Vec<f32>, Vec<f32>), job: usize) {
+        self.run_inline(scratch, job)
+    }
+
+    #[inline(always)]
+    fn run_inline(&self, (v, m): &mut (Vec<f32>, Vec<f32>), job: usize) {
+        let (grid, c, co) = (&self.grid, self.grid.c, self.grid.co);
+        let (b, o0) = (job / self.co_blocks, (job % self.co_blocks) * self.co_block);
+        let outputs = self.co_block.min(co - o0);
+        let first = b * self.block;
+        let width = self.block.min(grid.tiles - first).next_multiple_of(LANES);
+        grow(v, POINTS * c * width);
+        grow(m, POINTS * outputs * width);
+        grid.transform_input(self.x, first, width, v);
         for k in 0..POINTS {
-            // SAFETY: lhs is U[k] ([co, c], row stride c), rhs V[k] ([c, width], row stride
-            // width), dst M[k] ([co, width], row stride width), all inside their buffers.
+            // SAFETY: lhs is rows o0.. of U[k] ([co, c], column stride co), rhs V[k] ([c,
+            // width], row stride width), dst M[k] ([outputs, width], row stride width), all
+            // inside their buffers.
             unsafe {
                 gemm::gemm(
-                    co,
+                    outputs,
                     width,
                     c,
-                    m.as_mut_ptr().add(k * co * width),
+                    m.as_mut_ptr().add(k * outputs * width),
                     1,
                     width as isize,
                     false,
-                    u.as_ptr().add(k * co * c),
+                    self.u.as_ptr().add(k * c * co + o0),
+                    co as isize,
                     1,
-                    c as isize,
                     v.as_ptr().add(k * c * width),
                     1,
                     width as isize,
@@ -163,24 +263,45 @@ pub(crate) fn conv3d(
                 );
             }
         }
-        grid.transform_output(&m, first, width, bias, &out_ptr);
-    };
-    #[cfg(feature = "rayon")]
-    {
-        use rayon::prelude::*;
-        (0..blocks).into_par_iter().for_each(task);
+        let span = Span {
+            first,
+            width,
+            o0,
+            outputs,
+        };
+        grid.transform_output(m, &span, self.bias, &self.out);
     }
-    #[cfg(not(feature = "rayon"))]
-    (0..blocks).for_each(task);
-
-    FlexTensor::new(
-        Bytes::from_elems(out),
-        Layout::contiguous(Shape::from(vec![n, co, 1, ho, wo])),
-        DType::F32,
-    )
 }
 
-/// How the output is cut into tiles, and the padded input the tiles read.
+/// At least `len` elements in `buffer` (new ones zero, old ones kept).
+fn grow(buffer: &mut Vec<f32>, len: usize) {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+}
+
+/// One task's share: tiles `first .. first + width` (rounded up to whole lanes) and output
+/// channels `o0 .. o0 + outputs`.
+struct Span {
+    first: usize,
+    width: usize,
+    o0: usize,
+    outputs: usize,
+}
+
+/// Where a tile's 6 x 6 input patch lies.
+#[derive(Clone, Copy)]
+enum Patch {
+    /// Past the last tile: all zero.
+    None,
+    /// Wholly inside the input: the offset of its top-left pixel in its image's channel 0.
+    Inside(usize),
+    /// Partly in the padding: its image's channel-0 offset and its top-left corner's position,
+    /// which may be negative.
+    Edge(usize, isize, isize),
+}
+
+/// How the output is cut into tiles, and where the tiles read the input.
 struct Grid {
     /// Input and output channels.
     c: usize,
@@ -190,96 +311,137 @@ struct Grid {
     /// Tile rows and columns per image.
     rows: usize,
     cols: usize,
+    /// Input height and width, and the padding above and left of it.
+    h: usize,
+    w: usize,
+    ph: usize,
+    pw: usize,
     /// Output height and width.
     ho: usize,
     wo: usize,
 }
 
 impl Grid {
-    /// Height and width of a padded input channel: every tile's patch lies inside it.
-    fn padded_side(&self) -> [usize; 2] {
-        [self.rows * TILE + 2, self.cols * TILE + 2]
-    }
-
-    /// Offset of tile `t`'s top-left input pixel in its image's first padded channel, and the
-    /// image.
-    fn origin(&self, t: usize) -> (usize, usize) {
+    /// Where tile `t`'s patch lies.
+    #[inline(always)]
+    fn patch(&self, t: usize) -> Patch {
+        if t >= self.tiles {
+            return Patch::None;
+        }
         let per_image = self.rows * self.cols;
         let (img, within) = (t / per_image, t % per_image);
-        let [_, wp] = self.padded_side();
-        (img, (within / self.cols) * TILE * wp + (within % self.cols) * TILE)
+        let top = ((within / self.cols) * TILE) as isize - self.ph as isize;
+        let left = ((within % self.cols) * TILE) as isize - self.pw as isize;
+        let image = img * self.c * self.h * self.w;
+        let inside = |start: isize, side: usize| start >= 0 && start as usize + SPAN <= side;
+        if inside(top, self.h) && inside(left, self.w) {
+            Patch::Inside(image + top as usize * self.w + left as usize)
+        } else {
+            Patch::Edge(image, top, left)
+        }
     }
 
-    /// `V = Bᵀ d B` of the tiles `first ..` (`width` lanes, the ones past `tiles` zero), as
-    /// `[POINTS, c, width]`.
-    fn transform_input(&self, padded: &[f32], first: usize, width: usize) -> Vec<f32> {
-        let [hp, wp] = self.padded_side();
-        let plane = hp * wp;
-        let mut v = vec![0f32; POINTS * self.c * width];
+    /// `V = Bᵀ d B` of the tiles `first .. first + width` (those past the last tile zero), into
+    /// `v` as `[POINTS, c, width]`.
+    #[inline(always)]
+    fn transform_input(&self, x: &[f32], first: usize, width: usize, v: &mut [f32]) {
+        let (plane, w) = (self.h * self.w, self.w);
+        let mut d = [[0f32; LANES]; POINTS];
+        let mut transformed = [[0f32; LANES]; POINTS];
         for lane0 in (0..width).step_by(LANES) {
-            // Each lane's patch start in channel 0, or None past the last tile.
-            let starts: [Option<usize>; LANES] = core::array::from_fn(|l| {
-                let t = first + lane0 + l;
-                (t < self.tiles).then(|| {
-                    let (img, at) = self.origin(t);
-                    img * self.c * plane + at
-                })
-            });
+            let patches: [Patch; LANES] = core::array::from_fn(|l| self.patch(first + lane0 + l));
+            let all_inside = patches.iter().all(|p| matches!(p, Patch::Inside(_)));
             for ci in 0..self.c {
-                let mut d = [[0f32; LANES]; POINTS];
-                for (l, start) in starts.iter().enumerate() {
-                    let Some(start) = start else { continue };
-                    let patch = &padded[start + ci * plane..];
-                    for r in 0..SPAN {
-                        let row = &patch[r * wp..][..SPAN];
-                        for (q, value) in row.iter().enumerate() {
-                            d[r * SPAN + q][l] = *value;
+                if !all_inside {
+                    d = [[0f32; LANES]; POINTS];
+                }
+                for (l, patch) in patches.iter().enumerate() {
+                    match *patch {
+                        Patch::None => {}
+                        Patch::Inside(start) => {
+                            let at = start + ci * plane;
+                            for r in 0..SPAN {
+                                let row = &x[at + r * w..][..SPAN];
+                                for (q, value) in row.iter().enumerate() {
+                                    d[r * SPAN + q][l] = *value;
+                                }
+                            }
+                        }
+                        Patch::Edge(image, top, left) => {
+                            let channel = &x[image + ci * plane..][..plane];
+                            for r in 0..SPAN {
+                                let Ok(y) = usize::try_from(top + r as isize) else {
+                                    continue;
+                                };
+                                if y >= self.h {
+                                    break;
+                                }
+                                for q in 0..SPAN {
+                                    let Ok(col) = usize::try_from(left + q as isize) else {
+                                        continue;
+                                    };
+                                    if col >= w {
+                                        break;
+                                    }
+                                    d[r * SPAN + q][l] = channel[y * w + col];
+                                }
+                            }
                         }
                     }
                 }
-                let transformed = two_sided(&d, bt);
+                input_tile(&d, &mut transformed);
                 for (k, lanes) in transformed.iter().enumerate() {
                     v[(k * self.c + ci) * width + lane0..][..LANES].copy_from_slice(lanes);
                 }
             }
         }
-        v
     }
 
-    /// `Y = Aᵀ M A` of the tiles `first ..`, plus the bias, written into the output.
-    fn transform_output(
-        &self,
-        m: &[f32],
-        first: usize,
-        width: usize,
-        bias: Option<&[f32]>,
-        out: &OutPtr<f32>,
-    ) {
-        let co = self.co;
+    /// `Y = Aᵀ M A` of the span's tiles and output channels, plus the bias, written into the
+    /// output; `m` is `[POINTS, outputs, width]`.
+    #[inline(always)]
+    fn transform_output(&self, m: &[f32], span: &Span, bias: Option<&[f32]>, out: &OutPtr<f32>) {
         let per_image = self.rows * self.cols;
-        for o in 0..co {
-            let b = bias.map_or(0.0, |b| b[o]);
-            for lane0 in (0..width).step_by(LANES) {
-                let mut points = [[0f32; LANES]; POINTS];
-                for (k, lanes) in points.iter_mut().enumerate() {
-                    lanes.copy_from_slice(&m[(k * co + o) * width + lane0..][..LANES]);
-                }
-                let y = output_tile(&points);
-                for l in 0..LANES {
-                    let t = first + lane0 + l;
-                    if t >= self.tiles {
-                        break;
-                    }
+        let (image, channel) = (self.co * self.ho * self.wo, self.ho * self.wo);
+        let mut points = [[0f32; LANES]; POINTS];
+        let mut y = [[0f32; LANES]; TILE * TILE];
+        for lane0 in (0..span.width).step_by(LANES) {
+            // Each lane's output offset in channel 0 and how many rows and columns it keeps.
+            let targets: [Option<(usize, usize, usize)>; LANES] = core::array::from_fn(|l| {
+                let t = span.first + lane0 + l;
+                (t < self.tiles).then(|| {
                     let (img, within) = (t / per_image, t % per_image);
                     let (r0, c0) = ((within / self.cols) * TILE, (within % self.cols) * TILE);
-                    let plane = (img * co + o) * self.ho * self.wo;
-                    for r in 0..TILE.min(self.ho - r0) {
-                        for q in 0..TILE.min(self.wo - c0) {
-                            // SAFETY: in bounds (r0 + r < ho, c0 + q < wo); every output pixel
-                            // belongs to one tile, and every tile to one task.
-                            unsafe {
-                                out.write(plane + (r0 + r) * self.wo + c0 + q, y[r * TILE + q][l] + b)
-                            };
+                    let at = img * image + r0 * self.wo + c0;
+                    (at, TILE.min(self.ho - r0), TILE.min(self.wo - c0))
+                })
+            });
+            for local in 0..span.outputs {
+                let o = span.o0 + local;
+                let b = bias.map_or(0.0, |b| b[o]);
+                for (k, lanes) in points.iter_mut().enumerate() {
+                    let row = (k * span.outputs + local) * span.width + lane0;
+                    lanes.copy_from_slice(&m[row..][..LANES]);
+                }
+                output_tile(&points, &mut y);
+                let dst = o * channel;
+                for (l, target) in targets.iter().enumerate() {
+                    let Some((at, rows, cols)) = *target else { break };
+                    let at = dst + at;
+                    // SAFETY (both arms): in bounds (the tile's rows and columns inside the
+                    // output); every output pixel belongs to one tile, and every tile and
+                    // output channel to one task.
+                    if rows == TILE && cols == TILE {
+                        for r in 0..TILE {
+                            for q in 0..TILE {
+                                unsafe { out.write(at + r * self.wo + q, y[r * TILE + q][l] + b) };
+                            }
+                        }
+                    } else {
+                        for r in 0..rows {
+                            for q in 0..cols {
+                                unsafe { out.write(at + r * self.wo + q, y[r * TILE + q][l] + b) };
+                            }
                         }
                     }
                 }
@@ -288,140 +450,188 @@ impl Grid {
     }
 }
 
-/// The input, zero-padded to the tiles' patches: `[n, c, rows·4 + 2, cols·4 + 2]`.
-fn pad_input(
-    x: &[f32],
-    n: usize,
-    c: usize,
-    [h, w]: [usize; 2],
-    [ph, pw]: [usize; 2],
-    grid: &Grid,
-) -> Vec<f32> {
-    let [hp, wp] = grid.padded_side();
-    let plane = hp * wp;
-    let mut padded = vec![0f32; n * c * plane];
-    // Rows past hp - ph (or columns past wp - pw) would be the convolution's bottom and right
-    // padding, or lie beyond the last tile: zero either way.
-    let (rows, cols) = (h.min(hp - ph), w.min(wp - pw));
-    super::par::rows_inplace(&mut padded, plane, |p, dst| {
-        let src = &x[p * h * w..][..h * w];
-        for (r, src_row) in src.chunks_exact(w).take(rows).enumerate() {
-            dst[(r + ph) * wp + pw..][..cols].copy_from_slice(&src_row[..cols]);
-        }
-    });
-    padded
-}
-
-/// `U = G g Gᵀ` of every kernel, as `[POINTS, c_out, c_in]` (the GEMMs' left-hand sides).
+/// `U = G g Gᵀ` of every kernel, as `[POINTS, c_in, c_out]`: each point's GEMM left-hand side
+/// `[c_out, c_in]` stored column-major, which gemm's micro-kernel reads in place for narrow
+/// blocks of tiles.
 fn transform_weights(w: &[f32], kernel: Kernel, co: usize, c: usize) -> Vec<f32> {
-    let mut u = vec![0f32; POINTS * co * c];
+    let mut u = vec![0f32; POINTS * c * co];
     let u_ptr = OutPtr(u.as_mut_ptr());
-    super::par::for_each_index(co, u.len(), |o| {
-        for i0 in (0..c).step_by(LANES) {
-            let lanes = LANES.min(c - i0);
-            // g[tap][lane]: the equivalent convolution's tap from input channel i0 + lane to o.
-            let mut g = [[0f32; LANES]; 9];
-            for l in 0..lanes {
-                let i = i0 + l;
-                for (tap, lane) in g.iter_mut().enumerate() {
-                    lane[l] = match kernel {
-                        Kernel::Forward => w[(o * c + i) * 9 + tap],
-                        Kernel::Transposed => w[(i * co + o) * 9 + 8 - tap],
-                    };
-                }
-            }
-            let transformed = two_sided(&g, g_rows);
-            for (k, lane) in transformed.iter().enumerate() {
-                for (l, value) in lane[..lanes].iter().enumerate() {
-                    // SAFETY: in bounds (k < POINTS, o < co, i0 + l < c); row o of every
-                    // point's matrix is written by the task of o alone.
-                    unsafe { u_ptr.write((k * co + o) * c + i0 + l, *value) };
-                }
-            }
+    let avx2 = avx2();
+    super::par::for_each_index(c, u.len(), |i| {
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the CPU has AVX2 and FMA; column i is this task's alone.
+            return unsafe { weight_column_avx2(w, kernel, [co, c, i], &u_ptr) };
         }
+        let _ = avx2;
+        // SAFETY: column i of every point's matrix is written by this task alone.
+        unsafe { weight_column(w, kernel, [co, c, i], &u_ptr) }
     });
     u
 }
 
-/// `T X Tᵀ` for a row transform `T` from `N` to `SPAN` values, `X` being `N x N` (row-major,
-/// one [`Lanes`] per element).
-fn two_sided<const N: usize, const NN: usize, F: Fn(&[Lanes; N]) -> [Lanes; SPAN]>(
-    x: &[Lanes; NN],
-    rows: F,
-) -> [Lanes; POINTS] {
-    // Columns first: cols[j] = T · (column j of X), stored as [SPAN][N].
-    let mut by_column = [[[0f32; LANES]; SPAN]; N];
-    for (j, column) in by_column.iter_mut().enumerate() {
-        let input: [Lanes; N] = core::array::from_fn(|i| x[i * N + j]);
-        *column = rows(&input);
+/// [`weight_column`] compiled for AVX2 and FMA.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; as [`weight_column`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn weight_column_avx2(w: &[f32], kernel: Kernel, dims: [usize; 3], u: &OutPtr<f32>) {
+    unsafe { weight_column(w, kernel, dims, u) }
+}
+
+/// Column `i` (input channel) of every point's `U` matrix, for `dims = [co, c, i]`.
+///
+/// # Safety
+/// `u` holds `POINTS · c · co` values and no other task writes column `i`.
+#[inline(always)]
+unsafe fn weight_column(w: &[f32], kernel: Kernel, [co, c, i]: [usize; 3], u: &OutPtr<f32>) {
+    let mut g = [[0f32; LANES]; 9];
+    let mut transformed = [[0f32; LANES]; POINTS];
+    for o0 in (0..co).step_by(LANES) {
+        let lanes = LANES.min(co - o0);
+        // g[tap][lane]: the equivalent convolution's tap from input channel i to o0 + lane.
+        for l in 0..lanes {
+            let o = o0 + l;
+            for (tap, lane) in g.iter_mut().enumerate() {
+                lane[l] = match kernel {
+                    Kernel::Forward => w[(o * c + i) * 9 + tap],
+                    Kernel::Transposed => w[(i * co + o) * 9 + 8 - tap],
+                };
+            }
+        }
+        weight_tile(&g, &mut transformed);
+        for (k, lane) in transformed.iter().enumerate() {
+            // SAFETY: in bounds (k < POINTS, i < c, o0 + lanes <= co); the caller owns column i.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    lane.as_ptr(),
+                    u.ptr().add((k * c + i) * co + o0),
+                    lanes,
+                )
+            };
+        }
     }
-    let mut out = [[0f32; LANES]; POINTS];
+}
+
+/// Applies a transform of `N` values to `M` along one line of a lane matrix: input `i` is
+/// `src[from[i]]`, output `a` goes to `dst[to[a]]`, lane by lane.
+#[inline(always)]
+fn line<const N: usize, const M: usize>(
+    src: &[Lanes],
+    from: [usize; N],
+    dst: &mut [Lanes],
+    to: [usize; M],
+    transform: impl Fn([f32; N]) -> [f32; M],
+) {
+    for l in 0..LANES {
+        let y = transform(core::array::from_fn(|i| src[from[i]][l]));
+        for (a, value) in y.into_iter().enumerate() {
+            dst[to[a]][l] = value;
+        }
+    }
+}
+
+/// `Bᵀ d B` of a 6 x 6 patch (row-major, one [`Lanes`] per element).
+#[inline(always)]
+fn input_tile(d: &[Lanes; POINTS], out: &mut [Lanes; POINTS]) {
+    let mut by_column = [[0f32; LANES]; POINTS];
+    for j in 0..SPAN {
+        let column = core::array::from_fn(|i| i * SPAN + j);
+        line(d, column, &mut by_column, column, bt);
+    }
     for a in 0..SPAN {
-        let input: [Lanes; N] = core::array::from_fn(|j| by_column[j][a]);
-        let row = rows(&input);
-        out[a * SPAN..][..SPAN].copy_from_slice(&row);
+        let row = core::array::from_fn(|j| a * SPAN + j);
+        line(&by_column, row, out, row, bt);
     }
-    out
 }
 
-/// `Aᵀ M A`: the 4 x 4 output tile of the 36 products.
-fn output_tile(m: &[Lanes; POINTS]) -> [Lanes; TILE * TILE] {
-    let mut by_column = [[[0f32; LANES]; TILE]; SPAN];
-    for (j, column) in by_column.iter_mut().enumerate() {
-        let input: [Lanes; SPAN] = core::array::from_fn(|i| m[i * SPAN + j]);
-        *column = at(&input);
+/// `G g Gᵀ` of a 3x3 kernel (row-major, one [`Lanes`] per tap), as 6 x 6.
+#[inline(always)]
+fn weight_tile(g: &[Lanes; 9], out: &mut [Lanes; POINTS]) {
+    // G g: 6 x 3.
+    let mut by_column = [[0f32; LANES]; SPAN * 3];
+    for j in 0..3 {
+        line(
+            g,
+            core::array::from_fn(|i| i * 3 + j),
+            &mut by_column,
+            core::array::from_fn(|a| a * 3 + j),
+            g_rows,
+        );
     }
-    let mut out = [[0f32; LANES]; TILE * TILE];
+    for a in 0..SPAN {
+        line(
+            &by_column,
+            core::array::from_fn(|j| a * 3 + j),
+            out,
+            core::array::from_fn(|b| a * SPAN + b),
+            g_rows,
+        );
+    }
+}
+
+/// `Aᵀ M A`: the 4 x 4 output tile (row-major) of the 36 products.
+#[inline(always)]
+fn output_tile(m: &[Lanes; POINTS], out: &mut [Lanes; TILE * TILE]) {
+    // Aᵀ M: 4 x 6.
+    let mut by_column = [[0f32; LANES]; TILE * SPAN];
+    for j in 0..SPAN {
+        line(
+            m,
+            core::array::from_fn(|i| i * SPAN + j),
+            &mut by_column,
+            core::array::from_fn(|a| a * SPAN + j),
+            at,
+        );
+    }
     for a in 0..TILE {
-        let input: [Lanes; SPAN] = core::array::from_fn(|j| by_column[j][a]);
-        out[a * TILE..][..TILE].copy_from_slice(&at(&input));
+        line(
+            &by_column,
+            core::array::from_fn(|j| a * SPAN + j),
+            out,
+            core::array::from_fn(|b| a * TILE + b),
+            at,
+        );
     }
-    out
 }
 
-/// `Bᵀ x` for six values per lane.
+/// `Bᵀ x`.
 #[inline(always)]
-fn bt(x: &[Lanes; SPAN]) -> [Lanes; SPAN] {
-    let mut y = [[0f32; LANES]; SPAN];
-    for l in 0..LANES {
-        let [x0, x1, x2, x3, x4, x5] = [x[0][l], x[1][l], x[2][l], x[3][l], x[4][l], x[5][l]];
-        y[0][l] = 4.0 * x0 - 5.0 * x2 + x4;
-        y[1][l] = -4.0 * (x1 + x2) + x3 + x4;
-        y[2][l] = 4.0 * (x1 - x2) - x3 + x4;
-        y[3][l] = 2.0 * (x3 - x1) - x2 + x4;
-        y[4][l] = 2.0 * (x1 - x3) - x2 + x4;
-        y[5][l] = 4.0 * x1 - 5.0 * x3 + x5;
-    }
-    y
+fn bt([x0, x1, x2, x3, x4, x5]: [f32; SPAN]) -> [f32; SPAN] {
+    [
+        4.0 * x0 - 5.0 * x2 + x4,
+        -4.0 * (x1 + x2) + x3 + x4,
+        4.0 * (x1 - x2) - x3 + x4,
+        2.0 * (x3 - x1) - x2 + x4,
+        2.0 * (x1 - x3) - x2 + x4,
+        4.0 * x1 - 5.0 * x3 + x5,
+    ]
 }
 
-/// `G g` for three values per lane.
+/// `G g` (multiplications by the reciprocals: a division costs ten).
 #[inline(always)]
-fn g_rows(g: &[Lanes; 3]) -> [Lanes; SPAN] {
-    let mut y = [[0f32; LANES]; SPAN];
-    for l in 0..LANES {
-        let [g0, g1, g2] = [g[0][l], g[1][l], g[2][l]];
-        y[0][l] = g0 / 4.0;
-        y[1][l] = -(g0 + g1 + g2) / 6.0;
-        y[2][l] = -(g0 - g1 + g2) / 6.0;
-        y[3][l] = g0 / 24.0 + g1 / 12.0 + g2 / 6.0;
-        y[4][l] = g0 / 24.0 - g1 / 12.0 + g2 / 6.0;
-        y[5][l] = g2;
-    }
-    y
+fn g_rows([g0, g1, g2]: [f32; 3]) -> [f32; SPAN] {
+    let sum = g0 + g2;
+    let (even, odd) = (g0 * (1.0 / 24.0) + g2 * SIXTH, g1 * (1.0 / 12.0));
+    [
+        g0 * 0.25,
+        -(sum + g1) * SIXTH,
+        -(sum - g1) * SIXTH,
+        even + odd,
+        even - odd,
+        g2,
+    ]
 }
 
-/// `Aᵀ x` for six values per lane.
+/// `Aᵀ x`.
 #[inline(always)]
-fn at(x: &[Lanes; SPAN]) -> [Lanes; TILE] {
-    let mut y = [[0f32; LANES]; TILE];
-    for l in 0..LANES {
-        let [x0, x1, x2, x3, x4, x5] = [x[0][l], x[1][l], x[2][l], x[3][l], x[4][l], x[5][l]];
-        let (s12, d12, s34, d34) = (x1 + x2, x1 - x2, x3 + x4, x3 - x4);
-        y[0][l] = x0 + s12 + s34;
-        y[1][l] = d12 + 2.0 * d34;
-        y[2][l] = s12 + 4.0 * s34;
-        y[3][l] = d12 + 8.0 * d34 + x5;
-    }
-    y
+fn at([x0, x1, x2, x3, x4, x5]: [f32; SPAN]) -> [f32; TILE] {
+    let (s12, d12, s34, d34) = (x1 + x2, x1 - x2, x3 + x4, x3 - x4);
+    [
+        x0 + s12 + s34,
+        d12 + 2.0 * d34,
+        s12 + 4.0 * s34,
+        d12 + 8.0 * d34 + x5,
+    ]
 }
