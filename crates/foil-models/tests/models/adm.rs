@@ -298,7 +298,18 @@ fn invalid_configurations_are_errors() {
 #[test]
 #[ignore = "needs FOIL_ADM_FULL=DIR with adm_full.safetensors and adm_full_io.safetensors"]
 fn full_dime_configuration_matches_guided_diffusion() {
-    type B = NdArray;
+    full_parity::<NdArray>("NdArray");
+}
+
+/// The same on flex, whose 3x3 convolutions take the Winograd path (vendor/burn-flex, tenth
+/// change): its rounding through the whole 105 M-parameter network.
+#[test]
+#[ignore = "needs FOIL_ADM_FULL=DIR with adm_full.safetensors and adm_full_io.safetensors"]
+fn full_dime_configuration_matches_guided_diffusion_on_flex() {
+    full_parity::<Flex>("Flex");
+}
+
+fn full_parity<B: Backend>(backend: &str) {
     let dir = std::env::var("FOIL_ADM_FULL").expect("FOIL_ADM_FULL=DIR");
     let dev = Default::default();
     let cfg = AdmConfig::dime_celeba128();
@@ -320,7 +331,7 @@ fn full_dime_configuration_matches_guided_diffusion() {
     let out = model.output(x, &t, None).unwrap();
     let worst = max_diff(&to_vec_f32(&out).unwrap(), &expected);
     eprintln!(
-        "adm full DiME config (random weights) on NdArray: max |ours - guided-diffusion| = {worst:e} ({:.1} s forward, batch 2)",
+        "adm full DiME config (random weights) on {backend}: max |ours - guided-diffusion| = {worst:e} ({:.1} s forward, batch 2)",
         start.elapsed().as_secs_f64()
     );
     assert!(worst <= 1e-3, "{worst}");
