@@ -220,6 +220,9 @@ impl Plan<'_> {
     }
 
     /// [`Plan::run`] compiled for AVX2 and FMA.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn run_avx2(&self, scratch: &mut (Vec<f32>, Vec<f32>), job: usize) {
