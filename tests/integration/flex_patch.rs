@@ -240,11 +240,11 @@ proptest! {
 }
 
 /// The sizes the networks use, once each: DiME's ADM at 128 px and DenseNet's 3x3 bottlenecks
-/// (the shifted path); ResNet-18's last stages at 128 px, a downsampling convolution whose
-/// columns are cut into several tiles, and AlexNet's 5x5 layer at LPIPS's 64 px (`conv_cols`);
-/// DenseNet's 1x1 bottlenecks in its first and last blocks (the 1x1 paths); weights above
-/// burn-flex's parallel threshold, reordered (256 -> 128 at 16 x 16) and flipped (the 512-channel
-/// layer at 4 x 4) on the threads.
+/// (the Winograd path, 32-128 tiles); ResNet-18's last stages at 128 px, a downsampling
+/// convolution whose columns are cut into several tiles, and AlexNet's 5x5 layer at LPIPS's 64 px
+/// (`conv_cols`); DenseNet's 1x1 bottlenecks in its first and last blocks (the 1x1 paths);
+/// weights above burn-flex's parallel threshold, reordered for the shifted path (a 5x5 layer,
+/// 64 -> 192 at 16 x 16) and flipped (the 512-channel layer at 4 x 4) on the threads.
 #[test]
 fn flex_matches_ndarray_on_network_sized_convolutions() {
     for (c, co, side, k, stride) in [
@@ -258,6 +258,7 @@ fn flex_matches_ndarray_on_network_sized_convolutions() {
         (256, 512, 8, 3, 2),
         (128, 128, 32, 3, 2),
         (64, 192, 7, 5, 1),
+        (64, 192, 16, 5, 1),
         (256, 128, 32, 1, 1),
         (1024, 128, 4, 1, 1),
     ] {

@@ -47,15 +47,15 @@ const POINTS: usize = SPAN * SPAN;
 /// Tiles (or channels) transformed together: the transforms' vector width.
 const LANES: usize = 16;
 /// Fewer channels than this (in or out) make the 36 GEMMs too thin to beat the shifted path
-/// (16 → 16 at 28 x 28 ran even).
+/// (at 16 the two ran even in per-layer timings, 2026-12-02, the 2-core AMD EPYC dev machine).
 const MIN_CHANNELS: usize = 16;
 /// Fewer tiles in a call than this (a 16 x 16 map at batch 1 has 16) leave the weight
 /// transform unpaid for.
 const MIN_TILES: usize = 32;
 /// Above this many (input, output) channel pairs U (36 values per pair) no longer stays in
-/// cache between its transform and the GEMMs: such layers (a 512-channel 3x3 at 16 x 16, batch
-/// 2) were 1.6x slower than the shifted path with 32 tiles, even at 64 and 1.35x faster at 128
-/// (`MANY_TILES` and up).
+/// cache between its transform and the GEMMs: in per-layer timings against the shifted path
+/// (2026-12-02, the 2-core AMD EPYC dev machine) a 512-channel 3x3 layer was slower with 32
+/// tiles, even with 64, and faster from 128 (`MANY_TILES` and up).
 const MAX_PAIRS_FEW_TILES: usize = 160 * 1024;
 /// Tiles from which every layer size pays for its weight transform.
 const MANY_TILES: usize = 96;
