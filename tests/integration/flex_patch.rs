@@ -592,3 +592,131 @@ fn flex_weight_gradients_in_every_float_width_equal_ndarrays() {
         assert_within(&what, &grad, &reference, tolerance, &case);
     }
 }
+
+/// How one operand of a strided binary op is laid out: size-1 dimensions that the op
+/// broadcasts, a narrowed dimension (a slice of a larger tensor), two dimensions stored
+/// swapped, a flipped dimension.
+#[derive(Debug, Clone)]
+struct View {
+    broadcast: [bool; 4],
+    narrow: Option<usize>,
+    swap: Option<(usize, usize)>,
+    flip: Option<usize>,
+}
+
+fn view() -> impl Strategy<Value = View> {
+    (
+        proptest::array::uniform4(prop::bool::weighted(0.3)),
+        proptest::option::of(0usize..4),
+        proptest::option::of((0usize..4, 0usize..4)),
+        proptest::option::of(0usize..4),
+    )
+        .prop_map(|(broadcast, narrow, swap, flip)| View {
+            broadcast,
+            narrow,
+            swap,
+            flip,
+        })
+}
+
+/// A tensor of `shape` (with the view's broadcast dimensions at 1) laid out as `view` says.
+fn viewed<B: Backend>(shape: [usize; 4], view: &View, seed: u64) -> Tensor<B, 4> {
+    let mut dims = shape;
+    for (d, &b) in dims.iter_mut().zip(&view.broadcast) {
+        if b {
+            *d = 1;
+        }
+    }
+    let mut stored = dims;
+    if let Some(k) = view.narrow {
+        stored[k] += 2;
+    }
+    if let Some((a, b)) = view.swap {
+        stored.swap(a, b);
+    }
+    let mut t = tensor::<B, 4>(stored, seed);
+    if let Some((a, b)) = view.swap {
+        t = t.swap_dims(a, b);
+    }
+    if let Some(k) = view.narrow {
+        t = t.narrow(k, 1, dims[k]);
+    }
+    if let Some(k) = view.flip {
+        t = t.flip([k as isize]);
+    }
+    t
+}
+
+/// `lhs + rhs`, `lhs - rhs`, `lhs * rhs`, `lhs / rhs` (rhs kept away from zero), flattened.
+fn strided_binary_ops<B: Backend>(shape: [usize; 4], views: &(View, View)) -> Vec<Vec<f32>> {
+    let lhs = || viewed::<B>(shape, &views.0, 21);
+    let rhs = || viewed::<B>(shape, &views.1, 22);
+    [
+        lhs() + rhs(),
+        lhs() - rhs(),
+        lhs() * rhs(),
+        lhs() / (rhs().abs() + 0.5),
+    ]
+    .into_iter()
+    .map(|t| t.into_data().to_vec::<f32>().unwrap_or_default())
+    .collect()
+}
+
+fn assert_binary_ops_equal(shape: [usize; 4], views: &(View, View)) {
+    let flex = strided_binary_ops::<Flex>(shape, views);
+    let ndarray = strided_binary_ops::<NdArray>(shape, views);
+    for (op, (f, n)) in ["add", "sub", "mul", "div"]
+        .iter()
+        .zip(flex.iter().zip(&ndarray))
+    {
+        assert_eq!(f, n, "{op} of {shape:?} with views {views:?}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The patch's row-at-a-time binary ops (broadcasts the SIMD patterns miss, slices,
+    /// transposes, flips) give ndarray's results bit for bit.
+    #[test]
+    fn flex_strided_binary_ops_equal_ndarrays(
+        shape in proptest::array::uniform4(1usize..7),
+        views in (view(), view()),
+    ) {
+        assert_binary_ops_equal(shape, &views);
+    }
+}
+
+/// Above the threshold where the rows split across threads: LPIPS' division by a channel norm
+/// (`[N, 1, H, W]`), a per-channel weight (`[1, C, 1, 1]`) and a sliced lhs.
+#[test]
+fn flex_large_strided_binary_ops_equal_ndarrays() {
+    let shape = [2, 48, 64, 45];
+    let plain = View {
+        broadcast: [false; 4],
+        narrow: None,
+        swap: None,
+        flip: None,
+    };
+    let norm = View {
+        broadcast: [false, true, false, false],
+        ..plain.clone()
+    };
+    let channel = View {
+        broadcast: [true, false, true, true],
+        ..plain.clone()
+    };
+    let sliced = View {
+        narrow: Some(1),
+        ..plain.clone()
+    };
+    for views in [
+        (plain.clone(), norm.clone()),
+        (plain.clone(), channel.clone()),
+        (sliced.clone(), norm),
+        (sliced.clone(), sliced),
+        (channel, plain),
+    ] {
+        assert_binary_ops_equal(shape, &views);
+    }
+}

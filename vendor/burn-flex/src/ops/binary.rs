@@ -364,6 +364,16 @@ where
         return lhs;
     }
 
+    // In place over a strided (e.g. broadcast) rhs, one row at a time (foil's patch).
+    if lhs.is_unique()
+        && let Some((0, _)) = lhs.layout().contiguous_offsets()
+    {
+        let shape = lhs.layout().shape().clone();
+        let lhs_storage: &mut [E] = lhs.storage_mut();
+        super::strided_rows::zip_inplace(&shape, lhs_storage, (rhs_storage, rhs.layout()), &op);
+        return lhs;
+    }
+
     // Allocating path
     let shape = lhs.layout().shape().clone();
     let dtype = lhs.dtype();
@@ -383,15 +393,13 @@ where
         _ if lhs.layout().num_dims() == 2 => {
             apply_2d_strided(lhs_storage, rhs_storage, lhs.layout(), rhs.layout(), op)
         }
-        // General fallback
-        _ => {
-            let lhs_iter = StridedIter::new(lhs.layout());
-            let rhs_iter = StridedIter::new(rhs.layout());
-            lhs_iter
-                .zip(rhs_iter)
-                .map(|(li, ri)| op(lhs_storage[li], rhs_storage[ri]))
-                .collect()
-        }
+        // General fallback: one row at a time (foil's patch; it walked `StridedIter`).
+        _ => super::strided_rows::zip_collect(
+            &shape,
+            (lhs_storage, lhs.layout()),
+            (rhs_storage, rhs.layout()),
+            &op,
+        ),
     };
 
     make_tensor(result, shape, dtype)
