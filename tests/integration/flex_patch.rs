@@ -647,7 +647,8 @@ fn viewed<B: Backend>(shape: [usize; 4], view: &View, seed: u64) -> Tensor<B, 4>
     t
 }
 
-/// `lhs + rhs`, `lhs - rhs`, `lhs * rhs`, `lhs / rhs` (rhs kept away from zero), flattened.
+/// `lhs + rhs`, `lhs - rhs`, `lhs * rhs`, `lhs / rhs` (rhs kept away from zero) and rhs
+/// copied contiguous, flattened.
 fn strided_binary_ops<B: Backend>(shape: [usize; 4], views: &(View, View)) -> Vec<Vec<f32>> {
     let lhs = || viewed::<B>(shape, &views.0, 21);
     let rhs = || viewed::<B>(shape, &views.1, 22);
@@ -656,6 +657,8 @@ fn strided_binary_ops<B: Backend>(shape: [usize; 4], views: &(View, View)) -> Ve
         lhs() - rhs(),
         lhs() * rhs(),
         lhs() / (rhs().abs() + 0.5),
+        // A contiguous copy of a strided tensor (a reshape of a permuted one copies).
+        rhs().reshape([rhs().dims().iter().product::<usize>(), 1, 1, 1]),
     ]
     .into_iter()
     .map(|t| t.into_data().to_vec::<f32>().unwrap_or_default())
@@ -676,8 +679,8 @@ fn assert_binary_ops_equal(shape: [usize; 4], views: &(View, View)) {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// The patch's row-at-a-time binary ops (broadcasts the SIMD patterns miss, slices,
-    /// transposes, flips) give ndarray's results bit for bit.
+    /// The patch's row-at-a-time binary ops and copies (broadcasts the SIMD patterns miss,
+    /// slices, transposes, flips) give ndarray's results bit for bit.
     #[test]
     fn flex_strided_binary_ops_equal_ndarrays(
         shape in proptest::array::uniform4(1usize..7),

@@ -377,10 +377,9 @@ impl FlexTensor {
             );
         } else {
             // General fallback: covers negative strides (flipped
-            // tensors) and ND layouts that can't collapse to ≤2D.
-            for idx in crate::strided_index::StridedIter::new(&self.layout) {
-                dst.push(src[idx]);
-            }
+            // tensors) and ND layouts that can't collapse to ≤2D, one
+            // row at a time (foil's patch; it walked `StridedIter`).
+            dst = crate::ops::strided_rows::copy_collect(src, &self.layout);
         }
 
         let bytes = Bytes::from_elems(dst);

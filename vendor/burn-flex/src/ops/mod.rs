@@ -100,7 +100,7 @@ mod conv_cols;
 mod conv_shifted;
 mod conv_winograd;
 mod par;
-mod strided_rows;
+pub(crate) mod strided_rows;
 pub mod conv;
 pub mod conv_transpose;
 pub mod cumulative;

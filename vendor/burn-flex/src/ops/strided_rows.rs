@@ -188,6 +188,38 @@ where
     out
 }
 
+/// The elements of a strided tensor in row-major order (a contiguous copy).
+pub(crate) fn copy_collect<E: Copy + Send + Sync>(src: &[E], layout: &Layout) -> Vec<E> {
+    let shape: &[usize] = layout.shape();
+    let numel: usize = shape.iter().product();
+    let rows = Rows::new(shape, [layout, layout]);
+    let mut out: Vec<E> = Vec::with_capacity(numel);
+    rows.split(&mut out.spare_capacity_mut()[..numel], |first, block| {
+        let count = block.len() / rows.len.max(1);
+        rows.walk(first, count, |row, [at, _]| {
+            let start = (row - first) * rows.len;
+            let dst = &mut block[start..start + rows.len];
+            let run = Run {
+                data: src,
+                start: at,
+                step: rows.step[0],
+            };
+            if run.step == 1 {
+                for (d, &v) in dst.iter_mut().zip(run.slice(rows.len)) {
+                    d.write(v);
+                }
+            } else {
+                for (i, d) in dst.iter_mut().enumerate() {
+                    d.write(run.at(i));
+                }
+            }
+        });
+    });
+    // SAFETY: as in `zip_collect`, every row of the first `numel` slots is written once.
+    unsafe { out.set_len(numel) };
+    out
+}
+
 /// `*l = op(*l, rhs)` element by element, where `dst` holds the left operand contiguously.
 pub(crate) fn zip_inplace<E, Op>(shape: &[usize], dst: &mut [E], rhs: (&[E], &Layout), op: Op)
 where
@@ -300,5 +332,21 @@ mod tests {
         let shape = [2, 3, 4, 5];
         let got = zip_collect(&shape, (&data, &lhs), (&data, &rhs), |a, b| a - 2.0 * b);
         assert_eq!(got, strided_reference(&shape, (&data, &lhs), (&data, &rhs)));
+    }
+
+    #[test]
+    fn permuted_and_flipped_copies_match_the_element_walk() {
+        let data: Vec<f32> = (0..360).map(|i| i as f32).collect();
+        let base = Layout::contiguous(Shape::from(alloc::vec![3, 4, 5, 6]));
+        for layout in [
+            base.permute(&[0, 2, 1, 3]),
+            base.permute(&[3, 1, 0, 2]),
+            base.flip(&[1]).narrow(3, 2, 3),
+        ] {
+            let walk: Vec<f32> = crate::strided_index::StridedIter::new(&layout)
+                .map(|i| data[i])
+                .collect();
+            assert_eq!(copy_collect(&data, &layout), walk, "{layout:?}");
+        }
     }
 }
