@@ -723,3 +723,17 @@ fn flex_large_strided_binary_ops_equal_ndarrays() {
         assert_binary_ops_equal(shape, &views);
     }
 }
+
+/// Empty operands with a broadcast: no rows to walk, an empty result (not a division by zero).
+#[test]
+fn flex_empty_strided_binary_ops_are_empty() {
+    let lhs = tensor::<Flex, 2>([0, 3], 1);
+    let rhs = tensor::<Flex, 2>([1, 3], 2);
+    assert_eq!((lhs.clone() + rhs.clone()).dims(), [0, 3]);
+    assert_eq!((lhs.clone() * 2.0 - rhs).dims(), [0, 3]);
+    let sliced = tensor::<Flex, 3>([2, 0, 4], 3).narrow(2, 1, 2);
+    assert_eq!(
+        (sliced.clone() + sliced.swap_dims(0, 2).swap_dims(0, 2)).dims(),
+        [2, 0, 2]
+    );
+}

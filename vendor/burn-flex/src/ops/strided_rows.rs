@@ -83,6 +83,10 @@ impl Rows {
     /// Calls `body(row, offsets)` for rows `first..first + count` in order, with each operand's
     /// storage offset of the row's first element.
     fn walk(&self, first: usize, count: usize, mut body: impl FnMut(usize, [isize; 2])) {
+        // No rows (an empty tensor, where an outer size may be 0): nothing to decompose.
+        if count == 0 {
+            return;
+        }
         let dims = self.outer.len();
         let mut index = alloc::vec![0usize; dims];
         let mut offsets = self.start;
