@@ -462,6 +462,29 @@ fn flex_depthwise_and_grouped_weight_gradients_equal_ndarrays() {
     }
 }
 
+/// Weight gradients on small maps stack whole images into one GEMM (patch change 12): batches
+/// that fill several stacks and end with a partial one (5 images of 64 positions: stacks of 4
+/// and 1; 7 of 16: 7 at once; 3 of 100: 2 and 1), grouped and strided layers, and ResNet-18's
+/// 512-channel 4 x 4 layer at a batch of 3.
+#[test]
+fn flex_weight_gradients_of_stacked_images_equal_ndarrays() {
+    for (n, c, co, side, k, stride, groups) in [
+        (5, 16, 8, 8, 3, 1, 1),
+        (7, 8, 12, 4, 3, 1, 1),
+        (3, 6, 4, 10, 3, 1, 2),
+        (5, 12, 8, 16, 3, 2, 1),
+        (3, 512, 512, 4, 3, 1, 1),
+    ] {
+        let case = Case {
+            n,
+            groups,
+            seed: (n * c + side) as u64,
+            ..Case::same_padded(c, co, side, k, stride)
+        };
+        assert_flex_matches_ndarray(&case);
+    }
+}
+
 /// An empty batch has a zero weight gradient of the weight's shape (patch change 6).
 #[test]
 fn flex_weight_gradients_of_empty_batches_are_zero() {

@@ -37,6 +37,10 @@ const COL_BUDGET: usize = 1 << 18;
 const MIN_TILE: usize = 64;
 /// Elements per task when the weight gradient's per-thread accumulators are summed.
 const SUM_SLICE: usize = 1 << 14;
+/// The weight gradient stacks whole images along its GEMMs' inner dimension until it has this
+/// many output positions: with the 16 positions of a 4 x 4 map, each image's GEMM read and wrote
+/// the whole accumulator (2.4 M values for a 512-channel 3x3 layer) for 16 products per value.
+const STACK_POSITIONS: usize = 256;
 
 /// Whether `conv3d` (a 2-D convolution expanded to 3-D) can take the kernel-order im2col path.
 pub(crate) fn applies(x_shape: &[usize], w_shape: &[usize], options: &ConvOptions<3>) -> bool {
@@ -277,7 +281,8 @@ impl Geometry {
 /// dW[group] (c_out/g × c_in/g·kh·kw) += G[img][group rows, tile] · cols[group rows, tile]ᵀ
 /// ```
 ///
-/// summed over images and tiles of output positions. burn's generic weight gradient is a
+/// summed over images and tiles of output positions (on small maps, several whole images at a
+/// time: their positions side by side in one GEMM). burn's generic weight gradient is a
 /// convolution of the channel-swapped input with the whole output gradient as its kernel
 /// (hundreds of taps), which goes to burn-flex's im2col path with two swapped copies and a
 /// kernel reorder of the output gradient. `x` is `[n, c_in, h, w]`, `output_grad`
@@ -327,48 +332,77 @@ where
 
     let tile = tile_for(depth, positions);
     let tiles = positions.div_ceil(tile);
-    let jobs = n * tiles;
+    // A job is one tile of one image, or several whole images when an image has few positions.
+    let stack = if tiles == 1 {
+        (STACK_POSITIONS / positions)
+            .min(2 * COL_BUDGET / (depth * positions))
+            .clamp(1, n)
+    } else {
+        1
+    };
+    let jobs = if stack > 1 { n.div_ceil(stack) } else { n * tiles };
+    let job_at = |job: usize| {
+        if stack > 1 {
+            let first = job * stack;
+            (first, stack.min(n - first), 0, positions)
+        } else {
+            let t0 = (job % tiles) * tile;
+            (job / tiles, 1, t0, tile.min(positions - t0))
+        }
+    };
+    let inner = stack * tile;
     let threads = threads();
     // One accumulator per part of the jobs, summed in order at the end: the result depends on
     // the thread count, never on the scheduling. With fewer jobs than threads, one part whose
     // GEMMs split themselves.
     let parts = if jobs >= threads { threads } else { 1 };
-    let parallelism = gemm_parallelism(parts == 1 && threads > 1, co_g * depth_g * tile);
+    let parallelism = gemm_parallelism(parts == 1 && threads > 1, co_g * depth_g * inner);
 
     let part = |index: usize| {
         let mut acc = vec![T::zero(); size];
-        let mut cols = vec![T::zero(); depth * tile];
+        let mut cols = vec![T::zero(); depth * inner];
+        // The output gradient of stacked images, gathered as [co, images · positions].
+        let mut stacked = vec![T::zero(); if stack > 1 { co * inner } else { 0 }];
         for job in index * jobs / parts..(index + 1) * jobs / parts {
-            let img = job / tiles;
-            let t0 = (job % tiles) * tile;
-            let tn = tile.min(positions - t0);
-            let input = &x_data[img * c * h * w..][..c * h * w];
-            let cols = &mut cols[..depth * tn];
+            let (img, images, t0, tn) = job_at(job);
+            let k = images * tn;
+            let cols = &mut cols[..depth * k];
             cols.fill(T::zero());
-            for (row, dst) in cols.chunks_exact_mut(tn).enumerate() {
-                let plane = &input[row / (kh * kw) * h * w..][..h * w];
-                geometry.fill_row(dst, plane, (row / kw) % kh, row % kw, t0);
+            for (row, dst) in cols.chunks_exact_mut(k).enumerate() {
+                for (i, dst) in dst.chunks_exact_mut(tn).enumerate() {
+                    let plane = &x_data[((img + i) * c + row / (kh * kw)) * h * w..][..h * w];
+                    geometry.fill_row(dst, plane, (row / kw) % kh, row % kw, t0);
+                }
             }
-            let g_img = &g_data[img * co * positions..][..co * positions];
+            let (g, g_stride) = if images == 1 {
+                (&g_data[img * co * positions + t0..], positions)
+            } else {
+                for (o, dst) in stacked[..co * k].chunks_exact_mut(k).enumerate() {
+                    for (i, dst) in dst.chunks_exact_mut(tn).enumerate() {
+                        dst.copy_from_slice(&g_data[((img + i) * co + o) * positions..][..tn]);
+                    }
+                }
+                (&stacked[..], k)
+            };
             for group in 0..groups {
-                // SAFETY: lhs is the group's [co_g, tn] block of the output gradient (row stride
-                // `positions`), rhs the transpose of its [depth_g, tn] rows of the columns (a
-                // [tn, depth_g] matrix with row stride 1 and column stride tn), dst the group's
+                // SAFETY: lhs is the group's [co_g, k] block of the output gradient (row stride
+                // `g_stride`), rhs the transpose of its [depth_g, k] rows of the columns (a
+                // [k, depth_g] matrix with row stride 1 and column stride k), dst the group's
                 // [co_g, depth_g] rows of this part's own accumulator; all in bounds.
                 unsafe {
                     gemm::gemm(
                         co_g,
                         depth_g,
-                        tn,
+                        k,
                         acc.as_mut_ptr().add(group * co_g * depth_g),
                         1,
                         depth_g as isize,
                         true,
-                        g_img.as_ptr().add(group * co_g * positions + t0),
+                        g.as_ptr().add(group * co_g * g_stride),
                         1,
-                        positions as isize,
-                        cols.as_ptr().add(group * depth_g * tn),
-                        tn as isize,
+                        g_stride as isize,
+                        cols.as_ptr().add(group * depth_g * k),
+                        k as isize,
                         1,
                         T::one(),
                         T::one(),

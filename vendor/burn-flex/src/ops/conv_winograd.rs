@@ -59,8 +59,9 @@ const MIN_TILES: usize = 32;
 const MAX_PAIRS_FEW_TILES: usize = 160 * 1024;
 /// Tiles from which every layer size pays for its weight transform.
 const MANY_TILES: usize = 96;
-/// Tiles per task at most: 36 GEMMs of this many columns each.
+/// Tiles per task at most: 36 GEMMs of this many columns each (whole lanes).
 const MAX_BLOCK: usize = 128;
+const _: () = assert!(MAX_BLOCK % LANES == 0);
 
 /// 1/6, rounded once.
 const SIXTH: f32 = 1.0 / 6.0;
@@ -239,25 +240,29 @@ impl Plan<'_> {
         grow(v, POINTS * c * width);
         grow(m, POINTS * outputs * width);
         grid.transform_input(self.x, first, width, v);
+        // V and M keep each channel's 36 points together (`[channel, POINTS, width]`), so the
+        // transforms read and write one channel's block at a time; the GEMMs read and write
+        // point k's matrix with a row stride of `POINTS · width`.
+        let stride = (POINTS * width) as isize;
         for k in 0..POINTS {
             // SAFETY: lhs is rows o0.. of U[k] ([co, c], column stride co), rhs V[k] ([c,
-            // width], row stride width), dst M[k] ([outputs, width], row stride width), all
-            // inside their buffers.
+            // width], row stride POINTS · width), dst M[k] ([outputs, width], the same row
+            // stride), all inside their buffers.
             unsafe {
                 gemm::gemm(
                     outputs,
                     width,
                     c,
-                    m.as_mut_ptr().add(k * outputs * width),
+                    m.as_mut_ptr().add(k * width),
                     1,
-                    width as isize,
+                    stride,
                     false,
                     self.u.as_ptr().add(k * c * co + o0),
                     co as isize,
                     1,
-                    v.as_ptr().add(k * c * width),
+                    v.as_ptr().add(k * width),
                     1,
-                    width as isize,
+                    stride,
                     1.0,
                     1.0,
                     false,
@@ -346,20 +351,24 @@ impl Grid {
     }
 
     /// `V = Bᵀ d B` of the tiles `first .. first + width` (those past the last tile zero), into
-    /// `v` as `[POINTS, c, width]`.
+    /// `v` as `[c, POINTS, width]`, one input channel after another.
     #[inline(always)]
     fn transform_input(&self, x: &[f32], first: usize, width: usize, v: &mut [f32]) {
         let (plane, w) = (self.h * self.w, self.w);
+        let mut patches = [Patch::None; MAX_BLOCK];
+        for (t, patch) in patches[..width].iter_mut().enumerate() {
+            *patch = self.patch(first + t);
+        }
         let mut d = [[0f32; LANES]; POINTS];
         let mut transformed = [[0f32; LANES]; POINTS];
-        for lane0 in (0..width).step_by(LANES) {
-            let patches: [Patch; LANES] = core::array::from_fn(|l| self.patch(first + lane0 + l));
-            let all_inside = patches.iter().all(|p| matches!(p, Patch::Inside(_)));
-            for ci in 0..self.c {
-                if !all_inside {
+        for ci in 0..self.c {
+            let block = &mut v[ci * POINTS * width..][..POINTS * width];
+            for (lane0, lanes) in patches[..width].chunks_exact(LANES).enumerate() {
+                let lane0 = lane0 * LANES;
+                if !lanes.iter().all(|p| matches!(p, Patch::Inside(_))) {
                     d = [[0f32; LANES]; POINTS];
                 }
-                for (l, patch) in patches.iter().enumerate() {
+                for (l, patch) in lanes.iter().enumerate() {
                     match *patch {
                         Patch::None => {}
                         Patch::Inside(start) => {
@@ -395,41 +404,43 @@ impl Grid {
                 }
                 input_tile(&d, &mut transformed);
                 for (k, lanes) in transformed.iter().enumerate() {
-                    v[(k * self.c + ci) * width + lane0..][..LANES].copy_from_slice(lanes);
+                    block[k * width + lane0..][..LANES].copy_from_slice(lanes);
                 }
             }
         }
     }
 
     /// `Y = Aᵀ M A` of the span's tiles and output channels, plus the bias, written into the
-    /// output; `m` is `[POINTS, outputs, width]`.
+    /// output one channel after another; `m` is `[outputs, POINTS, width]`.
     #[inline(always)]
     fn transform_output(&self, m: &[f32], span: &Span, bias: Option<&[f32]>, out: &OutPtr<f32>) {
         let per_image = self.rows * self.cols;
         let (image, channel) = (self.co * self.ho * self.wo, self.ho * self.wo);
+        // Each tile's output offset in channel 0 and how many rows and columns it keeps.
+        let mut targets: [Option<(usize, usize, usize)>; MAX_BLOCK] = [None; MAX_BLOCK];
+        for (l, target) in targets[..span.width].iter_mut().enumerate() {
+            let t = span.first + l;
+            *target = (t < self.tiles).then(|| {
+                let (img, within) = (t / per_image, t % per_image);
+                let (r0, c0) = ((within / self.cols) * TILE, (within % self.cols) * TILE);
+                let at = img * image + r0 * self.wo + c0;
+                (at, TILE.min(self.ho - r0), TILE.min(self.wo - c0))
+            });
+        }
         let mut points = [[0f32; LANES]; POINTS];
         let mut y = [[0f32; LANES]; TILE * TILE];
-        for lane0 in (0..span.width).step_by(LANES) {
-            // Each lane's output offset in channel 0 and how many rows and columns it keeps.
-            let targets: [Option<(usize, usize, usize)>; LANES] = core::array::from_fn(|l| {
-                let t = span.first + lane0 + l;
-                (t < self.tiles).then(|| {
-                    let (img, within) = (t / per_image, t % per_image);
-                    let (r0, c0) = ((within / self.cols) * TILE, (within % self.cols) * TILE);
-                    let at = img * image + r0 * self.wo + c0;
-                    (at, TILE.min(self.ho - r0), TILE.min(self.wo - c0))
-                })
-            });
-            for local in 0..span.outputs {
-                let o = span.o0 + local;
-                let b = bias.map_or(0.0, |b| b[o]);
-                for (k, lanes) in points.iter_mut().enumerate() {
-                    let row = (k * span.outputs + local) * span.width + lane0;
-                    lanes.copy_from_slice(&m[row..][..LANES]);
+        for local in 0..span.outputs {
+            let o = span.o0 + local;
+            let b = bias.map_or(0.0, |b| b[o]);
+            let dst = o * channel;
+            let block = &m[local * POINTS * span.width..][..POINTS * span.width];
+            for (lane0, lanes) in targets[..span.width].chunks_exact(LANES).enumerate() {
+                let lane0 = lane0 * LANES;
+                for (k, point) in points.iter_mut().enumerate() {
+                    point.copy_from_slice(&block[k * span.width + lane0..][..LANES]);
                 }
                 output_tile(&points, &mut y);
-                let dst = o * channel;
-                for (l, target) in targets.iter().enumerate() {
+                for (l, target) in lanes.iter().enumerate() {
                     let Some((at, rows, cols)) = *target else { break };
                     let at = dst + at;
                     // SAFETY (both arms): in bounds (the tile's rows and columns inside the
