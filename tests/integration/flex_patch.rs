@@ -229,6 +229,23 @@ proptest! {
         assert_close("transposed output", &transposed::<Flex>(&case), &transposed::<NdArray>(&case), &case);
     }
 
+    /// The same on wide rows (patch change 12): from 64 output columns on, a row of tiles holds
+    /// 16 side by side, whose patches are gathered and whose outputs are written a row at a
+    /// time; rows of 16-17 and 30-35 tiles, lane groups that do and do not straddle two rows
+    /// of tiles, padded and unpadded edges.
+    #[test]
+    fn flex_winograd_convolutions_on_wide_rows_equal_ndarrays(
+        (n, c, co, h, w) in (1usize..=2, 16usize..=24, 16usize..=24, 3usize..=10, 62usize..=142),
+        (ph, pw, bias, seed) in (0usize..=1, 0usize..=2, any::<bool>(), any::<u64>()),
+    ) {
+        let case = Case {
+            n, c, co, h, w, kh: 3, kw: 3, pad: [ph, pw], dilation: [1, 1], stride: [1, 1],
+            groups: 1, bias, seed,
+        };
+        assert_flex_matches_ndarray(&case);
+        assert_close("transposed output", &transposed::<Flex>(&case), &transposed::<NdArray>(&case), &case);
+    }
+
     /// 1x1 transposed convolutions (the input gradient of every 1x1 convolution: the weight read
     /// transposed by the 1x1 path), any groups.
     #[test]

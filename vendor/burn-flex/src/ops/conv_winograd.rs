@@ -217,7 +217,7 @@ impl Plan<'_> {
             // SAFETY: the CPU has AVX2 and FMA.
             return unsafe { self.run_avx2(scratch, job) };
         }
-        self.run_inline(scratch, job)
+        self.run_inline::<false>(scratch, job)
     }
 
     /// [`Plan::run`] compiled for AVX2 and FMA.
@@ -227,11 +227,12 @@ impl Plan<'_> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn run_avx2(&self, scratch: &mut (Vec<f32>, Vec<f32>), job: usize) {
-        self.run_inline(scratch, job)
+        self.run_inline::<true>(scratch, job)
     }
 
+    /// The task; `AVX2`: compiled into [`Plan::run_avx2`] (the CPU has AVX2 and FMA).
     #[inline(always)]
-    fn run_inline(&self, (v, m): &mut (Vec<f32>, Vec<f32>), job: usize) {
+    fn run_inline<const AVX2: bool>(&self, (v, m): &mut (Vec<f32>, Vec<f32>), job: usize) {
         let (grid, c, co) = (&self.grid, self.grid.c, self.grid.co);
         let (b, o0) = (job / self.co_blocks, (job % self.co_blocks) * self.co_block);
         let outputs = self.co_block.min(co - o0);
@@ -239,7 +240,7 @@ impl Plan<'_> {
         let width = self.block.min(grid.tiles - first).next_multiple_of(LANES);
         grow(v, POINTS * c * width);
         grow(m, POINTS * outputs * width);
-        grid.transform_input(self.x, first, width, v);
+        grid.transform_input::<AVX2>(self.x, first, width, v);
         // V and M keep each channel's 36 points together (`[channel, POINTS, width]`), so the
         // transforms read and write one channel's block at a time; the GEMMs read and write
         // point k's matrix with a row stride of `POINTS · width`.
@@ -351,20 +352,54 @@ impl Grid {
     }
 
     /// `V = Bᵀ d B` of the tiles `first .. first + width` (those past the last tile zero), into
-    /// `v` as `[c, POINTS, width]`, one input channel after another.
+    /// `v` as `[c, POINTS, width]`, one input channel after another. `AVX2`: the CPU has AVX2
+    /// (the caller is compiled for it).
     #[inline(always)]
-    fn transform_input(&self, x: &[f32], first: usize, width: usize, v: &mut [f32]) {
+    fn transform_input<const AVX2: bool>(
+        &self,
+        x: &[f32],
+        first: usize,
+        width: usize,
+        v: &mut [f32],
+    ) {
         let (plane, w) = (self.h * self.w, self.w);
         let mut patches = [Patch::None; MAX_BLOCK];
         for (t, patch) in patches[..width].iter_mut().enumerate() {
             *patch = self.patch(first + t);
+        }
+        // Whether a lane group's tiles lie side by side inside the input (one row of tiles):
+        // their patches are then one 6 x 66 window, transposed into the lanes with shuffles.
+        let mut side_by_side = [None; MAX_BLOCK / LANES];
+        if AVX2 {
+            for (run, lanes) in side_by_side.iter_mut().zip(patches[..width].chunks_exact(LANES)) {
+                if let Patch::Inside(start) = lanes[0]
+                    && lanes.iter().enumerate().all(
+                        |(l, p)| matches!(*p, Patch::Inside(at) if at == start + l * TILE),
+                    )
+                {
+                    *run = Some(start);
+                }
+            }
         }
         let mut d = [[0f32; LANES]; POINTS];
         let mut transformed = [[0f32; LANES]; POINTS];
         for ci in 0..self.c {
             let block = &mut v[ci * POINTS * width..][..POINTS * width];
             for (lane0, lanes) in patches[..width].chunks_exact(LANES).enumerate() {
+                let run = side_by_side[lane0];
                 let lane0 = lane0 * LANES;
+                #[cfg(target_arch = "x86_64")]
+                if let Some(start) = run {
+                    let window = &x[start + ci * plane..][..(SPAN - 1) * w + WINDOW];
+                    // SAFETY: the CPU has AVX2 (`run` is only set when `AVX2`).
+                    unsafe { gather_window_avx2(window, w, &mut d) };
+                    input_tile(&d, &mut transformed);
+                    for (k, lanes) in transformed.iter().enumerate() {
+                        block[k * width + lane0..][..LANES].copy_from_slice(lanes);
+                    }
+                    continue;
+                }
+                let _ = run;
                 if !lanes.iter().all(|p| matches!(p, Patch::Inside(_))) {
                     d = [[0f32; LANES]; POINTS];
                 }
@@ -427,6 +462,18 @@ impl Grid {
                 (at, TILE.min(self.ho - r0), TILE.min(self.wo - c0))
             });
         }
+        // Lane groups of 16 whole tiles side by side in one row of tiles: their output rows are
+        // written 64 pixels at a time.
+        let mut side_by_side = [None; MAX_BLOCK / LANES];
+        for (run, lanes) in side_by_side.iter_mut().zip(targets[..span.width].chunks_exact(LANES)) {
+            if let Some((at, TILE, TILE)) = lanes[0]
+                && lanes.iter().enumerate().all(
+                    |(l, t)| matches!(*t, Some((a, TILE, TILE)) if a == at + l * TILE),
+                )
+            {
+                *run = Some(at);
+            }
+        }
         let mut points = [[0f32; LANES]; POINTS];
         let mut y = [[0f32; LANES]; TILE * TILE];
         for local in 0..span.outputs {
@@ -440,6 +487,24 @@ impl Grid {
                     point.copy_from_slice(&block[k * span.width + lane0..][..LANES]);
                 }
                 output_tile(&points, &mut y);
+                if let Some(at) = side_by_side[lane0 / LANES] {
+                    for r in 0..TILE {
+                        // SAFETY: the group's 16 whole tiles side by side in one row of tiles:
+                        // row r of them is 64 output pixels in a row, this task's alone.
+                        let row = unsafe {
+                            core::slice::from_raw_parts_mut(
+                                out.ptr().add(dst + at + r * self.wo),
+                                TILE * LANES,
+                            )
+                        };
+                        for l in 0..LANES {
+                            for q in 0..TILE {
+                                row[TILE * l + q] = y[r * TILE + q][l] + b;
+                            }
+                        }
+                    }
+                    continue;
+                }
                 for (l, target) in lanes.iter().enumerate() {
                     let Some((at, rows, cols)) = *target else { break };
                     let at = dst + at;
@@ -460,6 +525,65 @@ impl Grid {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Input columns a lane group of 16 side-by-side tiles reads in each row (`4 · 16 + 2`).
+const WINDOW: usize = TILE * LANES + SPAN - TILE;
+
+/// The 6 x 6 patches of 16 tiles side by side, from `window` (6 rows of [`WINDOW`] values, row
+/// stride `w`), into `d` (`d[r · 6 + q][l]` = row r, column `4 l + q`): each row's 64 values are
+/// 16 tiles' columns 0-3, transposed 4 x 4 with shuffles; columns 4 and 5 are the next tile's 0
+/// and 1.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn gather_window_avx2(window: &[f32], w: usize, d: &mut [Lanes; POINTS]) {
+    use core::arch::x86_64::*;
+    // Lanes come out of the in-lane transposes as tiles 0, 2, 4, 6, 1, 3, 5, 7.
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    // One lane down (lane 7 is refilled from the next group).
+    let down = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0);
+    for r in 0..SPAN {
+        let row = &window[r * w..][..WINDOW];
+        let mut columns = [[_mm256_setzero_ps(); 2]; TILE];
+        for half in 0..2 {
+            // SAFETY: 32 values from 32 · half, inside the row's WINDOW.
+            let [a0, a1, a2, a3] = core::array::from_fn(|i| unsafe {
+                _mm256_loadu_ps(row.as_ptr().add(32 * half + 8 * i))
+            });
+            let (t0, t1) = (_mm256_unpacklo_ps(a0, a1), _mm256_unpackhi_ps(a0, a1));
+            let (t2, t3) = (_mm256_unpacklo_ps(a2, a3), _mm256_unpackhi_ps(a2, a3));
+            let q = [
+                _mm256_shuffle_ps::<0x44>(t0, t2),
+                _mm256_shuffle_ps::<0xEE>(t0, t2),
+                _mm256_shuffle_ps::<0x44>(t1, t3),
+                _mm256_shuffle_ps::<0xEE>(t1, t3),
+            ];
+            for (column, q) in columns.iter_mut().zip(q) {
+                column[half] = _mm256_permutevar8x32_ps(q, order);
+            }
+        }
+        for (q, column) in columns.iter().enumerate() {
+            for (half, lanes) in column.iter().enumerate() {
+                // SAFETY: 8 of the 16 lanes.
+                unsafe { _mm256_storeu_ps(d[r * SPAN + q][8 * half..].as_mut_ptr(), *lanes) };
+            }
+        }
+        // Columns 4 and 5 of tile l are columns 0 and 1 of tile l + 1: the 17th tile's come
+        // from the window's last two values (64 and 65).
+        for (q, next) in [(4, TILE * LANES), (5, TILE * LANES + 1)] {
+            let column = &columns[q - TILE];
+            let after = [_mm256_set1_ps(row[32 + q - TILE]), _mm256_set1_ps(row[next])];
+            for half in 0..2 {
+                let shifted = _mm256_permutevar8x32_ps(column[half], down);
+                let lanes = _mm256_blend_ps::<0x80>(shifted, after[half]);
+                // SAFETY: 8 of the 16 lanes.
+                unsafe { _mm256_storeu_ps(d[r * SPAN + q][8 * half..].as_mut_ptr(), lanes) };
             }
         }
     }
