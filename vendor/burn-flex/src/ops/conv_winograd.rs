@@ -362,7 +362,6 @@ impl Grid {
         width: usize,
         v: &mut [f32],
     ) {
-        let (plane, w) = (self.h * self.w, self.w);
         let mut patches = [Patch::None; MAX_BLOCK];
         for (t, patch) in patches[..width].iter_mut().enumerate() {
             *patch = self.patch(first + t);
@@ -388,58 +387,63 @@ impl Grid {
             for (lane0, lanes) in patches[..width].chunks_exact(LANES).enumerate() {
                 let run = side_by_side[lane0];
                 let lane0 = lane0 * LANES;
-                #[cfg(target_arch = "x86_64")]
-                if let Some(start) = run {
-                    let window = &x[start + ci * plane..][..(SPAN - 1) * w + WINDOW];
-                    // SAFETY: the CPU has AVX2 (`run` is only set when `AVX2`).
-                    unsafe { gather_window_avx2(window, w, &mut d) };
-                    input_tile(&d, &mut transformed);
-                    for (k, lanes) in transformed.iter().enumerate() {
-                        block[k * width + lane0..][..LANES].copy_from_slice(lanes);
+                match run {
+                    #[cfg(target_arch = "x86_64")]
+                    Some(start) => {
+                        let (plane, w) = (self.h * self.w, self.w);
+                        let window = &x[start + ci * plane..][..(SPAN - 1) * w + WINDOW];
+                        // SAFETY: the CPU has AVX2 (`run` is only set when `AVX2`).
+                        unsafe { gather_window_avx2(window, w, &mut d) };
                     }
-                    continue;
-                }
-                let _ = run;
-                if !lanes.iter().all(|p| matches!(p, Patch::Inside(_))) {
-                    d = [[0f32; LANES]; POINTS];
-                }
-                for (l, patch) in lanes.iter().enumerate() {
-                    match *patch {
-                        Patch::None => {}
-                        Patch::Inside(start) => {
-                            let at = start + ci * plane;
-                            for r in 0..SPAN {
-                                let row = &x[at + r * w..][..SPAN];
-                                for (q, value) in row.iter().enumerate() {
-                                    d[r * SPAN + q][l] = *value;
-                                }
-                            }
-                        }
-                        Patch::Edge(image, top, left) => {
-                            let channel = &x[image + ci * plane..][..plane];
-                            for r in 0..SPAN {
-                                let Ok(y) = usize::try_from(top + r as isize) else {
-                                    continue;
-                                };
-                                if y >= self.h {
-                                    break;
-                                }
-                                for q in 0..SPAN {
-                                    let Ok(col) = usize::try_from(left + q as isize) else {
-                                        continue;
-                                    };
-                                    if col >= w {
-                                        break;
-                                    }
-                                    d[r * SPAN + q][l] = channel[y * w + col];
-                                }
-                            }
-                        }
-                    }
+                    _ => self.gather_lanes(x, ci, lanes, &mut d),
                 }
                 input_tile(&d, &mut transformed);
                 for (k, lanes) in transformed.iter().enumerate() {
                     block[k * width + lane0..][..LANES].copy_from_slice(lanes);
+                }
+            }
+        }
+    }
+
+    /// The 6 x 6 patches of one lane group's tiles in input channel `ci`, into `d` (zero where
+    /// a patch reaches into the padding, or past the last tile), one value at a time.
+    #[inline(always)]
+    fn gather_lanes(&self, x: &[f32], ci: usize, lanes: &[Patch], d: &mut [Lanes; POINTS]) {
+        let (plane, w) = (self.h * self.w, self.w);
+        if !lanes.iter().all(|p| matches!(p, Patch::Inside(_))) {
+            *d = [[0f32; LANES]; POINTS];
+        }
+        for (l, patch) in lanes.iter().enumerate() {
+            match *patch {
+                Patch::None => {}
+                Patch::Inside(start) => {
+                    let at = start + ci * plane;
+                    for r in 0..SPAN {
+                        let row = &x[at + r * w..][..SPAN];
+                        for (q, value) in row.iter().enumerate() {
+                            d[r * SPAN + q][l] = *value;
+                        }
+                    }
+                }
+                Patch::Edge(image, top, left) => {
+                    let channel = &x[image + ci * plane..][..plane];
+                    for r in 0..SPAN {
+                        let Ok(y) = usize::try_from(top + r as isize) else {
+                            continue;
+                        };
+                        if y >= self.h {
+                            break;
+                        }
+                        for q in 0..SPAN {
+                            let Ok(col) = usize::try_from(left + q as isize) else {
+                                continue;
+                            };
+                            if col >= w {
+                                break;
+                            }
+                            d[r * SPAN + q][l] = channel[y * w + col];
+                        }
+                    }
                 }
             }
         }
