@@ -42,6 +42,26 @@ impl Case {
         ConvOptions::new(self.stride, self.pad, self.dilation, self.groups)
     }
 
+    /// A stride-1 3x3 convolution of `[n, c, h, w]` to `co` channels, groups 1 (the Winograd
+    /// path's kind).
+    fn winograd([n, c, co, h, w]: [usize; 5], pad: [usize; 2], bias: bool, seed: u64) -> Case {
+        Case {
+            n,
+            c,
+            co,
+            h,
+            w,
+            kh: 3,
+            kw: 3,
+            pad,
+            dilation: [1, 1],
+            stride: [1, 1],
+            groups: 1,
+            bias,
+            seed,
+        }
+    }
+
     /// A batch of two square `side` x `side` images under a square `k` x `k` kernel with
     /// `k / 2` padding, no dilation, groups 1, a bias, seeded by `c`.
     fn same_padded(c: usize, co: usize, side: usize, k: usize, stride: usize) -> Case {
@@ -183,6 +203,17 @@ fn assert_within(what: &str, flex: &[f32], ndarray: &[f32], tolerance: f32, case
     );
 }
 
+/// [`assert_flex_matches_ndarray`], and the case's transposed convolution too.
+fn assert_flex_matches_ndarray_also_transposed(case: &Case) {
+    assert_flex_matches_ndarray(case);
+    assert_close(
+        "transposed output",
+        &transposed::<Flex>(case),
+        &transposed::<NdArray>(case),
+        case,
+    );
+}
+
 /// The case's output, input gradient and weight gradient on flex against ndarray's.
 fn assert_flex_matches_ndarray(case: &Case) {
     let flex = conv_and_grads::<Autodiff<Flex>>(case);
@@ -220,13 +251,9 @@ proptest! {
         (n, c, co, h, w) in (1usize..=3, 16usize..=40, 16usize..=40, 3usize..=38, 3usize..=38),
         (ph, pw, bias, seed) in (0usize..=2, 0usize..=2, any::<bool>(), any::<u64>()),
     ) {
-        let case = Case {
-            n, c, co, h, w, kh: 3, kw: 3, pad: [ph, pw], dilation: [1, 1], stride: [1, 1],
-            groups: 1, bias, seed,
-        };
+        let case = Case::winograd([n, c, co, h, w], [ph, pw], bias, seed);
         prop_assume!(case.fits());
-        assert_flex_matches_ndarray(&case);
-        assert_close("transposed output", &transposed::<Flex>(&case), &transposed::<NdArray>(&case), &case);
+        assert_flex_matches_ndarray_also_transposed(&case);
     }
 
     /// The same on wide rows (patch change 12): from 64 output columns on, a row of tiles holds
@@ -238,12 +265,7 @@ proptest! {
         (n, c, co, h, w) in (1usize..=2, 16usize..=24, 16usize..=24, 3usize..=10, 62usize..=142),
         (ph, pw, bias, seed) in (0usize..=1, 0usize..=2, any::<bool>(), any::<u64>()),
     ) {
-        let case = Case {
-            n, c, co, h, w, kh: 3, kw: 3, pad: [ph, pw], dilation: [1, 1], stride: [1, 1],
-            groups: 1, bias, seed,
-        };
-        assert_flex_matches_ndarray(&case);
-        assert_close("transposed output", &transposed::<Flex>(&case), &transposed::<NdArray>(&case), &case);
+        assert_flex_matches_ndarray_also_transposed(&Case::winograd([n, c, co, h, w], [ph, pw], bias, seed));
     }
 
     /// 1x1 transposed convolutions (the input gradient of every 1x1 convolution: the weight read
