@@ -4,7 +4,8 @@
 //! `conv_shifted.rs`: stride 1, 8+ input channels, 2-49 taps, 16 x 16 output pixels or more;
 //! `conv_cols.rs`: strides of 2 and smaller outputs) and shapes next to them that take
 //! burn-flex's own (1-4 channels, groups); every 2-D weight gradient (`conv_cols.rs`, any groups);
-//! the vectorised sigmoid; the threaded element-wise ops; matmuls sharing one right-hand matrix.
+//! the vectorised sigmoid; the threaded element-wise ops; matmuls sharing one right-hand matrix;
+//! max pooling with its indices and gradient.
 #![cfg(all(feature = "flex", feature = "ndarray"))]
 
 use burn::backend::{Autodiff, Flex, NdArray};
@@ -171,10 +172,17 @@ fn conv_and_grads<B: burn::tensor::backend::AutodiffBackend>(
     )
 }
 
-/// The transposed convolution of the case, flattened: the weight is [c_in, c_out / groups, kh, kw].
+/// The transposed convolution of the case, flattened: the weight is [c_in, c_out / groups, kh, kw];
+/// with a stride of 2, odd seeds add an output padding of 1.
 fn transposed<B: Backend>(case: &Case) -> Vec<f32> {
-    let options =
-        ConvTransposeOptions::new(case.stride, case.pad, [0, 0], case.dilation, case.groups);
+    let padding_out = case.stride.map(|s| (case.seed as usize % 2).min(s - 1));
+    let options = ConvTransposeOptions::new(
+        case.stride,
+        case.pad,
+        padding_out,
+        case.dilation,
+        case.groups,
+    );
     let x = tensor::<B, 4>([case.n, case.c, case.h, case.w], case.seed);
     let weight = tensor::<B, 4>(
         [case.c, case.co / case.groups, case.kh, case.kw],
@@ -283,7 +291,8 @@ proptest! {
 /// convolution whose columns are cut into several tiles, and AlexNet's 5x5 layer at LPIPS's 64 px
 /// (`conv_cols`); DenseNet's 1x1 bottlenecks in its first and last blocks (the 1x1 paths);
 /// weights above burn-flex's parallel threshold, reordered for the shifted path (a 5x5 layer,
-/// 64 -> 192 at 16 x 16) and flipped (the 512-channel layer at 4 x 4) on the threads.
+/// 64 -> 192 at 16 x 16); the input gradients of the small and strided layers are one GEMM
+/// over the batch and a threaded col2im (`conv_col2im.rs`).
 #[test]
 fn flex_matches_ndarray_on_network_sized_convolutions() {
     for (c, co, side, k, stride) in [
@@ -798,4 +807,143 @@ fn flex_empty_strided_binary_ops_are_empty() {
         (sliced.clone() + sliced.swap_dims(0, 2).swap_dims(0, 2)).dims(),
         [2, 0, 2]
     );
+}
+
+/// One 2-D max pooling: input `[n, c, h, w]`, kernel, stride, padding, dilation.
+#[derive(Debug, Clone, Copy)]
+struct Pool {
+    shape: [usize; 4],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    pad: [usize; 2],
+    dilation: [usize; 2],
+    ceil_mode: bool,
+    seed: u64,
+}
+
+impl Pool {
+    /// Output length along one axis (burn's rule), if every window reaches into the input:
+    /// ndarray and flex disagree on windows wholly in the padding (`ceil_mode` only).
+    fn out_len(&self, axis: usize) -> Option<usize> {
+        let (input, k, s, p, d) = (
+            self.shape[2 + axis],
+            self.kernel[axis],
+            self.stride[axis],
+            self.pad[axis],
+            self.dilation[axis],
+        );
+        let span = d * (k - 1) + 1;
+        let padded = input + 2 * p;
+        if padded < span {
+            return None;
+        }
+        let out = if self.ceil_mode {
+            (padded - span).div_ceil(s) + 1
+        } else {
+            (padded - span) / s + 1
+        };
+        ((out - 1) * s < input + p).then_some(out)
+    }
+
+    fn fits(&self) -> bool {
+        self.out_len(0).is_some() && self.out_len(1).is_some()
+    }
+}
+
+fn pool() -> impl Strategy<Value = Pool> {
+    (
+        (1usize..=2, 1usize..=5, 1usize..=20, 1usize..=20),
+        (1usize..=4, 1usize..=4, 1usize..=3, 1usize..=3),
+        (0usize..=2, 0usize..=2, 1usize..=2, 1usize..=2),
+        (any::<bool>(), any::<u64>()),
+    )
+        .prop_map(
+            |((n, c, h, w), (kh, kw, sh, sw), (ph, pw, dh, dw), (ceil_mode, seed))| Pool {
+                shape: [n, c, h, w],
+                kernel: [kh, kw],
+                stride: [sh, sw],
+                pad: [ph.min(kh / 2), pw.min(kw / 2)],
+                dilation: [dh, dw],
+                ceil_mode,
+                seed,
+            },
+        )
+        .prop_filter("every window reaches into the input", Pool::fits)
+}
+
+/// Max pooling's output, its indices and the input gradient of `sum(pool(x) * probe)`.
+fn pooled_and_grad<B: burn::tensor::backend::AutodiffBackend>(
+    pool: &Pool,
+) -> (Vec<f32>, Vec<i64>, Vec<f32>) {
+    use burn::tensor::module::{max_pool2d, max_pool2d_with_indices};
+    let x = tensor::<B, 4>(pool.shape, pool.seed).require_grad();
+    let Pool {
+        kernel,
+        stride,
+        pad,
+        dilation,
+        ceil_mode,
+        ..
+    } = *pool;
+    let (_, indices) =
+        max_pool2d_with_indices(x.clone().inner(), kernel, stride, pad, dilation, ceil_mode);
+    let y = max_pool2d(x.clone(), kernel, stride, pad, dilation, ceil_mode);
+    let probe = tensor::<B, 4>(y.dims(), pool.seed ^ 0x77);
+    let grads = (y.clone() * probe).sum().backward();
+    let x_grad = x.grad(&grads).expect("x tracks gradients");
+    (
+        y.inner().into_data().to_vec::<f32>().unwrap_or_default(),
+        indices
+            .into_data()
+            .convert::<i64>()
+            .to_vec::<i64>()
+            .unwrap_or_default(),
+        x_grad.into_data().to_vec::<f32>().unwrap_or_default(),
+    )
+}
+
+fn assert_pools_equal(pool: &Pool) {
+    let flex = pooled_and_grad::<Autodiff<Flex>>(pool);
+    let ndarray = pooled_and_grad::<Autodiff<NdArray>>(pool);
+    assert_eq!(flex.0, ndarray.0, "outputs of {pool:?}");
+    assert_eq!(flex.1, ndarray.1, "indices of {pool:?}");
+    // A pixel that is the maximum of several windows sums their gradients (in any order).
+    let worst = flex
+        .2
+        .iter()
+        .zip(&ndarray.2)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst <= 1e-6,
+        "input gradients of {pool:?} differ by {worst}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(192))]
+
+    /// The patch's max pooling (each window's taps clipped to the input once per output
+    /// position, not checked tap by tap) takes the same maxima at the same positions as
+    /// ndarray's, with and without padding, dilation, strides and `ceil_mode`.
+    #[test]
+    fn flex_max_pooling_equals_ndarrays(pool in pool()) {
+        assert_pools_equal(&pool);
+    }
+}
+
+/// ResNet-18's and DenseNet-121's stem pooling at 128 px (3x3, stride 2, padding 1).
+#[test]
+fn flex_max_pooling_of_network_stems_equals_ndarrays() {
+    for shape in [[2, 64, 64, 64], [3, 64, 57, 63]] {
+        assert_pools_equal(&Pool {
+            shape,
+            kernel: [3, 3],
+            stride: [2, 2],
+            pad: [1, 1],
+            dilation: [1, 1],
+            ceil_mode: false,
+            seed: shape[2] as u64,
+        });
+    }
 }

@@ -16,8 +16,8 @@
 //! NHWC copy, no scatter; rows of the columns are contiguous copies of input rows when the
 //! stride is 1.
 //!
-//! A transposed convolution with stride 1 is a convolution with the flipped kernel
-//! (`conv_shifted::conv_transpose3d`); below the shifted path's size it lands here.
+//! Transposed convolutions below the shifted path's size are `conv_col2im`'s (they were the
+//! flipped convolution through this path).
 
 use alloc::vec;
 use burn_backend::DType;
@@ -211,7 +211,7 @@ fn threads() -> usize {
 
 /// Each GEMM splits itself across the threads when `split` (too few tasks to fill them) and its
 /// `m·n·k` is large enough to pay for it.
-fn gemm_parallelism(split: bool, work: usize) -> gemm::Parallelism {
+pub(crate) fn gemm_parallelism(split: bool, work: usize) -> gemm::Parallelism {
     #[cfg(feature = "rayon")]
     if split && work >= 64 * 64 * 64 {
         return gemm::Parallelism::Rayon(0);

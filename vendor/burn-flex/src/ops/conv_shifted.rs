@@ -83,6 +83,8 @@ pub(crate) fn applies_transposed(
         && options.padding[0] == 0
         && x_shape[0] > 0
         && x_shape[1] > 0
+        && x_shape[3] > 0
+        && x_shape[4] > 0
         && w_shape[1] > 0
         && w_shape[2] == 1
         && x_shape[2] == 1
@@ -124,25 +126,13 @@ where
         // The shifted path reads the transposed weight flipped in place (one reorder).
         return shifted::<T>(x, &weight, Kernel::Transposed, bias, &conv, dtype);
     }
-    let w: &[T] = weight.storage();
-    // [c_in, c_out, 1, kh, kw] -> [c_out, c_in, 1, kh, kw], each kernel rotated by 180 degrees.
-    let taps = kh * kw;
-    let mut flipped = vec![T::zero(); w.len()];
-    // One row of the flipped weight (an output channel) per task.
-    crate::ops::par::rows_inplace(&mut flipped, c_in * taps, |co, row| {
-        for (ci, dst) in row.chunks_exact_mut(taps).enumerate() {
-            let src = &w[(ci * c_out + co) * taps..][..taps];
-            for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
-                *d = *s;
-            }
-        }
-    });
-    let flipped = FlexTensor::new(
-        Bytes::from_elems(flipped),
-        Layout::contiguous(Shape::from(flipped_shape.to_vec())),
-        dtype,
-    );
-    crate::ops::conv_cols::conv3d::<T>(x, flipped, bias, &conv, dtype)
+    // Below both paths' sizes: one GEMM over the batch and a col2im (no flipped weight copy).
+    debug_assert!(crate::ops::conv_col2im::applies(
+        x.layout().shape(),
+        w_shape,
+        options
+    ));
+    crate::ops::conv_col2im::conv_transpose::<T>(x, weight, bias, options, dtype)
 }
 
 /// How the shifted path reads its weight.

@@ -32,7 +32,8 @@ macro_rules! conv_transpose3d_typed {
         ) -> FlexTensor {
             // foil's patch: 1x1 with stride 1 is a 1x1 convolution with the weight read
             // transposed (conv.rs); larger kernels at stride 1 a convolution with the flipped
-            // kernel (conv_shifted.rs).
+            // kernel (conv_shifted.rs, conv_winograd.rs) on large maps; the rest with groups of 1
+            // one GEMM over the batch and a threaded col2im (conv_col2im.rs).
             if crate::ops::conv::is_1x1_conv_transpose(weight.layout().shape(), options) {
                 return crate::ops::conv::conv_transpose3d_1x1::<$T>(
                     x, weight, bias, options, $dtype,
@@ -44,6 +45,15 @@ macro_rules! conv_transpose3d_typed {
                 options,
             ) {
                 return crate::ops::conv_shifted::conv_transpose3d::<$T>(
+                    x, weight, bias, options, $dtype,
+                );
+            }
+            if crate::ops::conv_col2im::applies(
+                x.layout().shape(),
+                weight.layout().shape(),
+                options,
+            ) {
+                return crate::ops::conv_col2im::conv_transpose::<$T>(
                     x, weight, bias, options, $dtype,
                 );
             }

@@ -96,6 +96,7 @@ pub mod cat;
 pub mod comparison;
 #[macro_use]
 mod conv_common;
+mod conv_col2im;
 mod conv_cols;
 mod conv_shifted;
 mod conv_winograd;

@@ -115,27 +115,6 @@ pub(crate) fn zip_collect<E: Copy + Sync, R: Send, Op: Fn(E, E) -> R + Sync>(
     lhs.iter().zip(rhs).map(|(&a, &b)| op(a, b)).collect()
 }
 
-/// `op(index, row)` for every row of `row_len` elements of `data` (a whole number of rows),
-/// on the threads when `data` holds at least the parallel threshold of elements.
-pub(crate) fn rows_inplace<E: Send, Op: Fn(usize, &mut [E]) + Sync>(
-    data: &mut [E],
-    row_len: usize,
-    op: Op,
-) {
-    #[cfg(feature = "rayon")]
-    if data.len() >= super::PARALLEL_THRESHOLD {
-        use rayon::prelude::*;
-        data.par_chunks_mut(row_len)
-            .enumerate()
-            .with_min_len(16)
-            .for_each(|(i, row)| op(i, row));
-        return;
-    }
-    data.chunks_mut(row_len)
-        .enumerate()
-        .for_each(|(i, row)| op(i, row));
-}
-
 /// `op(i)` for every `i < n`, on the threads when the work touches at least the parallel
 /// threshold of `elements`.
 pub(crate) fn for_each_index<Op: Fn(usize) + Sync + Send>(n: usize, elements: usize, op: Op) {

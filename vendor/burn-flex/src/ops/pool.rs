@@ -152,6 +152,43 @@ fn pool_output_size(
     }
 }
 
+/// For each of `out` output positions along one axis, the kernel taps `lo..hi` whose input
+/// position `o·stride + k·dilation - pad` lies in `0..input` (empty when none does: a window
+/// wholly in the padding, possible with `ceil_mode`).
+fn pool_windows(
+    out: usize,
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    dilation: usize,
+) -> Vec<(usize, usize)> {
+    (0..out)
+        .map(|o| {
+            let start = o * stride;
+            if dilation == 0 {
+                // Every tap reads the same position.
+                let inside = start >= pad && start < input + pad;
+                return (0, if inside { kernel } else { 0 });
+            }
+            // First tap at or past the padding: start + k·dilation >= pad.
+            let lo = if start >= pad {
+                0
+            } else {
+                (pad - start).div_ceil(dilation)
+            };
+            // Taps before the far edge: start + k·dilation < input + pad.
+            let hi = if start >= input + pad {
+                0
+            } else {
+                (input + pad - start).div_ceil(dilation)
+            };
+            let hi = hi.min(kernel);
+            (lo.min(hi), hi)
+        })
+        .collect()
+}
+
 // ============================================================================
 // Max Pool 3D - core implementation
 // ============================================================================
@@ -224,142 +261,67 @@ where
 
     let spatial_out = out_d * out_h * out_w;
     let x_data: &[T] = x.storage();
+    let in_plane = in_d * in_h * in_w;
 
-    let (output, indices) = {
-        #[cfg(feature = "rayon")]
-        {
-            use rayon::prelude::*;
-
-            let mut output = vec![neg_inf; batch_size * channels * spatial_out];
-            let mut indices = vec![-1i64; batch_size * channels * spatial_out];
-            let out_ptr = crate::ops::SendMutPtr::new(output.as_mut_ptr());
-            let idx_ptr = crate::ops::SendMutPtr::new(indices.as_mut_ptr());
-
-            // Flatten batch*channels into a single par_iter so rayon chooses
-            // the right granularity instead of creating one task per channel.
-            let bc_total = batch_size * channels;
-            (0..bc_total).into_par_iter().for_each(|bc| {
-                let b = bc / channels;
-                let c = bc % channels;
-                let x_offset = b * channels * in_d * in_h * in_w + c * in_d * in_h * in_w;
-                let out_offset = bc * spatial_out;
-
-                for od in 0..out_d {
-                    for oh in 0..out_h {
-                        for ow in 0..out_w {
-                            let out_idx = out_offset + od * out_h * out_w + oh * out_w + ow;
-                            let mut max_val = neg_inf;
-                            let mut max_idx: i64 = -1;
-
-                            for kd in 0..kernel_d {
-                                let id =
-                                    (od * stride_d + kd * dilation_d) as isize - pad_d as isize;
-                                if id < 0 || id >= in_d as isize {
-                                    continue;
+    // Each output coordinate's window along each axis, as the range of kernel taps that land
+    // inside the input (foil's patch): the loops below then visit exactly the taps the
+    // published per-tap bounds checks let through, in the same order.
+    let windows_d = pool_windows(out_d, in_d, kernel_d, stride_d, pad_d, dilation_d);
+    let windows_h = pool_windows(out_h, in_h, kernel_h, stride_h, pad_h, dilation_h);
+    let windows_w = pool_windows(out_w, in_w, kernel_w, stride_w, pad_w, dilation_w);
+    let pool_plane = |plane: &[T], output: &mut [T], indices: &mut [i64]| {
+        let mut out_idx = 0;
+        for (od, &(kd_lo, kd_hi)) in windows_d.iter().enumerate() {
+            for (oh, &(kh_lo, kh_hi)) in windows_h.iter().enumerate() {
+                for (ow, &(kw_lo, kw_hi)) in windows_w.iter().enumerate() {
+                    let mut max_val = neg_inf;
+                    let mut max_idx: i64 = -1;
+                    for kd in kd_lo..kd_hi {
+                        let id = od * stride_d + kd * dilation_d - pad_d;
+                        for kh in kh_lo..kh_hi {
+                            let ih = oh * stride_h + kh * dilation_h - pad_h;
+                            let row_start = id * in_h * in_w + ih * in_w;
+                            let row = &plane[row_start..row_start + in_w];
+                            for kw in kw_lo..kw_hi {
+                                let iw = ow * stride_w + kw * dilation_w - pad_w;
+                                let val = row[iw];
+                                if max_idx < 0 || val > max_val {
+                                    max_val = val;
+                                    max_idx = (row_start + iw) as i64;
                                 }
-                                let id = id as usize;
-
-                                for kh in 0..kernel_h {
-                                    let ih =
-                                        (oh * stride_h + kh * dilation_h) as isize - pad_h as isize;
-                                    if ih < 0 || ih >= in_h as isize {
-                                        continue;
-                                    }
-                                    let ih = ih as usize;
-
-                                    for kw in 0..kernel_w {
-                                        let iw = (ow * stride_w + kw * dilation_w) as isize
-                                            - pad_w as isize;
-                                        if iw < 0 || iw >= in_w as isize {
-                                            continue;
-                                        }
-                                        let iw = iw as usize;
-
-                                        let x_idx = x_offset + id * in_h * in_w + ih * in_w + iw;
-                                        let val = x_data[x_idx];
-
-                                        if max_idx < 0 || val > max_val {
-                                            max_val = val;
-                                            max_idx = (id * in_h * in_w + ih * in_w + iw) as i64;
-                                        }
-                                    }
-                                }
-                            }
-
-                            unsafe {
-                                out_ptr.write(out_idx, max_val);
-                                idx_ptr.write(out_idx, max_idx);
                             }
                         }
                     }
-                }
-            });
-            (output, indices)
-        }
-        #[cfg(not(feature = "rayon"))]
-        {
-            let mut output = vec![neg_inf; batch_size * channels * spatial_out];
-            let mut indices = vec![-1i64; batch_size * channels * spatial_out];
-
-            for b in 0..batch_size {
-                for c in 0..channels {
-                    let x_offset = b * channels * in_d * in_h * in_w + c * in_d * in_h * in_w;
-                    let out_offset = b * channels * spatial_out + c * spatial_out;
-
-                    for od in 0..out_d {
-                        for oh in 0..out_h {
-                            for ow in 0..out_w {
-                                let out_idx = out_offset + od * out_h * out_w + oh * out_w + ow;
-                                let mut max_val = neg_inf;
-                                let mut max_idx: i64 = -1;
-
-                                for kd in 0..kernel_d {
-                                    let id =
-                                        (od * stride_d + kd * dilation_d) as isize - pad_d as isize;
-                                    if id < 0 || id >= in_d as isize {
-                                        continue;
-                                    }
-                                    let id = id as usize;
-
-                                    for kh in 0..kernel_h {
-                                        let ih = (oh * stride_h + kh * dilation_h) as isize
-                                            - pad_h as isize;
-                                        if ih < 0 || ih >= in_h as isize {
-                                            continue;
-                                        }
-                                        let ih = ih as usize;
-
-                                        for kw in 0..kernel_w {
-                                            let iw = (ow * stride_w + kw * dilation_w) as isize
-                                                - pad_w as isize;
-                                            if iw < 0 || iw >= in_w as isize {
-                                                continue;
-                                            }
-                                            let iw = iw as usize;
-
-                                            let x_idx =
-                                                x_offset + id * in_h * in_w + ih * in_w + iw;
-                                            let val = x_data[x_idx];
-
-                                            if max_idx < 0 || val > max_val {
-                                                max_val = val;
-                                                max_idx =
-                                                    (id * in_h * in_w + ih * in_w + iw) as i64;
-                                            }
-                                        }
-                                    }
-                                }
-
-                                output[out_idx] = max_val;
-                                indices[out_idx] = max_idx;
-                            }
-                        }
-                    }
+                    output[out_idx] = max_val;
+                    indices[out_idx] = max_idx;
+                    out_idx += 1;
                 }
             }
-            (output, indices)
         }
     };
+
+    let mut output = vec![neg_inf; batch_size * channels * spatial_out];
+    let mut indices = vec![-1i64; batch_size * channels * spatial_out];
+    if spatial_out > 0 && in_plane > 0 {
+        #[cfg(feature = "rayon")]
+        {
+            // One task per (batch, channel) plane; rayon groups them.
+            use rayon::prelude::*;
+            output
+                .par_chunks_mut(spatial_out)
+                .zip(indices.par_chunks_mut(spatial_out))
+                .zip(x_data.par_chunks_exact(in_plane))
+                .for_each(|((out, idx), plane)| pool_plane(plane, out, idx));
+        }
+        #[cfg(not(feature = "rayon"))]
+        for ((out, idx), plane) in output
+            .chunks_mut(spatial_out)
+            .zip(indices.chunks_mut(spatial_out))
+            .zip(x_data.chunks_exact(in_plane))
+        {
+            pool_plane(plane, out, idx);
+        }
+    }
 
     let out_shape = Shape::from(vec![batch_size, channels, out_d, out_h, out_w]);
     let output_tensor = FlexTensor::new(
