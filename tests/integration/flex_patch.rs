@@ -315,6 +315,24 @@ fn flex_matches_ndarray_on_network_sized_convolutions() {
     }
 }
 
+/// Input gradients of strided layers through `conv_col2im` at its buffer limits: five images
+/// stacked three to a GEMM (a last stack of two), and one image whose columns exceed the budget
+/// (its output channels in two chunks).
+#[test]
+fn flex_col2im_stacks_and_chunks_equal_ndarrays() {
+    let stacked = Case {
+        n: 5,
+        ..Case::same_padded(128, 64, 32, 3, 2)
+    };
+    let chunked = Case {
+        n: 1,
+        ..Case::same_padded(128, 16, 64, 3, 2)
+    };
+    for case in [stacked, chunked] {
+        assert_flex_matches_ndarray(&case);
+    }
+}
+
 /// Values across the whole f32 range the sigmoid sees, extremes and zero included.
 fn sigmoid_inputs() -> Vec<f32> {
     let mut xs: Vec<f32> = (-2000..=2000).map(|i| i as f32 * 0.05).collect();
@@ -822,8 +840,9 @@ struct Pool {
 }
 
 impl Pool {
-    /// Output length along one axis (burn's rule), if every window reaches into the input:
-    /// ndarray and flex disagree on windows wholly in the padding (`ceil_mode` only).
+    /// Output length along one axis (burn's rule), if every window holds an input position:
+    /// ndarray and flex disagree on the index of a window that holds none (wholly in the
+    /// padding, or stepping over the input with its dilation).
     fn out_len(&self, axis: usize) -> Option<usize> {
         let (input, k, s, p, d) = (
             self.shape[2 + axis],
@@ -842,7 +861,8 @@ impl Pool {
         } else {
             (padded - span) / s + 1
         };
-        ((out - 1) * s < input + p).then_some(out)
+        let holds_input = |o: usize| (0..k).any(|t| (p..input + p).contains(&(o * s + t * d)));
+        (0..out).all(holds_input).then_some(out)
     }
 
     fn fits(&self) -> bool {

@@ -124,7 +124,7 @@ where
         let (rhs, rhs_rs) = if images == 1 {
             (&x_data[first * c * pixels..][..c * pixels], pixels)
         } else {
-            for (ci, row) in stacked.chunks_exact_mut(cols).enumerate() {
+            for (ci, row) in stacked[..c * cols].chunks_exact_mut(cols).enumerate() {
                 for (img, dst) in row.chunks_exact_mut(pixels).enumerate() {
                     dst.copy_from_slice(&x_data[((first + img) * c + ci) * pixels..][..pixels]);
                 }
