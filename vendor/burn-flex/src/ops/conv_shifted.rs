@@ -17,7 +17,7 @@
 //! A transposed convolution with stride 1 is the same convolution with the kernel flipped and
 //! its two channel axes swapped, padded by `dil·(k - 1) - pad`: burn computes the input gradient
 //! of every convolution that way, so backward passes take this path too (or, below this path's
-//! size, `conv_cols`).
+//! size, `conv_col2im`).
 
 use alloc::vec;
 use burn_backend::DType;
@@ -69,8 +69,9 @@ pub(crate) fn applies(x_shape: &[usize], w_shape: &[usize], options: &ConvOption
         ) >= MIN_OUTPUT_PIXELS
 }
 
-/// Whether `conv_transpose3d` can be computed as a convolution: by the shifted-GEMM path when
-/// the equivalent convolution is large enough for it, else by `conv_cols`.
+/// Whether `conv_transpose3d` takes a transposed convolution: the shifted-GEMM (or Winograd)
+/// path when the equivalent convolution is large enough for it, else `conv_col2im` (a GEMM and a
+/// col2im, no flipped copy of the weight).
 pub(crate) fn applies_transposed(
     x_shape: &[usize],
     w_shape: &[usize],
