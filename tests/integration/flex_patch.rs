@@ -952,7 +952,8 @@ proptest! {
     }
 }
 
-/// ResNet-18's and DenseNet-121's stem pooling at 128 px (3x3, stride 2, padding 1).
+/// ResNet-18's and DenseNet-121's stem pooling at 128 px (3x3, stride 2, padding 1), and the
+/// same on odd sides at a batch of 3.
 #[test]
 fn flex_max_pooling_of_network_stems_equals_ndarrays() {
     for shape in [[2, 64, 64, 64], [3, 64, 57, 63]] {

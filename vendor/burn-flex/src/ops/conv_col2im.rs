@@ -115,7 +115,7 @@ where
     let stack = (Y_BUDGET / (co * taps * pixels)).clamp(1, n);
     let chunk = (Y_BUDGET / (taps * pixels)).clamp(1, co);
     let mut stacked: Vec<T> = vec![T::zero(); if stack > 1 { c * stack * pixels } else { 0 }];
-    let mut y: Vec<T> = vec![T::zero(); chunk.min(co) * taps * stack * pixels];
+    let mut y: Vec<T> = vec![T::zero(); chunk * taps * stack * pixels];
 
     for first in (0..n).step_by(stack) {
         let images = stack.min(n - first);
