@@ -114,8 +114,10 @@ where
     // Images per GEMM, and output channels per GEMM when one image's columns exceed the budget.
     let stack = (Y_BUDGET / (co * taps * pixels)).clamp(1, n);
     let chunk = (Y_BUDGET / (taps * pixels)).clamp(1, co);
-    let mut stacked: Vec<T> = vec![T::zero(); if stack > 1 { c * stack * pixels } else { 0 }];
-    let mut y: Vec<T> = vec![T::zero(); chunk * taps * stack * pixels];
+    // Neither buffer is zeroed (a `memset` of up to 4 MiB per call): `stacked` is refilled for
+    // each stack of images, and `y` holds exactly the values its last GEMM wrote.
+    let mut stacked: Vec<T> = Vec::with_capacity(if stack > 1 { c * stack * pixels } else { 0 });
+    let mut y: Vec<T> = Vec::with_capacity(chunk * taps * stack * pixels);
 
     for first in (0..n).step_by(stack) {
         let images = stack.min(n - first);
@@ -124,12 +126,13 @@ where
         let (rhs, rhs_rs) = if images == 1 {
             (&x_data[first * c * pixels..][..c * pixels], pixels)
         } else {
-            for (ci, row) in stacked[..c * cols].chunks_exact_mut(cols).enumerate() {
-                for (img, dst) in row.chunks_exact_mut(pixels).enumerate() {
-                    dst.copy_from_slice(&x_data[((first + img) * c + ci) * pixels..][..pixels]);
+            stacked.clear();
+            for ci in 0..c {
+                for img in first..first + images {
+                    stacked.extend_from_slice(&x_data[(img * c + ci) * pixels..][..pixels]);
                 }
             }
-            (&stacked[..c * cols], cols)
+            (&stacked[..], cols)
         };
         for o0 in (0..co).step_by(chunk) {
             let channels = chunk.min(co - o0);
@@ -137,7 +140,9 @@ where
             // SAFETY: dst is `y`'s first `rows × cols` block (row stride `cols`); lhs is the
             // weight's columns `o0·taps..` read as `[rows, c_in]` (element (r, k) at
             // `k·co·taps + o0·taps + r`, inside the `[c_in, co·taps]` weight); rhs is the
-            // `[c_in, cols]` matrix above (row stride `rhs_rs`). `read_dst` is false.
+            // `[c_in, cols]` matrix above (row stride `rhs_rs`). `read_dst` is false: the GEMM
+            // writes all of dst, which is within `y`'s capacity (`rows·cols` is at most
+            // `chunk·taps·stack·pixels`), and the length is set to that block after it.
             unsafe {
                 gemm::gemm(
                     rows,
@@ -160,6 +165,7 @@ where
                     false,
                     crate::ops::conv_cols::gemm_parallelism(true, rows * cols * c),
                 );
+                y.set_len(rows * cols);
             }
             for img in 0..images {
                 let planes = &mut out[((first + img) * co + o0) * plane..][..channels * plane];

@@ -16,10 +16,16 @@
 //! NHWC copy, no scatter; rows of the columns are contiguous copies of input rows when the
 //! stride is 1.
 //!
+//! On small maps (an image's columns fit one task and it has under 256 output positions) whole
+//! images stand side by side in the columns, and the output channels are cut into one block per
+//! thread: each block's GEMM reads its rows of the weight once for the whole stack, and its
+//! `[block, images · positions]` result is copied into the images' planes.
+//!
 //! Transposed convolutions below the shifted path's size are `conv_col2im`'s (they were the
 //! flipped convolution through this path).
 
 use alloc::vec;
+use alloc::vec::Vec;
 use burn_backend::DType;
 use burn_backend::ops::ConvOptions;
 use burn_backend::ops::conv::calculate_conv_output_size;
@@ -119,72 +125,221 @@ where
 
     let tile = tile_for(depth, positions);
     let tiles = positions.div_ceil(tile);
-    let jobs = n * tiles;
-    let threads = threads();
-    // Too few tasks to fill the threads: let each GEMM split itself instead.
-    let parallelism = gemm_parallelism(jobs < threads, co * tile * depth);
-
-    let mut out = vec![T::zero(); n * co * positions];
+    let stack = images_per_gemm(n, tiles, depth, positions);
+    // Not zeroed: the GEMMs (`read_dst` false) or the stacked copies write every value before
+    // the bias is added (fresh buffers' `memset` was 4-6 % of a ResNet-18 input gradient's
+    // time).
+    let mut out: Vec<T> = Vec::with_capacity(n * co * positions);
     let out_ptr = OutPtr(out.as_mut_ptr());
-    let task = |job: usize| {
-        let img = job / tiles;
-        let t0 = (job % tiles) * tile;
-        let tn = tile.min(positions - t0);
-        let input = &x_data[img * c * h * w..][..c * h * w];
-        let mut cols = vec![T::zero(); depth * tn];
-        for (row, dst) in cols.chunks_exact_mut(tn).enumerate() {
-            let plane = &input[row / (kh * kw) * h * w..][..h * w];
-            geometry.fill_row(dst, plane, (row / kw) % kh, row % kw, t0);
-        }
-        // SAFETY: lhs is the [co, depth] weight matrix, rhs the task's [depth, tn] columns, dst
-        // the [co, tn] block of image `img` at output positions t0.. (row stride `positions`),
-        // which no other task writes.
-        unsafe {
-            gemm::gemm(
-                co,
-                tn,
-                depth,
-                out_ptr.ptr().add(img * co * positions + t0),
-                1,
-                positions as isize,
-                false,
-                w_data.as_ptr(),
-                1,
-                depth as isize,
-                cols.as_ptr(),
-                1,
-                tn as isize,
-                T::one(),
-                T::one(),
-                false,
-                false,
-                false,
-                parallelism,
-            );
-        }
-        if let Some(b) = bias {
-            for (o, bo) in b.iter().enumerate() {
-                for i in 0..tn {
-                    let at = (img * co + o) * positions + t0 + i;
-                    // SAFETY: as above, this task's own block.
-                    unsafe { out_ptr.write(at, out_ptr.read(at) + *bo) };
+    let problem = Problem {
+        x: x_data,
+        w: w_data,
+        bias,
+        geometry: &geometry,
+        c,
+        co,
+        depth,
+    };
+    if stack > 1 {
+        problem.stacked(n, stack, &out_ptr);
+    } else {
+        problem.per_image(n, tile, &out_ptr);
+    }
+    // SAFETY: within the capacity, and every value is written (see `Problem`'s two paths).
+    unsafe { out.set_len(n * co * positions) };
+
+    FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(out_shape), dtype)
+}
+
+/// Images side by side in one GEMM of the forward convolution: more than one when an image's
+/// columns fit one task ([`COL_BUDGET`]) and its output positions are few (under
+/// [`STACK_POSITIONS`]), as in the weight gradient. One image per GEMM read the whole weight
+/// for each image's 16 positions of a 4 x 4 map (ResNet-18's last stage: 9.4 MB of weights
+/// per image), and gemm ran its narrowest micro-kernel (16 positions wide).
+fn images_per_gemm(n: usize, tiles: usize, depth: usize, positions: usize) -> usize {
+    if tiles > 1 {
+        return 1;
+    }
+    (STACK_POSITIONS / positions)
+        .min(2 * COL_BUDGET / (depth * positions))
+        .clamp(1, n.max(1))
+}
+
+/// One forward convolution's operands, for [`conv3d`]'s two ways of cutting it into GEMMs.
+struct Problem<'a, T> {
+    /// The input, `[n, c, h, w]`.
+    x: &'a [T],
+    /// The weight as a `[co, depth]` matrix, in place.
+    w: &'a [T],
+    bias: Option<&'a [T]>,
+    geometry: &'a Geometry,
+    c: usize,
+    co: usize,
+    /// Rows of the columns: `c · kh · kw`.
+    depth: usize,
+}
+
+impl<T> Problem<'_, T>
+where
+    T: num_traits::Float + Send + Sync + 'static,
+{
+    /// Output positions per image.
+    fn positions(&self) -> usize {
+        self.geometry.ho * self.geometry.wo
+    }
+
+    /// Row `row` (input channel `row / (kh·kw)`, tap `row % (kh·kw)`) of image `img`'s columns
+    /// for output positions `t0 .. t0 + dst.len()`; `dst` is zero where the tap reads padding.
+    fn fill_row(&self, dst: &mut [T], img: usize, row: usize, t0: usize) {
+        let g = self.geometry;
+        let (plane, taps) = (g.h * g.w, g.kh * g.kw);
+        let input = &self.x[(img * self.c + row / taps) * plane..][..plane];
+        g.fill_row(dst, input, (row / g.kw) % g.kh, row % g.kw, t0);
+    }
+
+    /// One GEMM per image and tile of output positions, tasks on the threads (each GEMM split
+    /// over them too when the tasks are fewer than the threads), writing straight into the
+    /// NCHW output.
+    fn per_image(&self, n: usize, tile: usize, out: &OutPtr<T>) {
+        let (co, depth, positions) = (self.co, self.depth, self.positions());
+        let tiles = positions.div_ceil(tile);
+        let jobs = n * tiles;
+        let parallelism = gemm_parallelism(jobs < threads(), co * tile * depth);
+        let task = |job: usize| {
+            let img = job / tiles;
+            let t0 = (job % tiles) * tile;
+            let tn = tile.min(positions - t0);
+            let mut cols = vec![T::zero(); depth * tn];
+            for (row, dst) in cols.chunks_exact_mut(tn).enumerate() {
+                self.fill_row(dst, img, row, t0);
+            }
+            // SAFETY: lhs is the [co, depth] weight matrix, rhs the task's [depth, tn] columns,
+            // dst the [co, tn] block of image `img` at output positions t0.. (row stride
+            // `positions`), which no other task writes; `read_dst` is false, so the GEMM
+            // writes it all before the bias is added.
+            unsafe {
+                gemm::gemm(
+                    co,
+                    tn,
+                    depth,
+                    out.ptr().add(img * co * positions + t0),
+                    1,
+                    positions as isize,
+                    false,
+                    self.w.as_ptr(),
+                    1,
+                    depth as isize,
+                    cols.as_ptr(),
+                    1,
+                    tn as isize,
+                    T::one(),
+                    T::one(),
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                );
+            }
+            if let Some(b) = self.bias {
+                for (o, bo) in b.iter().enumerate() {
+                    for i in 0..tn {
+                        let at = (img * co + o) * positions + t0 + i;
+                        // SAFETY: as above, this task's own block, written by the GEMM.
+                        unsafe { out.write(at, out.read(at) + *bo) };
+                    }
                 }
             }
+        };
+        for_each_job(jobs, task);
+    }
+
+    /// `stack` whole images side by side per GEMM: their columns built once (rows on the
+    /// threads), then the output channels cut into one block per thread, each block's GEMM
+    /// reading its rows of the weight once for all the images, and its result copied into the
+    /// images' NCHW planes.
+    fn stacked(&self, n: usize, stack: usize, out: &OutPtr<T>) {
+        let (co, depth, positions) = (self.co, self.depth, self.positions());
+        let width = stack * positions;
+        // Zeroed once: every stack writes the same in-image entries (the padding depends on
+        // the geometry alone), and a short last stack uses the first columns of each row.
+        let mut cols = vec![T::zero(); depth * width];
+        let co_block = co.div_ceil(threads()).next_multiple_of(16).min(co);
+        let blocks = co.div_ceil(co_block);
+        for first in (0..n).step_by(stack) {
+            let images = stack.min(n - first);
+            let k = images * positions;
+            let fill = |(row, dst): (usize, &mut [T])| {
+                for (i, dst) in dst[..k].chunks_exact_mut(positions).enumerate() {
+                    self.fill_row(dst, first + i, row, 0);
+                }
+            };
+            #[cfg(feature = "rayon")]
+            {
+                use rayon::prelude::*;
+                cols.par_chunks_exact_mut(width).enumerate().for_each(fill);
+            }
+            #[cfg(not(feature = "rayon"))]
+            cols.chunks_exact_mut(width).enumerate().for_each(fill);
+            let cols = &cols;
+            let task = |block: usize| {
+                let o0 = block * co_block;
+                let m = co_block.min(co - o0);
+                let mut y = vec![T::zero(); m * k];
+                // SAFETY: lhs is rows o0.. of the [co, depth] weight, rhs the first k columns
+                // of the [depth, width] columns (row stride `width`), dst the task's own [m, k]
+                // buffer.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        k,
+                        depth,
+                        y.as_mut_ptr(),
+                        1,
+                        k as isize,
+                        false,
+                        self.w.as_ptr().add(o0 * depth),
+                        1,
+                        depth as isize,
+                        cols.as_ptr(),
+                        1,
+                        width as isize,
+                        T::one(),
+                        T::one(),
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                for (local, row) in y.chunks_exact(k).enumerate() {
+                    let o = o0 + local;
+                    let b = self.bias.map_or(T::zero(), |b| b[o]);
+                    for (i, values) in row.chunks_exact(positions).enumerate() {
+                        let at = ((first + i) * co + o) * positions;
+                        for (p, v) in values.iter().enumerate() {
+                            // SAFETY: in bounds (image first + i < n, o < co, p < positions);
+                            // output channel o of these images is this task's alone.
+                            unsafe { out.write(at + p, *v + b) };
+                        }
+                    }
+                }
+            };
+            for_each_job(blocks, task);
         }
-    };
+    }
+}
+
+/// Runs `task(0 .. jobs)`, on the threads when there are several.
+fn for_each_job(jobs: usize, task: impl Fn(usize) + Sync + Send) {
     #[cfg(feature = "rayon")]
     {
         use rayon::prelude::*;
         if jobs > 1 {
             (0..jobs).into_par_iter().for_each(task);
-        } else {
-            task(0);
+            return;
         }
     }
-    #[cfg(not(feature = "rayon"))]
     (0..jobs).for_each(task);
-
-    FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(out_shape), dtype)
 }
 
 /// Output positions per task: all of them when their columns fit [`COL_BUDGET`], else a tile
