@@ -333,6 +333,28 @@ fn flex_col2im_stacks_and_chunks_equal_ndarrays() {
     }
 }
 
+/// Forward convolutions on small maps stack whole images into one GEMM per block of output
+/// channels (patch change 14): output channels that leave the last block short (20 and 37
+/// against blocks of 16 and 32 on two threads), strided and padded layers, batches
+/// that end with a partial stack (9 images of 36 positions: stacks of 7 and 2), and ResNet-18's
+/// 256-channel 8 x 8 layer at a batch of 3.
+#[test]
+fn flex_forward_stacks_equal_ndarrays() {
+    for (n, c, co, side, k, stride) in [
+        (9, 12, 20, 6, 3, 1),
+        (4, 10, 37, 9, 3, 2),
+        (3, 5, 6, 7, 5, 1),
+        (3, 256, 256, 8, 3, 1),
+    ] {
+        let case = Case {
+            n,
+            seed: (n * co + side) as u64,
+            ..Case::same_padded(c, co, side, k, stride)
+        };
+        assert_flex_matches_ndarray(&case);
+    }
+}
+
 /// Values across the whole f32 range the sigmoid sees, extremes and zero included.
 fn sigmoid_inputs() -> Vec<f32> {
     let mut xs: Vec<f32> = (-2000..=2000).map(|i| i as f32 * 0.05).collect();
