@@ -189,7 +189,8 @@ where
     }
 
     /// Row `row` (input channel `row / (kh·kw)`, tap `row % (kh·kw)`) of image `img`'s columns
-    /// for output positions `t0 .. t0 + dst.len()`; `dst` is zero where the tap reads padding.
+    /// for output positions `t0 .. t0 + dst.len()`; where the tap reads padding `dst` is left
+    /// as it is (zero: every caller zeroes its columns once).
     fn fill_row(&self, dst: &mut [T], img: usize, row: usize, t0: usize) {
         let g = self.geometry;
         let (plane, taps) = (g.h * g.w, g.kh * g.kw);
