@@ -162,7 +162,7 @@ fn images_per_gemm(n: usize, tiles: usize, depth: usize, positions: usize) -> us
     }
     (STACK_POSITIONS / positions)
         .min(2 * COL_BUDGET / (depth * positions))
-        .clamp(1, n.max(1))
+        .clamp(1, n)
 }
 
 /// One forward convolution's operands, for [`conv3d`]'s two ways of cutting it into GEMMs.
@@ -285,10 +285,11 @@ where
             let task = |block: usize| {
                 let o0 = block * co_block;
                 let m = co_block.min(co - o0);
-                let mut y = vec![T::zero(); m * k];
+                let mut y = Vec::with_capacity(m * k);
                 // SAFETY: lhs is rows o0.. of the [co, depth] weight, rhs the first k columns
                 // of the [depth, width] columns (row stride `width`), dst the task's own [m, k]
-                // buffer.
+                // buffer, which the GEMM (`read_dst` false) writes in full before its length
+                // is set.
                 unsafe {
                     gemm::gemm(
                         m,
@@ -311,6 +312,7 @@ where
                         false,
                         gemm::Parallelism::None,
                     );
+                    y.set_len(m * k);
                 }
                 for (local, row) in y.chunks_exact(k).enumerate() {
                     let o = o0 + local;

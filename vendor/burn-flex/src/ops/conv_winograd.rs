@@ -646,34 +646,23 @@ unsafe fn weight_column(w: &[f32], kernel: Kernel, [co, c, i]: [usize; 3], u: &O
         // g[tap][lane]: the equivalent convolution's tap from input channel i to o0 + lane.
         for l in 0..lanes {
             let o = o0 + l;
-            // One bounds check per kernel, not per tap.
-            match kernel {
-                Kernel::Forward => {
-                    let taps = &w[(o * c + i) * 9..][..9];
-                    for (lane, tap) in g.iter_mut().zip(taps) {
-                        lane[l] = *tap;
-                    }
-                }
-                Kernel::Transposed => {
-                    let taps = &w[(i * co + o) * 9..][..9];
-                    for (lane, tap) in g.iter_mut().zip(taps.iter().rev()) {
-                        lane[l] = *tap;
-                    }
-                }
+            for (tap, lane) in g.iter_mut().enumerate() {
+                lane[l] = match kernel {
+                    Kernel::Forward => w[(o * c + i) * 9 + tap],
+                    Kernel::Transposed => w[(i * co + o) * 9 + 8 - tap],
+                };
             }
         }
         weight_tile(&g, &mut transformed);
         for (k, lane) in transformed.iter().enumerate() {
-            let dst = (k * c + i) * co + o0;
             // SAFETY: in bounds (k < POINTS, i < c, o0 + lanes <= co); the caller owns column i.
-            // A whole lane is one fixed-size (vector) store, not a call to `memcpy`.
             unsafe {
-                if lanes == LANES {
-                    u.ptr().add(dst).cast::<Lanes>().write_unaligned(*lane);
-                } else {
-                    core::ptr::copy_nonoverlapping(lane.as_ptr(), u.ptr().add(dst), lanes);
-                }
-            }
+                core::ptr::copy_nonoverlapping(
+                    lane.as_ptr(),
+                    u.ptr().add((k * c + i) * co + o0),
+                    lanes,
+                )
+            };
         }
     }
 }
