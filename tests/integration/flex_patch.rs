@@ -1,6 +1,7 @@
 //! foil's patch to burn-flex (vendor/burn-flex, PATCH.md) against an independent implementation,
 //! burn-ndarray: the convolutions, forward and backward, on random shapes that take each patched
-//! path (`conv_winograd.rs`: stride-1 3x3 kernels, 16+ channels, 32+ output tiles;
+//! path (`conv_winograd.rs`: stride-1 3x3 kernels, 16+ channels, 32+ output tiles, 96+ where
+//! gemm runs its AVX-512 kernels;
 //! `conv_shifted.rs`: stride 1, 8+ input channels, 2-49 taps, 16 x 16 output pixels or more;
 //! `conv_cols.rs`: strides of 2 and smaller outputs) and shapes next to them that take
 //! burn-flex's own (1-4 channels, groups); every 2-D weight gradient (`conv_cols.rs`, any groups);
@@ -251,7 +252,7 @@ proptest! {
     }
 
     /// Stride-1 3x3 convolutions with 16+ channels each way (`conv_winograd.rs` from 32 tiles
-    /// of 4 x 4 output pixels per call: sides that are and are not multiples of 4, paddings
+    /// of 4 x 4 output pixels per call, 96 with gemm's AVX-512 kernels; up to 243 here: sides that are and are not multiples of 4, paddings
     /// 0-2, and calls on both sides of the tile threshold), forward, both gradients, and as
     /// transposed convolutions (the flipped kernel read by the weight transform).
     #[test]
@@ -287,7 +288,8 @@ proptest! {
 }
 
 /// The sizes the networks use, once each: DiME's ADM at 128 px and DenseNet's 3x3 bottlenecks
-/// (the Winograd path, 32-128 tiles); ResNet-18's last stages at 128 px, a downsampling
+/// (the Winograd path from 32 tiles, from 96 where gemm runs its AVX-512 kernels, so only the
+/// 128-tile layer there; the others then take the shifted path); ResNet-18's last stages at 128 px, a downsampling
 /// convolution whose columns are cut into several tiles, and AlexNet's 5x5 layer at LPIPS's 64 px
 /// (`conv_cols`); DenseNet's 1x1 bottlenecks in its first and last blocks (the 1x1 paths);
 /// weights above burn-flex's parallel threshold, reordered for the shifted path (a 5x5 layer,

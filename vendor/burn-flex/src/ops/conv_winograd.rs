@@ -49,16 +49,48 @@ const LANES: usize = 16;
 /// Fewer channels than this (in or out) make the 36 GEMMs too thin to beat the shifted path
 /// (at 16 the two ran even in per-layer timings, 2026-12-02, the 2-core AMD EPYC dev machine).
 const MIN_CHANNELS: usize = 16;
-/// Fewer tiles in a call than this (a 16 x 16 map at batch 1 has 16) leave the weight
-/// transform unpaid for.
-const MIN_TILES: usize = 32;
-/// Above this many (input, output) channel pairs U (36 values per pair) no longer stays in
-/// cache between its transform and the GEMMs: in per-layer timings against the shifted path
-/// (2026-12-02, the 2-core AMD EPYC dev machine) a 512-channel 3x3 layer was slower with 32
-/// tiles, even with 64, and faster from 128 (`MANY_TILES` and up).
-const MAX_PAIRS_FEW_TILES: usize = 160 * 1024;
-/// Tiles from which every layer size pays for its weight transform.
-const MANY_TILES: usize = 96;
+/// When a call pays for its weight transform: U is 4x the weight, written and read back
+/// through memory at every call, so the 36 GEMMs need enough tiles to earn it back, and more
+/// where U outgrows the caches. How many depends on the GEMM's speed against memory's.
+struct Thresholds {
+    /// Fewer tiles than this never take the path.
+    min_tiles: usize,
+    /// Above this many (input, output) channel pairs (36 values of U each), `many_tiles`.
+    max_pairs_few_tiles: usize,
+    /// Tiles from which every layer size pays for its weight transform.
+    many_tiles: usize,
+}
+
+/// With gemm's AVX2 kernels, in per-layer timings against the shifted path (2026-12-02, the
+/// 2-core AMD EPYC dev machine): 16 tiles (a 16 x 16 map at batch 1) left the transform
+/// unpaid for; a 512-channel layer was slower with 32 tiles, even with 64, and faster from 128.
+const AVX2_GEMM: Thresholds = Thresholds {
+    min_tiles: 32,
+    max_pairs_few_tiles: 160 * 1024,
+    many_tiles: 96,
+};
+
+/// With gemm's AVX-512 kernels the direct paths run about twice as fast and the transform
+/// does not. Per-layer timings (2026-12-03, a 2-core Intel Xeon VM with AVX-512, Winograd
+/// against the other paths, each median of 20-100 calls, alternated twice): 32 tiles lost
+/// 1.2-2x at 32 to 256 channels (256 -> 256 at 16 x 16, batch 2: 10.5 against 5.4 ms), 64
+/// tiles lost up to 1.2x; from 96 tiles 128 channels won (1.3x) and 256 lost, from 128 tiles
+/// every size won or ran even (256 channels 1.2x, 128 channels 1.25x, 1.9x at 512 tiles).
+const AVX512_GEMM: Thresholds = Thresholds {
+    min_tiles: 96,
+    max_pairs_few_tiles: 32 * 1024,
+    many_tiles: 128,
+};
+
+/// The thresholds of the GEMM kernels gemm picks on this CPU.
+fn thresholds() -> &'static Thresholds {
+    #[cfg(all(feature = "x86-v4", feature = "std", target_arch = "x86_64"))]
+    if std::is_x86_feature_detected!("avx512f") {
+        return &AVX512_GEMM;
+    }
+    &AVX2_GEMM
+}
+
 /// Tiles per task at most: 36 GEMMs of this many columns each (whole lanes).
 const MAX_BLOCK: usize = 128;
 const _: () = assert!(MAX_BLOCK % LANES == 0);
@@ -78,6 +110,7 @@ pub(crate) fn applies(
 ) -> bool {
     let [_, ph, pw] = options.padding;
     let fits = |side: usize, pad: usize| side + 2 * pad >= 3;
+    let limits = thresholds();
     let tiles = x_shape[0]
         * (x_shape[3] + 2 * ph).saturating_sub(2).div_ceil(TILE)
         * (x_shape[4] + 2 * pw).saturating_sub(2).div_ceil(TILE);
@@ -94,8 +127,8 @@ pub(crate) fn applies(
         && w_shape[1] >= MIN_CHANNELS
         && fits(x_shape[3], ph)
         && fits(x_shape[4], pw)
-        && tiles >= MIN_TILES
-        && (w_shape[0] * w_shape[1] <= MAX_PAIRS_FEW_TILES || tiles >= MANY_TILES)
+        && tiles >= limits.min_tiles
+        && (w_shape[0] * w_shape[1] <= limits.max_pairs_few_tiles || tiles >= limits.many_tiles)
 }
 
 /// The Winograd convolution of `x` (`[n, c_in, 1, h, w]`, f32) with `weight` read as `kernel`
