@@ -357,6 +357,65 @@ fn flex_forward_stacks_equal_ndarrays() {
     }
 }
 
+/// Output and input gradient of a 32 -> 32 3x3 convolution of two 32 x 32 images (128 tiles:
+/// the Winograd path on every CPU) seeded by `seed`, with `weight`.
+fn winograd_with<B: burn::tensor::backend::AutodiffBackend>(
+    weight: Tensor<B, 4>,
+    seed: u64,
+) -> (Vec<f32>, Vec<f32>) {
+    let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+    let x = tensor::<B, 4>([2, 32, 32, 32], seed).require_grad();
+    let y = conv2d(x.clone(), weight, None, options);
+    let probe = tensor::<B, 4>(y.dims(), seed ^ 0x77);
+    let grads = (y.clone() * probe).sum().backward();
+    let flat = |t: Tensor<B::InnerBackend, 4>| t.into_data().to_vec::<f32>().unwrap_or_default();
+    (
+        flat(y.inner()),
+        flat(x.grad(&grads).expect("x tracks gradients")),
+    )
+}
+
+/// Winograd's weight transforms kept between calls (patch change 15) follow their weights: the
+/// same weight with new inputs, the weight changed in place, freed and replaced by another of
+/// the same shape (whose storage may take the freed one's address), and a view of part of a
+/// larger weight; each forward's input gradient reads the same weight transposed (32 -> 32, so
+/// only the reading tells the two transforms apart).
+#[test]
+fn flex_kept_winograd_weights_follow_their_tensors() {
+    let mut flex = tensor::<Autodiff<Flex>, 4>([32, 32, 3, 3], 1);
+    let mut ndarray = tensor::<Autodiff<NdArray>, 4>([32, 32, 3, 3], 1);
+    for round in 0..9u64 {
+        let case = Case::winograd([2, 32, 32, 32, 32], [1, 1], false, round);
+        let (y, dx) = winograd_with(flex.clone(), round);
+        let (y_ref, dx_ref) = winograd_with(ndarray.clone(), round);
+        assert_close(&format!("output, round {round}"), &y, &y_ref, &case);
+        assert_close(
+            &format!("input gradient, round {round}"),
+            &dx,
+            &dx_ref,
+            &case,
+        );
+        match round % 3 {
+            // The only handle: burn-flex may write in place.
+            0 => {
+                flex = flex * 1.5 - 0.25;
+                ndarray = ndarray * 1.5 - 0.25;
+            }
+            1 => {
+                drop((flex, ndarray));
+                flex = tensor([32, 32, 3, 3], round + 100);
+                ndarray = tensor([32, 32, 3, 3], round + 100);
+            }
+            _ => {
+                let first = round as usize % 4;
+                flex = tensor::<Autodiff<Flex>, 4>([35, 32, 3, 3], round).narrow(0, first, 32);
+                ndarray =
+                    tensor::<Autodiff<NdArray>, 4>([35, 32, 3, 3], round).narrow(0, first, 32);
+            }
+        }
+    }
+}
+
 /// Values across the whole f32 range the sigmoid sees, extremes and zero included.
 fn sigmoid_inputs() -> Vec<f32> {
     let mut xs: Vec<f32> = (-2000..=2000).map(|i| i as f32 * 0.05).collect();

@@ -138,7 +138,7 @@ where
 }
 
 /// How the shifted path reads its weight.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Kernel {
     /// A convolution's, `[c_out, c_in, 1, kh, kw]`.
     Forward,

@@ -29,6 +29,7 @@
 //! A stride-1 transposed convolution is the convolution with the kernel flipped and its channel
 //! axes swapped ([`Kernel::Transposed`]): the weight transform reads it so, as the shifted path does.
 
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use burn_backend::DType;
@@ -141,7 +142,6 @@ pub(crate) fn conv3d(
     options: &ConvOptions<3>,
 ) -> FlexTensor {
     let x = x.to_contiguous();
-    let weight = weight.to_contiguous();
     let x_shape = x.layout().shape();
     let (n, c, h, w) = (x_shape[0], x_shape[1], x_shape[3], x_shape[4]);
     let co = match kernel {
@@ -186,7 +186,7 @@ pub(crate) fn conv3d(
     // of a ResNet-18 input gradient's time).
     let mut out = Vec::with_capacity(n * co * ho * wo);
     let plan = Plan {
-        u: transform_weights(weight.storage::<f32>(), kernel, co, c),
+        u: kept::transformed(weight, kernel, co, c),
         x: x.storage(),
         bias: bias.as_ref().map(|b| b.storage()),
         out: OutPtr(out.as_mut_ptr()),
@@ -236,7 +236,7 @@ fn avx2() -> bool {
 /// Everything the tasks share.
 struct Plan<'a> {
     /// The transformed weights, `[POINTS, c, co]` (see [`transform_weights`]).
-    u: Vec<f32>,
+    u: Arc<Vec<f32>>,
     x: &'a [f32],
     bias: Option<&'a [f32]>,
     out: OutPtr<f32>,
@@ -628,6 +628,111 @@ unsafe fn gather_window_avx2(window: &[f32], w: usize, d: &mut [Lanes; POINTS]) 
                 unsafe { _mm256_storeu_ps(d[r * SPAN + q][8 * half..].as_mut_ptr(), lanes) };
             }
         }
+    }
+}
+
+/// Transformed weights kept between calls: a sampler calls the same network dozens of times,
+/// and U (4x the weight, written through memory) was 7-9 % of a Kandinsky UNet step's samples
+/// with the weight transform redone at every call (`perf`, 2026-12-03, the 2-core Intel Xeon VM).
+///
+/// An entry is keyed by the weight's storage, held weakly: while the entry exists the storage's
+/// allocation cannot be reused by another tensor, and its bytes cannot change while any tensor
+/// still reads them (burn-flex writes in place only through `Arc::get_mut`, which fails while a
+/// weak reference exists, or `Arc::make_mut`, which then moves the bytes to a new allocation, so
+/// the entry no longer matches). Entries of freed storages are dropped at the next insertion;
+/// live ones stay until their storage is freed: no eviction, so a network called in a loop keeps
+/// its first layers' U when the whole does not fit.
+#[cfg(feature = "std")]
+mod kept {
+    use alloc::sync::{Arc, Weak};
+    use alloc::vec::Vec;
+    use burn_std::Bytes;
+    use std::sync::Mutex;
+
+    use super::{Kernel, transform_weights};
+    use crate::FlexTensor;
+
+    /// Bytes of U kept at most (all entries together).
+    const BUDGET: usize = 256 << 20;
+
+    /// One weight's U.
+    struct Entry {
+        storage: Weak<Bytes>,
+        shape: Vec<usize>,
+        kernel: Kernel,
+        u: Arc<Vec<f32>>,
+    }
+
+    impl Entry {
+        fn is(&self, storage: &Arc<Bytes>, shape: &[usize], kernel: Kernel) -> bool {
+            // Same allocation: the weak reference keeps it from being reused by another tensor.
+            core::ptr::eq(self.storage.as_ptr(), Arc::as_ptr(storage))
+                && self.storage.strong_count() > 0
+                && self.shape == shape
+                && self.kernel == kernel
+        }
+    }
+
+    static KEPT: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+
+    /// U of `weight` (f32) read as `kernel`: the kept one, or a new one, kept when the weight
+    /// is contiguous, covers its whole storage and the budget allows.
+    pub(super) fn transformed(
+        weight: &FlexTensor,
+        kernel: Kernel,
+        co: usize,
+        c: usize,
+    ) -> Arc<Vec<f32>> {
+        let storage = weight.data_arc();
+        let shape = weight.layout().shape().to_vec();
+        // Another layout is copied at each call: a new storage each time, never met again.
+        let whole = weight.is_contiguous()
+            && weight.layout().start_offset() == 0
+            && storage.len() == weight.layout().num_elements() * core::mem::size_of::<f32>();
+        if whole {
+            let kept = KEPT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(entry) = kept.iter().find(|e| e.is(&storage, &shape, kernel)) {
+                return Arc::clone(&entry.u);
+            }
+        }
+        let contiguous = weight.to_contiguous();
+        let u = Arc::new(transform_weights(contiguous.storage::<f32>(), kernel, co, c));
+        if whole {
+            let mut kept = KEPT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            kept.retain(|e| e.storage.strong_count() > 0);
+            let used: usize = kept.iter().map(|e| e.u.len() * 4).sum();
+            let fresh = !kept.iter().any(|e| e.is(&storage, &shape, kernel));
+            if fresh && used + u.len() * 4 <= BUDGET {
+                kept.push(Entry {
+                    storage: Arc::downgrade(&storage),
+                    shape,
+                    kernel,
+                    u: Arc::clone(&u),
+                });
+            }
+        }
+        u
+    }
+}
+
+/// Without `std` (no lock): U is transformed at every call.
+#[cfg(not(feature = "std"))]
+mod kept {
+    use alloc::sync::Arc;
+    use alloc::vec::Vec;
+
+    use super::{Kernel, transform_weights};
+    use crate::FlexTensor;
+
+    /// U of `weight` (f32) read as `kernel`.
+    pub(super) fn transformed(
+        weight: &FlexTensor,
+        kernel: Kernel,
+        co: usize,
+        c: usize,
+    ) -> Arc<Vec<f32>> {
+        let contiguous = weight.to_contiguous();
+        Arc::new(transform_weights(contiguous.storage::<f32>(), kernel, co, c))
     }
 }
 
