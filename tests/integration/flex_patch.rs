@@ -377,8 +377,8 @@ fn winograd_with<B: burn::tensor::backend::AutodiffBackend>(
 
 /// Winograd's weight transforms kept between calls (patch change 15) follow their weights: the
 /// same weight with new inputs, the weight changed in place, freed and replaced by another of
-/// the same shape (whose storage may take the freed one's address), and a view of part of a
-/// larger weight; each forward's input gradient reads the same weight transposed (32 -> 32, so
+/// the same shape (whose storage may take the freed one's address), and views of one larger
+/// weight at two offsets; each forward's input gradient reads the same weight transposed (32 -> 32, so
 /// only the reading tells the two transforms apart).
 #[test]
 fn flex_kept_winograd_weights_follow_their_tensors() {
@@ -407,12 +407,25 @@ fn flex_kept_winograd_weights_follow_their_tensors() {
                 ndarray = tensor([32, 32, 3, 3], round + 100);
             }
             _ => {
-                let first = round as usize % 4;
-                flex = tensor::<Autodiff<Flex>, 4>([35, 32, 3, 3], round).narrow(0, first, 32);
-                ndarray =
-                    tensor::<Autodiff<NdArray>, 4>([35, 32, 3, 3], round).narrow(0, first, 32);
+                flex = tensor([32, 32, 3, 3], round + 200);
+                ndarray = tensor([32, 32, 3, 3], round + 200);
             }
         }
+    }
+    // Views of one storage at two offsets, twice each.
+    let flex = tensor::<Autodiff<Flex>, 4>([35, 32, 3, 3], 7);
+    let ndarray = tensor::<Autodiff<NdArray>, 4>([35, 32, 3, 3], 7);
+    for (round, first) in [0, 3, 0, 3].into_iter().enumerate() {
+        let case = Case::winograd([2, 32, 32, 32, 32], [1, 1], false, first as u64);
+        let (y, dx) = winograd_with(flex.clone().narrow(0, first, 32), round as u64);
+        let (y_ref, dx_ref) = winograd_with(ndarray.clone().narrow(0, first, 32), round as u64);
+        assert_close(&format!("output of view {first}"), &y, &y_ref, &case);
+        assert_close(
+            &format!("input gradient of view {first}"),
+            &dx,
+            &dx_ref,
+            &case,
+        );
     }
 }
 
