@@ -15,8 +15,8 @@
 //! M[k] (c_out × tiles) = U[k] (c_out × c_in) · V[k] (c_in × tiles),   k = 0 .. 36
 //! ```
 //!
-//! with `U = G g Gᵀ` (the weights, transformed once per call) and `V = Bᵀ d B` (the input,
-//! transformed per tile). Each output pixel then costs `36 / 16 = 2.25` multiply-adds per input
+//! with `U = G g Gᵀ` (the weights, transformed at a weight's first call and kept for the next
+//! ones, see [`kept`]) and `V = Bᵀ d B` (the input, transformed per tile). Each output pixel then costs `36 / 16 = 2.25` multiply-adds per input
 //! channel in the GEMMs instead of 9; the transforms are additions, vectorised over 16 tiles (or
 //! 16 output channels for the weights) at a time, and compiled for AVX2 and FMA as well as for
 //! the build's baseline, picked at run time.
@@ -51,8 +51,9 @@ const LANES: usize = 16;
 /// (at 16 the two ran even in per-layer timings, 2026-12-02, the 2-core AMD EPYC dev machine).
 const MIN_CHANNELS: usize = 16;
 /// When a call pays for its weight transform: U is 4x the weight, written and read back
-/// through memory at every call, so the 36 GEMMs need enough tiles to earn it back, and more
-/// where U outgrows the caches. How many depends on the GEMM's speed against memory's.
+/// through memory, so the 36 GEMMs need enough tiles to earn it back, and more where U outgrows
+/// the caches. How many depends on the GEMM's speed against memory's. (Measured with U
+/// transformed at every call, before [`kept`]: a weight's first call still pays.)
 struct Thresholds {
     /// Fewer tiles than this never take the path.
     min_tiles: usize,
