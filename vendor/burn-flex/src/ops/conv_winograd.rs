@@ -16,10 +16,11 @@
 //! ```
 //!
 //! with `U = G g Gᵀ` (the weights, transformed at a weight's first call and kept for the next
-//! ones, see [`kept`]) and `V = Bᵀ d B` (the input, transformed per tile). Each output pixel then costs `36 / 16 = 2.25` multiply-adds per input
-//! channel in the GEMMs instead of 9; the transforms are additions, vectorised over 16 tiles (or
-//! 16 output channels for the weights) at a time, and compiled for AVX2 and FMA as well as for
-//! the build's baseline, picked at run time.
+//! ones, see [`kept`]) and `V = Bᵀ d B` (the input, transformed per tile). Each output pixel
+//! then costs `36 / 16 = 2.25` multiply-adds per input channel in the GEMMs instead of 9; the
+//! transforms are additions, vectorised over 16 tiles (or 16 output channels for the weights)
+//! at a time, and compiled for AVX2 and FMA as well as for the build's baseline, picked at run
+//! time.
 //!
 //! The transforms multiply by up to 8 and divide by 24, so the result carries a few more
 //! rounding errors than a direct sum of 9 · c_in products: about 3e-6 of the output's magnitude in
@@ -634,15 +635,16 @@ unsafe fn gather_window_avx2(window: &[f32], w: usize, d: &mut [Lanes; POINTS]) 
 
 /// Transformed weights kept between calls: a sampler calls the same network dozens of times,
 /// and U (4x the weight, written through memory) was 7-9 % of a Kandinsky UNet step's samples
-/// with the weight transform redone at every call (`perf`, 2026-12-03, the 2-core Intel Xeon VM).
+/// with the weight transform redone at every call (`perf`, 2026-12-03, a 2-core Intel Xeon VM).
 ///
 /// An entry is keyed by the weight's storage, held weakly: while the entry exists the storage's
 /// allocation cannot be reused by another tensor, and its bytes cannot change while any tensor
 /// still reads them (burn-flex writes in place only through `Arc::get_mut`, which fails while a
 /// weak reference exists, or `Arc::make_mut`, which then moves the bytes to a new allocation, so
-/// the entry no longer matches). Entries of freed storages are dropped at the next insertion;
-/// live ones stay until their storage is freed: no eviction, so a network called in a loop keeps
-/// its first layers' U when the whole does not fit.
+/// the entry no longer matches; `Arc::try_unwrap` takes the bytes only from the last tensor,
+/// which leaves the entry without a strong reference). Entries of freed storages are dropped
+/// at the next insertion; live ones stay until their storage is freed: no eviction, so a
+/// network called in a loop keeps its first layers' U when the whole does not fit.
 #[cfg(feature = "std")]
 mod kept {
     use alloc::sync::{Arc, Weak};
