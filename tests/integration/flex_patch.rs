@@ -5,7 +5,8 @@
 //! `conv_shifted.rs`: stride 1, 8+ input channels, 2-49 taps, 16 x 16 output pixels or more;
 //! `conv_cols.rs`: strides of 2 and smaller outputs) and shapes next to them that take
 //! burn-flex's own (1-4 channels, groups); every 2-D weight gradient (`conv_cols.rs`, any groups);
-//! the vectorised sigmoid; the threaded element-wise ops; matmuls sharing one right-hand matrix;
+//! the vectorised sigmoid; the threaded element-wise ops; matmuls sharing one right-hand matrix
+//! and threaded ones split by columns;
 //! max pooling with its indices and gradient.
 #![cfg(all(feature = "flex", feature = "ndarray"))]
 
@@ -746,6 +747,74 @@ fn flex_large_matmul_with_a_shared_right_hand_side_equals_ndarrays() {
         &shared_rhs_matmul::<NdArray>(dims, Lhs::Contiguous, false, 11),
         "[2, 100, 256] x [256, 300]",
     );
+}
+
+/// How the operands of a 2-D matmul are laid out (the split of patch change 16 offsets both
+/// the output and the right-hand side by whole columns).
+#[derive(Debug, Clone, Copy)]
+enum Operands {
+    /// `[m, k] x [k, n]`, both contiguous: a `Linear`'s forward.
+    Contiguous,
+    /// `[m, k] x [n, k]ᵀ`: the right-hand columns strided (a `Linear`'s input gradient).
+    RhsTransposed,
+    /// `[k, m]ᵀ x [k, n]`: the left-hand rows strided.
+    LhsTransposed,
+}
+
+/// `[m, k] x [k, n]` laid out as asked, flattened.
+fn product<B: Backend>([m, k, n]: [usize; 3], operands: Operands, seed: u64) -> Vec<f32> {
+    let (a, b) = match operands {
+        Operands::Contiguous => (tensor::<B, 2>([m, k], seed), tensor([k, n], seed ^ 3)),
+        Operands::RhsTransposed => (
+            tensor::<B, 2>([m, k], seed),
+            tensor::<B, 2>([n, k], seed ^ 3).transpose(),
+        ),
+        Operands::LhsTransposed => (
+            tensor::<B, 2>([k, m], seed).transpose(),
+            tensor([k, n], seed ^ 3),
+        ),
+    };
+    a.matmul(b).into_data().to_vec::<f32>().unwrap()
+}
+
+/// Patch change 16: threaded products of at most 256 rows run as one single-threaded GEMM per
+/// thread over its own columns. In pools of 2 and 3 threads (parts of 192 + 108 and
+/// 128 + 128 + 44 columns for 300), in every layout, at the row limit and past it, through
+/// gemm's one-row path and the folded batch path, against ndarray.
+#[test]
+fn flex_products_split_by_columns_equal_ndarrays() {
+    for threads in [2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            for dims in [
+                [100, 256, 300],
+                [256, 128, 300],
+                [257, 128, 300],
+                [1, 4096, 1800],
+            ] {
+                for operands in [
+                    Operands::Contiguous,
+                    Operands::RhsTransposed,
+                    Operands::LhsTransposed,
+                ] {
+                    assert_matmul_close(
+                        &product::<Flex>(dims, operands, 5),
+                        &product::<NdArray>(dims, operands, 5),
+                        &format!("{dims:?} {operands:?} on {threads} threads"),
+                    );
+                }
+            }
+            let dims = [1, 2, 50, 768, 200];
+            assert_matmul_close(
+                &shared_rhs_matmul::<Flex>(dims, Lhs::Contiguous, true, 7),
+                &shared_rhs_matmul::<NdArray>(dims, Lhs::Contiguous, true, 7),
+                &format!("{dims:?} folded on {threads} threads"),
+            );
+        });
+    }
 }
 
 /// Patch change 6 in the other float widths: f64 and f16 through gemm, bf16 through f32; the

@@ -79,6 +79,10 @@ const AVX2_GEMM: Thresholds = Thresholds {
 /// 1.2-2x at 32 to 256 channels (256 -> 256 at 16 x 16, batch 2: 10.5 against 5.4 ms), 64
 /// tiles lost up to 1.2x; from 96 tiles 128 channels won (1.3x) and 256 lost, from 128 tiles
 /// every size won or ran even (256 channels 1.2x, 128 channels 1.25x, 1.9x at 512 tiles).
+#[cfg_attr(
+    not(all(feature = "x86-v4", feature = "std", target_arch = "x86_64")),
+    allow(dead_code)
+)]
 const AVX512_GEMM: Thresholds = Thresholds {
     min_tiles: 96,
     max_pairs_few_tiles: 32 * 1024,
