@@ -29,8 +29,25 @@ unsafe fn product(
     let stride = stride as isize;
     unsafe {
         gemm::gemm(
-            m, n, k, out, 1, stride, false, lhs, 1, k as isize, rhs, 1, stride, 0.0, 1.0, false,
-            false, false, parallelism,
+            m,
+            n,
+            k,
+            out,
+            1,
+            stride,
+            false,
+            lhs,
+            1,
+            k as isize,
+            rhs,
+            1,
+            stride,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
         );
     }
 }
@@ -39,14 +56,27 @@ unsafe fn product(
 fn threaded(dims: [usize; 3], out: &mut [f32], lhs: &[f32], rhs: &[f32]) {
     let stride = dims[2];
     let rayon = gemm::Parallelism::Rayon(0);
-    unsafe { product(dims, stride, out.as_mut_ptr(), lhs.as_ptr(), rhs.as_ptr(), rayon) }
+    unsafe {
+        product(
+            dims,
+            stride,
+            out.as_mut_ptr(),
+            lhs.as_ptr(),
+            rhs.as_ptr(),
+            rayon,
+        )
+    }
 }
 
 /// The product as one single-threaded call per thread over its own columns.
 fn split(dims: [usize; 3], out: &mut [f32], lhs: &[f32], rhs: &[f32]) {
     let [m, k, n] = dims;
     let width = n.div_ceil(rayon::current_num_threads()).div_ceil(ALIGN) * ALIGN;
-    let (out, lhs, rhs) = (out.as_mut_ptr() as usize, lhs.as_ptr() as usize, rhs.as_ptr() as usize);
+    let (out, lhs, rhs) = (
+        out.as_mut_ptr() as usize,
+        lhs.as_ptr() as usize,
+        rhs.as_ptr() as usize,
+    );
     rayon::scope(|scope| {
         for first in (0..n).step_by(width) {
             let columns = width.min(n - first);
@@ -66,7 +96,9 @@ fn split(dims: [usize; 3], out: &mut [f32], lhs: &[f32], rhs: &[f32]) {
 
 /// Deterministic values in [0, 0.13).
 fn values(len: usize, seed: usize) -> Vec<f32> {
-    (0..len).map(|i| ((i * 7 + seed) % 13) as f32 * 0.01).collect()
+    (0..len)
+        .map(|i| ((i * 7 + seed) % 13) as f32 * 0.01)
+        .collect()
 }
 
 fn main() {
@@ -74,7 +106,9 @@ fn main() {
     let ways: [(&str, Way); 2] = [("gemm threads", threaded), ("split", split)];
     for arg in std::env::args().skip(1) {
         let dims: Vec<usize> = arg.split('x').map(|d| d.parse().expect("MxKxN")).collect();
-        let [m, k, n] = dims[..] else { panic!("expected MxKxN, found {arg}") };
+        let [m, k, n] = dims[..] else {
+            panic!("expected MxKxN, found {arg}")
+        };
         let count = (64_000_000 / (k * n)).clamp(2, 16);
         let rhs: Vec<Vec<f32>> = (0..count).map(|seed| values(k * n, seed)).collect();
         let lhs = values(m * k, 99);
@@ -98,6 +132,11 @@ fn main() {
             t[t.len() / 2]
         };
         let (a, b) = (median(&mut times[0]), median(&mut times[1]));
-        println!("{arg}: {} {a:.3} ms, {} {b:.3} ms, ratio {:.2}", ways[0].0, ways[1].0, b / a);
+        println!(
+            "{arg}: {} {a:.3} ms, {} {b:.3} ms, ratio {:.2}",
+            ways[0].0,
+            ways[1].0,
+            b / a
+        );
     }
 }
