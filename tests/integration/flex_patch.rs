@@ -430,12 +430,14 @@ fn flex_kept_winograd_weights_follow_their_tensors() {
     }
 }
 
-/// Values across the whole f32 range the sigmoid sees, extremes and zero included.
+/// Values across the whole f32 range the sigmoid sees, extremes, infinities, NaN and zero
+/// included.
 fn sigmoid_inputs() -> Vec<f32> {
     let mut xs: Vec<f32> = (-2000..=2000).map(|i| i as f32 * 0.05).collect();
     xs.extend([
         -1e30, -1000.0, -88.0, -87.5, -87.3, -87.0, 87.0, 88.0, 1000.0, 1e30,
     ]);
+    xs.extend([f32::NAN, f32::INFINITY, f32::NEG_INFINITY]);
     xs.extend([
         0.0,
         -0.0,
@@ -472,6 +474,11 @@ fn flex_sigmoid_and_silu_are_exact_to_a_few_ulp() {
         assert_eq!(values.len(), n);
         for (x, got) in xs.iter().zip(&values) {
             let want = reference(*x, exact(*x));
+            if !want.is_finite() {
+                let same = (want.is_nan() && got.is_nan()) || *got as f64 == want;
+                assert!(same, "{what}({x}): flex {got}, exact {want}");
+                continue;
+            }
             // Relative, down to f32's normal range (exp flushes subnormals to 0).
             let floor = (1.0 + x.abs() as f64) * f32::MIN_POSITIVE as f64;
             let tolerance = 3.0 * f32::EPSILON as f64 * want.abs() + floor;
@@ -481,6 +488,82 @@ fn flex_sigmoid_and_silu_are_exact_to_a_few_ulp() {
             );
         }
     }
+}
+
+/// Flex's f32 softmax along the last axis against the same sums in f64, to a few ulp, for rows
+/// of every length up to past the lanes and the 16 partial sums (patch change 17: the
+/// vectorised exponential, in place when the scores are the tensor's own bytes).
+#[test]
+fn flex_softmax_is_exact_to_a_few_ulp_in_place_or_not() {
+    use burn::tensor::activation::softmax;
+    for len in [1, 2, 7, 15, 16, 17, 33, 100, 1024, 4099] {
+        let rows = 70; // more than one task of 64 rows
+        let mut xs = values(rows * len, len as u64);
+        for (i, x) in xs.iter_mut().enumerate() {
+            // Rows of small, large and masked scores.
+            *x *= [1.0, 30.0, 200.0][(i / len) % 3];
+            if i % 11 == 3 && len > 1 {
+                *x = f32::NEG_INFINITY;
+            }
+        }
+        let input = Tensor::<Flex, 2>::from_data(
+            TensorData::new(xs.clone(), [rows, len]),
+            &Default::default(),
+        );
+        let kept = input.clone();
+        // Shared (a clone is alive): on a copy. Then unique: in place. Then an offset view.
+        let shared = softmax(input.clone(), 1)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        let unique = softmax(input, 1).into_data().to_vec::<f32>().unwrap();
+        let view = softmax(kept.clone().narrow(0, 1, rows - 1), 1)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        assert_eq!(
+            kept.into_data().to_vec::<f32>().unwrap(),
+            xs,
+            "input left as it was"
+        );
+        for (r, row) in xs.chunks(len).enumerate() {
+            // `x - max` rounded to f32 as any f32 softmax rounds it, the rest in f64.
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            let exps: Vec<f64> = row.iter().map(|&x| ((x - max) as f64).exp()).collect();
+            let sum: f64 = exps.iter().sum();
+            for (j, e) in exps.iter().enumerate() {
+                let want = e / sum;
+                let tolerance = 4.0 * f32::EPSILON as f64 * want + f32::MIN_POSITIVE as f64;
+                let mut got = vec![
+                    ("shared", shared[r * len + j]),
+                    ("unique", unique[r * len + j]),
+                ];
+                if r > 0 {
+                    got.push(("view", view[(r - 1) * len + j]));
+                }
+                for (how, got) in got {
+                    assert!(
+                        (got as f64 - want).abs() <= tolerance,
+                        "row {r} of {len}, [{j}] = {}, {how}: flex {got}, exact {want}",
+                        row[j]
+                    );
+                }
+            }
+        }
+    }
+    // NaN stays NaN; a row of -inf is NaN, as 0/0.
+    let special = [f32::NAN, 1.0, f32::NEG_INFINITY, f32::NEG_INFINITY];
+    let out = softmax(
+        Tensor::<Flex, 2>::from_data(
+            TensorData::new(special.to_vec(), [2, 2]),
+            &Default::default(),
+        ),
+        1,
+    )
+    .into_data()
+    .to_vec::<f32>()
+    .unwrap();
+    assert!(out.iter().all(|x| x.is_nan()), "{out:?}");
 }
 
 /// The element-wise ops whose loops the patch threads, on 2^19 elements (above the 256 Ki
