@@ -551,6 +551,34 @@ fn flex_softmax_is_exact_to_a_few_ulp_in_place_or_not() {
             }
         }
     }
+    // A convolution's weight, which the Winograd cache then refers to weakly, as the only
+    // tensor of its bytes: softmax must copy it, not fail to write it in place.
+    let weight = tensor::<Flex, 4>([16, 16, 3, 3], 4);
+    let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+    let _ = conv2d(
+        tensor::<Flex, 4>([2, 16, 32, 32], 6),
+        weight.clone(),
+        None,
+        options,
+    );
+    let rows = weight
+        .clone()
+        .reshape([16, 144])
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    let normed = softmax(weight.reshape([16, 144]), 1)
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    for (row, out) in rows.chunks(144).zip(normed.chunks(144)) {
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let sum: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
+        for (x, got) in row.iter().zip(out) {
+            let want = ((x - max) as f64).exp() / sum;
+            assert!((*got as f64 - want).abs() <= 4.0 * f32::EPSILON as f64 * want);
+        }
+    }
     // NaN stays NaN; a row of -inf is NaN, as 0/0.
     let special = [f32::NAN, 1.0, f32::NEG_INFINITY, f32::NEG_INFINITY];
     let out = softmax(

@@ -276,19 +276,19 @@ fn softmax_last_f32(tensor: FlexTensor) -> FlexTensor {
     if last == 0 {
         return tensor;
     }
-    // foil's patch: normalise in place when no other tensor shares the bytes (attention
-    // scores, made by the matmul just before, do not), otherwise on a copy. The zeroed output
-    // buffer this replaces cost a memset and, at attention sizes, page faults on every call.
-    // `softmax_last` made the bytes exactly the elements, in order.
-    let mut tensor = if tensor.is_unique() {
-        tensor
-    } else {
+    // foil's patch: normalise in place when nothing else refers to the bytes (attention
+    // scores, made by the matmul just before, do not), otherwise on a copy: another tensor
+    // shares them, or the Winograd cache holds them weakly (a convolution's weight). The
+    // zeroed output buffer this replaces cost a memset and, at attention sizes, page faults
+    // on every call. `softmax_last` made the bytes exactly the elements, in order.
+    let mut tensor = tensor;
+    if tensor.try_storage_mut::<f32>().is_none() {
         let values = tensor.storage::<f32>().to_vec();
-        FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(shape), DType::F32)
-    };
+        tensor = FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(shape), DType::F32);
+    }
     let data: &mut [f32] = tensor
         .try_storage_mut()
-        .expect("softmax: a unique tensor's bytes are writable");
+        .expect("softmax: a fresh copy's bytes are writable");
 
     // Row-parallel via rayon: one macerator dispatch per chunk of rows,
     // amortized over all rows in the chunk.
