@@ -490,6 +490,14 @@ fn flex_sigmoid_and_silu_are_exact_to_a_few_ulp() {
     }
 }
 
+/// Softmax of one row: `x - max` rounded to f32 as any f32 softmax rounds it, the rest in f64.
+fn softmax_reference(row: &[f32]) -> Vec<f64> {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let exps: Vec<f64> = row.iter().map(|&x| ((x - max) as f64).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
+
 /// Flex's f32 softmax along the last axis against the same sums in f64, to a few ulp, for rows
 /// of every length up to past the lanes and the 16 partial sums (patch change 17: the
 /// vectorised exponential, in place when the scores are the tensor's own bytes).
@@ -527,12 +535,7 @@ fn flex_softmax_is_exact_to_a_few_ulp_in_place_or_not() {
             "input left as it was"
         );
         for (r, row) in xs.chunks(len).enumerate() {
-            // `x - max` rounded to f32 as any f32 softmax rounds it, the rest in f64.
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            let exps: Vec<f64> = row.iter().map(|&x| ((x - max) as f64).exp()).collect();
-            let sum: f64 = exps.iter().sum();
-            for (j, e) in exps.iter().enumerate() {
-                let want = e / sum;
+            for (j, want) in softmax_reference(row).into_iter().enumerate() {
                 let tolerance = 4.0 * f32::EPSILON as f64 * want + f32::MIN_POSITIVE as f64;
                 let mut got = vec![
                     ("shared", shared[r * len + j]),
@@ -572,10 +575,7 @@ fn flex_softmax_is_exact_to_a_few_ulp_in_place_or_not() {
         .to_vec::<f32>()
         .unwrap();
     for (row, out) in rows.chunks(144).zip(normed.chunks(144)) {
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        let sum: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
-        for (x, got) in row.iter().zip(out) {
-            let want = ((x - max) as f64).exp() / sum;
+        for (want, got) in softmax_reference(row).into_iter().zip(out) {
             assert!((*got as f64 - want).abs() <= 4.0 * f32::EPSILON as f64 * want);
         }
     }

@@ -17,7 +17,6 @@ const ALIGN: usize = 64;
 ///
 /// # Safety
 /// The pointers must cover those matrices.
-#[allow(clippy::too_many_arguments)]
 unsafe fn product(
     [m, k, n]: [usize; 3],
     stride: usize,

@@ -378,8 +378,8 @@ const SPLIT_ALIGN: usize = 64;
 /// 100 token rows against 768 x 3072 weights) gemm packs the weight, the operand it streams
 /// from memory, once in every thread that works on a panel, and threads meet at every
 /// depth block. Giving each thread its own columns packs each weight column once. Measured
-/// on a 2-core AVX-512 Xeon (PATCH.md): 0.72-1.00x the time at 100-256 rows, 0.97-1.13x at
-/// 512 and up to 1.15x at 4096, hence [`SPLIT_MAX_ROWS`].
+/// on a 2-core AVX-512 Xeon (PATCH.md): 0.62-1.07x the time at 100-256 rows, mixed from 512
+/// rows (0.67-1.13x) and up to 1.23x at 4096, hence [`SPLIT_MAX_ROWS`].
 #[cfg(feature = "rayon")]
 fn split_columns(m: usize, n: usize, parallelism: gemm::Parallelism) -> Option<usize> {
     let threads = rayon::current_num_threads();
