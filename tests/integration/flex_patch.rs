@@ -1,7 +1,7 @@
 //! foil's patch to burn-flex (vendor/burn-flex, PATCH.md) against an independent implementation,
 //! burn-ndarray: the convolutions, forward and backward, on random shapes that take each patched
-//! path (`conv_winograd.rs`: stride-1 3x3 kernels, 16+ channels, 32+ output tiles, 96+ where
-//! gemm runs its AVX-512 kernels;
+//! path (`conv_winograd.rs`: stride-1 3x3 kernels, 16+ channels, 16+ output tiles once a
+//! weight's transform is kept, else 32+, 96+ where gemm runs its AVX-512 kernels;
 //! `conv_shifted.rs`: stride 1, 8+ input channels, 2-49 taps, 16 x 16 output pixels or more;
 //! `conv_cols.rs`: strides of 2 and smaller outputs) and shapes next to them that take
 //! burn-flex's own (1-4 channels, groups); every 2-D weight gradient (`conv_cols.rs`, any groups);
@@ -252,10 +252,11 @@ proptest! {
         assert_close("transposed output", &transposed::<Flex>(&case), &transposed::<NdArray>(&case), &case);
     }
 
-    /// Stride-1 3x3 convolutions with 16+ channels each way (`conv_winograd.rs` from 32 tiles
-    /// of 4 x 4 output pixels per call, 96 with gemm's AVX-512 kernels; up to 243 here: sides that are and are not multiples of 4, paddings
-    /// 0-2, and calls on both sides of the tile threshold), forward, both gradients, and as
-    /// transposed convolutions (the flipped kernel read by the weight transform).
+    /// Stride-1 3x3 convolutions with 16+ channels each way (`conv_winograd.rs` from 16 tiles
+    /// of 4 x 4 output pixels per call with the weight's transform kept, as here; up to 243
+    /// here: sides that are and are not multiples of 4, paddings 0-2, and calls on both sides
+    /// of the tile threshold), forward, both gradients, and as transposed convolutions (the
+    /// flipped kernel read by the weight transform).
     #[test]
     fn flex_winograd_convolutions_equal_ndarrays(
         (n, c, co, h, w) in (1usize..=3, 16usize..=40, 16usize..=40, 3usize..=38, 3usize..=38),
@@ -289,8 +290,9 @@ proptest! {
 }
 
 /// The sizes the networks use, once each: DiME's ADM at 128 px and DenseNet's 3x3 bottlenecks
-/// (the Winograd path from 32 tiles, from 96 where gemm runs its AVX-512 kernels, so only the
-/// 128-tile layer there; the others then take the shifted path); ResNet-18's last stages at 128 px, a downsampling
+/// (the Winograd path from 16 tiles with the weight's transform kept, as here, up to 256 x 256
+/// channels where gemm runs its AVX-512 kernels, so ADM's 384-channel 16 x 16 layer takes the
+/// shifted path there); ResNet-18's last stages at 128 px, a downsampling
 /// convolution whose columns are cut into several tiles, and AlexNet's 5x5 layer at LPIPS's 64 px
 /// (`conv_cols`); DenseNet's 1x1 bottlenecks in its first and last blocks (the 1x1 paths);
 /// weights above burn-flex's parallel threshold, reordered for the shifted path (a 5x5 layer,
@@ -303,6 +305,7 @@ fn flex_matches_ndarray_on_network_sized_convolutions() {
         (32, 32, 16, 3, 1),
         (256, 64, 16, 3, 1),
         (256, 128, 16, 3, 1),
+        (384, 384, 16, 3, 1),
         (64, 32, 8, 3, 1),
         (256, 256, 8, 3, 1),
         (512, 512, 4, 3, 1),
@@ -426,6 +429,112 @@ fn flex_kept_winograd_weights_follow_their_tensors() {
             &dx,
             &dx_ref,
             &case,
+        );
+    }
+}
+
+/// burn-flex's `set_winograd_choice` (patch change 18) switches stride-1 3x3 convolutions
+/// between the Winograd path and the others, forward and transposed, both equal to ndarray's
+/// and different from each other in their rounding (so the switch is seen to act); and the
+/// default thresholds pick as measured: with the weight's transform kept between calls, from 16
+/// tiles on, not at 8, and not at 18 tiles of 256 channels with gemm's AVX-512 kernels (two
+/// blocks of whole lanes, the second nearly empty); with a weight whose transform cannot be
+/// kept (a view inside a larger storage) the thresholds of a transform at every call: from 32
+/// tiles with the AVX2 kernels, from 96 with the AVX-512 ones. The choice is process-wide: the
+/// other tests of this binary may run a call or two on the other path meanwhile, which their
+/// tolerances allow.
+#[test]
+fn flex_winograd_choice_switches_paths_and_thresholds_follow_the_kept_transform() {
+    use burn_flex::ops::conv::{WinogradChoice, set_winograd_choice};
+
+    // gemm's AVX-512 kernels: the crate's `avx512` feature on a CPU with them.
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = cfg!(feature = "avx512") && std::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx512 = false;
+    let forward = |case: &Case, weight: Tensor<Flex, 4>| {
+        let x = tensor::<Flex, 4>([case.n, case.c, case.h, case.w], case.seed);
+        conv2d(x, weight, None, case.options()).into_data().to_vec::<f32>().unwrap()
+    };
+    let transposed = |case: &Case, weight: Tensor<Flex, 4>| {
+        let x = tensor::<Flex, 4>([case.n, case.co, case.h, case.w], case.seed);
+        let options = ConvTransposeOptions::new([1, 1], case.pad, [0, 0], [1, 1], 1);
+        conv_transpose2d(x, weight, None, options).into_data().to_vec::<f32>().unwrap()
+    };
+    // (input [n, c, co, h, w], the weight a view inside a larger storage, Winograd expected)
+    let cases = [
+        ([2, 128, 128, 16, 16], false, true),
+        ([1, 64, 32, 16, 16], false, true),
+        ([4, 32, 48, 8, 8], false, true),
+        ([2, 64, 64, 8, 8], false, false),
+        ([2, 256, 256, 12, 12], false, !avx512),
+        ([2, 128, 128, 16, 16], true, !avx512),
+        ([2, 32, 32, 32, 32], true, true),
+    ];
+    for (dims, view, expect_winograd) in cases {
+        let case = Case::winograd(dims, [1, 1], false, dims.iter().sum::<usize>() as u64);
+        // [co, c, 3, 3] for the forward call, [co, c, 3, 3] read as [c_in, c_out, 3, 3] by the
+        // transposed one (co -> c channels).
+        let weight = |seed| {
+            let full = tensor::<Flex, 4>([case.co + 1, case.c, 3, 3], seed);
+            if view {
+                full.narrow(0, 1, case.co)
+            } else {
+                tensor::<Flex, 4>([case.co, case.c, 3, 3], seed)
+            }
+        };
+        let weight_ndarray = |seed| {
+            let full = tensor::<NdArray, 4>([case.co + 1, case.c, 3, 3], seed);
+            if view {
+                full.narrow(0, 1, case.co)
+            } else {
+                tensor::<NdArray, 4>([case.co, case.c, 3, 3], seed)
+            }
+        };
+        let reference = {
+            let x = tensor::<NdArray, 4>([case.n, case.c, case.h, case.w], case.seed);
+            conv2d(x, weight_ndarray(1), None, case.options())
+        };
+        let reference_transposed = {
+            let x = tensor::<NdArray, 4>([case.n, case.co, case.h, case.w], case.seed);
+            let options = ConvTransposeOptions::new([1, 1], case.pad, [0, 0], [1, 1], 1);
+            conv_transpose2d(x, weight_ndarray(1), None, options)
+        };
+        let flat = |t: Tensor<NdArray, 4>| t.into_data().to_vec::<f32>().unwrap();
+        let (reference, reference_transposed) = (flat(reference), flat(reference_transposed));
+        let w = weight(1);
+        let mut outputs = Vec::new();
+        for choice in [
+            WinogradChoice::Always,
+            WinogradChoice::Never,
+            WinogradChoice::Thresholds,
+        ] {
+            set_winograd_choice(choice);
+            // Twice: the first call transforms (and keeps) U, the second reads the kept one.
+            let runs = [
+                forward(&case, w.clone()),
+                forward(&case, w.clone()),
+                transposed(&case, w.clone()),
+                transposed(&case, w.clone()),
+            ];
+            for (run, output) in runs.iter().enumerate() {
+                let what = format!("{choice:?}, call {run}");
+                let expected = if run < 2 { &reference } else { &reference_transposed };
+                assert_close(&what, output, expected, &case);
+            }
+            assert_eq!(runs[0], runs[1], "{choice:?}: the kept transform's call differs");
+            assert_eq!(runs[2], runs[3], "{choice:?}: the kept transform's call differs");
+            outputs.push(runs);
+        }
+        set_winograd_choice(WinogradChoice::Thresholds);
+        let [always, never, picked] = [&outputs[0], &outputs[1], &outputs[2]];
+        assert_ne!(always[0], never[0], "{case:?}: both choices took one path");
+        assert_ne!(always[2], never[2], "{case:?}: both choices took one path, transposed");
+        let expected = if expect_winograd { always } else { never };
+        assert!(
+            picked == expected,
+            "{case:?} (view {view}): the thresholds should pick {}",
+            if expect_winograd { "Winograd" } else { "the other paths" }
         );
     }
 }

@@ -24,6 +24,8 @@
 //!
 //! Supported dtypes: f32, f64, f16 (native gemm), bf16 (via f32 conversion)
 
+pub use super::conv_winograd::{WinogradChoice, set_winograd_choice};
+
 use alloc::vec;
 use alloc::vec::Vec;
 use burn_backend::DType;
@@ -77,14 +79,9 @@ macro_rules! conv3d_typed {
             // foil's patch: stride-1 3x3 convolutions by Winograd's F(4x4, 3x3) (f32,
             // conv_winograd.rs), the other stride-1 convolutions as one GEMM per tap
             // (conv_shifted.rs).
-            if crate::ops::conv_winograd::applies(x_shape, w_shape, options, $dtype) {
-                return crate::ops::conv_winograd::conv3d(
-                    x,
-                    &weight,
-                    crate::ops::conv_shifted::Kernel::Forward,
-                    bias,
-                    options,
-                );
+            let forward = crate::ops::conv_shifted::Kernel::Forward;
+            if crate::ops::conv_winograd::applies(x_shape, &weight, forward, options) {
+                return crate::ops::conv_winograd::conv3d(x, &weight, forward, bias, options);
             }
             if crate::ops::conv_shifted::applies(x_shape, w_shape, options) {
                 return crate::ops::conv_shifted::conv3d::<$T>(x, weight, bias, options, $dtype);

@@ -121,7 +121,7 @@ where
         1,
     );
     let flipped_shape = [c_out, c_in, 1, kh, kw];
-    if crate::ops::conv_winograd::applies(x.layout().shape(), &flipped_shape, &conv, dtype) {
+    if crate::ops::conv_winograd::applies(x.layout().shape(), &weight, Kernel::Transposed, &conv) {
         return crate::ops::conv_winograd::conv3d(x, &weight, Kernel::Transposed, bias, &conv);
     }
     if applies(x.layout().shape(), &flipped_shape, &conv) {

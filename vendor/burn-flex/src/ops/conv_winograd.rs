@@ -51,34 +51,53 @@ const LANES: usize = 16;
 /// Fewer channels than this (in or out) make the 36 GEMMs too thin to beat the shifted path
 /// (at 16 the two ran even in per-layer timings, 2026-12-02, the 2-core AMD EPYC dev machine).
 const MIN_CHANNELS: usize = 16;
-/// When a call pays for its weight transform: U is 4x the weight, written and read back
-/// through memory, so the 36 GEMMs need enough tiles to earn it back, and more where U outgrows
-/// the caches. How many depends on the GEMM's speed against memory's. (Measured with U
-/// transformed at every call, before [`kept`]: a weight's first call still pays.)
+/// When the Winograd path wins. With U transformed at the call it has to earn back writing and
+/// reading U (4x the weight) through memory, so it needs enough tiles, and more where U
+/// outgrows the caches; with U kept from an earlier call (see [`kept`]) only the transforms of
+/// the input and output and the 36 narrow GEMMs are left. How many tiles depends on the
+/// GEMM's speed against memory's.
 struct Thresholds {
     /// Fewer tiles than this never take the path.
     min_tiles: usize,
     /// Above this many (input, output) channel pairs (36 values of U each), `many_tiles`.
     max_pairs_few_tiles: usize,
-    /// Tiles from which every layer size pays for its weight transform.
+    /// Tiles from which every layer size takes the path.
     many_tiles: usize,
+    /// Below `many_tiles`, at most a third more lanes than tiles: the last block of a call
+    /// computes whole lanes of 16 tiles, so 18 tiles cost as much as 32.
+    whole_lanes: bool,
 }
 
-/// With gemm's AVX2 kernels, in per-layer timings against the shifted path (2026-12-02, the
-/// 2-core AMD EPYC dev machine): 16 tiles (a 16 x 16 map at batch 1) left the transform
-/// unpaid for; a 512-channel layer was slower with 32 tiles, even with 64, and faster from 128.
+/// With gemm's AVX2 kernels and U transformed at the call, in per-layer timings against the
+/// shifted path (2026-12-02, the 2-core AMD EPYC dev machine): 16 tiles (a 16 x 16 map at
+/// batch 1) left the transform unpaid for; a 512-channel layer was slower with 32 tiles, even
+/// with 64, and faster from 128.
 const AVX2_GEMM: Thresholds = Thresholds {
     min_tiles: 32,
     max_pairs_few_tiles: 160 * 1024,
     many_tiles: 96,
+    whole_lanes: false,
 };
 
-/// With gemm's AVX-512 kernels the direct paths run about twice as fast and the transform
-/// does not. Per-layer timings (2026-12-03, a 2-core Intel Xeon VM with AVX-512, Winograd
-/// against the other paths, each median of 20-100 calls, alternated twice): 32 tiles lost
-/// 1.2-2x at 32 to 256 channels (256 -> 256 at 16 x 16, batch 2: 10.5 against 5.4 ms), 64
-/// tiles lost up to 1.2x; from 96 tiles 128 channels won (1.3x) and 256 lost, from 128 tiles
-/// every size won or ran even (256 channels 1.2x, 128 channels 1.25x, 1.9x at 512 tiles).
+/// With gemm's AVX2 kernels and U kept (2026-12-03, a 2-core Intel Xeon VM, burn-flex built
+/// without `x86-v4`, `tools/conv-layers`' `winograd` against the thresholds above, the fastest
+/// of 44 alternated calls): from 16 tiles every size won, 0.42-0.52x at 16 tiles of 128 and
+/// 256 channels, 0.62-0.79x at 512 x 512 channels and 32 tiles, 0.75-0.81x at 18 tiles; 8
+/// tiles ran about even (0.93x).
+const AVX2_GEMM_KEPT: Thresholds = Thresholds {
+    min_tiles: 16,
+    max_pairs_few_tiles: usize::MAX,
+    many_tiles: 16,
+    whole_lanes: false,
+};
+
+/// With gemm's AVX-512 kernels and U transformed at the call the direct paths run about twice
+/// as fast as with AVX2 and the transform does not. Per-layer timings (2026-12-03, a 2-core
+/// Intel Xeon VM with AVX-512, Winograd against the other paths, each median of 20-100 calls,
+/// alternated twice): 32 tiles lost 1.2-2x at 32 to 256 channels (256 -> 256 at 16 x 16,
+/// batch 2: 10.5 against 5.4 ms), 64 tiles lost up to 1.2x; from 96 tiles 128 channels won
+/// (1.3x) and 256 lost, from 128 tiles every size won or ran even (256 channels 1.2x, 128
+/// channels 1.25x, 1.9x at 512 tiles).
 #[cfg_attr(
     not(all(feature = "x86-v4", feature = "std", target_arch = "x86_64")),
     allow(dead_code)
@@ -87,15 +106,38 @@ const AVX512_GEMM: Thresholds = Thresholds {
     min_tiles: 96,
     max_pairs_few_tiles: 32 * 1024,
     many_tiles: 128,
+    whole_lanes: false,
 };
 
-/// The thresholds of the GEMM kernels gemm picks on this CPU.
-fn thresholds() -> &'static Thresholds {
+/// With gemm's AVX-512 kernels and U kept (2026-12-03, the same VM, `tools/conv-layers`'
+/// `winograd`, the fastest of 44 alternated calls each): from 16 tiles every layer of up to
+/// 256 x 256 channels won, forward and transposed (0.43-0.84x at 16 to 128 tiles), except 18
+/// tiles (a 12 x 12 map at batch 2, 1.16-1.21x: two blocks of whole lanes, the second nearly
+/// empty); 8 tiles lost 1.32-1.41x; 384 and 512 channels at 32 and 64 tiles ran from 0.83x to
+/// 1.24x.
+#[cfg_attr(
+    not(all(feature = "x86-v4", feature = "std", target_arch = "x86_64")),
+    allow(dead_code)
+)]
+const AVX512_GEMM_KEPT: Thresholds = Thresholds {
+    min_tiles: 16,
+    max_pairs_few_tiles: 64 * 1024,
+    many_tiles: 128,
+    whole_lanes: true,
+};
+
+/// The thresholds of the GEMM kernels gemm picks on this CPU, for a weight whose U is kept
+/// between calls or not.
+fn thresholds(kept: bool) -> &'static Thresholds {
     #[cfg(all(feature = "x86-v4", feature = "std", target_arch = "x86_64"))]
     if std::is_x86_feature_detected!("avx512f") {
-        return &AVX512_GEMM;
+        return if kept {
+            &AVX512_GEMM_KEPT
+        } else {
+            &AVX512_GEMM
+        };
     }
-    &AVX2_GEMM
+    if kept { &AVX2_GEMM_KEPT } else { &AVX2_GEMM }
 }
 
 /// Tiles per task at most: 36 GEMMs of this many columns each (whole lanes).
@@ -108,20 +150,26 @@ const SIXTH: f32 = 1.0 / 6.0;
 /// One value per lane.
 type Lanes = [f32; LANES];
 
-/// Whether `conv3d` (a 2-D convolution expanded to 3-D) can take the Winograd path.
+/// Whether `conv3d` (a 2-D convolution expanded to 3-D) of `x_shape` with `weight` read as
+/// `kernel` can take the Winograd path, and wins there.
 pub(crate) fn applies(
     x_shape: &[usize],
-    w_shape: &[usize],
+    weight: &FlexTensor,
+    kernel: Kernel,
     options: &ConvOptions<3>,
-    dtype: DType,
 ) -> bool {
+    let w = weight.layout().shape();
+    // The equivalent convolution's [c_out, c_in, depth, kh, kw].
+    let w_shape = match kernel {
+        Kernel::Forward => [w[0], w[1], w[2], w[3], w[4]],
+        Kernel::Transposed => [w[1], w[0], w[2], w[3], w[4]],
+    };
     let [_, ph, pw] = options.padding;
     let fits = |side: usize, pad: usize| side + 2 * pad >= 3;
-    let limits = thresholds();
     let tiles = x_shape[0]
         * (x_shape[3] + 2 * ph).saturating_sub(2).div_ceil(TILE)
         * (x_shape[4] + 2 * pw).saturating_sub(2).div_ceil(TILE);
-    dtype == DType::F32
+    weight.dtype() == DType::F32
         && options.groups == 1
         && options.stride == [1, 1, 1]
         && options.dilation[1..] == [1, 1]
@@ -134,8 +182,86 @@ pub(crate) fn applies(
         && w_shape[1] >= MIN_CHANNELS
         && fits(x_shape[3], ph)
         && fits(x_shape[4], pw)
-        && tiles >= limits.min_tiles
-        && (w_shape[0] * w_shape[1] <= limits.max_pairs_few_tiles || tiles >= limits.many_tiles)
+        && match choice() {
+            WinogradChoice::Thresholds => {
+                let limits = thresholds(kept::keeps(weight, kernel, w_shape[0], w_shape[1]));
+                tiles >= limits.min_tiles
+                    && (tiles >= limits.many_tiles
+                        || (w_shape[0] * w_shape[1] <= limits.max_pairs_few_tiles
+                            && (!limits.whole_lanes
+                                || 3 * Blocking::new(tiles).lanes() <= 4 * tiles)))
+            }
+            WinogradChoice::Always => true,
+            WinogradChoice::Never => false,
+        }
+}
+
+/// Which 3x3 convolutions take the Winograd path: a switch for measuring the path against the
+/// others on the same build (`tools/conv-layers` in foil's repository), not for tuning a
+/// network; every choice gives the same result up to the transforms' rounding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WinogradChoice {
+    /// Those the thresholds of this CPU's GEMM kernels pick (the default).
+    Thresholds,
+    /// Every one the path can compute (stride 1, f32, at least 16 channels in and out).
+    Always,
+    /// None.
+    Never,
+}
+
+/// The process-wide [`WinogradChoice`], as `0`, `1`, `2`.
+static CHOICE: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+
+/// Sets which convolutions take the Winograd path from the next call on, in every thread.
+pub fn set_winograd_choice(choice: WinogradChoice) {
+    let code = match choice {
+        WinogradChoice::Thresholds => 0,
+        WinogradChoice::Always => 1,
+        WinogradChoice::Never => 2,
+    };
+    CHOICE.store(code, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// The current [`WinogradChoice`].
+fn choice() -> WinogradChoice {
+    match CHOICE.load(core::sync::atomic::Ordering::Relaxed) {
+        1 => WinogradChoice::Always,
+        2 => WinogradChoice::Never,
+        _ => WinogradChoice::Thresholds,
+    }
+}
+
+/// How a call's tiles are cut into tasks: `blocks` blocks of `block` tiles (whole lanes), the
+/// last one possibly shorter; a block's transforms and GEMMs run on whole lanes of 16 tiles.
+struct Blocking {
+    tiles: usize,
+    block: usize,
+    blocks: usize,
+}
+
+impl Blocking {
+    /// About two blocks per thread, of 16 to [`MAX_BLOCK`] tiles.
+    fn new(tiles: usize) -> Self {
+        #[cfg(feature = "rayon")]
+        let threads = rayon::current_num_threads();
+        #[cfg(not(feature = "rayon"))]
+        let threads: usize = 1;
+        let block = tiles
+            .div_ceil(2 * threads)
+            .next_multiple_of(LANES)
+            .clamp(LANES, MAX_BLOCK);
+        Self {
+            tiles,
+            block,
+            blocks: tiles.div_ceil(block),
+        }
+    }
+
+    /// The tiles the blocks compute, padding lanes included.
+    fn lanes(&self) -> usize {
+        let last = self.tiles - (self.blocks - 1) * self.block;
+        (self.blocks - 1) * self.block + last.next_multiple_of(LANES)
+    }
 }
 
 /// The Winograd convolution of `x` (`[n, c_in, 1, h, w]`, f32) with `weight` read as `kernel`
@@ -169,17 +295,11 @@ pub(crate) fn conv3d(
         ho,
         wo,
     };
-    let tiles = grid.tiles;
-
     #[cfg(feature = "rayon")]
     let threads = rayon::current_num_threads();
     #[cfg(not(feature = "rayon"))]
     let threads: usize = 1;
-    let block = tiles
-        .div_ceil(2 * threads)
-        .next_multiple_of(LANES)
-        .clamp(LANES, MAX_BLOCK);
-    let blocks = tiles.div_ceil(block);
+    let Blocking { block, blocks, .. } = Blocking::new(grid.tiles);
     // Few blocks of tiles (small maps): split the output channels too, so that the threads
     // share U (36 · c · co values, 4x the weight) instead of each block reading all of it.
     let co_block = co
@@ -656,7 +776,7 @@ mod kept {
     use burn_std::Bytes;
     use std::sync::Mutex;
 
-    use super::{Kernel, transform_weights};
+    use super::{Kernel, POINTS, transform_weights};
     use crate::FlexTensor;
 
     /// Bytes of U kept at most (all entries together).
@@ -682,6 +802,28 @@ mod kept {
 
     static KEPT: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 
+    /// Whether `weight`'s U (read as `kernel`, `co` x `c` channels) is kept, or will be at its
+    /// first call: [`transformed`]'s conditions.
+    pub(super) fn keeps(weight: &FlexTensor, kernel: Kernel, co: usize, c: usize) -> bool {
+        let storage = weight.data_arc();
+        if !whole(weight, &storage) {
+            return false;
+        }
+        let shape = weight.layout().shape();
+        let kept = KEPT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let live = || kept.iter().filter(|e| e.storage.strong_count() > 0);
+        live().any(|e| e.is(&storage, shape, kernel))
+            || live().map(|e| e.u.len() * 4).sum::<usize>() + POINTS * c * co * 4 <= BUDGET
+    }
+
+    /// Whether `weight` is contiguous and covers its whole `storage`: only such a weight's
+    /// storage identifies it (another layout is copied at each call, a new storage each time).
+    fn whole(weight: &FlexTensor, storage: &Bytes) -> bool {
+        weight.is_contiguous()
+            && weight.layout().start_offset() == 0
+            && storage.len() == weight.layout().num_elements() * core::mem::size_of::<f32>()
+    }
+
     /// U of `weight` (f32) read as `kernel`: the kept one, or a new one, kept when the weight
     /// is contiguous, covers its whole storage and the budget allows.
     pub(super) fn transformed(
@@ -692,10 +834,7 @@ mod kept {
     ) -> Arc<Vec<f32>> {
         let storage = weight.data_arc();
         let shape = weight.layout().shape().to_vec();
-        // Another layout is copied at each call: a new storage each time, never met again.
-        let whole = weight.is_contiguous()
-            && weight.layout().start_offset() == 0
-            && storage.len() == weight.layout().num_elements() * core::mem::size_of::<f32>();
+        let whole = whole(weight, &storage);
         if whole {
             let kept = KEPT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if let Some(entry) = kept.iter().find(|e| e.is(&storage, &shape, kernel)) {
@@ -730,6 +869,11 @@ mod kept {
 
     use super::{Kernel, transform_weights};
     use crate::FlexTensor;
+
+    /// Never: nothing is kept.
+    pub(super) fn keeps(_weight: &FlexTensor, _kernel: Kernel, _co: usize, _c: usize) -> bool {
+        false
+    }
 
     /// U of `weight` (f32) read as `kernel`.
     pub(super) fn transformed(
