@@ -436,13 +436,14 @@ fn flex_kept_winograd_weights_follow_their_tensors() {
 /// burn-flex's `set_winograd_choice` (patch change 18) switches stride-1 3x3 convolutions
 /// between the Winograd path and the others, forward and transposed, both equal to ndarray's
 /// and different from each other in their rounding (so the switch is seen to act); and the
-/// default thresholds pick as measured: with the weight's transform kept between calls, from 16
-/// tiles on, not at 8, and not at 18 tiles of 256 channels with gemm's AVX-512 kernels (two
-/// blocks of whole lanes, the second nearly empty); with a weight whose transform cannot be
-/// kept (a view inside a larger storage) the thresholds of a transform at every call: from 32
-/// tiles with the AVX2 kernels, from 96 with the AVX-512 ones. The choice is process-wide: the
-/// other tests of this binary may run a call or two on the other path meanwhile, which their
-/// tolerances allow.
+/// default thresholds pick as measured. A weight met before (here: under the other choices
+/// first, or at the first of two calls) is judged with its transform kept: from 16 tiles on,
+/// not at 8, and not at 18 tiles of 256 channels with gemm's AVX-512 kernels (two blocks of
+/// whole lanes, the second nearly empty). A weight at its first call, or one whose transform
+/// cannot be kept (a view inside a larger storage), with the thresholds of a transform at every
+/// call: from 32 tiles with the AVX2 kernels, from 96 with the AVX-512 ones. The choice is
+/// process-wide: the other tests of this binary may run a call or two on the other path
+/// meanwhile, which their tolerances allow.
 #[test]
 fn flex_winograd_choice_switches_paths_and_thresholds_follow_the_kept_transform() {
     use burn_flex::ops::conv::{WinogradChoice, set_winograd_choice};
@@ -454,24 +455,31 @@ fn flex_winograd_choice_switches_paths_and_thresholds_follow_the_kept_transform(
     let avx512 = false;
     let forward = |case: &Case, weight: Tensor<Flex, 4>| {
         let x = tensor::<Flex, 4>([case.n, case.c, case.h, case.w], case.seed);
-        conv2d(x, weight, None, case.options()).into_data().to_vec::<f32>().unwrap()
+        conv2d(x, weight, None, case.options())
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
     };
     let transposed = |case: &Case, weight: Tensor<Flex, 4>| {
         let x = tensor::<Flex, 4>([case.n, case.co, case.h, case.w], case.seed);
         let options = ConvTransposeOptions::new([1, 1], case.pad, [0, 0], [1, 1], 1);
-        conv_transpose2d(x, weight, None, options).into_data().to_vec::<f32>().unwrap()
+        conv_transpose2d(x, weight, None, options)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
     };
-    // (input [n, c, co, h, w], the weight a view inside a larger storage, Winograd expected)
+    // (input [n, c, co, h, w], the weight a view inside a larger storage, Winograd expected
+    // with the transform kept, at a first call)
     let cases = [
-        ([2, 128, 128, 16, 16], false, true),
-        ([1, 64, 32, 16, 16], false, true),
-        ([4, 32, 48, 8, 8], false, true),
-        ([2, 64, 64, 8, 8], false, false),
-        ([2, 256, 256, 12, 12], false, !avx512),
-        ([2, 128, 128, 16, 16], true, !avx512),
-        ([2, 32, 32, 32, 32], true, true),
+        ([2, 128, 128, 16, 16], false, true, !avx512),
+        ([1, 64, 32, 16, 16], false, true, false),
+        ([4, 32, 48, 8, 8], false, true, false),
+        ([2, 64, 64, 8, 8], false, false, false),
+        ([2, 256, 256, 12, 12], false, !avx512, false),
+        ([2, 128, 128, 16, 16], true, !avx512, !avx512),
+        ([2, 32, 32, 32, 32], true, true, true),
     ];
-    for (dims, view, expect_winograd) in cases {
+    for (dims, view, kept_pick, first_pick) in cases {
         let case = Case::winograd(dims, [1, 1], false, dims.iter().sum::<usize>() as u64);
         // [co, c, 3, 3] for the forward call, [co, c, 3, 3] read as [c_in, c_out, 3, 3] by the
         // transposed one (co -> c channels).
@@ -519,24 +527,59 @@ fn flex_winograd_choice_switches_paths_and_thresholds_follow_the_kept_transform(
             ];
             for (run, output) in runs.iter().enumerate() {
                 let what = format!("{choice:?}, call {run}");
-                let expected = if run < 2 { &reference } else { &reference_transposed };
+                let expected = if run < 2 {
+                    &reference
+                } else {
+                    &reference_transposed
+                };
                 assert_close(&what, output, expected, &case);
             }
-            assert_eq!(runs[0], runs[1], "{choice:?}: the kept transform's call differs");
-            assert_eq!(runs[2], runs[3], "{choice:?}: the kept transform's call differs");
+            assert_eq!(
+                runs[0], runs[1],
+                "{choice:?}: the kept transform's call differs"
+            );
+            assert_eq!(
+                runs[2], runs[3],
+                "{choice:?}: the kept transform's call differs"
+            );
             outputs.push(runs);
         }
-        set_winograd_choice(WinogradChoice::Thresholds);
         let [always, never, picked] = [&outputs[0], &outputs[1], &outputs[2]];
         assert_ne!(always[0], never[0], "{case:?}: both choices took one path");
-        assert_ne!(always[2], never[2], "{case:?}: both choices took one path, transposed");
-        let expected = if expect_winograd { always } else { never };
-        assert!(
-            picked == expected,
-            "{case:?} (view {view}): the thresholds should pick {}",
-            if expect_winograd { "Winograd" } else { "the other paths" }
+        assert_ne!(
+            always[2], never[2],
+            "{case:?}: both choices took one path, transposed"
         );
+        let path = |winograd: bool| {
+            if winograd {
+                "Winograd"
+            } else {
+                "the other paths"
+            }
+        };
+        let expected = if view { first_pick } else { kept_pick };
+        assert!(
+            *picked == if expected { always } else { never },
+            "{case:?} (view {view}): the thresholds should pick {}",
+            path(expected)
+        );
+        // A new weight of the same values: its first call as a weight never met, its second
+        // as one met before (a view never is).
+        let fresh = weight(1);
+        let calls = [forward(&case, fresh.clone()), forward(&case, fresh)];
+        for (call, expected) in [first_pick, if view { first_pick } else { kept_pick }]
+            .into_iter()
+            .enumerate()
+        {
+            let reference = if expected { &always[0] } else { &never[0] };
+            assert!(
+                calls[call] == *reference,
+                "{case:?} (view {view}), a new weight's call {call}: the thresholds should pick {}",
+                path(expected)
+            );
+        }
     }
+    set_winograd_choice(WinogradChoice::Thresholds);
 }
 
 /// Values across the whole f32 range the sigmoid sees, extremes, infinities, NaN and zero

@@ -79,11 +79,11 @@ const AVX2_GEMM: Thresholds = Thresholds {
     whole_lanes: false,
 };
 
-/// With gemm's AVX2 kernels and U kept (2026-12-03, a 2-core Intel Xeon VM, burn-flex built
-/// without `x86-v4`, `tools/conv-layers`' `winograd` against the thresholds above, the fastest
-/// of 44 alternated calls): from 16 tiles every size won, 0.42-0.52x at 16 tiles of 128 and
-/// 256 channels, 0.62-0.79x at 512 x 512 channels and 32 tiles, 0.75-0.81x at 18 tiles; 8
-/// tiles ran about even (0.93x).
+/// With gemm's AVX2 kernels and U kept (2026-12-03, a 2-core Intel Xeon VM, `tools/conv-layers`'
+/// `winograd` built without its `avx512` feature, the fastest of 44 alternated calls each):
+/// from 16 tiles every layer won, forward and transposed, 0.30-0.78x at 16 to 64 tiles of 64
+/// to 512 channels and 0.82-0.91x at 18 tiles; 8 tiles ran about even (0.85-1.02x). Not
+/// measured on an AMD CPU.
 const AVX2_GEMM_KEPT: Thresholds = Thresholds {
     min_tiles: 16,
     max_pairs_few_tiles: usize::MAX,
@@ -768,7 +768,9 @@ unsafe fn gather_window_avx2(window: &[f32], w: usize, d: &mut [Lanes; POINTS]) 
 /// the entry no longer matches; `Arc::try_unwrap` takes the bytes only from the last tensor,
 /// which leaves the entry without a strong reference). Entries of freed storages are dropped
 /// at the next insertion; live ones stay until their storage is freed: no eviction, so a
-/// network called in a loop keeps its first layers' U when the whole does not fit.
+/// network called in a loop keeps its first layers' U when the whole does not fit. A weight is
+/// noted at its first call even where it does not take the path (without U): from its second
+/// call [`applies`] judges it with the thresholds for a kept U.
 #[cfg(feature = "std")]
 mod kept {
     use alloc::sync::{Arc, Weak};
@@ -782,12 +784,12 @@ mod kept {
     /// Bytes of U kept at most (all entries together).
     const BUDGET: usize = 256 << 20;
 
-    /// One weight's U.
+    /// One weight met before, and its U once transformed.
     struct Entry {
         storage: Weak<Bytes>,
         shape: Vec<usize>,
         kernel: Kernel,
-        u: Arc<Vec<f32>>,
+        u: Option<Arc<Vec<f32>>>,
     }
 
     impl Entry {
@@ -798,22 +800,38 @@ mod kept {
                 && self.shape == shape
                 && self.kernel == kernel
         }
+
+        /// Bytes of its U (none before it is transformed).
+        fn bytes(&self) -> usize {
+            self.u.as_ref().map_or(0, |u| u.len() * 4)
+        }
     }
 
     static KEPT: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 
-    /// Whether `weight`'s U (read as `kernel`, `co` x `c` channels) is kept, or will be at its
-    /// first call: [`transformed`]'s conditions.
+    /// Whether `weight`'s U (read as `kernel`, `co` x `c` channels) is kept, or will be at this
+    /// call: the weight was met before (a weight seen once is likely a network's, called again
+    /// and again; one copied for a single call never is) and its U fits the budget. A weight not
+    /// met before is noted, so that its next call answers yes.
     pub(super) fn keeps(weight: &FlexTensor, kernel: Kernel, co: usize, c: usize) -> bool {
         let storage = weight.data_arc();
         if !whole(weight, &storage) {
             return false;
         }
         let shape = weight.layout().shape();
-        let kept = KEPT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let live = || kept.iter().filter(|e| e.storage.strong_count() > 0);
-        live().any(|e| e.is(&storage, shape, kernel))
-            || live().map(|e| e.u.len() * 4).sum::<usize>() + POINTS * c * co * 4 <= BUDGET
+        let mut kept = lock();
+        if let Some(entry) = kept.iter().find(|e| e.is(&storage, shape, kernel)) {
+            return entry.u.is_some()
+                || kept.iter().map(Entry::bytes).sum::<usize>() + POINTS * c * co * 4 <= BUDGET;
+        }
+        kept.retain(|e| e.storage.strong_count() > 0);
+        kept.push(Entry {
+            storage: Arc::downgrade(&storage),
+            shape: shape.to_vec(),
+            kernel,
+            u: None,
+        });
+        false
     }
 
     /// Whether `weight` is contiguous and covers its whole `storage`: only such a weight's
@@ -822,6 +840,11 @@ mod kept {
         weight.is_contiguous()
             && weight.layout().start_offset() == 0
             && storage.len() == weight.layout().num_elements() * core::mem::size_of::<f32>()
+    }
+
+    /// The entries, also after a panic elsewhere while they were locked (they stay whole).
+    fn lock() -> std::sync::MutexGuard<'static, Vec<Entry>> {
+        KEPT.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// U of `weight` (f32) read as `kernel`: the kept one, or a new one, kept when the weight
@@ -836,25 +859,29 @@ mod kept {
         let shape = weight.layout().shape().to_vec();
         let whole = whole(weight, &storage);
         if whole {
-            let kept = KEPT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if let Some(entry) = kept.iter().find(|e| e.is(&storage, &shape, kernel)) {
-                return Arc::clone(&entry.u);
+            let kept = lock();
+            let found = kept.iter().find(|e| e.is(&storage, &shape, kernel));
+            if let Some(u) = found.and_then(|e| e.u.as_ref()) {
+                return Arc::clone(u);
             }
         }
         let contiguous = weight.to_contiguous();
         let u = Arc::new(transform_weights(contiguous.storage::<f32>(), kernel, co, c));
         if whole {
-            let mut kept = KEPT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut kept = lock();
             kept.retain(|e| e.storage.strong_count() > 0);
-            let used: usize = kept.iter().map(|e| e.u.len() * 4).sum();
-            let fresh = !kept.iter().any(|e| e.is(&storage, &shape, kernel));
-            if fresh && used + u.len() * 4 <= BUDGET {
-                kept.push(Entry {
-                    storage: Arc::downgrade(&storage),
-                    shape,
-                    kernel,
-                    u: Arc::clone(&u),
-                });
+            let used: usize = kept.iter().map(Entry::bytes).sum();
+            if used + u.len() * 4 <= BUDGET {
+                match kept.iter_mut().find(|e| e.is(&storage, &shape, kernel)) {
+                    Some(entry) if entry.u.is_some() => {}
+                    Some(entry) => entry.u = Some(Arc::clone(&u)),
+                    None => kept.push(Entry {
+                        storage: Arc::downgrade(&storage),
+                        shape,
+                        kernel,
+                        u: Some(Arc::clone(&u)),
+                    }),
+                }
             }
         }
         u
