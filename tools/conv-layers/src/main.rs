@@ -104,7 +104,12 @@ fn time_layer(layer: &Layer, batch: usize, reps: usize) -> (f64, f64) {
         &device,
     );
     let forward = fastest_ms(reps, || {
-        let y = conv2d(x.clone(), w.clone(), None, ConvOptions::new(s, p, [1, 1], 1));
+        let y = conv2d(
+            x.clone(),
+            w.clone(),
+            None,
+            ConvOptions::new(s, p, [1, 1], 1),
+        );
         std::hint::black_box(y.into_primitive());
     });
     // burn-backend's `calculate_padding_out`: what the transposed convolution adds at the end
@@ -124,7 +129,9 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let (mut net, mut size, mut batch, mut reps) = ("resnet18".to_string(), 128, 2, 20);
     while let Some(flag) = args.next() {
-        let value = args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        let value = args
+            .next()
+            .unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--net" => net = value,
             "--size" => size = value.parse().expect("--size: an integer"),

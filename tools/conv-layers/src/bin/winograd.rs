@@ -30,7 +30,10 @@ const CALLS: usize = 4;
 fn parse(arg: &str) -> [usize; 4] {
     let dims: Vec<usize> = arg
         .split('x')
-        .map(|d| d.parse().unwrap_or_else(|_| panic!("{arg}: expected NxCxOxS")))
+        .map(|d| {
+            d.parse()
+                .unwrap_or_else(|_| panic!("{arg}: expected NxCxOxS"))
+        })
         .collect();
     dims.try_into()
         .unwrap_or_else(|_| panic!("{arg}: expected four sizes, NxCxOxS"))
@@ -59,7 +62,10 @@ fn thresholds_pick_winograd(conv: &dyn Fn() -> Tensor<B, 4>) -> bool {
 
 fn main() {
     let layers: Vec<[usize; 4]> = std::env::args().skip(1).map(|a| parse(&a)).collect();
-    assert!(!layers.is_empty(), "give layers as NxCxOxS, e.g. 2x128x128x16");
+    assert!(
+        !layers.is_empty(),
+        "give layers as NxCxOxS, e.g. 2x128x128x16"
+    );
     let device = Default::default();
     println!(
         "| batch x in -> out, map | tiles | forward: other ms | Winograd ms | input gradient: \
@@ -99,7 +105,9 @@ fn main() {
                 .enumerate()
             {
                 set_winograd_choice(choice);
-                for (call, f) in [&run_forward as &dyn Fn(), &run_backward].into_iter().enumerate()
+                for (call, f) in [&run_forward as &dyn Fn(), &run_backward]
+                    .into_iter()
+                    .enumerate()
                 {
                     let t = fastest(f);
                     if round > 0 {
