@@ -441,9 +441,8 @@ fn flex_kept_winograd_weights_follow_their_tensors() {
 /// not at 8, and not at 18 tiles of 256 channels with gemm's AVX-512 kernels (two blocks of
 /// whole lanes, the second nearly empty). A weight at its first call, or one whose transform
 /// cannot be kept (a view inside a larger storage), with the thresholds of a transform at every
-/// call: from 32 tiles with the AVX2 kernels, from 96 with the AVX-512 ones. The choice is
-/// process-wide: the other tests of this binary may run a call or two on the other path
-/// meanwhile, which their tolerances allow.
+/// call: from 32 tiles with the AVX2 kernels, from 96 with the AVX-512 ones. The choice is the
+/// calling thread's: the other tests of this binary, on their own threads, keep the thresholds.
 #[test]
 fn flex_winograd_choice_switches_paths_and_thresholds_follow_the_kept_transform() {
     use burn_flex::ops::conv::{WinogradChoice, set_winograd_choice};

@@ -209,25 +209,53 @@ pub enum WinogradChoice {
     Never,
 }
 
-/// The process-wide [`WinogradChoice`], as `0`, `1`, `2`.
-static CHOICE: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
-
-/// Sets which convolutions take the Winograd path from the next call on, in every thread.
-pub fn set_winograd_choice(choice: WinogradChoice) {
-    let code = match choice {
-        WinogradChoice::Thresholds => 0,
-        WinogradChoice::Always => 1,
-        WinogradChoice::Never => 2,
-    };
-    CHOICE.store(code, core::sync::atomic::Ordering::Relaxed);
+#[cfg(feature = "std")]
+std::thread_local! {
+    /// The calling thread's [`WinogradChoice`].
+    static CHOICE: core::cell::Cell<WinogradChoice> =
+        const { core::cell::Cell::new(WinogradChoice::Thresholds) };
 }
 
-/// The current [`WinogradChoice`].
+/// Sets which convolutions called from this thread take the Winograd path, from the next call
+/// on (other threads keep theirs; without `std`, every thread's).
+pub fn set_winograd_choice(choice: WinogradChoice) {
+    #[cfg(feature = "std")]
+    CHOICE.with(|c| c.set(choice));
+    #[cfg(not(feature = "std"))]
+    no_std_choice::set(choice);
+}
+
+/// The calling thread's [`WinogradChoice`].
 fn choice() -> WinogradChoice {
-    match CHOICE.load(core::sync::atomic::Ordering::Relaxed) {
-        1 => WinogradChoice::Always,
-        2 => WinogradChoice::Never,
-        _ => WinogradChoice::Thresholds,
+    #[cfg(feature = "std")]
+    return CHOICE.with(|c| c.get());
+    #[cfg(not(feature = "std"))]
+    no_std_choice::get()
+}
+
+/// Without `std` (no thread-locals): one choice for the process.
+#[cfg(not(feature = "std"))]
+mod no_std_choice {
+    use super::WinogradChoice;
+    use core::sync::atomic::{AtomicU8, Ordering};
+
+    static CHOICE: AtomicU8 = AtomicU8::new(0);
+
+    pub(super) fn set(choice: WinogradChoice) {
+        let code = match choice {
+            WinogradChoice::Thresholds => 0,
+            WinogradChoice::Always => 1,
+            WinogradChoice::Never => 2,
+        };
+        CHOICE.store(code, Ordering::Relaxed);
+    }
+
+    pub(super) fn get() -> WinogradChoice {
+        match CHOICE.load(Ordering::Relaxed) {
+            1 => WinogradChoice::Always,
+            2 => WinogradChoice::Never,
+            _ => WinogradChoice::Thresholds,
+        }
     }
 }
 
