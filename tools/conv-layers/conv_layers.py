@@ -1,9 +1,9 @@
 """PyTorch's times for the layers `cargo run --release` in this folder times on burn-flex.
 
 Each convolution forward (`F.conv2d`) and its input gradient as autograd computes it
-(`torch.ops.aten.convolution_backward` with only the input's mask set), median milliseconds of
-`--reps` calls after two warm-ups, one markdown row per layer, then the network's total weighted
-by each layer's count. Same layer list as `src/main.rs`.
+(`torch.ops.aten.convolution_backward` with only the input's mask set), the fastest of `--reps`
+calls after two warm-ups in milliseconds, one markdown row per layer, then the network's total
+weighted by each layer's count. Same layer list as `src/main.rs`.
 
 Usage: tools/.venv/bin/python tools/conv-layers/conv_layers.py --threads 2 [--size 128]
 [--batch 2] [--reps 20]
