@@ -558,7 +558,7 @@ fn flex_winograd_choice_switches_paths_and_thresholds_follow_the_kept_transform(
         };
         let expected = if view { first_pick } else { kept_pick };
         assert!(
-            *picked == if expected { always } else { never },
+            picked == if expected { always } else { never },
             "{case:?} (view {view}): the thresholds should pick {}",
             path(expected)
         );
