@@ -433,6 +433,17 @@ fn flex_kept_winograd_weights_follow_their_tensors() {
     }
 }
 
+/// The case's weight `[co, c, 3, 3]` of seeded values, read as `[c_in, c_out, 3, 3]` by the
+/// transposed convolution (co -> c channels): on a storage of its own, or (`view`) rows 1.. of
+/// a `[co + 1, c, 3, 3]` one.
+fn choice_weight<B: Backend>(case: &Case, view: bool, seed: u64) -> Tensor<B, 4> {
+    if view {
+        tensor::<B, 4>([case.co + 1, case.c, 3, 3], seed).narrow(0, 1, case.co)
+    } else {
+        tensor::<B, 4>([case.co, case.c, 3, 3], seed)
+    }
+}
+
 /// burn-flex's `set_winograd_choice` (patch change 18) switches stride-1 3x3 convolutions
 /// between the Winograd path and the others, forward and transposed, both equal to ndarray's
 /// and different from each other in their rounding (so the switch is seen to act); and the
@@ -480,36 +491,18 @@ fn flex_winograd_choice_switches_paths_and_thresholds_follow_the_kept_transform(
     ];
     for (dims, view, kept_pick, first_pick) in cases {
         let case = Case::winograd(dims, [1, 1], false, dims.iter().sum::<usize>() as u64);
-        // [co, c, 3, 3] for the forward call, [co, c, 3, 3] read as [c_in, c_out, 3, 3] by the
-        // transposed one (co -> c channels).
-        let weight = |seed| {
-            let full = tensor::<Flex, 4>([case.co + 1, case.c, 3, 3], seed);
-            if view {
-                full.narrow(0, 1, case.co)
-            } else {
-                tensor::<Flex, 4>([case.co, case.c, 3, 3], seed)
-            }
-        };
-        let weight_ndarray = |seed| {
-            let full = tensor::<NdArray, 4>([case.co + 1, case.c, 3, 3], seed);
-            if view {
-                full.narrow(0, 1, case.co)
-            } else {
-                tensor::<NdArray, 4>([case.co, case.c, 3, 3], seed)
-            }
-        };
         let reference = {
             let x = tensor::<NdArray, 4>([case.n, case.c, case.h, case.w], case.seed);
-            conv2d(x, weight_ndarray(1), None, case.options())
+            conv2d(x, choice_weight(&case, view, 1), None, case.options())
         };
         let reference_transposed = {
             let x = tensor::<NdArray, 4>([case.n, case.co, case.h, case.w], case.seed);
             let options = ConvTransposeOptions::new([1, 1], case.pad, [0, 0], [1, 1], 1);
-            conv_transpose2d(x, weight_ndarray(1), None, options)
+            conv_transpose2d(x, choice_weight(&case, view, 1), None, options)
         };
         let flat = |t: Tensor<NdArray, 4>| t.into_data().to_vec::<f32>().unwrap();
         let (reference, reference_transposed) = (flat(reference), flat(reference_transposed));
-        let w = weight(1);
+        let w = choice_weight::<Flex>(&case, view, 1);
         let mut outputs = Vec::new();
         for choice in [
             WinogradChoice::Always,
@@ -564,7 +557,7 @@ fn flex_winograd_choice_switches_paths_and_thresholds_follow_the_kept_transform(
         );
         // A new weight of the same values: its first call as a weight never met, its second
         // as one met before (a view never is).
-        let fresh = weight(1);
+        let fresh = choice_weight::<Flex>(&case, view, 1);
         let calls = [forward(&case, fresh.clone()), forward(&case, fresh)];
         for (call, expected) in [first_pick, if view { first_pick } else { kept_pick }]
             .into_iter()

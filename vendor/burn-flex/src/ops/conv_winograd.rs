@@ -259,6 +259,14 @@ mod no_std_choice {
     }
 }
 
+/// The threads the tasks run on (rayon's current pool).
+fn threads() -> usize {
+    #[cfg(feature = "rayon")]
+    return rayon::current_num_threads();
+    #[cfg(not(feature = "rayon"))]
+    1
+}
+
 /// How a call's tiles are cut into tasks: `blocks` blocks of `block` tiles (whole lanes), the
 /// last one possibly shorter; a block's transforms and GEMMs run on whole lanes of 16 tiles.
 struct Blocking {
@@ -270,12 +278,8 @@ struct Blocking {
 impl Blocking {
     /// About two blocks per thread, of 16 to [`MAX_BLOCK`] tiles.
     fn new(tiles: usize) -> Self {
-        #[cfg(feature = "rayon")]
-        let threads = rayon::current_num_threads();
-        #[cfg(not(feature = "rayon"))]
-        let threads: usize = 1;
         let block = tiles
-            .div_ceil(2 * threads)
+            .div_ceil(2 * threads())
             .next_multiple_of(LANES)
             .clamp(LANES, MAX_BLOCK);
         Self {
@@ -323,10 +327,7 @@ pub(crate) fn conv3d(
         ho,
         wo,
     };
-    #[cfg(feature = "rayon")]
-    let threads = rayon::current_num_threads();
-    #[cfg(not(feature = "rayon"))]
-    let threads: usize = 1;
+    let threads = threads();
     let Blocking { block, blocks, .. } = Blocking::new(grid.tiles);
     // Few blocks of tiles (small maps): split the output channels too, so that the threads
     // share U (36 · c · co values, 4x the weight) instead of each block reading all of it.
