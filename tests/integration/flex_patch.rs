@@ -1247,7 +1247,9 @@ fn flex_empty_strided_binary_ops_are_empty() {
     );
 }
 
-/// One 2-D max pooling: input `[n, c, h, w]`, kernel, stride, padding, dilation.
+/// One 2-D max pooling: input `[n, c, h, w]`, kernel, stride, padding, dilation; `ties`: the
+/// input rounded to whole numbers (about five distinct values), so that windows hold equal
+/// maxima and the index taken among them is compared too.
 #[derive(Debug, Clone, Copy)]
 struct Pool {
     shape: [usize; 4],
@@ -1257,6 +1259,7 @@ struct Pool {
     dilation: [usize; 2],
     ceil_mode: bool,
     seed: u64,
+    ties: bool,
 }
 
 impl Pool {
@@ -1295,10 +1298,10 @@ fn pool() -> impl Strategy<Value = Pool> {
         (1usize..=2, 1usize..=5, 1usize..=20, 1usize..=20),
         (1usize..=4, 1usize..=4, 1usize..=3, 1usize..=3),
         (0usize..=2, 0usize..=2, 1usize..=2, 1usize..=2),
-        (any::<bool>(), any::<u64>()),
+        (any::<bool>(), any::<u64>(), any::<bool>()),
     )
         .prop_map(
-            |((n, c, h, w), (kh, kw, sh, sw), (ph, pw, dh, dw), (ceil_mode, seed))| Pool {
+            |((n, c, h, w), (kh, kw, sh, sw), (ph, pw, dh, dw), (ceil_mode, seed, ties))| Pool {
                 shape: [n, c, h, w],
                 kernel: [kh, kw],
                 stride: [sh, sw],
@@ -1306,6 +1309,7 @@ fn pool() -> impl Strategy<Value = Pool> {
                 dilation: [dh, dw],
                 ceil_mode,
                 seed,
+                ties,
             },
         )
         .prop_filter("every window reaches into the input", Pool::fits)
@@ -1316,7 +1320,8 @@ fn pooled_and_grad<B: burn::tensor::backend::AutodiffBackend>(
     pool: &Pool,
 ) -> (Vec<f32>, Vec<i64>, Vec<f32>) {
     use burn::tensor::module::{max_pool2d, max_pool2d_with_indices};
-    let x = tensor::<B, 4>(pool.shape, pool.seed).require_grad();
+    let x = tensor::<B, 4>(pool.shape, pool.seed);
+    let x = if pool.ties { x.mul_scalar(1.5).round() } else { x }.require_grad();
     let Pool {
         kernel,
         stride,
@@ -1372,11 +1377,13 @@ proptest! {
     }
 }
 
-/// ResNet-18's and DenseNet-121's stem pooling at 128 px (3x3, stride 2, padding 1), and the
-/// same on odd sides at a batch of 3.
+/// ResNet-18's and DenseNet-121's stem pooling at 128 px (3x3, stride 2, padding 1), the
+/// same on odd sides at a batch of 3, and with ties (the patch's row-at-a-time pooling must
+/// take the first maximum of each window, as ndarray's does).
 #[test]
 fn flex_max_pooling_of_network_stems_equals_ndarrays() {
-    for shape in [[2, 64, 64, 64], [3, 64, 57, 63]] {
+    for (shape, ties) in [([2, 64, 64, 64], false), ([3, 64, 57, 63], false), ([2, 8, 64, 64], true)]
+    {
         assert_pools_equal(&Pool {
             shape,
             kernel: [3, 3],
@@ -1385,6 +1392,7 @@ fn flex_max_pooling_of_network_stems_equals_ndarrays() {
             dilation: [1, 1],
             ceil_mode: false,
             seed: shape[2] as u64,
+            ties,
         });
     }
 }

@@ -1,7 +1,8 @@
 """PyTorch's times for the layers `cargo run --release` in this folder times on burn-flex.
 
-Each convolution forward (`F.conv2d`) and its input gradient as autograd computes it
-(`torch.ops.aten.convolution_backward` with only the input's mask set), the fastest of `--reps`
+Each convolution forward (`F.conv2d`), its input gradient as autograd computes it
+(`torch.ops.aten.convolution_backward` with only the input's mask set) and its weight gradient
+(the same call with only the weight's mask set), the fastest of `--reps`
 calls after two warm-ups in milliseconds, one markdown row per layer, then the network's total
 weighted by each layer's count. Same layer list as `src/main.rs`.
 
@@ -56,9 +57,9 @@ def main():
     torch.manual_seed(0)
     print(f"PyTorch {torch.__version__}, resnet18 at {args.size} px, batch {args.batch}, "
           f"{args.threads} threads, fastest of {args.reps}\n")
-    print("| layer | input | count | forward ms | input gradient ms |")
-    print("|---|---|---|---|---|")
-    total_f = total_b = 0.0
+    print("| layer | input | count | forward ms | input gradient ms | weight gradient ms |")
+    print("|---|---|---|---|---|---|")
+    total_f = total_b = total_w = 0.0
     with torch.no_grad():
         for name, c_in, side, c_out, k, s, p, count in resnet18(args.size):
             x = torch.randn(args.batch, c_in, side, side)
@@ -73,11 +74,31 @@ def main():
                     [True, False, False])[0]
                 assert dx.shape == x.shape
 
+            def weight_grad():
+                dw = torch.ops.aten.convolution_backward(
+                    g, x, w, None, [s, s], [p, p], [1, 1], False, [0, 0], 1,
+                    [False, True, False])[1]
+                assert dw.shape == w.shape
+
             bwd = fastest_ms(args.reps, input_grad)
+            wgt = fastest_ms(args.reps, weight_grad)
             total_f += fwd * count
             total_b += bwd * count
-            print(f"| {name} | {c_in}x{side}x{side} -> {c_out} | {count} | {fwd:.3f} | {bwd:.3f} |")
-    print(f"| total | | | {total_f:.2f} | {total_b:.2f} |")
+            total_w += wgt * count
+            print(f"| {name} | {c_in}x{side}x{side} -> {c_out} | {count} | {fwd:.3f} | {bwd:.3f} "
+                  f"| {wgt:.3f} |")
+    print(f"| total | | | {total_f:.2f} | {total_b:.2f} | {total_w:.2f} |")
+    # ResNet-18's max pooling after the stem, as autograd runs it: with indices, then backward.
+    side = args.size // 2
+    x = torch.randn(args.batch, 64, side, side)
+    with torch.no_grad():
+        fwd = fastest_ms(args.reps, lambda: F.max_pool2d(x, 3, 2, 1, return_indices=True))
+        y, idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
+        g = torch.randn_like(y)
+        bwd = fastest_ms(args.reps, lambda: torch.ops.aten.max_pool2d_with_indices_backward(
+            g, x, [3, 3], [2, 2], [1, 1], [1, 1], False, idx))
+    print(f"\nmax pool 3x3/2 with indices, {args.batch}x64x{side}x{side}: forward {fwd:.3f} ms, "
+          f"backward {bwd:.3f} ms")
 
 
 if __name__ == "__main__":

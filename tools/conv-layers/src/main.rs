@@ -1,10 +1,12 @@
-//! Times each convolution of a network on burn-flex (foil's patched copy), forward and input
-//! gradient, the two calls `resnet18_grad` makes per layer: `conv2d`, and the transposed
-//! convolution burn's autodiff computes the input gradient with (`conv2d_x_backward`, the same
-//! padding arithmetic). Prints one markdown row per layer: its shape, how many times the network
-//! runs it, and the fastest of `--reps` calls of each after two warm-ups, in milliseconds,
-//! then the network's total (times weighted by the counts). `conv_layers.py` in this folder
-//! times the same layers in PyTorch (`F.conv2d`, `aten.convolution_backward` for the input).
+//! Times each convolution of a network on burn-flex (foil's patched copy): forward and input
+//! gradient, the two calls `resnet18_grad` makes per layer (`conv2d`, and the transposed
+//! convolution burn's autodiff computes the input gradient with, `conv2d_x_backward`'s padding
+//! arithmetic), and the weight gradient `resnet18_grad_tracked` adds (burn-flex's
+//! `conv2d_weight_backward`). Prints one markdown row per layer: its shape, how many times the
+//! network runs it, and the fastest of `--reps` calls of each after two warm-ups, in
+//! milliseconds, then the network's total (times weighted by the counts). `conv_layers.py` in
+//! this folder times the same layers in PyTorch (`F.conv2d`, `aten.convolution_backward` for
+//! the input, then for the weight).
 //!
 //! Usage: `cargo run --release -- [--net resnet18] [--size 128] [--batch 2] [--reps 20]`.
 
@@ -12,7 +14,7 @@ use std::time::Instant;
 
 use burn::backend::Flex;
 use burn::tensor::module::{conv_transpose2d, conv2d};
-use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, ModuleOps};
 use burn::tensor::{Distribution, Tensor};
 
 #[global_allocator]
@@ -83,8 +85,8 @@ fn fastest_ms(reps: usize, mut f: impl FnMut()) -> f64 {
     times.into_iter().fold(f64::INFINITY, f64::min)
 }
 
-/// The forward call and the input gradient's, in milliseconds.
-fn time_layer(layer: &Layer, batch: usize, reps: usize) -> (f64, f64) {
+/// The forward call, the input gradient's and the weight gradient's, in milliseconds.
+fn time_layer(layer: &Layer, batch: usize, reps: usize) -> [f64; 3] {
     let device = Default::default();
     let (s, p) = ([layer.stride; 2], [layer.padding; 2]);
     let side_out = layer.side_out();
@@ -122,7 +124,55 @@ fn time_layer(layer: &Layer, batch: usize, reps: usize) -> (f64, f64) {
         assert_eq!(dx.dims(), [batch, layer.c_in, layer.side, layer.side]);
         std::hint::black_box(dx.into_primitive());
     });
-    (forward, backward)
+    let weight_grad = fastest_ms(reps, || {
+        let dw = B::conv2d_weight_backward(
+            x.clone().into_primitive().tensor(),
+            w.clone().into_primitive().tensor(),
+            grad.clone().into_primitive().tensor(),
+            ConvOptions::new(s, p, [1, 1], 1),
+        );
+        std::hint::black_box(dw);
+    });
+    [forward, backward, weight_grad]
+}
+
+/// ResNet-18's max pooling after the stem (3x3, stride 2, padding 1) as its autodiff runs it:
+/// the forward with indices and the backward, in milliseconds.
+fn time_max_pool(batch: usize, channels: usize, side: usize, reps: usize) -> [f64; 2] {
+    let device = Default::default();
+    let x = Tensor::<B, 4>::random(
+        [batch, channels, side, side],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    )
+    .into_primitive()
+    .tensor();
+    let pool = |x| B::max_pool2d_with_indices(x, [3, 3], [2, 2], [1, 1], [1, 1], false);
+    let forward = fastest_ms(reps, || {
+        std::hint::black_box(pool(x.clone()).output);
+    });
+    let pooled = pool(x.clone());
+    let grad = Tensor::<B, 4>::random(
+        [batch, channels, side.div_ceil(2), side.div_ceil(2)],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    )
+    .into_primitive()
+    .tensor();
+    let backward = fastest_ms(reps, || {
+        let dx = B::max_pool2d_with_indices_backward(
+            x.clone(),
+            [3, 3],
+            [2, 2],
+            [1, 1],
+            [1, 1],
+            false,
+            grad.clone(),
+            pooled.indices.clone(),
+        );
+        std::hint::black_box(dx.x_grad);
+    });
+    [forward, backward]
 }
 
 fn main() {
@@ -148,19 +198,29 @@ fn main() {
     println!(
         "burn-flex, {net} at {size} px, batch {batch}, {threads} threads, fastest of {reps}\n"
     );
-    println!("| layer | input | count | forward ms | input gradient ms |");
-    println!("|---|---|---|---|---|");
-    let (mut total_f, mut total_b) = (0.0, 0.0);
+    println!("| layer | input | count | forward ms | input gradient ms | weight gradient ms |");
+    println!("|---|---|---|---|---|---|");
+    let mut totals = [0.0; 3];
     for layer in &layers {
-        let (f, b) = time_layer(layer, batch, reps);
-        total_f += f * layer.count as f64;
-        total_b += b * layer.count as f64;
+        let [f, b, w] = time_layer(layer, batch, reps);
+        for (total, t) in totals.iter_mut().zip([f, b, w]) {
+            *total += t * layer.count as f64;
+        }
         println!(
-            "| {} | {}x{}x{} -> {} | {} | {f:.3} | {b:.3} |",
+            "| {} | {}x{}x{} -> {} | {} | {f:.3} | {b:.3} | {w:.3} |",
             layer.name, layer.c_in, layer.side, layer.side, layer.c_out, layer.count
         );
     }
-    println!("| total | | | {total_f:.2} | {total_b:.2} |");
+    let [f, b, w] = totals;
+    println!("| total | | | {f:.2} | {b:.2} | {w:.2} |");
+    if net == "resnet18" {
+        let [forward, backward] = time_max_pool(batch, 64, size / 2, reps);
+        println!(
+            "\nmax pool 3x3/2 with indices, {batch}x64x{0}x{0}: forward {forward:.3} ms, \
+             backward {backward:.3} ms",
+            size / 2
+        );
+    }
 }
 
 /// The threads burn-flex runs on (rayon's global pool: `RAYON_NUM_THREADS`, else the cores).

@@ -269,32 +269,104 @@ where
     let windows_d = pool_windows(out_d, in_d, kernel_d, stride_d, pad_d, dilation_d);
     let windows_h = pool_windows(out_h, in_h, kernel_h, stride_h, pad_h, dilation_h);
     let windows_w = pool_windows(out_w, in_w, kernel_w, stride_w, pad_w, dilation_w);
+    // foil's patch: each output row is pooled tap by tap, every output of the row compared
+    // with the tap's value at once. Each output still meets its taps in (kd, kh, kw) order,
+    // so values, indices and ties come out as from the per-position loop; the comparisons of
+    // a row are independent, which the compiler turns into selects instead of a branch per
+    // tap (random data mispredicts about every third; ResNet-18's stem pool took longer than
+    // any of its convolutions). `columns[kw]`: the output columns whose window holds tap kw.
+    let columns: Vec<(usize, usize)> = (0..kernel_w)
+        .map(|kw| {
+            let inside = |&(lo, hi): &(usize, usize)| lo <= kw && kw < hi;
+            let first = windows_w.iter().position(inside).unwrap_or(out_w);
+            let count = windows_w[first..].iter().take_while(|w| inside(w)).count();
+            debug_assert!(!windows_w[first + count..].iter().any(inside));
+            (first, first + count)
+        })
+        .collect();
+    // The winners' offsets in the plane, per output row: `i32` when the plane allows, so that
+    // values and offsets are lanes of one width and the comparisons vectorise.
+    let narrow = in_plane <= i32::MAX as usize;
+    // With a stride, each input row is first split by phase (columns p, p + stride, ...), so
+    // that the inputs a tap reads for consecutive output columns lie side by side.
+    let phase_len = in_w.div_ceil(stride_w);
     let pool_plane = |plane: &[T], output: &mut [T], indices: &mut [i64]| {
-        let mut out_idx = 0;
+        let mut won = vec![-1i32; if narrow { out_w } else { 0 }];
+        // The row's maxima so far and the next tap's (`best`, `won`; `next`, `next_won`): from
+        // one pair into the other, as in place the selects became a branch per output again.
+        let mut best = vec![neg_inf; won.len()];
+        let (mut next, mut next_won) = (best.clone(), won.clone());
+        let mut phases = vec![neg_inf; if stride_w > 1 { stride_w * phase_len } else { 0 }];
         for (od, &(kd_lo, kd_hi)) in windows_d.iter().enumerate() {
             for (oh, &(kh_lo, kh_hi)) in windows_h.iter().enumerate() {
-                for (ow, &(kw_lo, kw_hi)) in windows_w.iter().enumerate() {
-                    let mut max_val = neg_inf;
-                    let mut max_idx: i64 = -1;
-                    for kd in kd_lo..kd_hi {
-                        let id = od * stride_d + kd * dilation_d - pad_d;
-                        for kh in kh_lo..kh_hi {
-                            let ih = oh * stride_h + kh * dilation_h - pad_h;
-                            let row_start = id * in_h * in_w + ih * in_w;
-                            let row = &plane[row_start..row_start + in_w];
-                            for kw in kw_lo..kw_hi {
-                                let iw = ow * stride_w + kw * dilation_w - pad_w;
-                                let val = row[iw];
-                                if max_idx < 0 || val > max_val {
-                                    max_val = val;
-                                    max_idx = (row_start + iw) as i64;
+                let at = (od * out_h + oh) * out_w;
+                // Start as `neg_inf` and -1: the first tap met is taken whatever its value.
+                let out_row = &mut output[at..at + out_w];
+                let idx_row = &mut indices[at..at + out_w];
+                won.fill(-1);
+                best.fill(neg_inf);
+                for kd in kd_lo..kd_hi {
+                    let id = od * stride_d + kd * dilation_d - pad_d;
+                    for kh in kh_lo..kh_hi {
+                        let ih = oh * stride_h + kh * dilation_h - pad_h;
+                        let row_start = id * in_h * in_w + ih * in_w;
+                        let row = &plane[row_start..row_start + in_w];
+                        let split: &[T] = if stride_w > 1 {
+                            for p in 0..stride_w.min(in_w) {
+                                let phase = phases[p * phase_len..].iter_mut();
+                                for (dst, &v) in phase.zip(row[p..].iter().step_by(stride_w)) {
+                                    *dst = v;
+                                }
+                            }
+                            &phases
+                        } else {
+                            row
+                        };
+                        for (kw, &(lo, hi)) in columns.iter().enumerate() {
+                            if lo == hi {
+                                continue;
+                            }
+                            // Output column `ow` reads input column `ow · stride_w + kw ·
+                            // dilation_w - pad_w`, inside the row from `lo` to `hi`.
+                            let iw = lo * stride_w + kw * dilation_w - pad_w;
+                            let start = (iw % stride_w) * phase_len + iw / stride_w;
+                            let taps = &split[start..start + (hi - lo)];
+                            if narrow {
+                                next.copy_from_slice(&best);
+                                next_won.copy_from_slice(&won);
+                                let first = (row_start + iw) as i32;
+                                let old = best[lo..hi].iter().zip(&won[lo..hi]);
+                                let new = next[lo..hi].iter_mut().zip(&mut next_won[lo..hi]);
+                                for (j, ((&val, (&max_val, &winner)), (new_max, new_winner))) in
+                                    taps.iter().zip(old).zip(new).enumerate()
+                                {
+                                    let take = (winner < 0) | (val > max_val);
+                                    *new_max = if take { val } else { max_val };
+                                    let at = first + (j * stride_w) as i32;
+                                    *new_winner = if take { at } else { winner };
+                                }
+                                core::mem::swap(&mut best, &mut next);
+                                core::mem::swap(&mut won, &mut next_won);
+                            } else {
+                                let maxima = &mut out_row[lo..hi];
+                                let first = (row_start + iw) as i64;
+                                let outputs = maxima.iter_mut().zip(&mut idx_row[lo..hi]);
+                                for (j, ((max_val, winner), &val)) in outputs.zip(taps).enumerate()
+                                {
+                                    let take = (*winner < 0) | (val > *max_val);
+                                    *max_val = if take { val } else { *max_val };
+                                    let at = first + (j * stride_w) as i64;
+                                    *winner = if take { at } else { *winner };
                                 }
                             }
                         }
                     }
-                    output[out_idx] = max_val;
-                    indices[out_idx] = max_idx;
-                    out_idx += 1;
+                }
+                if narrow {
+                    out_row.copy_from_slice(&best);
+                    for (index, &winner) in idx_row.iter_mut().zip(&won) {
+                        *index = winner as i64;
+                    }
                 }
             }
         }
