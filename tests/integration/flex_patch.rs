@@ -1321,7 +1321,12 @@ fn pooled_and_grad<B: burn::tensor::backend::AutodiffBackend>(
 ) -> (Vec<f32>, Vec<i64>, Vec<f32>) {
     use burn::tensor::module::{max_pool2d, max_pool2d_with_indices};
     let x = tensor::<B, 4>(pool.shape, pool.seed);
-    let x = if pool.ties { x.mul_scalar(1.5).round() } else { x }.require_grad();
+    let x = if pool.ties {
+        x.mul_scalar(1.5).round()
+    } else {
+        x
+    }
+    .require_grad();
     let Pool {
         kernel,
         stride,
@@ -1382,8 +1387,11 @@ proptest! {
 /// take the first maximum of each window, as ndarray's does).
 #[test]
 fn flex_max_pooling_of_network_stems_equals_ndarrays() {
-    for (shape, ties) in [([2, 64, 64, 64], false), ([3, 64, 57, 63], false), ([2, 8, 64, 64], true)]
-    {
+    for (shape, ties) in [
+        ([2, 64, 64, 64], false),
+        ([3, 64, 57, 63], false),
+        ([2, 8, 64, 64], true),
+    ] {
         assert_pools_equal(&Pool {
             shape,
             kernel: [3, 3],
