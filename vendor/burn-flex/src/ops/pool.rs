@@ -152,6 +152,123 @@ fn pool_output_size(
     }
 }
 
+/// Max pooling's geometry for pooling a plane a row at a time (foil's patch): per output
+/// depth and row the window's taps (`windows`), per kernel column the output columns whose
+/// window holds it (`columns`), and the strides, dilations and padding along depth, height and
+/// width.
+struct PoolRows<'a> {
+    windows: [&'a [(usize, usize)]; 2],
+    columns: &'a [(usize, usize)],
+    stride: [usize; 3],
+    dilation: [usize; 3],
+    pad: [usize; 3],
+    in_hw: [usize; 2],
+    out_hw: [usize; 2],
+}
+
+impl PoolRows<'_> {
+    /// Pools one `[in_d, in_h, in_w]` plane into `output` and `indices` (`[out_d, out_h,
+    /// out_w]`, filled with `neg_inf` and -1), each output row tap by tap ([`pool_tap`]), the
+    /// winners kept as `I` (made from an offset by `to_index`) until the row is done. With a
+    /// stride, each input row is first split by phase (columns p, p + stride, ...), so that
+    /// the inputs a tap reads for consecutive output columns lie side by side.
+    fn pool_plane<T, I>(
+        &self,
+        plane: &[T],
+        output: &mut [T],
+        indices: &mut [i64],
+        neg_inf: T,
+        to_index: impl Fn(usize) -> I,
+    ) where
+        T: Copy + PartialOrd,
+        I: Copy + PartialOrd + From<i8> + core::ops::Add<Output = I> + Into<i64>,
+    {
+        let [in_h, in_w] = self.in_hw;
+        let [out_h, out_w] = self.out_hw;
+        let [stride_d, stride_h, stride_w] = self.stride;
+        let [dilation_d, dilation_h, dilation_w] = self.dilation;
+        let [pad_d, pad_h, pad_w] = self.pad;
+        let phase_len = in_w.div_ceil(stride_w);
+        let none = I::from(-1);
+        let (mut best, mut won) = (vec![neg_inf; out_w], vec![none; out_w]);
+        let (mut next, mut next_won) = (best.clone(), won.clone());
+        let mut phases = vec![neg_inf; if stride_w > 1 { stride_w * phase_len } else { 0 }];
+        for (od, &(kd_lo, kd_hi)) in self.windows[0].iter().enumerate() {
+            for (oh, &(kh_lo, kh_hi)) in self.windows[1].iter().enumerate() {
+                // The first tap met is taken whatever its value (no winner yet).
+                best.fill(neg_inf);
+                won.fill(none);
+                for kd in kd_lo..kd_hi {
+                    let id = od * stride_d + kd * dilation_d - pad_d;
+                    for kh in kh_lo..kh_hi {
+                        let ih = oh * stride_h + kh * dilation_h - pad_h;
+                        let row_start = id * in_h * in_w + ih * in_w;
+                        let row = &plane[row_start..row_start + in_w];
+                        let split: &[T] = if stride_w > 1 {
+                            for p in 0..stride_w.min(in_w) {
+                                let phase = phases[p * phase_len..].iter_mut();
+                                for (dst, &v) in phase.zip(row[p..].iter().step_by(stride_w)) {
+                                    *dst = v;
+                                }
+                            }
+                            &phases
+                        } else {
+                            row
+                        };
+                        for (kw, &(lo, hi)) in self.columns.iter().enumerate() {
+                            if lo == hi {
+                                continue;
+                            }
+                            // Output column `ow` reads input column `ow · stride_w + kw ·
+                            // dilation_w - pad_w`, inside the row from `lo` to `hi`.
+                            let iw = lo * stride_w + kw * dilation_w - pad_w;
+                            let start = (iw % stride_w) * phase_len + iw / stride_w;
+                            next.copy_from_slice(&best);
+                            next_won.copy_from_slice(&won);
+                            pool_tap(
+                                &split[start..start + (hi - lo)],
+                                (&best[lo..hi], &won[lo..hi]),
+                                (&mut next[lo..hi], &mut next_won[lo..hi]),
+                                to_index(row_start + iw),
+                                to_index(stride_w),
+                            );
+                            core::mem::swap(&mut best, &mut next);
+                            core::mem::swap(&mut won, &mut next_won);
+                        }
+                    }
+                }
+                let at = (od * out_h + oh) * out_w;
+                output[at..at + out_w].copy_from_slice(&best);
+                for (index, &winner) in indices[at..at + out_w].iter_mut().zip(&won) {
+                    *index = winner.into();
+                }
+            }
+        }
+    }
+}
+
+/// One tap of a row of max pooling outputs (foil's patch): output `j` compares `taps[j]` with
+/// its maximum so far `old.0[j]` and takes it, with its offset `first + j·step` as the
+/// winner, when greater or when the output has none yet (winner below zero); the results go to
+/// `new`, not in place, so that the compiler selects instead of branching. `I` is the winners'
+/// type: `i32` where a plane's offsets fit, so that values and winners are lanes of one width.
+#[inline(always)]
+fn pool_tap<T, I>(taps: &[T], old: (&[T], &[I]), new: (&mut [T], &mut [I]), first: I, step: I)
+where
+    T: Copy + PartialOrd,
+    I: Copy + PartialOrd + From<i8> + core::ops::Add<Output = I>,
+{
+    let mut at = first;
+    let old = old.0.iter().zip(old.1);
+    let new = new.0.iter_mut().zip(new.1.iter_mut());
+    for ((&val, (&max_val, &winner)), (new_max, new_winner)) in taps.iter().zip(old).zip(new) {
+        let take = (winner < I::from(0)) | (val > max_val);
+        *new_max = if take { val } else { max_val };
+        *new_winner = if take { at } else { winner };
+        at = at + step;
+    }
+}
+
 /// For each of `out` output positions along one axis, the kernel taps `lo..hi` whose input
 /// position `o·stride + k·dilation - pad` lies in `0..input` (empty when none does: a window
 /// wholly in the padding, possible with `ceil_mode`).
@@ -284,91 +401,22 @@ where
             (first, first + count)
         })
         .collect();
-    // The winners' offsets in the plane, per output row: `i32` when the plane allows, so that
-    // values and offsets are lanes of one width and the comparisons vectorise.
-    let narrow = in_plane <= i32::MAX as usize;
-    // With a stride, each input row is first split by phase (columns p, p + stride, ...), so
-    // that the inputs a tap reads for consecutive output columns lie side by side.
-    let phase_len = in_w.div_ceil(stride_w);
+    let rows = PoolRows {
+        windows: [&windows_d, &windows_h],
+        columns: &columns,
+        stride: [stride_d, stride_h, stride_w],
+        dilation: [dilation_d, dilation_h, dilation_w],
+        pad: [pad_d, pad_h, pad_w],
+        in_hw: [in_h, in_w],
+        out_hw: [out_h, out_w],
+    };
+    // The winners' offsets in the plane as `i32` when the plane allows (values and winners
+    // are then lanes of one width and the comparisons vectorise), else as `i64`.
     let pool_plane = |plane: &[T], output: &mut [T], indices: &mut [i64]| {
-        let mut won = vec![-1i32; if narrow { out_w } else { 0 }];
-        // The row's maxima so far and the next tap's (`best`, `won`; `next`, `next_won`): from
-        // one pair into the other, as in place the selects became a branch per output again.
-        let mut best = vec![neg_inf; won.len()];
-        let (mut next, mut next_won) = (best.clone(), won.clone());
-        let mut phases = vec![neg_inf; if stride_w > 1 { stride_w * phase_len } else { 0 }];
-        for (od, &(kd_lo, kd_hi)) in windows_d.iter().enumerate() {
-            for (oh, &(kh_lo, kh_hi)) in windows_h.iter().enumerate() {
-                let at = (od * out_h + oh) * out_w;
-                // Start as `neg_inf` and -1: the first tap met is taken whatever its value.
-                let out_row = &mut output[at..at + out_w];
-                let idx_row = &mut indices[at..at + out_w];
-                won.fill(-1);
-                best.fill(neg_inf);
-                for kd in kd_lo..kd_hi {
-                    let id = od * stride_d + kd * dilation_d - pad_d;
-                    for kh in kh_lo..kh_hi {
-                        let ih = oh * stride_h + kh * dilation_h - pad_h;
-                        let row_start = id * in_h * in_w + ih * in_w;
-                        let row = &plane[row_start..row_start + in_w];
-                        let split: &[T] = if stride_w > 1 {
-                            for p in 0..stride_w.min(in_w) {
-                                let phase = phases[p * phase_len..].iter_mut();
-                                for (dst, &v) in phase.zip(row[p..].iter().step_by(stride_w)) {
-                                    *dst = v;
-                                }
-                            }
-                            &phases
-                        } else {
-                            row
-                        };
-                        for (kw, &(lo, hi)) in columns.iter().enumerate() {
-                            if lo == hi {
-                                continue;
-                            }
-                            // Output column `ow` reads input column `ow · stride_w + kw ·
-                            // dilation_w - pad_w`, inside the row from `lo` to `hi`.
-                            let iw = lo * stride_w + kw * dilation_w - pad_w;
-                            let start = (iw % stride_w) * phase_len + iw / stride_w;
-                            let taps = &split[start..start + (hi - lo)];
-                            if narrow {
-                                next.copy_from_slice(&best);
-                                next_won.copy_from_slice(&won);
-                                let first = (row_start + iw) as i32;
-                                let old = best[lo..hi].iter().zip(&won[lo..hi]);
-                                let new = next[lo..hi].iter_mut().zip(&mut next_won[lo..hi]);
-                                for (j, ((&val, (&max_val, &winner)), (new_max, new_winner))) in
-                                    taps.iter().zip(old).zip(new).enumerate()
-                                {
-                                    let take = (winner < 0) | (val > max_val);
-                                    *new_max = if take { val } else { max_val };
-                                    let at = first + (j * stride_w) as i32;
-                                    *new_winner = if take { at } else { winner };
-                                }
-                                core::mem::swap(&mut best, &mut next);
-                                core::mem::swap(&mut won, &mut next_won);
-                            } else {
-                                let maxima = &mut out_row[lo..hi];
-                                let first = (row_start + iw) as i64;
-                                let outputs = maxima.iter_mut().zip(&mut idx_row[lo..hi]);
-                                for (j, ((max_val, winner), &val)) in outputs.zip(taps).enumerate()
-                                {
-                                    let take = (*winner < 0) | (val > *max_val);
-                                    *max_val = if take { val } else { *max_val };
-                                    let at = first + (j * stride_w) as i64;
-                                    *winner = if take { at } else { *winner };
-                                }
-                            }
-                        }
-                    }
-                }
-                if narrow {
-                    out_row.copy_from_slice(&best);
-                    for (index, &winner) in idx_row.iter_mut().zip(&won) {
-                        *index = winner as i64;
-                    }
-                }
-            }
+        if in_plane <= i32::MAX as usize {
+            rows.pool_plane(plane, output, indices, neg_inf, |v| v as i32);
+        } else {
+            rows.pool_plane(plane, output, indices, neg_inf, |v| v as i64);
         }
     };
 
