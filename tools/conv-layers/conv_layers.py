@@ -4,7 +4,8 @@ Each convolution forward (`F.conv2d`), its input gradient as autograd computes i
 (`torch.ops.aten.convolution_backward` with only the input's mask set) and its weight gradient
 (the same call with only the weight's mask set), the fastest of `--reps`
 calls after two warm-ups in milliseconds, one markdown row per layer, then the network's total
-weighted by each layer's count. Same layer list as `src/main.rs`.
+weighted by each layer's count, then the stem's max pooling with indices and its backward.
+Same layer list as `src/main.rs`.
 
 Usage: tools/.venv/bin/python tools/conv-layers/conv_layers.py --threads 2 [--size 128]
 [--batch 2] [--reps 20]

@@ -6,7 +6,8 @@
 //! network runs it, and the fastest of `--reps` calls of each after two warm-ups, in
 //! milliseconds, then the network's total (times weighted by the counts). `conv_layers.py` in
 //! this folder times the same layers in PyTorch (`F.conv2d`, `aten.convolution_backward` for
-//! the input, then for the weight).
+//! the input, then for the weight). For ResNet-18 both then time the max pooling after the
+//! stem, with indices as autodiff runs it, and its backward.
 //!
 //! Usage: `cargo run --release -- [--net resnet18] [--size 128] [--batch 2] [--reps 20]`.
 
