@@ -355,8 +355,8 @@ fn tile_for(depth: usize, positions: usize) -> usize {
     }
 }
 
-/// The threads rayon runs on (one without rayon).
-fn threads() -> usize {
+/// The threads rayon runs on (one without rayon); the other convolution paths read it too.
+pub(crate) fn threads() -> usize {
     #[cfg(feature = "rayon")]
     {
         rayon::current_num_threads()

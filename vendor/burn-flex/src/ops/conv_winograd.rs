@@ -38,6 +38,7 @@ use burn_backend::ops::ConvOptions;
 use burn_std::{Bytes, Shape};
 
 use super::conv_shifted::{Kernel, OutPtr};
+use crate::ops::conv_cols::threads;
 use crate::{FlexTensor, Layout};
 
 /// Output pixels per tile side.
@@ -257,14 +258,6 @@ mod no_std_choice {
             _ => WinogradChoice::Thresholds,
         }
     }
-}
-
-/// The threads the tasks run on (rayon's current pool).
-fn threads() -> usize {
-    #[cfg(feature = "rayon")]
-    return rayon::current_num_threads();
-    #[cfg(not(feature = "rayon"))]
-    1
 }
 
 /// How a call's tiles are cut into tasks: `blocks` blocks of `block` tiles (whole lanes), the
