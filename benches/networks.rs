@@ -27,6 +27,10 @@
 //! Ten samples (criterion's minimum) after a one-second warm-up, aiming at 5 s of measurement:
 //! the networks slower than 0.5 s get one call per sample. `--sample-size`, `--warm-up-time`
 //! and `--measurement-time` on the command line override that.
+//!
+//! Threads: `foil::backend::init_cpu_threads` (RAYON_NUM_THREADS, else the cores), the bench's
+//! own thread one of them, as in `foil`; `FOIL_BENCH_CALLER_OUTSIDE=1` leaves rayon's default
+//! pool beside it instead.
 
 use std::time::Duration;
 
@@ -89,6 +93,14 @@ fn bench<S>(
     build: impl Fn() -> S,
     run: impl Fn(&S),
 ) {
+    static POOL: std::sync::Once = std::sync::Once::new();
+    POOL.call_once(|| {
+        // As `foil` and the examples run: the calling thread in the CPU backends' pool.
+        // FOIL_BENCH_CALLER_OUTSIDE=1 keeps rayon's default (the A/B of docs/performance.md).
+        if std::env::var_os("FOIL_BENCH_CALLER_OUTSIDE").is_none() {
+            foil::backend::init_cpu_threads(None).expect("rayon's global pool");
+        }
+    });
     let mut state: Option<S> = None;
     group.bench_function(backend, |b| {
         let s = state.get_or_insert_with(&build);

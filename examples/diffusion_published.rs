@@ -19,6 +19,8 @@ const DEFAULTS: [&str; 7] = [
 ];
 
 fn main() -> foil::core::Result<()> {
+    // The calling thread joins the CPU backends' pool (docs/performance.md).
+    foil::backend::init_cpu_threads(None)?;
     let given: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| given.get(i).map_or(DEFAULTS[i], String::as_str).to_string();
     let num = |i: usize| arg(i).parse().map_err(|e| Error::format(arg(i), e));

@@ -50,6 +50,8 @@ fn drawn(size: u32) -> DynamicImage {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The calling thread joins the CPU backends' pool (docs/performance.md).
+    foil::backend::init_cpu_threads(None)?;
     let args = Args::parse();
     let device = Default::default();
     let img = match &args.image {

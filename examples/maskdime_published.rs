@@ -17,6 +17,8 @@ const DEFAULTS: [&str; 3] = [
 ];
 
 fn main() -> foil::core::Result<()> {
+    // The calling thread joins the CPU backends' pool (docs/performance.md).
+    foil::backend::init_cpu_threads(None)?;
     let given: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| given.get(i).map_or(DEFAULTS[i], String::as_str).to_string();
     let tiny = arg(0) == DEFAULTS[0];

@@ -310,6 +310,8 @@ fn memory() -> String {
 }
 
 fn main() -> Result<()> {
+    // The calling thread joins the CPU backends' pool (docs/performance.md).
+    foil::backend::init_cpu_threads(None)?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.to_string());
     let files = [arg(0, TINY[0]), arg(1, TINY[1]), arg(2, TINY[2])];

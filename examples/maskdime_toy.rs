@@ -44,6 +44,8 @@ struct Args {
 }
 
 fn main() -> Result<(), foil::core::Error> {
+    // The calling thread joins the CPU backends' pool (docs/performance.md).
+    foil::backend::init_cpu_threads(None)?;
     let args = Args::parse();
     let device = Default::default();
     let s = args.size;

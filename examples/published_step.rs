@@ -63,6 +63,8 @@ fn timed<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 }
 
 fn main() -> Result<()> {
+    // The calling thread joins the CPU backends' pool (docs/performance.md).
+    foil::backend::init_cpu_threads(None)?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.to_string());
     let (decoder, prior) = (

@@ -1,6 +1,7 @@
 //! The burn backends compiled into this build, chosen by cargo features.
 //!
-//! Library crates below the facade are generic over `B: Backend`; binaries pick one here.
+//! Library crates below the facade are generic over `B: Backend`; binaries pick one here, and
+//! set up the CPU backends' threads with [`init_cpu_threads`].
 
 /// The fastest CPU backend in this build, the one `foil --device cpu` runs on: [`Flex`] with the
 /// `flex` feature (a default), [`NdArray`] without it. Autodiff through [`CpuAutodiff`].
@@ -69,4 +70,49 @@ pub fn require_cuda() -> foil_core::Result<()> {
                 .into(),
         })
     }
+}
+
+/// Sets up the threads the CPU backends (burn-flex, burn-ndarray) split their work over:
+/// rayon's global pool with `threads` threads (`None`: `RAYON_NUM_THREADS`, else one per core),
+/// **the calling thread one of them** when there are two or more. Call it once, first thing in
+/// `main`, before any tensor work; it returns the pool's size.
+///
+/// Left to itself, rayon starts its threads beside the caller, so every parallel op of a
+/// network hands its work from the calling thread to the pool and back: a futex wake and a
+/// sleep each way, per op. On the project's 2-core machine that was about 15 % of the samples
+/// of DenseNet-121's input gradient, and the row ran in 0.70-0.83x of its time with the caller
+/// in the pool (docs/performance.md, "the calling thread in the pool"). PyTorch's main thread
+/// works on its own ops in the same way. With one thread the caller stays outside (rayon's
+/// default): a thread of the program that is not in the pool could otherwise wait on work that
+/// only the busy caller could do.
+///
+/// Errors: `threads` of `Some(0)` ([`Error::OutOfRange`](foil_core::Error::OutOfRange)), and a
+/// pool that already exists ([`Error::Backend`](foil_core::Error::Backend): an earlier call, or
+/// a parallel op that ran before it and started rayon's default pool). The backends work either
+/// way; only the hand-offs stay.
+pub fn init_cpu_threads(threads: Option<usize>) -> foil_core::Result<usize> {
+    if threads == Some(0) {
+        return Err(foil_core::Error::out_of_range("threads", "at least 1", 0));
+    }
+    // rayon's own default: RAYON_NUM_THREADS when it is a positive number, else the cores.
+    let size = threads.unwrap_or_else(|| {
+        std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+    });
+    let builder = rayon::ThreadPoolBuilder::new().num_threads(size);
+    let builder = if size > 1 {
+        builder.use_current_thread()
+    } else {
+        builder
+    };
+    builder
+        .build_global()
+        .map_err(|err| foil_core::Error::Backend {
+            backend: "cpu".into(),
+            reason: format!("cannot set up the CPU threads: {err}"),
+        })?;
+    Ok(size)
 }

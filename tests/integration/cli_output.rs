@@ -130,6 +130,12 @@ fn training_shows_progress_and_info_and_quiet_and_verbose_change_only_stderr() {
         "progress is not a log: {off}"
     );
 
+    // --threads: the CPU pool's size (-v says it); 0 is refused before anything runs.
+    let (_, threads_err) = run("threads", &["-v", "--threads", "3"], &[]);
+    assert!(threads_err.contains("3 CPU threads"), "{threads_err}");
+    let (ok, _, stderr) = train_oracle(&["--threads", "0"], &[], &root.join("default"), &[]);
+    assert!(!ok && stderr.contains("--threads"), "{stderr}");
+
     // -q and -v together make no sense.
     let (ok, _, stderr) = train_oracle(&["-q", "-v"], &[], &root.join("default"), &[]);
     assert!(!ok && stderr.contains("cannot be used with"), "{stderr}");

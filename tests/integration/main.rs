@@ -14,3 +14,4 @@ mod published;
 mod shard;
 mod shipped;
 mod teach;
+mod threads;

@@ -31,6 +31,10 @@ struct Cli {
     /// without flex), wgpu, cuda or cuda:N.
     #[arg(long, global = true, default_value = "cpu", value_parser = str::parse::<DeviceArg>)]
     device: DeviceArg,
+    /// Threads of the CPU backends, this process's main thread among them (default:
+    /// RAYON_NUM_THREADS, else one per core).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     /// More log lines on stderr: -v adds debug lines, -vv trace lines.
     #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
     verbose: u8,
@@ -78,6 +82,7 @@ with -q (which also hides progress). RUST_LOG, when set, replaces the levels of 
 fn main() -> std::process::ExitCode {
     let Cli {
         device,
+        threads,
         verbose,
         quiet,
         command,
@@ -89,6 +94,11 @@ fn main() -> std::process::ExitCode {
     };
     logging::init(verbosity);
     progress::install(progress::Style::pick(quiet));
+    // Before any tensor work. Failing leaves rayon's own pool: slower, never wrong.
+    match foil::backend::init_cpu_threads(threads.map(usize::from)) {
+        Ok(n) => tracing::debug!("{n} CPU threads"),
+        Err(err) => tracing::warn!("{err}"),
+    }
     tracing::debug!(
         "foil {} on device {device:?}: {command:?}",
         env!("CARGO_PKG_VERSION")
