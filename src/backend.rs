@@ -79,9 +79,10 @@ pub fn require_cuda() -> foil_core::Result<()> {
 ///
 /// Left to itself, rayon starts its threads beside the caller, so every parallel op of a
 /// network hands its work from the calling thread to the pool and back: a futex wake and a
-/// sleep each way, per op. On the project's 2-core machine that was about 15 % of the samples
-/// of DenseNet-121's input gradient, and the row ran in 0.70-0.83x of its time with the caller
-/// in the pool (docs/performance.md, "the calling thread in the pool"). PyTorch's main thread
+/// sleep each way, per op. On the project's 2-core machine the kernel's scheduler took 17 % of
+/// the samples of DenseNet-121's input gradient, and with the caller in the pool LPIPS,
+/// DenseNet-121 and CLIP ran in 0.69-0.99x of their time (docs/performance.md, "the calling
+/// thread in the pool"); networks of few, large ops did not change. PyTorch's main thread
 /// works on its own ops in the same way. With one thread the caller stays outside (rayon's
 /// default): a thread of the program that is not in the pool could otherwise wait on work that
 /// only the busy caller could do.
