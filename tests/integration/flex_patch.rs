@@ -6,7 +6,7 @@
 //! `conv_cols.rs`: strides of 2 and smaller outputs) and shapes next to them that take
 //! burn-flex's own (1-4 channels, groups); every 2-D weight gradient (`conv_cols.rs`, any groups);
 //! the vectorised sigmoid; the threaded element-wise ops; matmuls sharing one right-hand matrix
-//! and threaded ones split by columns;
+//! and threaded ones split by columns; products by a kept, packed right-hand matrix;
 //! max pooling with its indices and gradient.
 #![cfg(all(feature = "flex", feature = "ndarray"))]
 
@@ -1401,6 +1401,105 @@ fn flex_max_pooling_of_network_stems_equals_ndarrays() {
             ceil_mode: false,
             seed: shape[2] as u64,
             ties,
+        });
+    }
+}
+
+/// `x · weight` with `x` `[2, rows / 2, k]` (or `[rows, k]` when `rows` is odd) and `weight`
+/// `[k, n]`: a `Linear`'s forward, flattened.
+fn linear_product<B: Backend>(x: &Tensor<B, 2>, weight: &Tensor<B, 2>) -> Vec<f32> {
+    let [rows, k] = x.dims();
+    let out = if rows % 2 == 0 {
+        let x3 = x.clone().reshape([2, rows / 2, k]);
+        x3.matmul(weight.clone().unsqueeze::<3>())
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
+    } else {
+        x.clone().matmul(weight.clone()).into_data().to_vec().unwrap()
+    };
+    assert_eq!(out.len(), rows * weight.dims()[1]);
+    out
+}
+
+/// A `[k, n]` weight of seeded values: contiguous, or (`columns`) a contiguous `[n, k]`
+/// transposed, as foil keeps a loaded `Linear` weight; with `view`, columns `1..` of a
+/// `[k, n + 1]` one (rows `1..` of `[n + 1, k]` transposed), whose storage does not identify it.
+fn weight<B: Backend>([k, n]: [usize; 2], columns: bool, view: bool, seed: u64) -> Tensor<B, 2> {
+    let extra = usize::from(view);
+    if columns {
+        tensor::<B, 2>([n + extra, k], seed)
+            .narrow(0, extra, n)
+            .transpose()
+    } else {
+        tensor::<B, 2>([k, n + extra], seed).narrow(1, extra, n)
+    }
+}
+
+/// Patch change 20: f32 products by one right-hand matrix, contiguous by rows or by columns,
+/// run a 6 x 16 kernel on AVX2 CPUs without AVX-512, the matrix packed per call at its first
+/// use and kept packed from its second. Every call of one weight gives the same bits (the
+/// arithmetic does not depend on where the panels come from, nor on the threads), close to
+/// ndarray's; rows and columns off the kernel's tile, one row, one column of depth, threaded
+/// and not; and a kept weight follows its tensor: changed, freed and replaced, and a view into
+/// a larger storage (never kept).
+#[test]
+fn flex_packed_products_are_the_same_on_every_call_and_follow_their_weights() {
+    for threads in [1, 2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            for ([rows, k, n], columns) in [
+                ([1, 1, 1], false),
+                ([5, 3, 17], true),
+                ([6, 16, 16], false),
+                ([7, 40, 33], true),
+                ([100, 256, 300], false),
+                ([100, 256, 300], true),
+                ([301, 300, 200], true),
+                ([2, 1280, 80], false),
+            ] {
+                let what = format!(
+                    "[{rows}, {k}] x [{k}, {n}] (by columns: {columns}) on {threads} threads"
+                );
+                let x = tensor::<Flex, 2>([rows, k], 3);
+                let x_ref = tensor::<NdArray, 2>([rows, k], 3);
+                let mut flex = weight::<Flex>([k, n], columns, false, 4);
+                let mut ndarray = weight::<NdArray>([k, n], columns, false, 4);
+                for round in 0..7 {
+                    let first = linear_product(&x, &flex);
+                    assert_matmul_close(
+                        &first,
+                        &linear_product(&x_ref, &ndarray),
+                        &format!("{what}, round {round}"),
+                    );
+                    for again in 0..2 {
+                        assert!(
+                            linear_product(&x, &flex) == first,
+                            "{what}, round {round}: call {again} after the first differs"
+                        );
+                    }
+                    let seed = round + 100;
+                    match round % 3 {
+                        // The only handle: burn-flex may write in place.
+                        0 => {
+                            flex = flex * 1.5 - 0.25;
+                            ndarray = ndarray * 1.5 - 0.25;
+                        }
+                        1 => {
+                            drop((flex, ndarray));
+                            flex = weight([k, n], columns, false, seed);
+                            ndarray = weight([k, n], columns, false, seed);
+                        }
+                        _ => {
+                            flex = weight([k, n], columns, true, seed);
+                            ndarray = weight([k, n], columns, true, seed);
+                        }
+                    }
+                }
+            }
         });
     }
 }

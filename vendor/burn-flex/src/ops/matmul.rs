@@ -97,7 +97,10 @@ pub fn matmul(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
     assert_eq!(k_lhs, k_rhs, "matmul: inner dimensions must match");
 
     match lhs.dtype() {
-        DType::F32 => matmul_gemm::<f32>(lhs, rhs),
+        DType::F32 => match super::matmul_packed::matmul(&lhs, &rhs) {
+            Some(output) => output,
+            None => matmul_gemm::<f32>(lhs, rhs),
+        },
         DType::F64 => matmul_gemm::<f64>(lhs, rhs),
         DType::F16 => matmul_gemm::<f16>(lhs, rhs),
         DType::BF16 => matmul_bf16(lhs, rhs),

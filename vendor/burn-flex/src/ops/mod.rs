@@ -116,6 +116,7 @@ mod int;
 pub mod interpolate;
 pub mod mask;
 pub mod matmul;
+mod matmul_packed;
 mod module;
 pub mod pool;
 mod qtensor;
