@@ -1441,7 +1441,7 @@ fn weight<B: Backend>([k, n]: [usize; 2], columns: bool, view: bool, seed: u64) 
 /// use and kept packed from its second. Every call of one weight gives the same bits (the
 /// arithmetic does not depend on where the panels come from, nor on the threads), close to
 /// ndarray's; rows and columns off the kernel's tile, one row, one column of depth, threaded
-/// and not; and a kept weight follows its tensor: changed, freed and replaced, and a view into
+/// and not, and past the row limit (gemm); and a kept weight follows its tensor: changed, freed and replaced, and a view into
 /// a larger storage (never kept).
 #[test]
 fn flex_packed_products_are_the_same_on_every_call_and_follow_their_weights() {
@@ -1460,6 +1460,7 @@ fn flex_packed_products_are_the_same_on_every_call_and_follow_their_weights() {
                 ([100, 256, 300], true),
                 ([301, 300, 200], true),
                 ([2, 1280, 80], false),
+                ([1025, 8, 20], true),
             ] {
                 let what = format!(
                     "[{rows}, {k}] x [{k}, {n}] (by columns: {columns}) on {threads} threads"

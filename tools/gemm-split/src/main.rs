@@ -1,14 +1,20 @@
-//! Times `[m, k] x [k, n]` products (row-major, as burn-flex's matmul calls gemm) two ways:
-//! gemm threading one call itself (`Parallelism::Rayon(0)`), and one single-threaded call per
-//! rayon thread over its own columns, rounded up to 64 (patch change 16's split). Each shape
-//! runs over several distinct right-hand matrices so that they come from memory, as a network's
-//! weights do; 15 rounds alternate the two ways; medians are printed. The two outputs must be
-//! equal bit for bit.
+//! Times `[m, k] x [k, n]` products (row-major, as burn-flex's matmul calls gemm) three ways:
+//! gemm threading one call itself (`Parallelism::Rayon(0)`), one single-threaded call per
+//! rayon thread over its own columns, rounded up to 64 (patch change 16's split), and the
+//! patched burn-flex's `matmul` on tensors of the same values, each right-hand tensor kept
+//! across the calls as a network keeps its weights (patch change 20 packs it at its second
+//! call; where change 20 does not apply, this is the split again). Each shape runs over several
+//! distinct right-hand matrices so that they come from memory, as a network's weights do; one
+//! untimed round, then 15 rounds alternate the three ways; medians are printed. The two gemm
+//! outputs must be equal bit for bit, burn-flex's close to them.
 //!
 //! Usage: `cargo run --release -- MxKxN [MxKxN ...]`, for example CLIP ViT-B/32 at batch 2:
 //! `100x768x768 100x768x3072 100x3072x768`.
 
 use std::time::Instant;
+
+use burn_backend::TensorData;
+use burn_flex::FlexTensor;
 
 /// The column width of each thread's part, as in burn-flex's `split_columns`.
 const ALIGN: usize = 64;
@@ -100,9 +106,13 @@ fn values(len: usize, seed: usize) -> Vec<f32> {
         .collect()
 }
 
+/// `values` as a burn-flex tensor of `shape`.
+fn flex_tensor(values: &[f32], shape: [usize; 2]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values.to_vec(), shape))
+}
+
 fn main() {
-    type Way = fn([usize; 3], &mut [f32], &[f32], &[f32]);
-    let ways: [(&str, Way); 2] = [("gemm threads", threaded), ("split", split)];
+    const WAYS: [&str; 3] = ["gemm threads", "split", "burn-flex"];
     for arg in std::env::args().skip(1) {
         let dims: Vec<usize> = arg.split('x').map(|d| d.parse().expect("MxKxN")).collect();
         let [m, k, n] = dims[..] else {
@@ -111,31 +121,52 @@ fn main() {
         let count = (64_000_000 / (k * n)).clamp(2, 16);
         let rhs: Vec<Vec<f32>> = (0..count).map(|seed| values(k * n, seed)).collect();
         let lhs = values(m * k, 99);
-        let mut outs = [vec![0.0; m * n], vec![0.0; m * n]];
-        for (i, (_, way)) in ways.iter().enumerate() {
-            way([m, k, n], &mut outs[i], &lhs, &rhs[0]);
+        let lhs_flex = flex_tensor(&lhs, [m, k]);
+        let rhs_flex: Vec<FlexTensor> = rhs.iter().map(|r| flex_tensor(r, [k, n])).collect();
+        let mut outs = [vec![0.0; m * n], vec![0.0; m * n], vec![0.0; m * n]];
+        // One way's product by right-hand matrix `r` into `out`.
+        let run = |way: usize, r: usize, out: &mut [f32]| match way {
+            0 => threaded([m, k, n], out, &lhs, &rhs[r]),
+            1 => split([m, k, n], out, &lhs, &rhs[r]),
+            _ => {
+                let product = burn_flex::ops::matmul::matmul(lhs_flex.clone(), rhs_flex[r].clone());
+                out.copy_from_slice(product.storage::<f32>());
+            }
+        };
+        for (way, out) in outs.iter_mut().enumerate() {
+            for r in 0..count {
+                run(way, r, out);
+            }
         }
-        assert!(outs[0] == outs[1], "{arg}: the two ways differ");
-        let mut times = [Vec::new(), Vec::new()];
+        assert!(outs[0] == outs[1], "{arg}: the two gemm ways differ");
+        let scale = outs[0].iter().fold(1.0f32, |s, v| s.max(v.abs()));
+        let worst = outs[0]
+            .iter()
+            .zip(&outs[2])
+            .fold(0.0f32, |w, (a, b)| w.max((a - b).abs()));
+        assert!(worst <= 1e-5 * scale, "{arg}: burn-flex differs by {worst}");
+        let mut times = [Vec::new(), Vec::new(), Vec::new()];
         for _ in 0..15 {
-            for (i, (_, way)) in ways.iter().enumerate() {
+            for (way, out) in outs.iter_mut().enumerate() {
                 let start = Instant::now();
-                for r in &rhs {
-                    way([m, k, n], &mut outs[i], &lhs, r);
+                for r in 0..count {
+                    run(way, r, out);
                 }
-                times[i].push(start.elapsed().as_secs_f64() * 1e3 / count as f64);
+                times[way].push(start.elapsed().as_secs_f64() * 1e3 / count as f64);
             }
         }
         let median = |t: &mut Vec<f64>| {
             t.sort_by(f64::total_cmp);
             t[t.len() / 2]
         };
-        let (a, b) = (median(&mut times[0]), median(&mut times[1]));
+        let [a, b, c] = times.each_mut().map(median);
         println!(
-            "{arg}: {} {a:.3} ms, {} {b:.3} ms, ratio {:.2}",
-            ways[0].0,
-            ways[1].0,
-            b / a
+            "{arg}: {} {a:.3} ms, {} {b:.3} ms, {} {c:.3} ms; split/threads {:.2}, burn-flex/split {:.2}",
+            WAYS[0],
+            WAYS[1],
+            WAYS[2],
+            b / a,
+            c / b
         );
     }
 }

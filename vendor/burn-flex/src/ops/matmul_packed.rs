@@ -12,7 +12,8 @@
 //! origin or the call history.
 //!
 //! Taken for f32 on x86_64 CPUs with AVX2 and FMA and without AVX-512 (where gemm runs its
-//! AVX-512 kernels; this kernel was not measured against them), when the left-hand rows are
+//! AVX-512 kernels; this kernel was not measured against them), for at most [`MAX_ROWS`]
+//! left-hand rows (past them gemm's threading keeps up), when the left-hand rows are
 //! contiguous and the right-hand matrix is contiguous row by row or column by column (a loaded
 //! `Linear` weight: PyTorch's `[out, in]` transposed). Measured in `tools/gemm-split`
 //! (docs/performance.md, "2026-12-04").
@@ -31,6 +32,9 @@ const NR: usize = 16;
 /// Strips of [`MR`] rows per block: each thread runs its panels over one block of rows at a
 /// time, so that the block's rows stay in its cache while the panels pass (258 rows).
 const STRIPS_PER_BLOCK: usize = 43;
+/// Left-hand rows above which gemm's own threading is as fast or faster (measured equal at 1024
+/// rows, 1.03-1.13x the time with this path at 2048-9216 rows; PATCH.md, twentieth change).
+const MAX_ROWS: usize = 1024;
 /// Multiply-adds below which a product runs on the calling thread alone (as burn-flex's
 /// `PARALLEL_THRESHOLD`).
 const PARALLEL_THRESHOLD: usize = 192 * 192 * 192;
@@ -47,7 +51,8 @@ pub(crate) fn matmul(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<FlexTensor> {
     let k = lhs_shape[lhs_rank - 1];
     let n = rhs_shape[rhs_rank - 1];
     let m: usize = (0..lhs_rank - 1).map(|d| lhs_shape[d]).product();
-    if m == 0 || n == 0 || k == 0 || (0..rhs_rank - 2).any(|d| rhs_shape[d] != 1) {
+    if m == 0 || m > MAX_ROWS || n == 0 || k == 0 || (0..rhs_rank - 2).any(|d| rhs_shape[d] != 1)
+    {
         return None;
     }
     let rhs_layout = rhs_matrix_layout(rhs, k, n)?;
