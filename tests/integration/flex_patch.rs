@@ -1416,7 +1416,11 @@ fn linear_product<B: Backend>(x: &Tensor<B, 2>, weight: &Tensor<B, 2>) -> Vec<f3
             .to_vec::<f32>()
             .unwrap()
     } else {
-        x.clone().matmul(weight.clone()).into_data().to_vec().unwrap()
+        x.clone()
+            .matmul(weight.clone())
+            .into_data()
+            .to_vec()
+            .unwrap()
     };
     assert_eq!(out.len(), rows * weight.dims()[1]);
     out
