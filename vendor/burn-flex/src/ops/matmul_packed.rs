@@ -37,6 +37,7 @@ const STRIPS_PER_BLOCK: usize = 43;
 const MAX_ROWS: usize = 1024;
 /// Multiply-adds below which a product runs on the calling thread alone (as burn-flex's
 /// `PARALLEL_THRESHOLD`).
+#[cfg(feature = "rayon")]
 const PARALLEL_THRESHOLD: usize = 192 * 192 * 192;
 
 /// The product `lhs · rhs` by this path, or `None` where it does not apply (then the caller
@@ -125,6 +126,7 @@ fn cpu() -> bool {
 }
 
 /// `b` as panels of [`NR`] columns, `[N / NR][K][NR]`, the last one zero-padded.
+#[cfg(feature = "std")]
 fn pack(b: &Matrix<'_>) -> Vec<f32> {
     let mut out = vec![0.0f32; b.n.div_ceil(NR) * b.k * NR];
     for (p, panel) in out.chunks_exact_mut(b.k * NR).enumerate() {
@@ -167,9 +169,9 @@ impl Product<'_> {
     /// Writes `out` (`[M, N]` row-major, every element), the panels split among the threads.
     fn run(&self, out: &mut [f32]) {
         let panels = self.b.n.div_ceil(NR);
-        let work = self.m.saturating_mul(self.b.n).saturating_mul(self.b.k);
         #[cfg(feature = "rayon")]
         {
+            let work = self.m.saturating_mul(self.b.n).saturating_mul(self.b.k);
             let threads = rayon::current_num_threads().min(panels);
             if threads > 1 && work >= PARALLEL_THRESHOLD {
                 let per = panels.div_ceil(threads);
@@ -184,7 +186,6 @@ impl Product<'_> {
                 return;
             }
         }
-        let _ = work;
         // SAFETY: `out` holds the whole `[M, N]` output.
         unsafe { self.panels(0..panels, out.as_mut_ptr()) }
     }
