@@ -3,10 +3,12 @@
 //! rayon thread over its own columns, rounded up to 64 (patch change 16's split), and the
 //! patched burn-flex's `matmul` on tensors of the same values, each right-hand tensor kept
 //! across the calls as a network keeps its weights (patch change 20 packs it at its second
-//! call; where change 20 does not apply, this is the split again). Each shape runs over several
+//! call; where change 20 does not apply, this is gemm again), and the same on right-hand tensors
+//! that change 20 never keeps (views one row into a larger storage: packed at every call, as a
+//! weight past its budget). Each shape runs over several
 //! distinct right-hand matrices so that they come from memory, as a network's weights do; one
-//! untimed round, then 15 rounds alternate the three ways; medians are printed. The two gemm
-//! outputs must be equal bit for bit, burn-flex's close to them.
+//! untimed round, then 15 rounds alternate the four ways; medians are printed. The two gemm
+//! outputs must be equal bit for bit, burn-flex's close to them and equal to each other.
 //!
 //! Usage: `cargo run --release -- MxKxN [MxKxN ...]`, for example CLIP ViT-B/32 at batch 2:
 //! `100x768x768 100x768x3072 100x3072x768`.
@@ -111,8 +113,16 @@ fn flex_tensor(values: &[f32], shape: [usize; 2]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values.to_vec(), shape))
 }
 
+/// `values` (`[k, n]`) as rows `1..` of a `[k + 1, n]` burn-flex tensor: contiguous, but its
+/// storage does not identify it, so change 20 never keeps it.
+fn flex_view(values: &[f32], [k, n]: [usize; 2]) -> FlexTensor {
+    let mut padded = vec![0.0; n];
+    padded.extend_from_slice(values);
+    flex_tensor(&padded, [k + 1, n]).narrow(0, 1, k)
+}
+
 fn main() {
-    const WAYS: [&str; 3] = ["gemm threads", "split", "burn-flex"];
+    const WAYS: [&str; 4] = ["gemm threads", "split", "burn-flex", "not kept"];
     for arg in std::env::args().skip(1) {
         let dims: Vec<usize> = arg.split('x').map(|d| d.parse().expect("MxKxN")).collect();
         let [m, k, n] = dims[..] else {
@@ -123,13 +133,15 @@ fn main() {
         let lhs = values(m * k, 99);
         let lhs_flex = flex_tensor(&lhs, [m, k]);
         let rhs_flex: Vec<FlexTensor> = rhs.iter().map(|r| flex_tensor(r, [k, n])).collect();
-        let mut outs = [vec![0.0; m * n], vec![0.0; m * n], vec![0.0; m * n]];
+        let rhs_views: Vec<FlexTensor> = rhs.iter().map(|r| flex_view(r, [k, n])).collect();
+        let mut outs = [0; 4].map(|_| vec![0.0; m * n]);
         // One way's product by right-hand matrix `r` into `out`.
         let run = |way: usize, r: usize, out: &mut [f32]| match way {
             0 => threaded([m, k, n], out, &lhs, &rhs[r]),
             1 => split([m, k, n], out, &lhs, &rhs[r]),
             _ => {
-                let product = burn_flex::ops::matmul::matmul(lhs_flex.clone(), rhs_flex[r].clone());
+                let rhs = if way == 2 { &rhs_flex } else { &rhs_views };
+                let product = burn_flex::ops::matmul::matmul(lhs_flex.clone(), rhs[r].clone());
                 out.copy_from_slice(product.storage::<f32>());
             }
         };
@@ -145,7 +157,11 @@ fn main() {
             .zip(&outs[2])
             .fold(0.0f32, |w, (a, b)| w.max((a - b).abs()));
         assert!(worst <= 1e-5 * scale, "{arg}: burn-flex differs by {worst}");
-        let mut times = [Vec::new(), Vec::new(), Vec::new()];
+        assert!(
+            outs[2] == outs[3],
+            "{arg}: burn-flex kept and not kept differ"
+        );
+        let mut times = [0; 4].map(|_| Vec::new());
         for _ in 0..15 {
             for (way, out) in outs.iter_mut().enumerate() {
                 let start = Instant::now();
@@ -159,14 +175,17 @@ fn main() {
             t.sort_by(f64::total_cmp);
             t[t.len() / 2]
         };
-        let [a, b, c] = times.each_mut().map(median);
+        let [a, b, c, d] = times.each_mut().map(median);
         println!(
-            "{arg}: {} {a:.3} ms, {} {b:.3} ms, {} {c:.3} ms; split/threads {:.2}, burn-flex/split {:.2}",
+            "{arg}: {} {a:.3} ms, {} {b:.3} ms, {} {c:.3} ms, {} {d:.3} ms; split/threads {:.2}, \
+             burn-flex/split {:.2}, not kept/split {:.2}",
             WAYS[0],
             WAYS[1],
             WAYS[2],
+            WAYS[3],
             b / a,
-            c / b
+            c / b,
+            d / b
         );
     }
 }

@@ -223,14 +223,16 @@ impl Product<'_> {
                     // holds K x NR values, and the output tile lies inside `out`.
                     unsafe {
                         kernel(
-                            k,
-                            self.a.as_ptr().add(row * k),
-                            k,
-                            rows,
+                            Tile {
+                                a: self.a.as_ptr().add(row * k),
+                                lda: k,
+                                rows,
+                                c: out.add(row * n + first),
+                                ldc: n,
+                                cols,
+                            },
                             panel.as_ptr(),
-                            out.add(row * n + first),
-                            n,
-                            cols,
+                            k,
                         )
                     };
                 }
@@ -240,25 +242,34 @@ impl Product<'_> {
     }
 }
 
-/// `c[0..rows, 0..cols] = a[0..rows, 0..k] · panel`, with `a`'s rows `lda` apart, `panel`
-/// `[k][NR]` and `c`'s rows `ldc` apart. Rows past `rows` (at most [`MR`]) repeat the last one:
-/// computed, never stored.
+/// One kernel call's rows: `rows` (at most [`MR`]) left-hand rows from `a`, `lda` apart, and
+/// their output tile of `cols` (at most [`NR`]) columns at `c`, rows `ldc` apart.
+#[derive(Clone, Copy)]
+struct Tile {
+    a: *const f32,
+    lda: usize,
+    rows: usize,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+}
+
+/// `tile.c = tile.a[.., 0..k] · panel`, with `panel` `[k][NR]`. Rows past `tile.rows` repeat
+/// the last one: computed, never stored.
 ///
 /// # Safety
 /// The CPU must have AVX2 and FMA; the pointers must cover those ranges.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn kernel(
-    k: usize,
-    a: *const f32,
-    lda: usize,
-    rows: usize,
-    panel: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    cols: usize,
-) {
+unsafe fn kernel(tile: Tile, panel: *const f32, k: usize) {
+    let Tile {
+        a,
+        lda,
+        rows,
+        c,
+        ldc,
+        cols,
+    } = tile;
     use core::arch::x86_64::*;
     // SAFETY: the caller's contract.
     unsafe {
@@ -282,11 +293,11 @@ unsafe fn kernel(
                 _mm256_storeu_ps(c.add(r * ldc + 8), acc[2 * r + 1]);
             }
         } else {
-            let mut tile = [0.0f32; NR];
+            let mut staged = [0.0f32; NR];
             for r in 0..rows {
-                _mm256_storeu_ps(tile.as_mut_ptr(), acc[2 * r]);
-                _mm256_storeu_ps(tile.as_mut_ptr().add(8), acc[2 * r + 1]);
-                core::ptr::copy_nonoverlapping(tile.as_ptr(), c.add(r * ldc), cols);
+                _mm256_storeu_ps(staged.as_mut_ptr(), acc[2 * r]);
+                _mm256_storeu_ps(staged.as_mut_ptr().add(8), acc[2 * r + 1]);
+                core::ptr::copy_nonoverlapping(staged.as_ptr(), c.add(r * ldc), cols);
             }
         }
     }
@@ -294,17 +305,7 @@ unsafe fn kernel(
 
 /// Never called: [`cpu`] is false off x86_64.
 #[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
-unsafe fn kernel(
-    _k: usize,
-    _a: *const f32,
-    _lda: usize,
-    _rows: usize,
-    _panel: *const f32,
-    _c: *mut f32,
-    _ldc: usize,
-    _cols: usize,
-) {
+unsafe fn kernel(_: Tile, _: *const f32, _: usize) {
     unreachable!("the packed product runs on x86_64 only")
 }
 
