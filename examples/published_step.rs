@@ -2,23 +2,40 @@
 //! pipeline folder and the prior's image encoder (peak memory: run under `/usr/bin/time -v`),
 //! prints their parameters, and with `step` times one of each call a DIFFusion edit makes at
 //! 512 px: a CLIP embedding, a MoVQ encode, one guided UNet step (batch 2: the null and the
-//! edited condition), a MoVQ decode. `tools/write_published_full.py DIR` writes random-weight
-//! folders of the published configurations; docs/published.md has the figures.
+//! edited condition), a MoVQ decode. With `repeat N` it makes each call once untimed (a
+//! sampler calls its networks again and again: burn-flex keeps a weight's transform or packed
+//! panels from its second call), then N rounds, each call once with burn-flex's packed
+//! products (`set_packed_matmul`) and once without, alternated, and prints every time and the
+//! medians. `tools/write_published_full.py DIR` writes random-weight folders of the published
+//! configurations; `tools/bench_torch.py --only kandinsky_unet_full,...` times PyTorch on the
+//! same calls; docs/published.md has the figures.
 //!
 //! ```text
 //! /usr/bin/time -v cargo run --release --example published_step -- DIR/kandinsky-2-2-decoder \
-//!     DIR/kandinsky-2-2-prior [load|step] [flex]
+//!     DIR/kandinsky-2-2-prior [load|step|repeat N] [flex]
 //! ```
 
 use std::time::Instant;
 
 use burn::module::Module;
 use burn::tensor::{Distribution, Tensor, backend::Backend};
+use burn_flex::ops::matmul::set_packed_matmul;
 use foil::core::{Denoiser, ImageEncoder, Result};
 use foil::diffusion::{Codec, Decoder};
 use foil::pipeline::load_kandinsky;
 
-fn run<B: Backend>(decoder: &str, prior: &str, step: bool) -> Result<()> {
+/// What the example does after loading.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Nothing more.
+    Load,
+    /// One of each call, timed.
+    Step,
+    /// One untimed call of each, then this many rounds with packed products on and off.
+    Repeat(usize),
+}
+
+fn run<B: Backend>(decoder: &str, prior: &str, mode: Mode) -> Result<()> {
     let device = B::Device::default();
     let start = Instant::now();
     let (k, _) = load_kandinsky::<B>(decoder.as_ref(), prior.as_ref(), None, &device)?;
@@ -36,30 +53,85 @@ fn run<B: Backend>(decoder: &str, prior: &str, step: bool) -> Result<()> {
         total as f64 * 4e-9,
         start.elapsed().as_secs_f64()
     );
-    if !step {
+    if let Mode::Load = mode {
         return Ok(());
     }
     let image = Tensor::<B, 4>::random([1, 3, 512, 512], Distribution::Uniform(-1.0, 1.0), &device);
-    let cond = timed("CLIP embedding (1 image)", || k.encode(image.clone()))?;
-    let latents = timed("MoVQ encode (1 image)", || k.to_latents(image.clone()))?;
+    let cond = k.encode(image.clone())?;
+    let latents = k.to_latents(image.clone())?;
     let null = k.null_condition(&device)?;
-    timed("UNet step, batch 2 (guidance)", || {
-        let x = Tensor::cat(vec![latents.clone(), latents.clone()], 0);
-        let c = Tensor::cat(vec![null.clone(), cond.clone()], 0);
-        Ok(k.forward(x, &[501, 501], Some(c))?.eps.into_data())
-    })?;
-    timed("MoVQ decode (1 image)", || {
-        Ok(k.to_images(latents.clone())?.into_data())
-    })?;
+    let calls: [(&str, Box<dyn Fn() -> Result<()>>); 4] = [
+        (
+            "CLIP embedding (1 image)",
+            Box::new(|| k.encode(image.clone()).map(|e| drop(e.into_data()))),
+        ),
+        (
+            "MoVQ encode (1 image)",
+            Box::new(|| k.to_latents(image.clone()).map(|l| drop(l.into_data()))),
+        ),
+        (
+            "UNet step, batch 2 (guidance)",
+            Box::new(|| {
+                let x = Tensor::cat(vec![latents.clone(), latents.clone()], 0);
+                let c = Tensor::cat(vec![null.clone(), cond.clone()], 0);
+                k.forward(x, &[501, 501], Some(c))
+                    .map(|out| drop(out.eps.into_data()))
+            }),
+        ),
+        (
+            "MoVQ decode (1 image)",
+            Box::new(|| k.to_images(latents.clone()).map(|i| drop(i.into_data()))),
+        ),
+    ];
+    for (what, call) in &calls {
+        match mode {
+            Mode::Repeat(rounds) => repeat(what, call, rounds)?,
+            _ => println!("{what}: {:.2} s", seconds(call)?),
+        }
+    }
     Ok(())
 }
 
-/// Runs `f`, printing how long it took.
-fn timed<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+/// One untimed call, then `rounds` rounds of a call with burn-flex's packed products and one
+/// without; prints every time and the medians.
+fn repeat(what: &str, call: &dyn Fn() -> Result<()>, rounds: usize) -> Result<()> {
+    call()?;
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for (packed, times) in [(true, &mut on), (false, &mut off)] {
+            set_packed_matmul(packed);
+            times.push(seconds(call)?);
+        }
+    }
+    set_packed_matmul(true);
+    println!(
+        "{what}: packed {:.2} s ({}), gemm {:.2} s ({})",
+        median(&on),
+        list(&on),
+        median(&off),
+        list(&off)
+    );
+    Ok(())
+}
+
+/// The wall time of one call.
+fn seconds(call: &dyn Fn() -> Result<()>) -> Result<f64> {
     let start = Instant::now();
-    let out = f()?;
-    println!("{what}: {:.2} s", start.elapsed().as_secs_f64());
-    Ok(out)
+    call()?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// The median of `times` (the upper one of an even count).
+fn median(times: &[f64]) -> f64 {
+    let mut sorted = times.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+/// `times` as "a / b / c".
+fn list(times: &[f64]) -> String {
+    let parts: Vec<String> = times.iter().map(|t| format!("{t:.2}")).collect();
+    parts.join(" / ")
 }
 
 fn main() -> Result<()> {
@@ -71,9 +143,32 @@ fn main() -> Result<()> {
         arg(0, "tests/fixtures/published/kandinsky-2-2-decoder"),
         arg(1, "tests/fixtures/published/kandinsky-2-2-prior"),
     );
-    let step = arg(2, "load") == "step";
-    match arg(3, "flex").as_str() {
-        "flex" => run::<foil::backend::Flex>(&decoder, &prior, step),
+    let (mode, backend_arg) = match arg(2, "load").as_str() {
+        "load" => (Mode::Load, 3),
+        "step" => (Mode::Step, 3),
+        "repeat" => {
+            let rounds = arg(3, "3");
+            let rounds = rounds
+                .parse()
+                .ok()
+                .filter(|&n: &usize| n > 0)
+                .ok_or_else(|| foil::core::Error::OutOfRange {
+                    what: "repeat's rounds".into(),
+                    expected: "a whole number above 0".into(),
+                    found: rounds.clone(),
+                })?;
+            (Mode::Repeat(rounds), 4)
+        }
+        other => {
+            return Err(foil::core::Error::OutOfRange {
+                what: "the mode".into(),
+                expected: "`load`, `step` or `repeat N`".into(),
+                found: other.to_string(),
+            });
+        }
+    };
+    match arg(backend_arg, "flex").as_str() {
+        "flex" => run::<foil::backend::Flex>(&decoder, &prior, mode),
         other => Err(foil::core::Error::Backend {
             backend: other.to_string().into(),
             reason: "this example runs on flex, the CPU backend of the default build".into(),

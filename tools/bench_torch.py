@@ -15,6 +15,16 @@ guided-diffusion-sdk 1.0.0, lpips 0.1.4 (tools/requirements.txt).
 | clip_b32 | transformers CLIPVisionModelWithProjection, ViT-B/32 config, batch 2, 224 px, image_embeds |
 | lpips_alex | lpips.LPIPS(net="alex") with random backbone and heads (pretrained=False, pnet_rand=True: nothing downloaded), batch 2, 64 px |
 
+Only with --only (the published DIFFusion networks at full size, as examples/published_step.rs
+calls them; docs/published.md):
+
+| name | network and call |
+|---|---|
+| kandinsky_unet_full | the published decoder UNet (1.25 G parameters), latents 2 x 4 x 64 x 64 (512 px; null + edited condition), the epsilon half |
+| movq_encode_full | the published MoVQ, encode 1 x 3 x 512 x 512 |
+| movq_decode_full | the published MoVQ, decode 1 x 4 x 64 x 64 (force_not_quantize) |
+| clip_bigg | CLIP ViT-bigG/14 vision tower with projection (kandinsky-2-2-prior's image_encoder), 1 x 3 x 224 x 224, image_embeds |
+
 Each network: one warm-up call, then `--repeats` timed calls (default 3); prints one JSON line
 per network, {"name", "seconds" (the median), "samples", "threads", "torch", "device"}, on stdout.
 `--device cuda` builds every model and input on the GPU (float32, TF32 off, as foil computes)
@@ -164,6 +174,55 @@ def lpips_alex():
     return run
 
 
+def kandinsky_unet_full():
+    from diffusers import UNet2DConditionModel
+    from record_kandinsky import UNET_FULL
+
+    model = UNet2DConditionModel(**UNET_FULL).eval()
+    latent = torch.randn(1, 4, 64, 64)
+    latents = torch.cat([latent, latent])
+    embeds = torch.randn(BATCH, UNET_FULL["encoder_hid_dim"])
+    t = torch.full((BATCH,), 501, dtype=torch.int64)
+
+    def run():
+        with torch.no_grad():
+            out = model(latents, t, encoder_hidden_states=None, added_cond_kwargs={"image_embeds": embeds}).sample
+            return out[:, :4]
+
+    return run
+
+
+def movq_full(encode):
+    from diffusers import VQModel
+    from record_kandinsky import MOVQ_FULL
+
+    model = VQModel(**MOVQ_FULL).eval()
+    image = torch.rand(1, 3, 512, 512) * 2 - 1
+    latents = torch.randn(1, 4, 64, 64)
+
+    def run():
+        with torch.no_grad():
+            if encode:
+                return model.encode(image).latents
+            return model.decode(latents, force_not_quantize=True).sample
+
+    return run
+
+
+def clip_bigg():
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+    from write_published_full import CLIP_FULL
+
+    model = CLIPVisionModelWithProjection(CLIPVisionConfig(**CLIP_FULL)).eval()
+    pixels = torch.randn(1, 3, 224, 224)
+
+    def run():
+        with torch.no_grad():
+            return model(pixel_values=pixels).image_embeds
+
+    return run
+
+
 NETWORKS = {
     "adm_forward": adm,
     "densenet121_grad": densenet,
@@ -173,6 +232,16 @@ NETWORKS = {
     "movq_decode": movq,
     "clip_b32": clip,
     "lpips_alex": lpips_alex,
+}
+
+# The published DIFFusion networks at full size, as examples/published_step.rs calls them (its
+# `step` and `repeat N` modes; docs/published.md): only by name with --only (minutes each, and
+# up to 8 GB of memory), never in the default set.
+FULL_NETWORKS = {
+    "kandinsky_unet_full": kandinsky_unet_full,
+    "movq_encode_full": lambda: movq_full(encode=True),
+    "movq_decode_full": lambda: movq_full(encode=False),
+    "clip_bigg": clip_bigg,
 }
 
 
@@ -194,14 +263,15 @@ def main():
     def sync():
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
+    networks = {**NETWORKS, **FULL_NETWORKS}
     names = [n for n in args.only.split(",") if n] or list(NETWORKS)
-    unknown = [n for n in names if n not in NETWORKS]
+    unknown = [n for n in names if n not in networks]
     if unknown:
-        p.error(f"unknown network(s) {unknown}; expected some of {list(NETWORKS)}")
+        p.error(f"unknown network(s) {unknown}; expected some of {list(networks)}")
 
     for name in names:
         torch.manual_seed(0)
-        run = NETWORKS[name]()
+        run = networks[name]()
         # Set after building: importing the recorders sets one thread.
         torch.set_num_threads(args.threads)
         run()  # warm-up

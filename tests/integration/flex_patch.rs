@@ -1405,6 +1405,181 @@ fn flex_max_pooling_of_network_stems_equals_ndarrays() {
     }
 }
 
+/// Patch change 20's switch: `set_packed_matmul(false)` sends the calling thread's products to
+/// gemm (the same bits as a product whose strided left-hand rows only gemm takes) and `true`
+/// back to the packed path (the same bits as before); other threads keep theirs. On a CPU the
+/// path does not run on (AVX-512, or no AVX2), both are gemm's.
+#[test]
+fn flex_packed_matmul_switch_sends_a_threads_products_to_gemm_and_back() {
+    use burn_flex::ops::matmul::set_packed_matmul;
+    #[cfg(target_arch = "x86_64")]
+    let path_runs = is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && !is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    let path_runs = false;
+    let product = |x: &Tensor<Flex, 2>, w: &Tensor<Flex, 2>| -> Vec<f32> {
+        x.clone().matmul(w.clone()).into_data().to_vec().unwrap()
+    };
+    // Depth past gemm's blocks of 512, so that its sums round otherwise than one chain.
+    let [rows, k, n] = [8, 1280, 48];
+    let strided = tensor::<Flex, 2>([rows, k + 1], 5).narrow(1, 0, k);
+    let x = Tensor::<Flex, 2>::from_data(strided.to_data(), &Default::default());
+    let w = weight::<Flex>([k, n], true, false, 6);
+    let reference = linear_product(
+        &tensor::<NdArray, 2>([rows, k + 1], 5).narrow(1, 0, k),
+        &weight::<NdArray>([k, n], true, false, 6),
+    );
+
+    let packed = product(&x, &w);
+    assert!(product(&x, &w) == packed, "the kept panels' call");
+    let gemm = product(&strided, &w);
+    assert_matmul_close(&packed, &reference, "packed");
+    assert_matmul_close(&gemm, &reference, "gemm");
+    assert_eq!(
+        packed != gemm,
+        path_runs,
+        "the packed path rounds otherwise than gemm exactly where it runs"
+    );
+
+    set_packed_matmul(false);
+    assert!(product(&x, &w) == gemm, "switched off: gemm's bits");
+    let other = std::thread::scope(|s| s.spawn(|| product(&x, &w)).join().unwrap());
+    assert!(other == packed, "another thread keeps its switch on");
+    set_packed_matmul(true);
+    assert!(
+        product(&x, &w) == packed,
+        "switched on again: the packed bits"
+    );
+}
+
+/// The flex tensor under a float tensor.
+fn flex_primitive<const D: usize>(t: Tensor<Flex, D>) -> burn_flex::FlexTensor {
+    t.into_primitive().tensor()
+}
+
+/// Patch change 21: a reshape that inserts or removes dimensions of size 1 is a view of any
+/// layout. burn's `linear` unsqueezes a `Linear`'s weight to the input's rank at every call,
+/// and a loaded weight is PyTorch's `[out, in]` transposed: that unsqueeze copied the whole
+/// weight before. A reshape that merges dimensions of a transposed view still copies.
+#[test]
+fn flex_unit_dimension_reshapes_of_views_share_their_storage() {
+    let [k, n] = [6, 5];
+    let w = tensor::<Flex, 2>([n, k], 1).transpose();
+    let storage = flex_primitive(w.clone()).data_arc();
+    let unsqueezed = flex_primitive(w.clone().reshape([1, k, n]));
+    assert!(
+        std::sync::Arc::ptr_eq(&storage, &unsqueezed.data_arc()),
+        "unsqueeze copied"
+    );
+    assert_eq!(
+        unsqueezed.layout().strides(),
+        &[(k * n) as isize, 1, k as isize]
+    );
+    let squeezed = flex_primitive(w.clone().reshape([1, k, 1, n]).reshape([k, n]));
+    assert!(
+        std::sync::Arc::ptr_eq(&storage, &squeezed.data_arc()),
+        "squeeze copied"
+    );
+    let merged = flex_primitive(w.clone().reshape([k * n]));
+    assert!(!std::sync::Arc::ptr_eq(&storage, &merged.data_arc()));
+    assert!(merged.is_contiguous());
+    // And burn's `linear` on a 3-D input reads the weight in place, to ndarray's values.
+    let x = tensor::<Flex, 3>([2, 3, k], 2);
+    let x_ref = tensor::<NdArray, 3>([2, 3, k], 2);
+    let w_ref = tensor::<NdArray, 2>([n, k], 1).transpose();
+    let y = burn::tensor::module::linear(x, w, None).into_data();
+    let y_ref = burn::tensor::module::linear(x_ref, w_ref, None).into_data();
+    assert_matmul_close(
+        &y.to_vec::<f32>().unwrap(),
+        &y_ref.to_vec::<f32>().unwrap(),
+        "linear",
+    );
+}
+
+/// How [`flex_unit_dimension_reshapes_equal_ndarrays`] lays out its `[a, b, c]` input.
+#[derive(Debug, Clone, Copy)]
+enum View {
+    Contiguous,
+    /// `[c, b, a]` with its first and last axes swapped.
+    Swapped,
+    /// Rows `1..a + 1` of `[a + 2, b, c]`: an offset and a gap.
+    Narrowed,
+    /// The middle axis flipped: a negative stride.
+    Flipped,
+    /// `[b, c, a]` permuted back.
+    Permuted,
+}
+
+/// `[a, b, c]` seeded values laid out as `view`.
+fn viewed<B: Backend>([a, b, c]: [usize; 3], view: View, seed: u64) -> Tensor<B, 3> {
+    match view {
+        View::Contiguous => tensor::<B, 3>([a, b, c], seed),
+        View::Swapped => tensor::<B, 3>([c, b, a], seed).swap_dims(0, 2),
+        View::Narrowed => tensor::<B, 3>([a + 2, b, c], seed).narrow(0, 1, a),
+        View::Flipped => tensor::<B, 3>([a, b, c], seed).flip([1]),
+        View::Permuted => tensor::<B, 3>([b, c, a], seed).permute([2, 0, 1]),
+    }
+}
+
+/// `[a, b, c]` reshaped to five dimensions with 1s at `ones` (two positions), then an
+/// element-wise op and a product on the view, then squeezed back: values, flattened.
+fn unit_reshapes<B: Backend>(
+    shape: [usize; 3],
+    view: View,
+    ones: [usize; 2],
+    seed: u64,
+) -> Vec<Vec<f32>> {
+    let x = viewed::<B>(shape, view, seed);
+    let mut dims: Vec<usize> = shape.to_vec();
+    dims.insert(ones[0].min(3), 1);
+    dims.insert(ones[1].min(4), 1);
+    let five: [usize; 5] = dims.try_into().unwrap();
+    let y = x.reshape(five);
+    let probe = tensor::<B, 5>(five, seed ^ 9);
+    let back: Tensor<B, 3> = (y.clone() * 2.0 + probe).reshape(shape);
+    let squeezed_dims: Vec<usize> = shape.iter().copied().filter(|&d| d != 1).collect();
+    let flat = y.clone().reshape([shape.iter().product::<usize>()]);
+    let product = back
+        .clone()
+        .matmul(viewed::<B>([shape[0], shape[2], 3], view, seed ^ 3));
+    let mut out = vec![
+        y.into_data().to_vec().unwrap(),
+        back.into_data().to_vec().unwrap(),
+        flat.into_data().to_vec().unwrap(),
+        product.into_data().to_vec().unwrap(),
+    ];
+    if squeezed_dims.len() == 2 {
+        let squeezed = viewed::<B>(shape, view, seed).reshape([squeezed_dims[0], squeezed_dims[1]]);
+        out.push(squeezed.into_data().to_vec().unwrap());
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Patch change 21 on every kind of view: inserted and removed dimensions of size 1 read
+    /// the same values as ndarray's copies, and ops on the views compute the same.
+    #[test]
+    fn flex_unit_dimension_reshapes_equal_ndarrays(
+        shape in [1usize..5, 1usize..5, 1usize..5],
+        view in prop_oneof![
+            Just(View::Contiguous), Just(View::Swapped), Just(View::Narrowed),
+            Just(View::Flipped), Just(View::Permuted),
+        ],
+        ones in [0usize..5, 0usize..5],
+        seed in any::<u64>(),
+    ) {
+        let flex = unit_reshapes::<Flex>(shape, view, ones, seed);
+        let ndarray = unit_reshapes::<NdArray>(shape, view, ones, seed);
+        prop_assert_eq!(flex.len(), ndarray.len());
+        for (f, r) in flex.iter().zip(&ndarray) {
+            assert_matmul_close(f, r, &format!("{shape:?} as {view:?}, ones at {ones:?}"));
+        }
+    }
+}
+
 /// `x · weight` with `x` `[2, rows / 2, k]` (or `[rows, k]` when `rows` is odd) and `weight`
 /// `[k, n]`: a `Linear`'s forward, flattened.
 fn linear_product<B: Backend>(x: &Tensor<B, 2>, weight: &Tensor<B, 2>) -> Vec<f32> {

@@ -291,19 +291,47 @@ impl Layout {
         )
     }
 
-    /// Reshape to a new shape. Only works if contiguous with zero offset.
+    /// Reshape to a new shape: contiguous with zero offset, or (foil's patch) any layout when
+    /// only dimensions of size 1 are inserted or removed.
     ///
-    /// Returns None if not contiguous or has non-zero offset (would require data copy).
+    /// Returns None otherwise (would require data copy).
     pub fn reshape(&self, new_shape: Shape) -> Option<Self> {
-        if !self.is_contiguous() || self.start_offset != 0 {
-            return None;
-        }
         debug_assert_eq!(
             self.num_elements(),
             new_shape.num_elements(),
             "reshape must preserve total elements"
         );
+        if !self.is_contiguous() || self.start_offset != 0 {
+            return self.reshape_unit_dims(new_shape);
+        }
         Some(Self::contiguous(new_shape))
+    }
+
+    /// foil's patch: a reshape that only inserts or removes dimensions of size 1 (an
+    /// `unsqueeze`, as burn's `linear` does to a `Linear`'s weight, or a `squeeze`) as a view of
+    /// any layout: the other dimensions keep their sizes, order and strides. `None` when the
+    /// reshape changes another dimension.
+    fn reshape_unit_dims(&self, new_shape: Shape) -> Option<Self> {
+        let old = (0..self.shape.num_dims())
+            .filter(|&d| self.shape[d] != 1)
+            .map(|d| (self.shape[d], self.strides[d]));
+        let new = (0..new_shape.num_dims()).filter(|&d| new_shape[d] != 1);
+        if !old.clone().map(|(size, _)| size).eq(new.map(|d| new_shape[d])) {
+            return None;
+        }
+        let mut kept = old.map(|(_, stride)| stride).collect::<Vec<_>>();
+        // A dimension of size 1 takes the stride a contiguous layout would give it.
+        let mut strides = vec![0isize; new_shape.num_dims()];
+        let mut inner = 1isize;
+        for d in (0..new_shape.num_dims()).rev() {
+            strides[d] = if new_shape[d] == 1 {
+                inner
+            } else {
+                kept.pop().expect("as many dimensions above size 1")
+            };
+            inner = strides[d].abs() * new_shape[d] as isize;
+        }
+        Some(Self::new(new_shape, strides, self.start_offset))
     }
 
     /// Compute linear index from multi-dimensional indices.

@@ -12,6 +12,8 @@ use burn_std::{Bytes, Shape, bf16, f16};
 
 use crate::{FlexTensor, Layout};
 
+pub use super::matmul_packed::set_packed_matmul;
+
 /// Types that can be used with gemm-based matmul.
 /// Only implement for types that `gemm::gemm` dispatches on via TypeId (f32, f64, f16).
 trait GemmScalar: Element + bytemuck::Pod {

@@ -43,7 +43,7 @@ const PARALLEL_THRESHOLD: usize = 192 * 192 * 192;
 /// The product `lhs · rhs` by this path, or `None` where it does not apply (then the caller
 /// uses gemm).
 pub(crate) fn matmul(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<FlexTensor> {
-    if !cpu() || lhs.dtype() != DType::F32 || rhs.dtype() != DType::F32 || !lhs.is_contiguous() {
+    if !switch::on() || !cpu() || lhs.dtype() != DType::F32 || rhs.dtype() != DType::F32 || !lhs.is_contiguous() {
         return None;
     }
     let lhs_shape = lhs.layout().shape();
@@ -79,6 +79,39 @@ pub(crate) fn matmul(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<FlexTensor> {
     };
     product.run(output.storage_mut::<f32>());
     Some(output)
+}
+
+/// Sets whether f32 products called from this thread may take this path, from the next call
+/// on (the default: yes; other threads keep theirs; without `std`, every thread's). A switch
+/// for measuring the path against gemm on the same build (`tools/gemm-split` and
+/// `examples/published_step` in foil's repository) and for a process that cannot spare the
+/// kept panels' memory: off, nothing more is kept, and what was kept is freed with its weights.
+pub fn set_packed_matmul(on: bool) {
+    switch::set(on);
+}
+
+/// The calling thread's switch (a thread-local flag; without `std`, one for the process).
+mod switch {
+    #[cfg(feature = "std")]
+    std::thread_local! {
+        static ON: core::cell::Cell<bool> = const { core::cell::Cell::new(true) };
+    }
+    #[cfg(not(feature = "std"))]
+    static ON: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
+
+    pub(super) fn set(on: bool) {
+        #[cfg(feature = "std")]
+        ON.with(|flag| flag.set(on));
+        #[cfg(not(feature = "std"))]
+        ON.store(on, core::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(super) fn on() -> bool {
+        #[cfg(feature = "std")]
+        return ON.with(|flag| flag.get());
+        #[cfg(not(feature = "std"))]
+        ON.load(core::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// How a right-hand matrix's `k x n` values lie in memory.
