@@ -320,7 +320,8 @@ impl Layout {
             return None;
         }
         let mut kept = old.map(|(_, stride)| stride).collect::<Vec<_>>();
-        // A dimension of size 1 takes the stride a contiguous layout would give it.
+        // A dimension of size 1 takes the next one's stride times its size (1 for the last), as
+        // PyTorch's unsqueeze: never 0, which element-wise ops read as a broadcast.
         let mut strides = vec![0isize; new_shape.num_dims()];
         let mut inner = 1isize;
         for d in (0..new_shape.num_dims()).rev() {
