@@ -24,6 +24,9 @@ use foil::core::{Denoiser, ImageEncoder, Result};
 use foil::diffusion::{Codec, Decoder};
 use foil::pipeline::load_kandinsky;
 
+/// One timed network call.
+type Call<'a> = dyn Fn() -> Result<()> + 'a;
+
 /// What the example does after loading.
 #[derive(Clone, Copy)]
 enum Mode {
@@ -60,7 +63,7 @@ fn run<B: Backend>(decoder: &str, prior: &str, mode: Mode) -> Result<()> {
     let cond = k.encode(image.clone())?;
     let latents = k.to_latents(image.clone())?;
     let null = k.null_condition(&device)?;
-    let calls: [(&str, Box<dyn Fn() -> Result<()>>); 4] = [
+    let calls: [(&str, Box<Call>); 4] = [
         (
             "CLIP embedding (1 image)",
             Box::new(|| k.encode(image.clone()).map(|e| drop(e.into_data()))),
@@ -94,7 +97,7 @@ fn run<B: Backend>(decoder: &str, prior: &str, mode: Mode) -> Result<()> {
 
 /// One untimed call, then `rounds` rounds of a call with burn-flex's packed products and one
 /// without; prints every time and the medians.
-fn repeat(what: &str, call: &dyn Fn() -> Result<()>, rounds: usize) -> Result<()> {
+fn repeat(what: &str, call: &Call, rounds: usize) -> Result<()> {
     call()?;
     let (mut on, mut off) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
@@ -115,7 +118,7 @@ fn repeat(what: &str, call: &dyn Fn() -> Result<()>, rounds: usize) -> Result<()
 }
 
 /// The wall time of one call.
-fn seconds(call: &dyn Fn() -> Result<()>) -> Result<f64> {
+fn seconds(call: &Call) -> Result<f64> {
     let start = Instant::now();
     call()?;
     Ok(start.elapsed().as_secs_f64())
