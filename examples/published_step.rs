@@ -24,9 +24,6 @@ use foil::core::{Denoiser, ImageEncoder, Result};
 use foil::diffusion::{Codec, Decoder};
 use foil::pipeline::load_kandinsky;
 
-/// One timed network call.
-type Call<'a> = dyn Fn() -> Result<()> + 'a;
-
 /// What the example does after loading.
 #[derive(Clone, Copy)]
 enum Mode {
@@ -60,50 +57,43 @@ fn run<B: Backend>(decoder: &str, prior: &str, mode: Mode) -> Result<()> {
         return Ok(());
     }
     let image = Tensor::<B, 4>::random([1, 3, 512, 512], Distribution::Uniform(-1.0, 1.0), &device);
-    let cond = k.encode(image.clone())?;
-    let latents = k.to_latents(image.clone())?;
+    let cond = timed("CLIP embedding (1 image)", mode, || k.encode(image.clone()))?;
+    let latents = timed("MoVQ encode (1 image)", mode, || {
+        k.to_latents(image.clone())
+    })?;
     let null = k.null_condition(&device)?;
-    let calls: [(&str, Box<Call>); 4] = [
-        (
-            "CLIP embedding (1 image)",
-            Box::new(|| k.encode(image.clone()).map(|e| drop(e.into_data()))),
-        ),
-        (
-            "MoVQ encode (1 image)",
-            Box::new(|| k.to_latents(image.clone()).map(|l| drop(l.into_data()))),
-        ),
-        (
-            "UNet step, batch 2 (guidance)",
-            Box::new(|| {
-                let x = Tensor::cat(vec![latents.clone(), latents.clone()], 0);
-                let c = Tensor::cat(vec![null.clone(), cond.clone()], 0);
-                k.forward(x, &[501, 501], Some(c))
-                    .map(|out| drop(out.eps.into_data()))
-            }),
-        ),
-        (
-            "MoVQ decode (1 image)",
-            Box::new(|| k.to_images(latents.clone()).map(|i| drop(i.into_data()))),
-        ),
-    ];
-    for (what, call) in &calls {
-        match mode {
-            Mode::Repeat(rounds) => repeat(what, call, rounds)?,
-            _ => println!("{what}: {:.2} s", seconds(call)?),
-        }
-    }
+    timed("UNet step, batch 2 (guidance)", mode, || {
+        let x = Tensor::cat(vec![latents.clone(), latents.clone()], 0);
+        let c = Tensor::cat(vec![null.clone(), cond.clone()], 0);
+        Ok(k.forward(x, &[501, 501], Some(c))?.eps.into_data())
+    })?;
+    timed("MoVQ decode (1 image)", mode, || {
+        Ok(k.to_images(latents.clone())?.into_data())
+    })?;
     Ok(())
 }
 
-/// One untimed call, then `rounds` rounds of a call with burn-flex's packed products and one
-/// without; prints every time and the medians.
-fn repeat(what: &str, call: &Call, rounds: usize) -> Result<()> {
-    call()?;
+/// Runs `f` as `mode` says and prints its times: once (`step`), or once untimed, then `rounds`
+/// rounds of one call with burn-flex's packed products and one without (`repeat`), with the
+/// medians. Returns the first call's output.
+fn timed<T>(what: &str, mode: Mode, f: impl Fn() -> Result<T>) -> Result<T> {
+    let seconds = || -> Result<f64> {
+        let start = Instant::now();
+        f()?;
+        Ok(start.elapsed().as_secs_f64())
+    };
+    let Mode::Repeat(rounds) = mode else {
+        let start = Instant::now();
+        let out = f()?;
+        println!("{what}: {:.2} s", start.elapsed().as_secs_f64());
+        return Ok(out);
+    };
+    let out = f()?;
     let (mut on, mut off) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         for (packed, times) in [(true, &mut on), (false, &mut off)] {
             set_packed_matmul(packed);
-            times.push(seconds(call)?);
+            times.push(seconds()?);
         }
     }
     set_packed_matmul(true);
@@ -114,14 +104,7 @@ fn repeat(what: &str, call: &Call, rounds: usize) -> Result<()> {
         median(&off),
         list(&off)
     );
-    Ok(())
-}
-
-/// The wall time of one call.
-fn seconds(call: &Call) -> Result<f64> {
-    let start = Instant::now();
-    call()?;
-    Ok(start.elapsed().as_secs_f64())
+    Ok(out)
 }
 
 /// The median of `times` (the upper one of an even count).

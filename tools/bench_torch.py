@@ -101,20 +101,26 @@ def resnet_tracked():
     return classifier_grad(torchvision.models.resnet18(weights=None), tracked=True)
 
 
-def kandinsky_unet():
+def kandinsky_unet(full=False):
+    """The decoder UNet on one latent under the null and the edited condition (batch 2). Mid
+    size: widths 128-512, latents 32 x 32, then the guidance sum; `full`: the published widths,
+    latents 64 x 64 (512 px), the epsilon half, as examples/published_step.rs."""
     from diffusers import UNet2DConditionModel
     from record_kandinsky import UNET_FULL
 
-    cfg = dict(UNET_FULL, block_out_channels=[128, 256, 384, 512], sample_size=32)
+    cfg = UNET_FULL if full else dict(UNET_FULL, block_out_channels=[128, 256, 384, 512], sample_size=32)
+    side = 64 if full else 32
     model = UNet2DConditionModel(**cfg).eval()
-    latent = torch.randn(1, 4, 32, 32)
+    latent = torch.randn(1, 4, side, side)
     latents = torch.cat([latent, latent])
     embeds = torch.randn(BATCH, cfg["encoder_hid_dim"])
-    t = torch.full((BATCH,), 500, dtype=torch.int64)
+    t = torch.full((BATCH,), 501 if full else 500, dtype=torch.int64)
 
     def run():
         with torch.no_grad():
             out = model(latents, t, encoder_hidden_states=None, added_cond_kwargs={"image_embeds": embeds}).sample
+            if full:
+                return out[:, :4]
             uncond, cond = out[:, :4].chunk(2)
             return uncond + GUIDANCE * (cond - uncond)
 
@@ -174,24 +180,6 @@ def lpips_alex():
     return run
 
 
-def kandinsky_unet_full():
-    from diffusers import UNet2DConditionModel
-    from record_kandinsky import UNET_FULL
-
-    model = UNet2DConditionModel(**UNET_FULL).eval()
-    latent = torch.randn(1, 4, 64, 64)
-    latents = torch.cat([latent, latent])
-    embeds = torch.randn(BATCH, UNET_FULL["encoder_hid_dim"])
-    t = torch.full((BATCH,), 501, dtype=torch.int64)
-
-    def run():
-        with torch.no_grad():
-            out = model(latents, t, encoder_hidden_states=None, added_cond_kwargs={"image_embeds": embeds}).sample
-            return out[:, :4]
-
-    return run
-
-
 def movq_full(encode):
     from diffusers import VQModel
     from record_kandinsky import MOVQ_FULL
@@ -238,7 +226,7 @@ NETWORKS = {
 # `step` and `repeat N` modes; docs/published.md): only by name with --only (minutes each, and
 # up to 8 GB of memory), never in the default set.
 FULL_NETWORKS = {
-    "kandinsky_unet_full": kandinsky_unet_full,
+    "kandinsky_unet_full": lambda: kandinsky_unet(full=True),
     "movq_encode_full": lambda: movq_full(encode=True),
     "movq_decode_full": lambda: movq_full(encode=False),
     "clip_bigg": clip_bigg,

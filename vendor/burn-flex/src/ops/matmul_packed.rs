@@ -43,7 +43,8 @@ const PARALLEL_THRESHOLD: usize = 192 * 192 * 192;
 /// The product `lhs · rhs` by this path, or `None` where it does not apply (then the caller
 /// uses gemm).
 pub(crate) fn matmul(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<FlexTensor> {
-    if !switch::on() || !cpu() || lhs.dtype() != DType::F32 || rhs.dtype() != DType::F32 || !lhs.is_contiguous() {
+    let f32s = lhs.dtype() == DType::F32 && rhs.dtype() == DType::F32;
+    if !switch::on() || !cpu() || !f32s || !lhs.is_contiguous() {
         return None;
     }
     let lhs_shape = lhs.layout().shape();
@@ -83,8 +84,8 @@ pub(crate) fn matmul(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<FlexTensor> {
 
 /// Sets whether f32 products called from this thread may take this path, from the next call
 /// on (the default: yes; other threads keep theirs; without `std`, every thread's). A switch
-/// for measuring the path against gemm on the same build (`tools/gemm-split` and
-/// `examples/published_step` in foil's repository) and for a process that cannot spare the
+/// for measuring the path against gemm on the same build (`examples/published_step` in
+/// foil's repository, `repeat N`) and for a process that cannot spare the
 /// kept panels' memory: off, nothing more is kept, and what was kept is freed with its weights.
 pub fn set_packed_matmul(on: bool) {
     switch::set(on);
