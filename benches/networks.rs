@@ -13,6 +13,13 @@
 //! | `clip_b32` | CLIP ViT-B/32 vision tower with projection, batch 2, 224 px |
 //! | `lpips_alex` | LPIPS with AlexNet, distance between two batches of 2 images, 64 px |
 //!
+//! Every network but the tracked ResNet and LPIPS is built as a user's file gives it: the
+//! publisher's names and PyTorch shapes with random values, read through foil's loader
+//! ([`loaded`]), so each parameter sits in memory as a loaded one does (a `Linear`'s weight a
+//! transposed view of PyTorch's `[out, in]`, where `Config::init` leaves a contiguous
+//! `[in, out]`; docs/performance.md, 2026-12-04, found a copy that only the loaded layout
+//! paid). LPIPS's convolutions are laid out alike either way.
+//!
 //! Each network has a criterion group with one benchmark per backend, `flex` (burn-flex) and
 //! `ndarray` (burn-ndarray), and `cuda` / `wgpu` when those features are on (every call ends by
 //! reading its result back, so GPU timings include the device's work); results land in `target/criterion/<id>/<backend>/new/`. Networks
@@ -48,6 +55,7 @@ use foil::models::clip::ClipVisionConfig;
 use foil::models::densenet::DenseNetConfig;
 use foil::models::kandinsky::{MoVqConfig, UNetConfig};
 use foil::models::resnet::ResNetConfig;
+use foil::models::weights::{TensorFile, Weights};
 
 /// mimalloc reuses freed tensor buffers (feature `mimalloc`, on by default; docs/performance.md).
 #[cfg(feature = "mimalloc")]
@@ -89,6 +97,45 @@ fn uniform<B: Backend, const D: usize>(shape: [usize; D], device: &B::Device) ->
 
 /// Benchmarks `run` on `state` as `<group>/<backend>`, building `state` only if the benchmark
 /// passes the command line's filter (criterion calls the closure once per sample).
+/// The network `build` makes from a file of random weights in its publisher's layout: the
+/// tensors it asks for (names, PyTorch shapes), values drawn on `device` (`Uniform(+-1 /
+/// sqrt(fan_in))` for a weight of rank 2 or more, 1 for a norm's scale and a running
+/// variance, `Uniform(+-0.02)` otherwise), read back through [`TensorFile`] as a loaded file
+/// is; every tensor drawn must be taken.
+fn loaded<B: Backend, M>(
+    device: &B::Device,
+    build: impl Fn(&Weights<'_, B>) -> foil::core::Result<M>,
+) -> M {
+    let recorder = Weights::<B>::recorder(device);
+    build(&recorder).expect("valid config");
+    let tensors = recorder.recorded().into_iter().map(|(name, shape)| {
+        let count = shape.iter().product::<usize>();
+        let fan_in = shape.iter().skip(1).product::<usize>();
+        let values = if shape.len() >= 2 {
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            draw::<B>(count, Distribution::Uniform(-bound, bound), device)
+        } else if name.ends_with("running_var") || (shape.len() == 1 && name.ends_with("weight")) {
+            vec![1.0; count]
+        } else {
+            draw::<B>(count, Distribution::Uniform(-0.02, 0.02), device)
+        };
+        (name, shape, values)
+    });
+    let file = TensorFile::from_values(tensors, "random weights").expect("consistent shapes");
+    let weights = Weights::from_file(file, device);
+    let model = build(&weights).expect("valid config");
+    weights.finish().expect("every tensor taken");
+    model
+}
+
+/// `count` values from `distribution`, drawn on `device`.
+fn draw<B: Backend>(count: usize, distribution: Distribution, device: &B::Device) -> Vec<f32> {
+    Tensor::<B, 1>::random([count], distribution, device)
+        .into_data()
+        .to_vec::<f32>()
+        .expect("f32 values")
+}
+
 fn bench<S>(
     group: &mut BenchmarkGroup<'_, WallTime>,
     backend: &str,
@@ -126,9 +173,7 @@ fn adm<B: Backend>(group: &mut BenchmarkGroup<'_, WallTime>, backend: &str) {
         || {
             let device = B::Device::default();
             B::seed(&device, 0);
-            let model = AdmConfig::dime_celeba128()
-                .init::<B>(&device)
-                .expect("valid config");
+            let model = loaded(&device, |w| AdmConfig::dime_celeba128().build(w));
             let x = normal::<B, 4>([BATCH, 3, 128, 128], &device);
             (model, x)
         },
@@ -176,7 +221,7 @@ fn densenet<B: Backend>(group: &mut BenchmarkGroup<'_, WallTime>, backend: &str)
         group,
         backend,
         false,
-        |d| DenseNetConfig::densenet121().init(d).expect("valid config"),
+        |d| loaded(d, |w| DenseNetConfig::densenet121().build(w)),
         |m, x| m.forward(x),
     );
 }
@@ -186,7 +231,7 @@ fn resnet<B: Backend>(group: &mut BenchmarkGroup<'_, WallTime>, backend: &str) {
         group,
         backend,
         false,
-        |d| ResNetConfig::resnet18().init(d).expect("valid config"),
+        |d| loaded(d, |w| ResNetConfig::resnet18().build(w)),
         |m, x| m.forward(x),
     );
 }
@@ -209,7 +254,7 @@ fn kandinsky_unet<B: Backend>(group: &mut BenchmarkGroup<'_, WallTime>, backend:
             let device = B::Device::default();
             B::seed(&device, 0);
             let config = kandinsky_unet_config();
-            let model = config.init::<B>(&device).expect("valid config");
+            let model = loaded(&device, |w| config.build(w));
             // One latent, twice: the null condition, then the edited one.
             let latent = normal::<B, 4>([1, 4, 32, 32], &device);
             let latents = Tensor::cat(vec![latent.clone(), latent], 0);
@@ -235,7 +280,7 @@ fn movq<B: Backend>(group: &mut BenchmarkGroup<'_, WallTime>, backend: &str) {
         || {
             let device = B::Device::default();
             B::seed(&device, 0);
-            let model = movq_config().init::<B>(&device).expect("valid config");
+            let model = loaded(&device, |w| movq_config().build(w));
             let latents = normal::<B, 4>([BATCH, 4, 32, 32], &device);
             (model, latents)
         },
@@ -255,9 +300,7 @@ fn clip<B: Backend>(group: &mut BenchmarkGroup<'_, WallTime>, backend: &str) {
         || {
             let device = B::Device::default();
             B::seed(&device, 0);
-            let model = ClipVisionConfig::vit_b32()
-                .init::<B>(&device)
-                .expect("valid config");
+            let model = loaded(&device, |w| ClipVisionConfig::vit_b32().build(w));
             let pixels = normal::<B, 4>([BATCH, 3, 224, 224], &device);
             (model, pixels)
         },

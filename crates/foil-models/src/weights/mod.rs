@@ -262,6 +262,40 @@ impl TensorFile {
         Ok(file)
     }
 
+    /// Tensors `(name, PyTorch shape, values)` already in memory, as a file of them would
+    /// give them: for weights converted by the caller, or random weights in a publisher's
+    /// layout (a network built from them holds its parameters as a loaded one does). A value
+    /// count that is not its shape's product, or a name given twice, is an [`Error::Format`]
+    /// naming the tensor; `what` names them in errors.
+    pub fn from_values(
+        tensors: impl IntoIterator<Item = (String, Vec<usize>, Vec<f32>)>,
+        what: impl Into<String>,
+    ) -> Result<Self> {
+        let mut file = Self::empty(what.into());
+        for (name, shape, values) in tensors {
+            let expected: usize = shape.iter().product();
+            if values.len() != expected {
+                return Err(Error::format(
+                    file.what.clone(),
+                    format!(
+                        "{name}: shape {} holds {expected} values, found {}",
+                        fmt_dims(&shape),
+                        values.len()
+                    ),
+                ));
+            }
+            if file.tensors.contains_key(&name) {
+                return Err(Error::format(
+                    file.what.clone(),
+                    format!("{name}: given twice"),
+                ));
+            }
+            let data = Data::Values(values);
+            file.tensors.insert(name, Stored { shape, data });
+        }
+        Ok(file)
+    }
+
     fn empty(what: String) -> Self {
         Self {
             what,

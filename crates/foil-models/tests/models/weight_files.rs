@@ -292,6 +292,35 @@ fn every_tensor_reads_as_the_safetensors_crate_does() {
     assert!(read > 10, "{read} of {} files read", files.len());
 }
 
+/// Tensors given in memory read back as the file holding them does; a value count that is not
+/// the shape's product and a name given twice are errors naming the tensor.
+#[test]
+fn values_in_memory_read_as_their_file_does() {
+    let want = reference(&serialize(&mixed()));
+    let given = want
+        .iter()
+        .map(|(name, (shape, values))| (name.clone(), shape.clone(), values.clone()));
+    let mut file = TensorFile::from_values(given, "memory").unwrap();
+    assert_same(&take_all(&mut file), &want, "from_values");
+    file.finish().unwrap();
+
+    let short = TensorFile::from_values([("w".into(), vec![2, 3], vec![0.0; 5])], "memory");
+    let msg = short.unwrap_err().to_string();
+    assert!(
+        msg.contains("memory") && msg.contains("w: shape [2, 3] holds 6 values, found 5"),
+        "{msg}"
+    );
+    let twice = TensorFile::from_values(
+        [
+            ("w".into(), vec![1], vec![0.0]),
+            ("w".into(), vec![1], vec![1.0]),
+        ],
+        "memory",
+    );
+    let msg = twice.unwrap_err().to_string();
+    assert!(msg.contains("w: given twice"), "{msg}");
+}
+
 /// Every one of the 65536 half-precision patterns converts exactly (NaN to NaN), read from an
 /// `.fp16.safetensors` file found in its folder; so does every bfloat16 pattern.
 #[test]
