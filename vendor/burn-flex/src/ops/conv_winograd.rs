@@ -183,7 +183,7 @@ pub(crate) fn applies(
         && w_shape[1] >= MIN_CHANNELS
         && fits(x_shape[3], ph)
         && fits(x_shape[4], pw)
-        && match choice() {
+        && match choice::get() {
             WinogradChoice::Thresholds => {
                 let limits = thresholds(kept::keeps(weight, kernel, w_shape[0], w_shape[1]));
                 tiles >= limits.min_tiles
@@ -210,54 +210,20 @@ pub enum WinogradChoice {
     Never,
 }
 
-#[cfg(feature = "std")]
-std::thread_local! {
+super::kept::thread_switch! {
     /// The calling thread's [`WinogradChoice`].
-    static CHOICE: core::cell::Cell<WinogradChoice> =
-        const { core::cell::Cell::new(WinogradChoice::Thresholds) };
+    choice: WinogradChoice = WinogradChoice::Thresholds,
+    from_code |code| match code {
+        1 => WinogradChoice::Always,
+        2 => WinogradChoice::Never,
+        _ => WinogradChoice::Thresholds,
+    }
 }
 
 /// Sets which convolutions called from this thread take the Winograd path, from the next call
 /// on (other threads keep theirs; without `std`, every thread's).
 pub fn set_winograd_choice(choice: WinogradChoice) {
-    #[cfg(feature = "std")]
-    CHOICE.with(|c| c.set(choice));
-    #[cfg(not(feature = "std"))]
-    no_std_choice::set(choice);
-}
-
-/// The calling thread's [`WinogradChoice`].
-fn choice() -> WinogradChoice {
-    #[cfg(feature = "std")]
-    return CHOICE.with(|c| c.get());
-    #[cfg(not(feature = "std"))]
-    no_std_choice::get()
-}
-
-/// Without `std` (no thread-locals): one choice for the process.
-#[cfg(not(feature = "std"))]
-mod no_std_choice {
-    use super::WinogradChoice;
-    use core::sync::atomic::{AtomicU8, Ordering};
-
-    static CHOICE: AtomicU8 = AtomicU8::new(0);
-
-    pub(super) fn set(choice: WinogradChoice) {
-        let code = match choice {
-            WinogradChoice::Thresholds => 0,
-            WinogradChoice::Always => 1,
-            WinogradChoice::Never => 2,
-        };
-        CHOICE.store(code, Ordering::Relaxed);
-    }
-
-    pub(super) fn get() -> WinogradChoice {
-        match CHOICE.load(Ordering::Relaxed) {
-            1 => WinogradChoice::Always,
-            2 => WinogradChoice::Never,
-            _ => WinogradChoice::Thresholds,
-        }
-    }
+    choice::set(choice);
 }
 
 /// How a call's tiles are cut into tasks: `blocks` blocks of `block` tiles (whole lanes), the
@@ -779,160 +745,71 @@ unsafe fn gather_window_avx2(window: &[f32], w: usize, d: &mut [Lanes; POINTS]) 
     }
 }
 
-/// Transformed weights kept between calls: a sampler calls the same network dozens of times,
-/// and U (4x the weight, written through memory) was 7-9 % of a Kandinsky UNet step's samples
-/// with the weight transform redone at every call (`perf`, 2026-12-03, a 2-core Intel Xeon VM).
-///
-/// An entry is keyed by the weight's storage, held weakly: while the entry exists the storage's
-/// allocation cannot be reused by another tensor, and its bytes cannot change while any tensor
-/// still reads them (burn-flex writes in place only through `Arc::get_mut`, which fails while a
-/// weak reference exists, or `Arc::make_mut`, which then moves the bytes to a new allocation, so
-/// the entry no longer matches; `Arc::try_unwrap` takes the bytes only from the last tensor,
-/// which leaves the entry without a strong reference). Entries of freed storages are dropped
-/// at the next insertion; live ones stay until their storage is freed: no eviction, so a
-/// network called in a loop keeps its first layers' U when the whole does not fit. A weight is
-/// noted at its first call even where it does not take the path (without U): from its second
-/// call [`applies`] judges it with the thresholds for a kept U.
-#[cfg(feature = "std")]
+/// Transformed weights kept between calls (see [`super::kept`]): U is 4x the weight, written
+/// through memory, and was 7-9 % of a Kandinsky UNet step's samples with the transform redone at
+/// every call (`perf`, 2026-12-03, a 2-core Intel Xeon VM). A weight is noted at its first call
+/// even where it does not take the path (without U): from its second call [`applies`] judges it
+/// with the thresholds for a kept U.
 mod kept {
-    use alloc::sync::{Arc, Weak};
+    use alloc::sync::Arc;
     use alloc::vec::Vec;
     use burn_std::Bytes;
-    use std::sync::Mutex;
 
+    use super::super::kept::{Kept, Met, identifying_storage};
     use super::{Kernel, POINTS, transform_weights};
     use crate::FlexTensor;
 
     /// Bytes of U kept at most (all entries together).
     const BUDGET: usize = 256 << 20;
 
-    /// One weight met before, and its U once transformed.
-    struct Entry {
-        storage: Weak<Bytes>,
-        shape: Vec<usize>,
-        kernel: Kernel,
-        u: Option<Arc<Vec<f32>>>,
+    /// The transforms, keyed by a weight's storage, shape and kernel.
+    static KEPT: Kept<(Vec<usize>, Kernel)> = Kept::new(BUDGET);
+
+    /// `weight`'s storage when it identifies the weight: contiguous (a transposed view of the
+    /// same storage reads other kernels) and covering the whole storage.
+    fn storage(weight: &FlexTensor) -> Option<Arc<Bytes>> {
+        if !weight.is_contiguous() {
+            return None;
+        }
+        identifying_storage(weight, weight.layout().num_elements())
     }
 
-    impl Entry {
-        fn is(&self, storage: &Arc<Bytes>, shape: &[usize], kernel: Kernel) -> bool {
-            // Same allocation: the weak reference keeps it from being reused by another tensor.
-            core::ptr::eq(self.storage.as_ptr(), Arc::as_ptr(storage))
-                && self.storage.strong_count() > 0
-                && self.shape == shape
-                && self.kernel == kernel
-        }
-
-        /// Bytes of its U (none before it is transformed).
-        fn bytes(&self) -> usize {
-            self.u.as_ref().map_or(0, |u| u.len() * 4)
-        }
+    fn key(weight: &FlexTensor, kernel: Kernel) -> (Vec<usize>, Kernel) {
+        (weight.layout().shape().to_vec(), kernel)
     }
-
-    static KEPT: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 
     /// Whether `weight`'s U (read as `kernel`, `co` x `c` channels) is kept, or will be at this
-    /// call: the weight was met before (a weight seen once is likely a network's, called again
-    /// and again; one copied for a single call never is) and its U fits the budget. A weight not
-    /// met before is noted, so that its next call answers yes.
+    /// call: the weight was met before and its U fits the budget. A weight not met before is
+    /// noted, so that its next call answers yes.
     pub(super) fn keeps(weight: &FlexTensor, kernel: Kernel, co: usize, c: usize) -> bool {
-        let storage = weight.data_arc();
-        if !whole(weight, &storage) {
+        let Some(storage) = storage(weight) else {
             return false;
+        };
+        match KEPT.meet(&storage, key(weight, kernel)) {
+            Met::First => false,
+            Met::Again => KEPT.fits(POINTS * c * co * size_of::<f32>()),
+            Met::Kept(_) => true,
         }
-        let shape = weight.layout().shape();
-        let mut kept = lock();
-        if let Some(entry) = kept.iter().find(|e| e.is(&storage, shape, kernel)) {
-            return entry.u.is_some()
-                || kept.iter().map(Entry::bytes).sum::<usize>() + POINTS * c * co * 4 <= BUDGET;
-        }
-        kept.retain(|e| e.storage.strong_count() > 0);
-        kept.push(Entry {
-            storage: Arc::downgrade(&storage),
-            shape: shape.to_vec(),
-            kernel,
-            u: None,
-        });
-        false
     }
 
-    /// Whether `weight` is contiguous and covers its whole `storage`: only such a weight's
-    /// storage identifies it (another layout is copied at each call, a new storage each time).
-    fn whole(weight: &FlexTensor, storage: &Bytes) -> bool {
-        weight.is_contiguous()
-            && weight.layout().start_offset() == 0
-            && storage.len() == weight.layout().num_elements() * core::mem::size_of::<f32>()
-    }
-
-    /// The entries, also after a panic elsewhere while they were locked (they stay whole).
-    fn lock() -> std::sync::MutexGuard<'static, Vec<Entry>> {
-        KEPT.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// U of `weight` (f32) read as `kernel`: the kept one, or a new one, kept when the weight
-    /// is contiguous, covers its whole storage and the budget allows.
+    /// U of `weight` (f32) read as `kernel`: the kept one, or a new one, kept when the weight's
+    /// storage identifies it and the budget allows.
     pub(super) fn transformed(
         weight: &FlexTensor,
         kernel: Kernel,
         co: usize,
         c: usize,
     ) -> Arc<Vec<f32>> {
-        let storage = weight.data_arc();
-        let shape = weight.layout().shape().to_vec();
-        let whole = whole(weight, &storage);
-        if whole {
-            let kept = lock();
-            let found = kept.iter().find(|e| e.is(&storage, &shape, kernel));
-            if let Some(u) = found.and_then(|e| e.u.as_ref()) {
-                return Arc::clone(u);
-            }
+        let storage = storage(weight);
+        if let Some(u) = storage.as_ref().and_then(|s| KEPT.get(s, &key(weight, kernel))) {
+            return u;
         }
         let contiguous = weight.to_contiguous();
         let u = Arc::new(transform_weights(contiguous.storage::<f32>(), kernel, co, c));
-        if whole {
-            let mut kept = lock();
-            kept.retain(|e| e.storage.strong_count() > 0);
-            let used: usize = kept.iter().map(Entry::bytes).sum();
-            if used + u.len() * 4 <= BUDGET {
-                match kept.iter_mut().find(|e| e.is(&storage, &shape, kernel)) {
-                    Some(entry) if entry.u.is_some() => {}
-                    Some(entry) => entry.u = Some(Arc::clone(&u)),
-                    None => kept.push(Entry {
-                        storage: Arc::downgrade(&storage),
-                        shape,
-                        kernel,
-                        u: Some(Arc::clone(&u)),
-                    }),
-                }
-            }
+        match storage {
+            Some(storage) => KEPT.keep(&storage, key(weight, kernel), u.clone()).unwrap_or(u),
+            None => u,
         }
-        u
-    }
-}
-
-/// Without `std` (no lock): U is transformed at every call.
-#[cfg(not(feature = "std"))]
-mod kept {
-    use alloc::sync::Arc;
-    use alloc::vec::Vec;
-
-    use super::{Kernel, transform_weights};
-    use crate::FlexTensor;
-
-    /// Never: nothing is kept.
-    pub(super) fn keeps(_weight: &FlexTensor, _kernel: Kernel, _co: usize, _c: usize) -> bool {
-        false
-    }
-
-    /// U of `weight` (f32) read as `kernel`.
-    pub(super) fn transformed(
-        weight: &FlexTensor,
-        kernel: Kernel,
-        co: usize,
-        c: usize,
-    ) -> Arc<Vec<f32>> {
-        let contiguous = weight.to_contiguous();
-        Arc::new(transform_weights(contiguous.storage::<f32>(), kernel, co, c))
     }
 }
 

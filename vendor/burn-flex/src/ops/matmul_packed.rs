@@ -44,7 +44,7 @@ const PARALLEL_THRESHOLD: usize = 192 * 192 * 192;
 /// uses gemm).
 pub(crate) fn matmul(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<FlexTensor> {
     let f32s = lhs.dtype() == DType::F32 && rhs.dtype() == DType::F32;
-    if !switch::on() || !cpu() || !f32s || !lhs.is_contiguous() {
+    if !switch::get() || !cpu() || !f32s || !lhs.is_contiguous() {
         return None;
     }
     let lhs_shape = lhs.layout().shape();
@@ -91,28 +91,10 @@ pub fn set_packed_matmul(on: bool) {
     switch::set(on);
 }
 
-/// The calling thread's switch (a thread-local flag; without `std`, one for the process).
-mod switch {
-    #[cfg(feature = "std")]
-    std::thread_local! {
-        static ON: core::cell::Cell<bool> = const { core::cell::Cell::new(true) };
-    }
-    #[cfg(not(feature = "std"))]
-    static ON: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
-
-    pub(super) fn set(on: bool) {
-        #[cfg(feature = "std")]
-        ON.with(|flag| flag.set(on));
-        #[cfg(not(feature = "std"))]
-        ON.store(on, core::sync::atomic::Ordering::Relaxed);
-    }
-
-    pub(super) fn on() -> bool {
-        #[cfg(feature = "std")]
-        return ON.with(|flag| flag.get());
-        #[cfg(not(feature = "std"))]
-        ON.load(core::sync::atomic::Ordering::Relaxed)
-    }
+super::kept::thread_switch! {
+    /// The calling thread's switch (without `std`, the process's).
+    switch: bool = true,
+    from_code |code| code != 0
 }
 
 /// How a right-hand matrix's `k x n` values lie in memory.
@@ -343,19 +325,14 @@ unsafe fn kernel(_: Tile, _: *const f32, _: usize) {
     unreachable!("the packed product runs on x86_64 only")
 }
 
-/// Packed right-hand matrices kept between calls, as `conv_winograd`'s transformed weights
-/// (its `kept` module says why an entry keyed by the storage's allocation, held weakly, cannot
-/// go stale): a sampler calls the same network dozens of times, and repacking a weight at every
-/// call was a fifth of CLIP ViT-B/32's time. A matrix is noted at its first call and packed at
-/// its second (a matrix seen once is usually a temporary); entries of freed storages are
-/// dropped at the next insertion. The packed copies together stay under [`kept::BUDGET`].
-#[cfg(feature = "std")]
+/// Packed right-hand matrices kept between calls (see [`super::kept`]): repacking a weight at
+/// every call was a fifth of CLIP ViT-B/32's time. The packed copies together stay under
+/// [`kept::BUDGET`].
 mod kept {
-    use alloc::sync::{Arc, Weak};
+    use alloc::sync::Arc;
     use alloc::vec::Vec;
-    use burn_std::Bytes;
-    use std::sync::Mutex;
 
+    use super::super::kept::{Kept, Met, identifying_storage};
     use super::{Matrix, MatrixLayout};
     use crate::FlexTensor;
 
@@ -363,96 +340,26 @@ mod kept {
     /// tower (340 MB of f32 weights in its linear layers) fits.
     pub(super) const BUDGET: usize = 512 << 20;
 
-    /// One matrix met before, and its panels once packed.
-    struct Entry {
-        storage: Weak<Bytes>,
-        k: usize,
-        n: usize,
-        layout: MatrixLayout,
-        packed: Option<Arc<Vec<f32>>>,
-    }
-
-    impl Entry {
-        fn is(&self, storage: &Arc<Bytes>, b: &Matrix<'_>) -> bool {
-            core::ptr::eq(self.storage.as_ptr(), Arc::as_ptr(storage))
-                && self.storage.strong_count() > 0
-                && (self.k, self.n, self.layout) == (b.k, b.n, b.layout)
-        }
-
-        fn bytes(&self) -> usize {
-            self.packed.as_ref().map_or(0, |p| p.len() * 4)
-        }
-    }
-
-    static KEPT: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
-
-    fn lock() -> std::sync::MutexGuard<'static, Vec<Entry>> {
-        KEPT.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
+    /// The packed panels, keyed by a matrix's storage, `k`, `n` and layout.
+    static KEPT: Kept<(usize, usize, MatrixLayout)> = Kept::new(BUDGET);
 
     /// The kept panels of `rhs` (read as `b`): `None` at its first call (it is noted), when it
     /// does not cover its whole storage (its storage does not identify it) or when the budget
     /// is spent; packed and kept at its second call.
     pub(super) fn packed(rhs: &FlexTensor, b: &Matrix<'_>) -> Option<Arc<Vec<f32>>> {
-        let storage = rhs.data_arc();
-        if rhs.layout().start_offset() != 0 || storage.len() != b.k * b.n * 4 {
-            return None;
-        }
-        {
-            let mut kept = lock();
-            match kept.iter().find(|e| e.is(&storage, b)) {
-                Some(entry) => {
-                    if let Some(packed) = &entry.packed {
-                        return Some(Arc::clone(packed));
-                    }
-                }
-                None => {
-                    kept.retain(|e| e.storage.strong_count() > 0);
-                    kept.push(Entry {
-                        storage: Arc::downgrade(&storage),
-                        k: b.k,
-                        n: b.n,
-                        layout: b.layout,
-                        packed: None,
-                    });
+        let storage = identifying_storage(rhs, b.k * b.n)?;
+        let key = (b.k, b.n, b.layout);
+        match KEPT.meet(&storage, key) {
+            Met::First => None,
+            Met::Kept(packed) => Some(packed),
+            Met::Again => {
+                // Packed outside the lock, if it fits.
+                let bytes = b.n.div_ceil(super::NR) * super::NR * b.k * size_of::<f32>();
+                if !KEPT.fits(bytes) {
                     return None;
                 }
+                KEPT.keep(&storage, key, Arc::new(super::pack(b)))
             }
         }
-        // Met before, not packed yet: pack outside the lock if it fits, then keep it.
-        let bytes = b.n.div_ceil(super::NR) * super::NR * b.k * 4;
-        let fits = |kept: &mut Vec<Entry>| {
-            kept.retain(|e| e.storage.strong_count() > 0);
-            kept.iter().map(Entry::bytes).sum::<usize>() + bytes <= BUDGET
-        };
-        if !fits(&mut lock()) {
-            return None;
-        }
-        let packed = Arc::new(super::pack(b));
-        let mut kept = lock();
-        if !fits(&mut kept) {
-            return None;
-        }
-        if let Some(entry) = kept.iter_mut().find(|e| e.is(&storage, b)) {
-            match &entry.packed {
-                Some(theirs) => return Some(Arc::clone(theirs)),
-                None => entry.packed = Some(Arc::clone(&packed)),
-            }
-        }
-        Some(packed)
-    }
-}
-
-/// Without `std` nothing is kept: every call packs its panels as it goes.
-#[cfg(not(feature = "std"))]
-mod kept {
-    use alloc::sync::Arc;
-    use alloc::vec::Vec;
-
-    use super::Matrix;
-    use crate::FlexTensor;
-
-    pub(super) fn packed(_: &FlexTensor, _: &Matrix<'_>) -> Option<Arc<Vec<f32>>> {
-        None
     }
 }

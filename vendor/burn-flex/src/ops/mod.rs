@@ -100,6 +100,7 @@ mod conv_col2im;
 mod conv_cols;
 mod conv_shifted;
 mod conv_winograd;
+mod kept;
 mod par;
 pub(crate) mod strided_rows;
 pub mod conv;
