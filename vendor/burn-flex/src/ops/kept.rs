@@ -22,7 +22,8 @@ use burn_std::Bytes;
 
 use crate::FlexTensor;
 
-/// What a [`Kept`] cache knows of a weight.
+/// What a [`Kept`] cache knows of a weight (without `std`, always [`Met::First`]).
+#[cfg_attr(not(feature = "std"), allow(dead_code))]
 pub(crate) enum Met {
     /// Not met before: noted now, so that its next call finds it.
     First,

@@ -142,7 +142,6 @@ fn cpu() -> bool {
 }
 
 /// `b` as panels of [`NR`] columns, `[N / NR][K][NR]`, the last one zero-padded.
-#[cfg(feature = "std")]
 fn pack(b: &Matrix<'_>) -> Vec<f32> {
     let mut out = vec![0.0f32; b.n.div_ceil(NR) * b.k * NR];
     for (p, panel) in out.chunks_exact_mut(b.k * NR).enumerate() {
