@@ -17,8 +17,11 @@
 //! publisher's names and PyTorch shapes with random values, read through foil's loader
 //! ([`loaded`]), so each parameter sits in memory as a loaded one does (a `Linear`'s weight a
 //! transposed view of PyTorch's `[out, in]`, where `Config::init` leaves a contiguous
-//! `[in, out]`; docs/performance.md, 2026-12-04, found a copy that only the loaded layout
-//! paid). LPIPS's convolutions are laid out alike either way.
+//! `[in, out]` in CLIP, the Kandinsky UNet, MoVQ and the classifiers' `fc`; ADM's init draws
+//! `[out, in]` already; docs/performance.md, 2026-12-04, found a copy that only the loaded
+//! layout paid). The tracked ResNet keeps `Config::init`: a loaded `Linear` weight is a
+//! detached transpose, so `fc`'s weight gradient would not be computed. LPIPS's convolutions
+//! are laid out alike either way.
 //!
 //! Each network has a criterion group with one benchmark per backend, `flex` (burn-flex) and
 //! `ndarray` (burn-ndarray), and `cuda` / `wgpu` when those features are on (every call ends by
@@ -31,8 +34,8 @@
 //! cargo bench --bench networks -- --noplot 'clip_b32/flex' # one network, one backend
 //! ```
 //!
-//! Each network is called twice untimed once built (its lazy weights drawn, burn-flex's kept
-//! copies of its weights made; `tools/bench_torch.py` makes one warm-up call), then ten samples
+//! Each network is called twice untimed once built (the lazy weights of the two `Config::init` rows
+//! drawn, burn-flex's kept copies of its weights made; `tools/bench_torch.py` makes one warm-up call), then ten samples
 //! (criterion's minimum) after a one-second warm-up, aiming at 5 s of measurement:
 //! the networks slower than 0.5 s get one call per sample. `--sample-size`, `--warm-up-time`
 //! and `--measurement-time` on the command line override that.
@@ -95,8 +98,6 @@ fn uniform<B: Backend, const D: usize>(shape: [usize; D], device: &B::Device) ->
     Tensor::random(shape, Distribution::Uniform(-1.0, 1.0), device)
 }
 
-/// Benchmarks `run` on `state` as `<group>/<backend>`, building `state` only if the benchmark
-/// passes the command line's filter (criterion calls the closure once per sample).
 /// The network `build` makes from a file of random weights in its publisher's layout: the
 /// tensors it asks for (names, PyTorch shapes), values drawn on `device` (`Uniform(+-1 /
 /// sqrt(fan_in))` for a weight of rank 2 or more, 1 for a norm's scale and a running
@@ -136,6 +137,8 @@ fn draw<B: Backend>(count: usize, distribution: Distribution, device: &B::Device
         .expect("f32 values")
 }
 
+/// Benchmarks `run` on `state` as `<group>/<backend>`, building `state` only if the benchmark
+/// passes the command line's filter (criterion calls the closure once per sample).
 fn bench<S>(
     group: &mut BenchmarkGroup<'_, WallTime>,
     backend: &str,

@@ -273,12 +273,13 @@ impl TensorFile {
     ) -> Result<Self> {
         let mut file = Self::empty(what.into());
         for (name, shape, values) in tensors {
-            let expected: usize = shape.iter().product();
-            if values.len() != expected {
+            let expected = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+            if expected != Some(values.len()) {
+                let holds = expected.map_or("more values than memory".into(), |n| n.to_string());
                 return Err(Error::format(
                     file.what.clone(),
                     format!(
-                        "{name}: shape {} holds {expected} values, found {}",
+                        "{name}: shape {} holds {holds}, found {} values",
                         fmt_dims(&shape),
                         values.len()
                     ),

@@ -292,8 +292,9 @@ fn every_tensor_reads_as_the_safetensors_crate_does() {
     assert!(read > 10, "{read} of {} files read", files.len());
 }
 
-/// Tensors given in memory read back as the file holding them does; a value count that is not
-/// the shape's product and a name given twice are errors naming the tensor.
+/// Tensors given in memory read back as the safetensors crate reads the file holding them; a
+/// value count that is not the shape's product (or a product past `usize`) and a name given
+/// twice are errors naming the tensor.
 #[test]
 fn values_in_memory_read_as_their_file_does() {
     let want = reference(&serialize(&mixed()));
@@ -307,9 +308,16 @@ fn values_in_memory_read_as_their_file_does() {
     let short = TensorFile::from_values([("w".into(), vec![2, 3], vec![0.0; 5])], "memory");
     let msg = short.unwrap_err().to_string();
     assert!(
-        msg.contains("memory") && msg.contains("w: shape [2, 3] holds 6 values, found 5"),
+        msg.contains("memory") && msg.contains("w: shape [2, 3] holds 6, found 5 values"),
         "{msg}"
     );
+    let huge = TensorFile::from_values([("h".into(), vec![usize::MAX, 2], vec![])], "memory");
+    let msg = huge.unwrap_err().to_string();
+    let want = format!(
+        "h: shape [{}, 2] holds more values than memory, found 0",
+        usize::MAX
+    );
+    assert!(msg.contains(&want), "{msg}");
     let twice = TensorFile::from_values(
         [
             ("w".into(), vec![1], vec![0.0]),
@@ -318,7 +326,10 @@ fn values_in_memory_read_as_their_file_does() {
         "memory",
     );
     let msg = twice.unwrap_err().to_string();
-    assert!(msg.contains("w: given twice"), "{msg}");
+    assert!(
+        msg.contains("memory") && msg.contains("w: given twice"),
+        "{msg}"
+    );
 }
 
 /// Every one of the 65536 half-precision patterns converts exactly (NaN to NaN), read from an

@@ -203,11 +203,11 @@ pub(crate) fn applies(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WinogradChoice {
     /// Those the thresholds of this CPU's GEMM kernels pick (the default).
-    Thresholds,
+    Thresholds = 0,
     /// Every one the path can compute (stride 1, f32, at least 16 channels in and out).
-    Always,
+    Always = 1,
     /// None.
-    Never,
+    Never = 2,
 }
 
 super::kept::thread_switch! {

@@ -10,9 +10,10 @@
 //! `Arc::get_mut`, which fails while a weak reference exists, or `Arc::make_mut`, which then
 //! moves the bytes to a new allocation, so the entry no longer matches; `Arc::try_unwrap`
 //! takes the bytes only from the last tensor, which leaves the entry without a strong
-//! reference). A weight is noted at its first call and its copy kept from its second (a tensor
-//! seen once is usually a temporary); entries of freed storages are dropped at the next
-//! insertion, live ones stay until their storage is freed (no eviction: a network called in a
+//! reference). A weight is noted when first met; a copy made for it is kept if the budget
+//! allows (the packed products make theirs from a weight's second call on, as a tensor seen
+//! once is usually a temporary; Winograd's U is made, and kept, at any call that takes the
+//! path); entries of freed storages are dropped at the next insertion or budget check, live ones stay until their storage is freed (no eviction: a network called in a
 //! loop keeps its first layers' copies when the whole does not fit the budget). Without `std`
 //! (no lock) nothing is kept.
 
@@ -34,8 +35,9 @@ pub(crate) enum Met {
 }
 
 /// The storage of `tensor` when it identifies the tensor: the tensor starts at its storage's
-/// first byte and covers all of its `elements` f32 values (a view inside a larger storage, or
-/// a copy made for one call, does not).
+/// first byte and covers all of its `elements` f32 values (a view inside a larger storage does
+/// not). Callers add what else their key needs (Winograd: contiguity, as its key holds no
+/// strides).
 pub(crate) fn identifying_storage(tensor: &FlexTensor, elements: usize) -> Option<Arc<Bytes>> {
     let storage = tensor.data_arc();
     (tensor.layout().start_offset() == 0 && storage.len() == elements * size_of::<f32>())
@@ -212,7 +214,8 @@ mod without_std {
 }
 
 /// Declares module `$name` holding a per-thread switch with values of `$ty` (a fieldless enum
-/// or `bool`: `Copy`, and cast to a `u8` code by `as`, which `$from` turns back), starting at
+/// with explicit discriminants, or `bool`: `Copy`, and cast to a `u8` code by `as`, which
+/// `$from` turns back; only builds without `std` use the codes), starting at
 /// `$default`: `set` changes the calling thread's value from its next call on, `get` reads it.
 /// Without `std` (no thread-locals), one value for the process.
 macro_rules! thread_switch {
