@@ -77,23 +77,19 @@ fn run<B: Backend>(decoder: &str, prior: &str, mode: Mode) -> Result<()> {
 /// rounds of one call with burn-flex's packed products and one without (`repeat`), with the
 /// medians. Returns the first call's output.
 fn timed<T>(what: &str, mode: Mode, f: impl Fn() -> Result<T>) -> Result<T> {
-    let seconds = || -> Result<f64> {
-        let start = Instant::now();
-        f()?;
-        Ok(start.elapsed().as_secs_f64())
-    };
+    let start = Instant::now();
+    let out = f()?;
     let Mode::Repeat(rounds) = mode else {
-        let start = Instant::now();
-        let out = f()?;
         println!("{what}: {:.2} s", start.elapsed().as_secs_f64());
         return Ok(out);
     };
-    let out = f()?;
     let (mut on, mut off) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         for (packed, times) in [(true, &mut on), (false, &mut off)] {
             set_packed_matmul(packed);
-            times.push(seconds()?);
+            let start = Instant::now();
+            f()?;
+            times.push(start.elapsed().as_secs_f64());
         }
     }
     set_packed_matmul(true);

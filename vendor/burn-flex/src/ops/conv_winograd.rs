@@ -763,7 +763,7 @@ mod kept {
     const BUDGET: usize = 256 << 20;
 
     /// The transforms, keyed by a weight's storage, shape and kernel.
-    static KEPT: Kept<(Vec<usize>, Kernel)> = Kept::new(BUDGET);
+    static KEPT: Kept<([usize; 5], Kernel)> = Kept::new(BUDGET);
 
     /// `weight`'s storage when it identifies the weight: contiguous (a transposed view of the
     /// same storage reads other kernels) and covering the whole storage.
@@ -774,8 +774,10 @@ mod kept {
         identifying_storage(weight, weight.layout().num_elements())
     }
 
-    fn key(weight: &FlexTensor, kernel: Kernel) -> (Vec<usize>, Kernel) {
-        (weight.layout().shape().to_vec(), kernel)
+    /// The key of `weight` (5-D, as `conv3d` holds a 2-D convolution's) read as `kernel`.
+    fn key(weight: &FlexTensor, kernel: Kernel) -> ([usize; 5], Kernel) {
+        let w = weight.layout().shape();
+        ([w[0], w[1], w[2], w[3], w[4]], kernel)
     }
 
     /// Whether `weight`'s U (read as `kernel`, `co` x `c` channels) is kept, or will be at this
@@ -801,13 +803,14 @@ mod kept {
         c: usize,
     ) -> Arc<Vec<f32>> {
         let storage = storage(weight);
-        if let Some(u) = storage.as_ref().and_then(|s| KEPT.get(s, &key(weight, kernel))) {
+        let key = key(weight, kernel);
+        if let Some(u) = storage.as_ref().and_then(|s| KEPT.get(s, &key)) {
             return u;
         }
         let contiguous = weight.to_contiguous();
         let u = Arc::new(transform_weights(contiguous.storage::<f32>(), kernel, co, c));
         match storage {
-            Some(storage) => KEPT.keep(&storage, key(weight, kernel), u.clone()).unwrap_or(u),
+            Some(storage) => KEPT.keep(&storage, key, u.clone()).unwrap_or(u),
             None => u,
         }
     }
