@@ -22,6 +22,9 @@
 #   --skip-torch / --skip-foil   reuse the other side's last results (target/bench/)
 #   --device D    cpu (default: PyTorch CPU against foil's flex and ndarray) or cuda (PyTorch CUDA
 #                 against foil's Cuda backend, built with `--features cuda`; scripts/gpu-check.sh)
+# Environment: FOIL_BENCH_BIN=<bench binary> times that binary (built elsewhere:
+#   scripts/gpu-pack.sh) instead of building one; FOIL_PYTHON=<python> runs PyTorch there
+#   instead of tools/.venv's (a GPU machine's own PyTorch: scripts/gpu-check.sh --prebuilt).
 # Results: target/bench/torch.jsonl (torch-cuda.jsonl), every round of both sides in
 # target/bench/rounds.jsonl (rounds-cuda.jsonl), criterion's
 # <target>/criterion/<network>/<backend>/new/estimates.json (tch's under target/tch-bench/target/), and the table in target/bench/table.md
@@ -48,7 +51,7 @@ while [[ $# -gt 0 ]]; do
     --device) device="$2"; shift ;;
     --rounds) rounds="$2"; shift ;;
     --backends) IFS=, read -r -a chosen_backends <<<"$2"; shift ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -77,7 +80,8 @@ for n in "${networks[@]}"; do
   [[ " ${ALL[*]} " == *" $n "* ]] || { echo "unknown network $n; expected some of: ${ALL[*]}" >&2; exit 2; }
 done
 
-PY=tools/.venv/bin/python
+PY=${FOIL_PYTHON:-tools/.venv/bin/python}
+BENCH_BIN=${FOIL_BENCH_BIN:-}
 OUT=target/bench
 # Where criterion writes (it follows CARGO_TARGET_DIR).
 CRIT="${CARGO_TARGET_DIR:-target}/criterion"
@@ -90,10 +94,21 @@ TORCH_OUT="$OUT/torch$suffix.jsonl"
 
 ROUNDS_OUT="$OUT/rounds$suffix.jsonl"
 : >"$ROUNDS_OUT"
-if [[ $run_foil == 1 && ${#foil_backends[@]} -gt 0 ]]; then
+if [[ -n $BENCH_BIN ]]; then
+  [[ -x $BENCH_BIN ]] || { echo "FOIL_BENCH_BIN=$BENCH_BIN is not an executable file" >&2; exit 2; }
+  [[ $tch == 0 ]] || { echo "FOIL_BENCH_BIN times foil's own backends, not tch" >&2; exit 2; }
+elif [[ $run_foil == 1 && ${#foil_backends[@]} -gt 0 ]]; then
   echo "== foil ($threads threads): building" >&2
   cargo bench --bench networks ${features[@]+"${features[@]}"} --no-run >&2
 fi
+# foil's bench, as `cargo bench` runs it (criterion times only with `--bench`).
+foil_bench() {
+  if [[ -n $BENCH_BIN ]]; then
+    "$BENCH_BIN" --bench "$@"
+  else
+    cargo bench --bench networks ${features[@]+"${features[@]}"} -- "$@"
+  fi
+}
 TCH_DIR=target/tch-bench
 # Its own target folder: burn is compiled with other features there.
 TCH_TARGET="$PWD/$TCH_DIR/target"
@@ -174,7 +189,7 @@ for line in open(sys.argv[1]):
     if [[ ${#foil_backends[@]} -gt 0 ]]; then
       echo "== round $round/$rounds: foil: $filter" >&2
       RAYON_NUM_THREADS=$threads MATMUL_NUM_THREADS=$threads \
-        cargo bench --bench networks ${features[@]+"${features[@]}"} -- --noplot "$filter" >&2
+        foil_bench --noplot "$filter" >&2
     fi
     if [[ $tch == 1 ]]; then
       echo "== round $round/$rounds: burn-tch: ^($nets)/tch\$" >&2

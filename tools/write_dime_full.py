@@ -22,7 +22,13 @@ authors' exact layouts, for the load-memory and step-time check of examples/mask
 Prints each network's parameter count and float32 bytes, and the bytes of the part the MaskDiME
 perceptual loss loads (`vgg19().features[:18]`). One network is built, saved and freed at a time.
 
-Usage: tools/.venv/bin/python tools/write_dime_full.py OUTDIR [--module] [--seed N]
+Where the DiME mirror is not at hand (a GPU machine that reaches nothing: scripts/gpu-check.sh),
+`--without-authors` builds the classifier file from torchvision's `densenet121` with its
+`classifier` replaced by a parameterless module, which is all the authors' `DenseNet121` is: the
+same names and shapes (checked against the authors' module whenever the mirror is there), but
+not loaded back by their `ClassificationModel`.
+
+Usage: tools/.venv/bin/python tools/write_dime_full.py OUTDIR [--module] [--seed N] [--without-authors]
 Pinned: torch 2.15.0, torchvision 0.29.2, guided-diffusion-sdk 1.0.0 (tools/requirements.txt).
 """
 import argparse
@@ -92,10 +98,43 @@ def write_ddpm(out, seed, module):
     return n
 
 
+class StandInDenseNet121(nn.Module):
+    """The parameters of the authors' `DenseNet121` without their module: torchvision's
+    densenet121 under `feat_extract`, its classifier replaced by one with no parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.feat_extract = torchvision.models.densenet121()
+        self.feat_extract.classifier = nn.Identity()
+        self.output_size = 1024
+
+
+def layout(module):
+    return [(k, tuple(v.shape)) for k, v in module.state_dict().items()]
+
+
+def write_classifier_without_authors(out, seed):
+    t0 = time.time()
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    feat_extract = randomise(StandInDenseNet121(), gen)
+    classifier = randomise(nn.Linear(feat_extract.output_size, 40), gen)
+    path = out / "classifier.pth"
+    torch.save({"feat_extract": feat_extract.state_dict(), "classifier": classifier.state_dict()}, path)
+    n = count(feat_extract.parameters()) + count(classifier.parameters())
+    report("DiME CelebA classifier, stand-in for the authors' module (DenseNet-121 features + "
+           "Linear(1024, 40))", n, path)
+    print(f"  not loaded back by the authors' code (--without-authors); {time.time() - t0:.0f} s",
+          flush=True)
+    return n
+
+
 def write_classifier(out, seed):
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         authors = import_authors(tmp)
+        assert layout(authors.DenseNet121()) == layout(StandInDenseNet121()), \
+            "--without-authors's stand-in no longer matches the authors' DenseNet121"
         gen = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         feat_extract = randomise(authors.DenseNet121(), gen)
@@ -139,11 +178,15 @@ def main():
     parser.add_argument("--module", action="store_true",
                         help="also write ddpm-celeba-module.pt (names prefixed module.)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--without-authors", action="store_true",
+                        help="classifier.pth from a stand-in with the authors' names and shapes "
+                        "(no DiME mirror needed)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     args.outdir.mkdir(parents=True, exist_ok=True)
     ddpm = write_ddpm(args.outdir, args.seed, args.module)
-    clf = write_classifier(args.outdir, args.seed + 1)
+    write = write_classifier_without_authors if args.without_authors else write_classifier
+    clf = write(args.outdir, args.seed + 1)
     vgg, kept = write_vgg19(args.outdir, args.seed + 2)
     loaded = ddpm + clf + kept
     report("MaskDiME's loaded networks (DDPM + classifier + VGG-19 features[:18])", loaded)
