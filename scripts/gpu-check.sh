@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
-# foil on an NVIDIA GPU, in one run: (1) the CUDA build; (2) the parity tests of the networks,
-# LPIPS, the schedules' steps, the EF-DDPM round trip and the three guided samplers' steps
-# against the authors' code, instantiated for burn's `Cuda` backend (same fixtures, same
-# tolerances as on the CPU); (3) the benchmark table of scripts/bench.sh against PyTorch CUDA,
-# float32 (foil computes in float32; PyTorch with TF32 off); (4) MaskDiME at DiME's CelebA-128
-# settings, two images the whole way, per-image time (the issue's goal: 0.3 s per image on an
-# H100/H200), on full-size random-weight files.
+# foil on an NVIDIA GPU, in one run: (1) the CUDA build (or, with --prebuilt, the binaries
+# scripts/gpu-pack.sh built elsewhere); (2) MaskDiME at DiME's CelebA-128 settings, two images
+# the whole way, per-image time (the issue's goal: 0.3 s per image on an H100/H200), on
+# full-size random-weight files; (3) the parity tests of the networks, LPIPS, the schedules'
+# steps, the EF-DDPM round trip and the three guided samplers' steps against the authors' code,
+# instantiated for burn's `Cuda` backend (same fixtures, same tolerances as on the CPU); (4) the
+# benchmark table of scripts/bench.sh against PyTorch CUDA, float32 (foil computes in float32;
+# PyTorch with TF32 off). The goal's measurement comes first, so that a lease cut short still
+# returns it.
 # Nothing in CI depends on it; run it whenever a machine with a GPU is available and record
 # the output in docs/performance.md (date, machine, commit).
 #
 # Usage: scripts/gpu-check.sh [--prebuilt DIR] [--skip-tests] [--skip-bench] [--skip-maskdime]
 #   The PyTorch column needs tools/.venv with a CUDA torch (tools/requirements.txt); without
-#   one, foil's column is timed alone. Step (4) needs the files of `tools/write_dime_full.py
+#   one, foil's column is timed alone. Step (2) needs the files of `tools/write_dime_full.py
 #   DIR` (also from the venv): set DIME_FULL=DIR to reuse files written elsewhere.
 #   --prebuilt DIR  for a GPU machine without Rust or registries (this project's lent H200s):
 #     run the binaries scripts/gpu-pack.sh built elsewhere into DIR instead of building, and
 #     the machine's own python3 (its PyTorch) with DIR/wheels installed beside it for the
 #     PyTorch side and the full-size files (written with --without-authors where the DiME
 #     mirror is absent). The device tool's call, from this checkout with DIR=.gpu:
-#       scripts/gpu-pack.sh                       # here, about 25 min cold on 2 cores
+#       scripts/gpu-pack.sh                       # here, about 40 min cold on 2 cores
 #       run(command="scripts/gpu-check.sh --prebuilt .gpu 2>&1 | tee $OUT/gpu-check.log",
 #           carry=[".gpu"], timeout_s=540)
 set -euo pipefail
@@ -32,7 +34,7 @@ while [[ $# -gt 0 ]]; do
     --skip-bench) run_bench=0 ;;
     --skip-maskdime) run_maskdime=0 ;;
     --prebuilt) prebuilt="$2"; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set /{/^set /!p}' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -93,37 +95,6 @@ fi
 maskdime_step=${prebuilt:+$prebuilt/bin}
 maskdime_step=${maskdime_step:-target/release/examples}/maskdime_step
 
-if [[ $run_tests == 1 ]]; then
-  CRATES=(foil-models foil-metrics foil-schedule foil-invert foil-guide)
-  packages=()
-  features=()
-  for c in "${CRATES[@]}"; do
-    packages+=(-p "$c")
-    features+=("$c/test-cuda")
-  done
-  feature_list=$(IFS=,; echo "${features[*]}")
-  step "parity tests on CUDA"
-  # Every CUDA test has "cuda" in its name; the CPU tests of these crates are skipped.
-  if [[ -n $prebuilt ]]; then
-    for t in models metrics schedule roundtrip guide; do
-      echo "--- $t" >&2
-      "$prebuilt/bin/$t" cuda || failed+=("$t")
-    done
-  else
-    cargo test "${packages[@]}" --features "$feature_list" --no-fail-fast -- cuda || failed+=(tests)
-  fi
-fi
-
-if [[ $run_bench == 1 ]]; then
-  step "benchmarks: foil Cuda against PyTorch CUDA, float32"
-  if [[ $torch_cuda == 1 ]]; then
-    scripts/bench.sh --device cuda || failed+=(bench)
-  else
-    echo "no CUDA torch in tools/.venv: foil's column only" >&2
-    scripts/bench.sh --device cuda --skip-torch || failed+=(bench)
-  fi
-fi
-
 if [[ $run_maskdime == 1 ]]; then
   step "MaskDiME, DiME's CelebA-128 settings, two images, Cuda"
   dir=${DIME_FULL:-target/dime-full}
@@ -140,6 +111,41 @@ if [[ $run_maskdime == 1 ]]; then
   if [[ -f $dir/vgg19.pth ]]; then
     "$maskdime_step" "$dir/ddpm-celeba.pt" "$dir/classifier.pth" \
       "$dir/vgg19.pth" image cuda || failed+=(maskdime)
+  fi
+fi
+
+if [[ $run_tests == 1 ]]; then
+  CRATES=(foil-models foil-metrics foil-schedule foil-invert foil-guide)
+  packages=()
+  features=()
+  for c in "${CRATES[@]}"; do
+    packages+=(-p "$c")
+    features+=("$c/test-cuda")
+  done
+  feature_list=$(IFS=,; echo "${features[*]}")
+  step "parity tests on CUDA"
+  # The tests check values, not speed: cubecl's minimal autotuning (its default kernel of each
+  # kind, without timing the others) spares minutes of tuning each test process's shapes.
+  autotune=${CUBECL_AUTOTUNE_LEVEL:-minimal}
+  # Every CUDA test has "cuda" in its name; the CPU tests of these crates are skipped.
+  if [[ -n $prebuilt ]]; then
+    for t in models metrics schedule roundtrip guide; do
+      echo "--- $t" >&2
+      CUBECL_AUTOTUNE_LEVEL=$autotune "$prebuilt/bin/$t" cuda || failed+=("$t")
+    done
+  else
+    CUBECL_AUTOTUNE_LEVEL=$autotune cargo test "${packages[@]}" --features "$feature_list" \
+      --no-fail-fast -- cuda || failed+=(tests)
+  fi
+fi
+
+if [[ $run_bench == 1 ]]; then
+  step "benchmarks: foil Cuda against PyTorch CUDA, float32"
+  if [[ $torch_cuda == 1 ]]; then
+    scripts/bench.sh --device cuda || failed+=(bench)
+  else
+    echo "no CUDA torch in tools/.venv: foil's column only" >&2
+    scripts/bench.sh --device cuda --skip-torch || failed+=(bench)
   fi
 fi
 step "done"

@@ -23,7 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-.gpu}
-case "$dir" in -h|--help) sed -n '2,21p' "$0"; exit 0 ;; esac
+case "$dir" in -h|--help) sed -n '2,/^set /{/^set /!p}' "$0"; exit 0 ;; esac
 export CUDARC_CUDA_VERSION=${CUDARC_CUDA_VERSION:-13000}
 PY=tools/.venv/bin/python
 [[ -x $PY ]] || PY=python3
