@@ -76,7 +76,9 @@ tar -C "$stage" -cf - bin | xz -9 --lzma2=preset=9,dict=512MiB -T1 >"$dir/bin.ta
 step "wheels for the GPU image's python3 (3.12)"
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_17_x86_64 -d "$dir/wheels" \
-  diffusers==0.31.0 lpips==0.1.4 guided-diffusion-sdk==1.0.0
+  diffusers==0.31.0 lpips==0.1.4
+# guided-diffusion-sdk is published as source only: a pure-Python wheel is built from it here.
+"$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$dir/wheels" guided-diffusion-sdk==1.0.0
 
 pwd >"$dir/root"
 commit=$(git rev-parse --short HEAD)
