@@ -119,10 +119,10 @@ impl Rows {
     /// Runs `body(first_row, rows_of_dst)` over blocks of whole rows of a contiguous `dst`,
     /// on rayon's threads when `dst` is large.
     fn split<T: Send>(&self, dst: &mut [T], body: impl Fn(usize, &mut [T]) + Sync) {
-        let len = self.len.max(1);
         #[cfg(feature = "rayon")]
         if dst.len() >= super::PARALLEL_THRESHOLD {
             use rayon::prelude::*;
+            let len = self.len.max(1);
             let rows_per_task = (32 * 1024 / len).max(1);
             dst.par_chunks_mut(rows_per_task * len)
                 .enumerate()
