@@ -337,8 +337,9 @@ fn lpips<B: Backend>(group: &mut BenchmarkGroup<'_, WallTime>, backend: &str) {
     );
 }
 
-/// One criterion group per network, with a benchmark per compiled-in backend (`scripts/gpu-check.sh`
-/// builds this with `--no-default-features --features cuda`).
+/// One criterion group per network, with a benchmark per compiled-in backend (`scripts/bench.sh
+/// --device cuda` builds this with `--features cuda` and selects the `cuda` rows;
+/// `scripts/gpu-pack.sh` builds it so for a GPU machine without Rust).
 ///
 /// burn-candle 0.21 has neither `max_pool2d_with_indices` (the max pool's backward) nor adaptive
 /// average pooling, so the classifier rows (`candle: false`) are not timed on it.
