@@ -10,13 +10,14 @@
 //! size, batch 1) the whole way, through `foil_run::run_set` as `foil maskdime` does (PNG and
 //! JSON results into a temporary folder), with the published settings at their first guidance
 //! scale, and prints where the time went (`foil::core::profile`): the network calls against
-//! everything else.
+//! everything else. A sixth argument `warm` explains the pair twice and reports the second
+//! pass: on a GPU the first pass also compiles and autotunes every kernel it meets.
 //! `tools/write_dime_full.py DIR` writes random-weight files of the published configurations;
 //! without arguments the tiny test twins are used.
 //!
 //! ```text
 //! /usr/bin/time -v cargo run --release --example maskdime_step -- DIR/ddpm-celeba.pt \
-//!     DIR/classifier.pth DIR/vgg19.pth [load|step|image] [flex|cuda|wgpu]
+//!     DIR/classifier.pth DIR/vgg19.pth [load|step|image] [flex|cuda|wgpu] [warm]
 //! ```
 
 use std::time::Instant;
@@ -52,8 +53,9 @@ enum Mode {
     Load,
     /// Time one call of each network and two guided steps.
     Step,
-    /// Explain two images the whole way and account for the time.
-    Image,
+    /// Explain two images the whole way and account for the time, after as many untimed
+    /// passes over them.
+    Image { warm_up: usize },
 }
 
 fn run<B: AutodiffBackend>(files: &[String; 3], tiny: bool, mode: Mode) -> Result<()> {
@@ -115,8 +117,8 @@ fn run<B: AutodiffBackend>(files: &[String; 3], tiny: bool, mode: Mode) -> Resul
     if mode == Mode::Load {
         return Ok(());
     }
-    if mode == Mode::Image {
-        return explain_two(&maskdime, models);
+    if let Mode::Image { warm_up } = mode {
+        return explain_two(&maskdime, models, warm_up);
     }
 
     let config = ExplainConfig::published(Preset::Maskdime);
@@ -228,24 +230,43 @@ fn run<B: AutodiffBackend>(files: &[String; 3], tiny: bool, mode: Mode) -> Resul
 
 /// Explains the kiki/bouba pair at the DDPM's size with MaskDiME's published settings (the
 /// first guidance scale only, so each image costs one pass of the sampler) through `run_set`,
-/// and prints the network calls' share of the time.
+/// and prints the network calls' share of the time; `warm_up` untimed passes over the pair
+/// come first (each into a fresh folder, so none resumes another).
 fn explain_two<B: AutodiffBackend>(
     maskdime: &MaskDime<B>,
     models: GuideModels<'_, B, Adm<B::InnerBackend>, LoadedOracle<B>>,
+    warm_up: usize,
 ) -> Result<()> {
     let mut config = ExplainConfig::published(Preset::Maskdime);
     config.guide.scales.truncate(1);
     let size = maskdime.image_size();
     let data = kiki_bouba(1, size, 0)?;
-    let out = std::env::temp_dir().join(format!("foil-maskdime-overhead-{}", std::process::id()));
     let device = B::Device::default();
-    let plan = SetRun {
-        batch_size: 1,
-        ..SetRun::<B::InnerBackend>::new(&data, &out, size, &device)
+    let pass = |i: usize| -> Result<_> {
+        let out = std::env::temp_dir().join(format!(
+            "foil-maskdime-overhead-{}-{i}",
+            std::process::id()
+        ));
+        let plan = SetRun {
+            batch_size: 1,
+            ..SetRun::<B::InnerBackend>::new(&data, &out, size, &device)
+        };
+        let summary = models.run(&config, &plan);
+        let _ = std::fs::remove_dir_all(&out);
+        summary
     };
-    let summary = models.run(&config, &plan)?;
+    for i in 0..warm_up {
+        let summary = pass(i)?;
+        println!(
+            "warm-up pass {}: {} images in {:.1} s (not counted)",
+            i + 1,
+            summary.done,
+            summary.seconds
+        );
+    }
+    profile::reset();
+    let summary = pass(warm_up)?;
     let timings = profile::take();
-    let _ = std::fs::remove_dir_all(&out);
     println!(
         "{} images explained ({} flipped) at {size} px, tau = {}, scale {:?}, in {:.1} s ({:.1} s \
          per image)",
@@ -318,7 +339,9 @@ fn main() -> Result<()> {
     let tiny = files[0] == TINY[0];
     let mode = match arg(3, if tiny { "step" } else { "load" }).as_str() {
         "step" => Mode::Step,
-        "image" => Mode::Image,
+        "image" => Mode::Image {
+            warm_up: usize::from(arg(5, "") == "warm"),
+        },
         _ => Mode::Load,
     };
     match arg(4, "flex").as_str() {

@@ -91,6 +91,7 @@ only=$(IFS=,; echo "${networks[*]}")
 nets="$(IFS='|'; echo "${networks[*]}")"
 filter="^($nets)/($(IFS='|'; echo "${foil_backends[*]-}"))\$"
 TORCH_OUT="$OUT/torch$suffix.jsonl"
+torch_failed=0
 
 ROUNDS_OUT="$OUT/rounds$suffix.jsonl"
 : >"$ROUNDS_OUT"
@@ -171,9 +172,15 @@ fi
 for ((round = 1; round <= rounds; round++)); do
   if [[ $run_torch == 1 ]]; then
     echo "== round $round/$rounds: PyTorch ($device, $threads threads): $only" >&2
-    "$PY" tools/bench_torch.py --threads "$threads" --device "$device" --only "$only" \
-      | tee "$TORCH_OUT.tmp" >&2
-    mv "$TORCH_OUT.tmp" "$TORCH_OUT"
+    # A failure on the PyTorch side leaves foil's rows to run (the table says n/a for it).
+    if "$PY" tools/bench_torch.py --threads "$threads" --device "$device" --only "$only" \
+      | tee "$TORCH_OUT.tmp" >&2; then
+      mv "$TORCH_OUT.tmp" "$TORCH_OUT"
+    else
+      echo "the PyTorch side failed (the rows it timed are kept): foil's rows still run" >&2
+      torch_failed=1
+      mv "$TORCH_OUT.tmp" "$TORCH_OUT"
+    fi
     "$PY" -c 'import json, sys
 for line in open(sys.argv[1]):
     if line.strip():
@@ -267,3 +274,4 @@ for name in names:
     cells = "".join(f" {cell(per_round(b, name, last_foil(name, b)), torch)} |" for b in backends)
     print(f"| {name} | {torch_cell} |{cells}")
 EOF
+[[ $torch_failed == 0 ]] || { echo "the PyTorch side failed (above)" >&2; exit 1; }

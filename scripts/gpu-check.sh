@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # foil on an NVIDIA GPU, in one run: (1) the CUDA build (or, with --prebuilt, the binaries
-# scripts/gpu-pack.sh built elsewhere); (2) MaskDiME at DiME's CelebA-128 settings, two images
-# the whole way, per-image time (the issue's goal: 0.3 s per image on an H100/H200), on
+# scripts/gpu-pack.sh built elsewhere), then a smoke test (the tiny MaskDiME twins' step on
+# Cuda: libcuda, NVRTC and the toolkit's headers found, in seconds); (2) MaskDiME at DiME's
+# CelebA-128 settings, two images the whole way after a warm-up pass over them, per-image time
+# (the issue's goal: 0.3 s per image on an H100/H200), then each network call timed alone, on
 # full-size random-weight files; (3) the parity tests of the networks, LPIPS, the schedules'
 # steps, the EF-DDPM round trip and the three guided samplers' steps against the authors' code,
 # instantiated for burn's `Cuda` backend (same fixtures, same tolerances as on the CPU); (4) the
 # benchmark table of scripts/bench.sh against PyTorch CUDA, float32 (foil computes in float32;
 # PyTorch with TF32 off). The goal's measurement comes first, so that a lease cut short still
-# returns it.
+# returns it; each step has a time limit, and a failed or timed-out step is named at the end
+# without stopping the ones after it.
 # Nothing in CI depends on it; run it whenever a machine with a GPU is available and record
 # the output in docs/performance.md (date, machine, commit).
 #
@@ -16,15 +19,17 @@
 #   one, foil's column is timed alone. Step (2) needs the files of `tools/write_dime_full.py
 #   DIR` (also from the venv): set DIME_FULL=DIR to reuse files written elsewhere.
 #   --prebuilt DIR  for a GPU machine without Rust or registries (this project's lent H200s):
-#     run the binaries scripts/gpu-pack.sh built elsewhere into DIR instead of building, and
-#     the machine's own python3 (its PyTorch) with DIR/wheels installed beside it for the
-#     PyTorch side and the full-size files (written with --without-authors where the DiME
-#     mirror is absent). The device tool's call, from this checkout with DIR=.gpu:
-#       scripts/gpu-pack.sh                       # here, about 40 min cold on 2 cores
-#       run(command="scripts/gpu-check.sh --prebuilt .gpu 2>&1 | tee $OUT/gpu-check.log",
+#     run the binaries scripts/gpu-pack.sh built elsewhere into DIR instead of building
+#     (unpacked into /tmp/foil-gpu, so that DIR stays small enough to travel), and the
+#     machine's own python3 (its PyTorch) with DIR/wheels installed beside it for the PyTorch
+#     side and the full-size files (written with --without-authors where the DiME mirror is
+#     absent). The device tool's call, from this checkout with DIR=.gpu:
+#       scripts/gpu-pack.sh                       # here, about 45 min cold on 2 cores
+#       run(command="set -o pipefail; scripts/gpu-check.sh --prebuilt .gpu 2>&1 | tee $OUT/gpu-check.log",
 #           carry=[".gpu"], timeout_s=540)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1
 
 run_tests=1 run_bench=1 run_maskdime=1 prebuilt=""
 failed=()
@@ -33,13 +38,29 @@ while [[ $# -gt 0 ]]; do
     --skip-tests) run_tests=0 ;;
     --skip-bench) run_bench=0 ;;
     --skip-maskdime) run_maskdime=0 ;;
-    --prebuilt) prebuilt="$2"; shift ;;
+    --prebuilt)
+      [[ $# -ge 2 ]] || { echo "--prebuilt expects the folder of scripts/gpu-pack.sh" >&2; exit 2; }
+      prebuilt="$2"; shift ;;
     -h|--help) sed -n '2,/^set /{/^set /!p}' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 step() { printf '\n=== %s (%s UTC)\n' "$1" "$(date -u +%H:%M:%S)" >&2; }
+# `limited SECONDS NAME COMMAND...`: runs COMMAND, naming NAME among the failures if it fails
+# or outlasts SECONDS.
+limited() {
+  local seconds=$1 name=$2 rc=0
+  shift 2
+  timeout --kill-after=10 "$seconds" "$@" || rc=$?
+  if [[ $rc == 124 || $rc == 137 ]]; then
+    echo "$name: stopped after $seconds s" >&2
+    failed+=("$name (timed out)")
+  elif [[ $rc != 0 ]]; then
+    failed+=("$name")
+  fi
+  return 0
+}
 
 step "machine"
 if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >&2; then
@@ -49,14 +70,27 @@ fi
 echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(nproc) CPU cores" >&2
 
 PY=tools/.venv/bin/python
+# The Rust binaries' library path: the CUDA toolkit's NVRTC where the loader lacks it. Only
+# they get it, so that PyTorch keeps the CUDA libraries of its own wheels.
+rust_libs=${LD_LIBRARY_PATH:-}
 if [[ -n $prebuilt ]]; then
-  for f in root commit bin.tar.xz; do
+  for f in root commit files bin.tar.xz; do
     [[ -e $prebuilt/$f ]] || { echo "$prebuilt/$f is missing: run scripts/gpu-pack.sh $prebuilt" >&2; exit 2; }
   done
-  step "prebuilt binaries: $prebuilt (built from $(cat "$prebuilt/commit"), this checkout $(git rev-parse --short HEAD 2>/dev/null || echo unknown))"
+  step "prebuilt binaries: $prebuilt (built from $(cat "$prebuilt/commit"))"
+  # Without .git here, the checkout is compared with the one the binaries were built in file
+  # by file (their fixtures, the scripts).
+  if changed=$(sha1sum --check --quiet "$prebuilt/files" 2>&1); then
+    echo "this checkout's tracked files are the pack's" >&2
+  else
+    echo "WARNING: this checkout differs from the pack's:" >&2
+    echo "$changed" | head -20 >&2
+  fi
   # Python's tarfile reads xz whatever the machine's tools (the dictionary is 512 MiB).
+  bin=/tmp/foil-gpu/bin
+  rm -rf /tmp/foil-gpu
   python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter="tar")' \
-    "$prebuilt/bin.tar.xz" "$prebuilt"
+    "$prebuilt/bin.tar.xz" /tmp/foil-gpu
   # The test binaries read their fixtures under the path they were built in.
   root=$(cat "$prebuilt/root")
   if [[ ! -e $root ]]; then
@@ -67,21 +101,41 @@ if [[ -n $prebuilt ]]; then
   # burn-cuda compiles its kernels at run time with NVRTC against the toolkit's headers: it
   # looks in CUDA_PATH, else /usr/local/cuda, /opt/cuda or /usr.
   if [[ -z ${CUDA_PATH:-} && ! -e /usr/local/cuda && ! -e /opt/cuda ]] && command -v nvcc >/dev/null; then
-    export CUDA_PATH=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")
+    CUDA_PATH=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")
+    export CUDA_PATH
   fi
   echo "CUDA toolkit: ${CUDA_PATH:-/usr/local/cuda}; nvcc $(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*' || echo 'not found')" >&2
-  nvrtc=$(find ${CUDA_PATH:-} /usr/local/cuda*/ /usr/lib/x86_64-linux-gnu /opt -name 'libnvrtc.so*' 2>/dev/null | head -1 || true)
-  if [[ -n $nvrtc ]]; then
-    export LD_LIBRARY_PATH="$(dirname "$nvrtc")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    echo "NVRTC: $nvrtc" >&2
+  loader=$(ldconfig -p 2>/dev/null || true)
+  echo "the loader's CUDA libraries:" >&2
+  grep -E 'libcuda\.so|libnvrtc\.so' <<<"$loader" >&2 || echo "  (none)" >&2
+  # cudarc (built for CUDA 13.0 by gpu-pack) loads libcuda.so.1 and libnvrtc.so(.13); never
+  # the toolkit's stubs, which would load and then fail every call.
+  if ! grep -q 'libnvrtc\.so\.13 ' <<<"$loader"; then
+    nvrtc=$(find ${CUDA_PATH:-} /usr/local/cuda*/ /opt -name 'libnvrtc.so.13*' -not -path '*/stubs/*' 2>/dev/null | head -1 || true)
+    if [[ -n $nvrtc ]]; then
+      rust_libs="$(dirname "$nvrtc")${rust_libs:+:$rust_libs}"
+      echo "NVRTC for the Rust binaries: $nvrtc" >&2
+    else
+      echo "no libnvrtc.so.13 found: the CUDA steps will fail" >&2
+    fi
   fi
+  # The Rust binaries, with their library path.
+  mkdir -p /tmp/foil-gpu/run
+  for b in "$bin"/*; do
+    printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "$rust_libs" "$b" >"/tmp/foil-gpu/run/$(basename "$b")"
+    chmod +x "/tmp/foil-gpu/run/$(basename "$b")"
+  done
+  bin=/tmp/foil-gpu/run
   PY=python3
   if compgen -G "$prebuilt/wheels/*.whl" >/dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/foil-site "$prebuilt"/wheels/*.whl
-    export PYTHONPATH=/tmp/foil-site${PYTHONPATH:+:$PYTHONPATH}
+    if "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target /tmp/foil-site "$prebuilt"/wheels/*.whl; then
+      export PYTHONPATH=/tmp/foil-site${PYTHONPATH:+:$PYTHONPATH}
+    else
+      failed+=(wheels)
+    fi
   fi
-  export FOIL_PYTHON=$PY FOIL_BENCH_BIN=$prebuilt/bin/networks
+  export FOIL_PYTHON=$PY FOIL_BENCH_BIN=$bin/networks
 fi
 torch_cuda=0
 if command -v "$PY" >/dev/null && "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
@@ -91,32 +145,41 @@ fi
 if [[ -z $prebuilt ]]; then
   step "build (--features cuda)"
   cargo build --release --features cuda --example maskdime_step
+  bin=target/release/examples
 fi
-maskdime_step=${prebuilt:+$prebuilt/bin}
-maskdime_step=${maskdime_step:-target/release/examples}/maskdime_step
+
+step "smoke test: the tiny MaskDiME twins' step on Cuda"
+tiny=crates/foil-models/tests/fixtures
+if ! timeout --kill-after=10 120 "$bin/maskdime_step" "$tiny/adm_tiny.safetensors" \
+  "$tiny/dime_classifier_tiny.pth" "$tiny/vgg19_tiny.pth" step cuda; then
+  echo "FAILED: the smoke test; nothing else can run on Cuda. The environment:" >&2
+  env | grep -E '^(CUDA|LD_LIBRARY_PATH|PATH)' >&2 || true
+  ls -d /usr/local/cuda* /opt/cuda 2>/dev/null >&2 || true
+  exit 1
+fi
 
 if [[ $run_maskdime == 1 ]]; then
-  step "MaskDiME, DiME's CelebA-128 settings, two images, Cuda"
+  step "MaskDiME, DiME's CelebA-128 settings, two images after a warm-up pass, Cuda"
   dir=${DIME_FULL:-target/dime-full}
-  if [[ ! -f $dir/ddpm-celeba.pt ]]; then
+  if [[ ! -f $dir/vgg19.pth ]]; then
     if command -v "$PY" >/dev/null; then
       authors=()
       git --git-dir "${DIME_REPO:-/work/.mirror/guillaumejs2403+DiME/repo}" rev-parse -q HEAD >/dev/null 2>&1 \
         || authors=(--without-authors)
-      "$PY" tools/write_dime_full.py "$dir" ${authors[@]+"${authors[@]}"} || failed+=(write_dime_full)
+      limited 120 write_dime_full "$PY" tools/write_dime_full.py "$dir" ${authors[@]+"${authors[@]}"}
     else
-      echo "no tools/.venv to write the full-size files and DIME_FULL unset: skipped" >&2
+      echo "no $PY to write the full-size files and DIME_FULL unset: skipped" >&2
     fi
   fi
   if [[ -f $dir/vgg19.pth ]]; then
-    "$maskdime_step" "$dir/ddpm-celeba.pt" "$dir/classifier.pth" \
-      "$dir/vgg19.pth" image cuda || failed+=(maskdime)
+    limited 240 maskdime "$bin/maskdime_step" "$dir/ddpm-celeba.pt" "$dir/classifier.pth" \
+      "$dir/vgg19.pth" image cuda warm
     # The per-image time above is the goal's; its split by network is not, on a GPU (the
     # profile's spans time the queueing, not the kernels). `step` times each network call and
     # two guided steps to the finished result, which is the split to read.
     step "MaskDiME's calls one by one, Cuda"
-    "$maskdime_step" "$dir/ddpm-celeba.pt" "$dir/classifier.pth" \
-      "$dir/vgg19.pth" step cuda || failed+=(maskdime-step)
+    limited 120 maskdime-step "$bin/maskdime_step" "$dir/ddpm-celeba.pt" "$dir/classifier.pth" \
+      "$dir/vgg19.pth" step cuda
   fi
 fi
 
@@ -132,28 +195,29 @@ if [[ $run_tests == 1 ]]; then
   step "parity tests on CUDA"
   # The tests check values, not speed: cubecl's minimal autotuning (its default kernel of each
   # kind, without timing the others) spares minutes of tuning each test process's shapes.
-  autotune=${CUBECL_AUTOTUNE_LEVEL:-minimal}
+  autotune=(env "CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}")
   # Every CUDA test has "cuda" in its name; the CPU tests of these crates are skipped.
   if [[ -n $prebuilt ]]; then
     for t in models metrics schedule roundtrip guide; do
       echo "--- $t" >&2
-      CUBECL_AUTOTUNE_LEVEL=$autotune "$prebuilt/bin/$t" cuda || failed+=("$t")
+      limited 180 "$t" "${autotune[@]}" "$bin/$t" cuda
     done
   else
-    CUBECL_AUTOTUNE_LEVEL=$autotune cargo test "${packages[@]}" --features "$feature_list" \
-      --no-fail-fast -- cuda || failed+=(tests)
+    limited 3600 tests "${autotune[@]}" cargo test "${packages[@]}" --features "$feature_list" \
+      --no-fail-fast -- cuda
   fi
 fi
 
 if [[ $run_bench == 1 ]]; then
   step "benchmarks: foil Cuda against PyTorch CUDA, float32"
+  # Without --prebuilt, bench.sh builds the bench first.
+  limit=$([[ -n $prebuilt ]] && echo 300 || echo 3600)
   if [[ $torch_cuda == 1 ]]; then
-    scripts/bench.sh --device cuda || failed+=(bench)
+    limited "$limit" bench scripts/bench.sh --device cuda
   else
-    echo "no CUDA torch in tools/.venv: foil's column only" >&2
-    scripts/bench.sh --device cuda --skip-torch || failed+=(bench)
+    echo "no CUDA torch in $PY: foil's column only" >&2
+    limited "$limit" bench scripts/bench.sh --device cuda --skip-torch
   fi
 fi
 step "done"
-# A failed step does not stop the later ones (one lease, one run): they are named here.
 [[ ${#failed[@]} == 0 ]] || { echo "FAILED: ${failed[*]}" >&2; exit 1; }

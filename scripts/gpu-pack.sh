@@ -15,6 +15,8 @@
 #   DIR/root       the workspace path the test binaries were built in: they read their fixtures
 #                  from it (`env!("CARGO_MANIFEST_DIR")`), so gpu-check links it to its checkout
 #   DIR/commit     the commit they were built from (a `+` if the tree had changes)
+#   DIR/files      the checksums of the checkout's files (`sha1sum`), for gpu-check to compare
+#                  a copy without .git with the checkout the binaries were built in
 # Then, on the GPU machine, in a checkout of the same commit with DIR beside it:
 #   scripts/gpu-check.sh --prebuilt DIR
 # CUDARC_CUDA_VERSION (default 13000: the lent image's CUDA 13.0) picks the CUDA API the
@@ -47,6 +49,11 @@ for line in sys.stdin:
 }
 
 stage=target/gpu-pack
+# DIR is replaced: refuse a folder that is not an earlier pack.
+if [[ -e $dir && ! -f $dir/commit && -n $(ls -A "$dir" 2>/dev/null) ]]; then
+  echo "$dir exists and is not an earlier pack (no $dir/commit): choose another folder" >&2
+  exit 2
+fi
 rm -rf "$dir" "$stage"
 mkdir -p "$dir/wheels" "$stage/bin"
 list=$(mktemp)
@@ -80,14 +87,16 @@ step "wheels for the GPU image's python3 (3.12)"
 # guided-diffusion-sdk is published as source only: a pure-Python wheel is built from it here.
 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$dir/wheels" guided-diffusion-sdk==1.0.0
 
-pwd >"$dir/root"
+pwd -P >"$dir/root"
 commit=$(git rev-parse --short HEAD)
 [[ -z $(git status --porcelain --untracked-files=no) ]] || commit="$commit+"
 echo "$commit" >"$dir/commit"
+git ls-files -z | xargs -0 sha1sum >"$dir/files"
 
 step "what travels"
 ls -l "$dir" "$dir/wheels" >&2
-tree_bytes=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
+# What travels: tracked files and untracked ones git does not ignore.
+tree_bytes=$(git ls-files -z --cached --others --exclude-standard | xargs -0 du -cb | tail -1 | cut -f1)
 pack_bytes=$(du -cb "$dir" | tail -1 | cut -f1)
 total=$((tree_bytes + pack_bytes))
 printf 'checkout %d MiB + %s %d MiB = %d MiB (the device takes at most 64 MiB)\n' \
