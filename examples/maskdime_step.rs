@@ -243,10 +243,8 @@ fn explain_two<B: AutodiffBackend>(
     let data = kiki_bouba(1, size, 0)?;
     let device = B::Device::default();
     let pass = |i: usize| -> Result<_> {
-        let out = std::env::temp_dir().join(format!(
-            "foil-maskdime-overhead-{}-{i}",
-            std::process::id()
-        ));
+        let out =
+            std::env::temp_dir().join(format!("foil-maskdime-overhead-{}-{i}", std::process::id()));
         let plan = SetRun {
             batch_size: 1,
             ..SetRun::<B::InnerBackend>::new(&data, &out, size, &device)
