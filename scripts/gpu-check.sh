@@ -25,11 +25,16 @@
 #     side and the full-size files (written with --without-authors where the DiME mirror is
 #     absent). The device tool's call, from this checkout with DIR=.gpu:
 #       scripts/gpu-pack.sh                       # here, about 45 min cold on 2 cores
-#       run(command="set -o pipefail; scripts/gpu-check.sh --prebuilt .gpu 2>&1 | tee $OUT/gpu-check.log",
+#       run(command="set -o pipefail; GPU_CHECK_BUDGET=510 scripts/gpu-check.sh --prebuilt .gpu 2>&1 | tee $OUT/gpu-check.log",
 #           carry=[".gpu"], timeout_s=540)
+#   GPU_CHECK_BUDGET=S  end within about S seconds: each step's limit is cut to what is left, and
+#     a step with under 20 s left is named among the failures unrun, so the summary always
+#     prints (the step limits alone add up to half an hour).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
+budget=${GPU_CHECK_BUDGET:-0}
+[[ $budget =~ ^[0-9]+$ ]] || { echo "GPU_CHECK_BUDGET expects seconds, found $budget" >&2; exit 2; }
 
 run_tests=1 run_bench=1 run_maskdime=1 prebuilt=""
 failed=()
@@ -48,10 +53,19 @@ while [[ $# -gt 0 ]]; do
 done
 step() { printf '\n=== %s (%s UTC)\n' "$1" "$(date -u +%H:%M:%S)" >&2; }
 # `limited SECONDS NAME COMMAND...`: runs COMMAND, naming NAME among the failures if it fails
-# or outlasts SECONDS.
+# or outlasts SECONDS (or what is left of GPU_CHECK_BUDGET, if less).
 limited() {
   local seconds=$1 name=$2 rc=0
   shift 2
+  if [[ $budget != 0 ]]; then
+    local left=$((budget - SECONDS - 15))
+    if ((left < 20)); then
+      echo "$name: not run, the budget is spent" >&2
+      failed+=("$name (no time left)")
+      return 0
+    fi
+    ((seconds <= left)) || seconds=$left
+  fi
   timeout --kill-after=10 "$seconds" "$@" || rc=$?
   if [[ $rc == 124 || $rc == 137 ]]; then
     echo "$name: stopped after $seconds s" >&2
@@ -84,7 +98,7 @@ if [[ -n $prebuilt ]]; then
     echo "this checkout's tracked files are the pack's" >&2
   else
     echo "WARNING: this checkout differs from the pack's:" >&2
-    echo "$changed" | head -20 >&2
+    head -20 <<<"$changed" >&2
   fi
   # Python's tarfile reads xz whatever the machine's tools (the dictionary is 512 MiB).
   bin=/tmp/foil-gpu/bin
@@ -93,10 +107,12 @@ if [[ -n $prebuilt ]]; then
     "$prebuilt/bin.tar.xz" /tmp/foil-gpu
   # The test binaries read their fixtures under the path they were built in.
   root=$(cat "$prebuilt/root")
-  if [[ ! -e $root ]]; then
+  if [[ -L $root || ! -e $root ]]; then
     mkdir -p "$(dirname "$root")"
-    ln -s "$PWD" "$root"
+    ln -sfn "$PWD" "$root"
     echo "linked $root to this checkout (the test binaries' fixtures)" >&2
+  elif [[ ! $root/Cargo.toml -ef Cargo.toml ]]; then
+    echo "WARNING: $root is another folder: the test binaries read their fixtures there" >&2
   fi
   # burn-cuda compiles its kernels at run time with NVRTC against the toolkit's headers: it
   # looks in CUDA_PATH, else /usr/local/cuda, /opt/cuda or /usr.
@@ -122,7 +138,8 @@ if [[ -n $prebuilt ]]; then
   # The Rust binaries, with their library path.
   mkdir -p /tmp/foil-gpu/run
   for b in "$bin"/*; do
-    printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "$rust_libs" "$b" >"/tmp/foil-gpu/run/$(basename "$b")"
+    printf '#!/usr/bin/env bash\nLD_LIBRARY_PATH=%q exec %q "$@"\n' "$rust_libs" "$b" \
+      >"/tmp/foil-gpu/run/$(basename "$b")"
     chmod +x "/tmp/foil-gpu/run/$(basename "$b")"
   done
   bin=/tmp/foil-gpu/run
@@ -150,9 +167,11 @@ fi
 
 step "smoke test: the tiny MaskDiME twins' step on Cuda"
 tiny=crates/foil-models/tests/fixtures
-if ! timeout --kill-after=10 120 "$bin/maskdime_step" "$tiny/adm_tiny.safetensors" \
-  "$tiny/dime_classifier_tiny.pth" "$tiny/vgg19_tiny.pth" step cuda; then
-  echo "FAILED: the smoke test; nothing else can run on Cuda. The environment:" >&2
+smoke_failed=${#failed[@]}
+limited 120 smoke "$bin/maskdime_step" "$tiny/adm_tiny.safetensors" \
+  "$tiny/dime_classifier_tiny.pth" "$tiny/vgg19_tiny.pth" step cuda
+if [[ ${#failed[@]} != "$smoke_failed" ]]; then
+  echo "FAILED: ${failed[*]}; after the smoke test nothing else can run on Cuda. The environment:" >&2
   env | grep -E '^(CUDA|LD_LIBRARY_PATH|PATH)' >&2 || true
   ls -d /usr/local/cuda* /opt/cuda 2>/dev/null >&2 || true
   exit 1

@@ -49,13 +49,15 @@ for line in sys.stdin:
 }
 
 stage=target/gpu-pack
-# DIR is replaced: refuse a folder that is not an earlier pack.
-if [[ -e $dir && ! -f $dir/commit && -n $(ls -A "$dir" 2>/dev/null) ]]; then
-  echo "$dir exists and is not an earlier pack (no $dir/commit): choose another folder" >&2
+# DIR is replaced: refuse a folder that is not an earlier pack (marked at once, so that a
+# pack that failed half way is still one).
+if [[ -e $dir && ! -f $dir/.gpu-pack && ! -f $dir/commit && -n $(ls -A "$dir" 2>/dev/null) ]]; then
+  echo "$dir exists and is not an earlier pack (no $dir/.gpu-pack): choose another folder" >&2
   exit 2
 fi
 rm -rf "$dir" "$stage"
 mkdir -p "$dir/wheels" "$stage/bin"
+echo "written by scripts/gpu-pack.sh; replaced by its next run" >"$dir/.gpu-pack"
 list=$(mktemp)
 step "build: the example and the bench, --features cuda (CUDA $CUDARC_CUDA_VERSION)"
 cargo build --release --features cuda --example maskdime_step --message-format=json-render-diagnostics | executables >>"$list"
@@ -96,7 +98,7 @@ git ls-files -z | xargs -0 sha1sum >"$dir/files"
 step "what travels"
 ls -l "$dir" "$dir/wheels" >&2
 # What travels: tracked files and untracked ones git does not ignore.
-tree_bytes=$(git ls-files -z --cached --others --exclude-standard | xargs -0 du -cb | tail -1 | cut -f1)
+tree_bytes=$(git ls-files -z --cached --others --exclude-standard | du -cb --files0-from=- | tail -1 | cut -f1)
 pack_bytes=$(du -cb "$dir" | tail -1 | cut -f1)
 total=$((tree_bytes + pack_bytes))
 printf 'checkout %d MiB + %s %d MiB = %d MiB (the device takes at most 64 MiB)\n' \

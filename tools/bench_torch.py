@@ -257,19 +257,28 @@ def main():
     if unknown:
         p.error(f"unknown network(s) {unknown}; expected some of {list(networks)}")
 
+    failed = []
     for name in names:
-        torch.manual_seed(0)
-        run = networks[name]()
-        # Set after building: importing the recorders sets one thread.
-        torch.set_num_threads(args.threads)
-        run()  # warm-up
-        sync()
-        samples = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            run()
+        # One network failing (an import on another machine's packages, memory) costs only its
+        # own row: the others are still timed, and the exit status says so.
+        try:
+            torch.manual_seed(0)
+            run = networks[name]()
+            # Set after building: importing the recorders sets one thread.
+            torch.set_num_threads(args.threads)
+            run()  # warm-up
             sync()
-            samples.append(time.perf_counter() - start)
+            samples = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                run()
+                sync()
+                samples.append(time.perf_counter() - start)
+        except Exception as e:  # noqa: BLE001 (reported, then the next network)
+            print(f"{name}: failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            failed.append(name)
+            run = None
+            continue
         line = {
             "name": name,
             "seconds": statistics.median(samples),
@@ -280,6 +289,8 @@ def main():
         }
         print(json.dumps(line), flush=True)
         del run
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
