@@ -173,14 +173,12 @@ for ((round = 1; round <= rounds; round++)); do
   if [[ $run_torch == 1 ]]; then
     echo "== round $round/$rounds: PyTorch ($device, $threads threads): $only" >&2
     # A failure on the PyTorch side leaves foil's rows to run (the table says n/a for it).
-    if "$PY" tools/bench_torch.py --threads "$threads" --device "$device" --only "$only" \
+    if ! "$PY" tools/bench_torch.py --threads "$threads" --device "$device" --only "$only" \
       | tee "$TORCH_OUT.tmp" >&2; then
-      mv "$TORCH_OUT.tmp" "$TORCH_OUT"
-    else
       echo "the PyTorch side failed (the rows it timed are kept): foil's rows still run" >&2
       torch_failed=1
-      mv "$TORCH_OUT.tmp" "$TORCH_OUT"
     fi
+    mv "$TORCH_OUT.tmp" "$TORCH_OUT"
     "$PY" -c 'import json, sys
 for line in open(sys.argv[1]):
     if line.strip():

@@ -83,11 +83,13 @@ if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >&2; then
 fi
 echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(nproc) CPU cores" >&2
 
-PY=tools/.venv/bin/python
-# The Rust binaries' library path: the CUDA toolkit's NVRTC where the loader lacks it. Only
-# they get it, so that PyTorch keeps the CUDA libraries of its own wheels.
-rust_libs=${LD_LIBRARY_PATH:-}
-if [[ -n $prebuilt ]]; then
+# With --prebuilt: checks the pack against this checkout, unpacks its binaries behind wrappers
+# that give them NVRTC, links their fixtures, installs the wheels; sets `bin` and `PY`.
+use_prebuilt() {
+  local f root loader nvrtc b changed
+  # The Rust binaries' library path: the CUDA toolkit's NVRTC where the loader lacks it. Only
+  # they get it, so that PyTorch keeps the CUDA libraries of its own wheels.
+  local rust_libs=${LD_LIBRARY_PATH:-}
   for f in root commit files bin.tar.xz; do
     [[ -e $prebuilt/$f ]] || { echo "$prebuilt/$f is missing: run scripts/gpu-pack.sh $prebuilt" >&2; exit 2; }
   done
@@ -153,6 +155,11 @@ if [[ -n $prebuilt ]]; then
     fi
   fi
   export FOIL_PYTHON=$PY FOIL_BENCH_BIN=$bin/networks
+}
+
+PY=tools/.venv/bin/python
+if [[ -n $prebuilt ]]; then
+  use_prebuilt
 fi
 torch_cuda=0
 if command -v "$PY" >/dev/null && "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
@@ -217,7 +224,10 @@ if [[ $run_tests == 1 ]]; then
   autotune=(env "CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}")
   # Every CUDA test has "cuda" in its name; the CPU tests of these crates are skipped.
   if [[ -n $prebuilt ]]; then
-    for t in models metrics schedule roundtrip guide; do
+    # Every binary of the pack but the example and the bench is a test binary.
+    for t in "$bin"/*; do
+      t=$(basename "$t")
+      [[ $t != maskdime_step && $t != networks ]] || continue
       echo "--- $t" >&2
       limited 180 "$t" "${autotune[@]}" "$bin/$t" cuda
     done

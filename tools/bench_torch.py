@@ -277,7 +277,6 @@ def main():
         except Exception as e:  # noqa: BLE001 (reported, then the next network)
             print(f"{name}: failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
             failed.append(name)
-            run = None
             continue
         line = {
             "name": name,

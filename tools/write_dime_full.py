@@ -113,15 +113,23 @@ def layout(module):
     return [(k, tuple(v.shape)) for k, v in module.state_dict().items()]
 
 
-def write_classifier_without_authors(out, seed):
-    t0 = time.time()
+def save_classifier(features, out, seed):
+    """Randomises `features()` (a `DenseNet121` of the authors' or the stand-in) and a
+    Linear(1024, 40) head as the tiny fixture is, saves them as the authors' training code does
+    (`{'feat_extract': ..., 'classifier': ...}`); returns the file and the parameter count."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    feat_extract = randomise(StandInDenseNet121(), gen)
+    feat_extract = randomise(features(), gen)
+    assert feat_extract.output_size == 1024
     classifier = randomise(nn.Linear(feat_extract.output_size, 40), gen)
     path = out / "classifier.pth"
     torch.save({"feat_extract": feat_extract.state_dict(), "classifier": classifier.state_dict()}, path)
-    n = count(feat_extract.parameters()) + count(classifier.parameters())
+    return path, count(feat_extract.parameters()) + count(classifier.parameters())
+
+
+def write_classifier_without_authors(out, seed):
+    t0 = time.time()
+    path, n = save_classifier(StandInDenseNet121, out, seed)
     report("DiME CelebA classifier, stand-in for the authors' module (DenseNet-121 features + "
            "Linear(1024, 40))", n, path)
     print(f"  not loaded back by the authors' code (--without-authors); {time.time() - t0:.0f} s",
@@ -135,15 +143,8 @@ def write_classifier(out, seed):
         authors = import_authors(tmp)
         assert layout(authors.DenseNet121()) == layout(StandInDenseNet121()), \
             "--without-authors's stand-in no longer matches the authors' DenseNet121"
-        gen = torch.Generator().manual_seed(seed)
-        torch.manual_seed(seed)
-        feat_extract = randomise(authors.DenseNet121(), gen)
-        assert isinstance(feat_extract.feat_extract.classifier, authors.Identity)
-        assert feat_extract.output_size == 1024
-        classifier = randomise(nn.Linear(feat_extract.output_size, 40), gen)
-        path = out / "classifier.pth"
-        torch.save({"feat_extract": feat_extract.state_dict(), "classifier": classifier.state_dict()}, path)
-        n = count(feat_extract.parameters()) + count(classifier.parameters())
+        assert isinstance(authors.DenseNet121().feat_extract.classifier, authors.Identity)
+        path, n = save_classifier(authors.DenseNet121, out, seed)
         # The authors' explaining side loads it (DiME's main.py: ClassificationModel(path, 31)).
         model = authors.ClassificationModel(str(path), 31).eval()
         assert count(model.parameters()) == n
