@@ -210,28 +210,19 @@ if [[ $run_maskdime == 1 ]]; then
 fi
 
 if [[ $run_tests == 1 ]]; then
-  CRATES=(foil-models foil-metrics foil-schedule foil-invert foil-guide)
-  packages=()
-  features=()
-  for c in "${CRATES[@]}"; do
-    packages+=(-p "$c")
-    features+=("$c/test-cuda")
-  done
-  feature_list=$(IFS=,; echo "${features[*]}")
+  source scripts/gpu-tests.bash
   step "parity tests on CUDA"
   # The tests check values, not speed: cubecl's minimal autotuning (its default kernel of each
   # kind, without timing the others) spares minutes of tuning each test process's shapes.
   autotune=(env "CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}")
   # Every CUDA test has "cuda" in its name; the CPU tests of these crates are skipped.
   if [[ -n $prebuilt ]]; then
-    # Every binary of the pack but the example and the bench is a test binary.
-    for t in "$bin"/*; do
-      t=$(basename "$t")
-      [[ $t != maskdime_step && $t != networks ]] || continue
+    for t in "${GPU_TEST_TARGETS[@]}"; do
       echo "--- $t" >&2
       limited 180 "$t" "${autotune[@]}" "$bin/$t" cuda
     done
   else
+    gpu_test_args cuda
     limited 3600 tests "${autotune[@]}" cargo test "${packages[@]}" --features "$feature_list" \
       --no-fail-fast -- cuda
   fi

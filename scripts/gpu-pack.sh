@@ -31,12 +31,11 @@ PY=tools/.venv/bin/python
 [[ -x $PY ]] || PY=python3
 step() { printf '\n=== %s (%s UTC)\n' "$1" "$(date -u +%H:%M:%S)" >&2; }
 
-CRATES=(foil-models foil-metrics foil-schedule foil-invert foil-guide)
-TESTS=(models metrics schedule roundtrip guide)
-packages=() features=() tests=()
-for c in "${CRATES[@]}"; do packages+=(-p "$c"); features+=("$c/test-cuda"); done
+source scripts/gpu-tests.bash
+gpu_test_args cuda
+TESTS=("${GPU_TEST_TARGETS[@]}")
+tests=()
 for t in "${TESTS[@]}"; do tests+=(--test "$t"); done
-feature_list=$(IFS=,; echo "${features[*]}")
 
 # The executables cargo built, one path per line, from its JSON messages on stdin.
 executables() {
@@ -83,11 +82,12 @@ ls -l "$stage/bin" >&2
 tar -C "$stage" -cf - bin | xz -9 --lzma2=preset=9,dict=512MiB -T1 >"$dir/bin.tar.xz"
 
 step "wheels for the GPU image's python3 (3.12)"
+# The versions tools/requirements.txt pins (the fixtures' and the CPU table's).
+pin() { grep -E "^$1==" tools/requirements.txt || { echo "$1 is not pinned in tools/requirements.txt" >&2; exit 1; }; }
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-  --platform manylinux_2_17_x86_64 -d "$dir/wheels" \
-  diffusers==0.31.0 lpips==0.1.4
+  --platform manylinux_2_17_x86_64 -d "$dir/wheels" "$(pin diffusers)" "$(pin lpips)"
 # guided-diffusion-sdk is published as source only: a pure-Python wheel is built from it here.
-"$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$dir/wheels" guided-diffusion-sdk==1.0.0
+"$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$dir/wheels" "$(pin guided-diffusion-sdk)"
 
 pwd -P >"$dir/root"
 commit=$(git rev-parse --short HEAD)

@@ -11,14 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CRATES=(foil-models foil-metrics foil-schedule foil-invert foil-guide)
-packages=()
-features=()
-for c in "${CRATES[@]}"; do
-  packages+=(-p "$c")
-  features+=("$c/test-wgpu")
-done
-feature_list=$(IFS=,; echo "${features[*]}")
+source scripts/gpu-tests.bash
+gpu_test_args wgpu
 
 echo "== adapter" >&2
 if command -v vulkaninfo >/dev/null; then
