@@ -251,14 +251,24 @@ fn explaining_shows_inputs_done_and_flips_and_warnings_survive_quiet() {
     assert_eq!(last_flips, flips, "{stderr}");
 
     // A rerun with other settings: the warning shows even with -q, progress and
-    // information do not.
+    // information do not. Waiting for the device around network calls is no setting of the
+    // results (not in the warning's list), and the time split is still printed.
     let (ok, stdout, stderr) = explain(
         &["-q"],
-        &["--per-direction", "3", "--tau", "3", "--resume-any"],
+        &[
+            "--per-direction",
+            "3",
+            "--tau",
+            "3",
+            "--resume-any",
+            "--sync-timings",
+        ],
         &[],
     );
     assert!(ok, "{stderr}");
     assert!(stdout.contains("maskdime: 2 explained"), "{stdout}");
+    assert_eq!(lines_with(&stdout, "  time: ").len(), 1, "{stdout}");
+    assert!(!stderr.contains("sync"), "{stderr}");
     assert!(
         stderr.starts_with("warning: --resume-any: mixing"),
         "{stderr}"

@@ -23,10 +23,24 @@
 //!
 //! The figures are wall-clock time on the thread that runs the method. On the CPU backends
 //! (ndarray, flex) a call has finished when it returns; GPU backends queue work and return
-//! early, so there a span measures the queueing unless the caller synchronises the device.
-//! The cost when nobody reads the figures is two clock reads per network call.
+//! early, so there a span measures the queueing unless the device is synchronised:
+//! [`sync_with`] gives this thread's spans a wait (a backend's `sync`) that each calls before
+//! it starts its clock and before it stops it, so a span holds its own kernels' time and the
+//! work queued before it is counted outside it:
+//!
+//! ```
+//! use foil_core::profile;
+//! let _sync = profile::sync_with(|| {
+//!     // e.g. `let _ = B::sync(&device);` (burn's `Backend::sync`)
+//! });
+//! // ... spans opened here wait for the device twice each ...
+//! ```
+//!
+//! The cost when nobody reads the figures is two clock reads per network call (and, while a
+//! wait is set, two waits: on a GPU, the queue drained twice per network call).
 
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// Span name of a denoiser forward (any batch, guided or not; with classifier-free guidance
@@ -63,8 +77,50 @@ struct State {
     next_id: u64,
 }
 
+/// A wait for the device, shared by the guard that set it and the spans that call it.
+type Wait = Rc<dyn Fn()>;
+
 thread_local! {
     static STATE: RefCell<State> = RefCell::new(State::default());
+    static WAIT: RefCell<Option<Wait>> = const { RefCell::new(None) };
+}
+
+/// Calls this thread's wait, if one is set ([`sync_with`]), outside any borrow of the wait
+/// (a wait that sets another wait is allowed; one that opens a span would recurse).
+fn wait() {
+    if let Some(wait) = WAIT.with(|w| w.borrow().clone()) {
+        wait();
+    }
+}
+
+/// Until the returned guard is dropped, every span on this thread calls `wait` before starting
+/// its clock and again before stopping it: give it the backend's `sync` (`let _ = B::sync(&device)`)
+/// to time a GPU's kernels rather than their queueing. Guards nest: dropping one restores the
+/// wait that was set before it.
+pub fn sync_with(wait: impl Fn() + 'static) -> SyncGuard {
+    let previous = WAIT.with(|w| w.replace(Some(Rc::new(wait))));
+    SyncGuard { previous }
+}
+
+/// Keeps a [`sync_with`] wait set on its thread (not `Send`: the wait belongs to the thread).
+#[must_use = "the wait is unset when the guard is dropped"]
+pub struct SyncGuard {
+    previous: Option<Wait>,
+}
+
+impl std::fmt::Debug for SyncGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncGuard")
+            .field("restores_a_wait", &self.previous.is_some())
+            .finish()
+    }
+}
+
+impl Drop for SyncGuard {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        WAIT.with(|w| *w.borrow_mut() = previous);
+    }
 }
 
 /// A running span: its time is added to its name's total when it is dropped.
@@ -76,8 +132,10 @@ pub struct Span {
     start: Instant,
 }
 
-/// Opens a span named `name` on this thread.
+/// Opens a span named `name` on this thread (after this thread's wait, if one is set: the
+/// work queued before the span is not its time).
 pub fn span(name: &'static str) -> Span {
+    wait();
     let id = STATE.with(|state| {
         let mut state = state.borrow_mut();
         let id = state.next_id;
@@ -94,6 +152,7 @@ pub fn span(name: &'static str) -> Span {
 
 impl Drop for Span {
     fn drop(&mut self) {
+        wait();
         let elapsed = self.start.elapsed();
         STATE.with(|state| {
             let mut state = state.borrow_mut();

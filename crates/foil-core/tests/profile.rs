@@ -46,3 +46,66 @@ fn other_threads_keep_their_own_totals() {
     assert_eq!(elsewhere.map(|t| t.len()), Ok(1));
     assert_eq!(profile::take(), []);
 }
+
+#[test]
+fn a_wait_runs_at_each_spans_start_and_end_and_is_unset_with_its_guard() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    profile::reset();
+    let waits = Rc::new(Cell::new(0));
+    {
+        let counted = Rc::clone(&waits);
+        let _sync = profile::sync_with(move || counted.set(counted.get() + 1));
+        drop(profile::span(profile::DENOISER));
+        assert_eq!(waits.get(), 2);
+        {
+            // A nested guard replaces the wait, and dropping it restores the outer one.
+            let _inner = profile::sync_with(|| {});
+            drop(profile::span(profile::DENOISER));
+            assert_eq!(waits.get(), 2);
+        }
+        drop(profile::span(profile::DENOISER));
+        assert_eq!(waits.get(), 4);
+    }
+    drop(profile::span(profile::DENOISER));
+    assert_eq!(waits.get(), 4);
+    assert_eq!(profile::take()[0].calls, 4);
+}
+
+#[test]
+fn a_spans_closing_wait_is_its_time_and_its_opening_wait_the_enclosing_spans() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    // The wait stands for a device draining its queue: 30 ms at the inner span's end (its own
+    // kernels), 40 ms at its start (work queued before it, which belongs to the outer span).
+    profile::reset();
+    let calls = Rc::new(Cell::new(0u32));
+    let seen = Rc::clone(&calls);
+    let _sync = profile::sync_with(move || {
+        seen.set(seen.get() + 1);
+        // Waits in order: outer start (1), inner start (2), inner end (3), outer end (4).
+        match seen.get() {
+            2 => std::thread::sleep(Duration::from_millis(40)),
+            3 => std::thread::sleep(Duration::from_millis(30)),
+            _ => {}
+        }
+    });
+    {
+        let _outer = profile::span(profile::CLASSIFIER_GRADIENT);
+        drop(profile::span(profile::DENOISER));
+    }
+    assert_eq!(calls.get(), 4);
+    let timings = profile::take();
+    let seconds = |name| {
+        timings
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.seconds)
+            .unwrap_or(0.0)
+    };
+    assert!(seconds(profile::DENOISER) >= 0.030, "{timings:?}");
+    assert!(
+        seconds(profile::CLASSIFIER_GRADIENT) >= 0.040,
+        "{timings:?}"
+    );
+}

@@ -386,6 +386,7 @@ pub fn maskdime(args: MaskdimeArgs, device: DeviceArg) -> Result<()> {
     let record = RunRecord::maskdime(&args.data, &args.run, &config, &files)?;
     let (_, test) = args.data.load()?;
     with_backend!(device, |B, dev| {
+        let _sync = args.run.sync_timings::<B>(&dev);
         let maskdime = MaskDime::<B>::load(&files, &dev)?;
         for (seed, out) in &runs {
             record.claim::<B>(out, *seed, maskdime.image_size())?;
@@ -528,6 +529,7 @@ pub fn diffusion(args: DiffusionArgs, device: DeviceArg) -> Result<()> {
         .map_or("diffusion".into(), |n| n.to_string_lossy().into_owned());
     with_backend!(device, |B, dev| {
         type I = <B as AutodiffBackend>::InnerBackend;
+        let _sync = args.run.sync_timings::<I>(&dev);
         match (&args.kandinsky, &args.image_encoder, &args.stats) {
             (Some(decoder), Some(encoder), Some(stats)) => {
                 let files = PublishedDiffusionFiles {
