@@ -175,6 +175,7 @@ fi
 
 step "smoke test: the tiny MaskDiME twins' step on Cuda"
 tiny=crates/foil-models/tests/fixtures
+# `limited` returns 0 and records a failure in `failed`: the smoke test failed if that grew.
 smoke_failed=${#failed[@]}
 limited 120 smoke "$bin/maskdime_step" "$tiny/adm_tiny.safetensors" \
   "$tiny/dime_classifier_tiny.pth" "$tiny/vgg19_tiny.pth" step cuda
@@ -201,9 +202,9 @@ if [[ $run_maskdime == 1 ]]; then
   if [[ -f $dir/vgg19.pth ]]; then
     limited 240 maskdime "$bin/maskdime_step" "$dir/ddpm-celeba.pt" "$dir/classifier.pth" \
       "$dir/vgg19.pth" image cuda warm
-    # The per-image time above is the goal's; its split by network is not, on a GPU (the
-    # profile's spans time the queueing, not the kernels). `step` times each network call and
-    # two guided steps to the finished result, which is the split to read.
+    # The free-running pass above gives the goal's per-image time; its accounted pass waits for
+    # the device around every network call (profile::sync_with), so its split holds the
+    # kernels. `step` times each network call and two guided steps alone, to set beside it.
     step "MaskDiME's calls one by one, Cuda"
     limited 120 maskdime-step "$bin/maskdime_step" "$dir/ddpm-celeba.pt" "$dir/classifier.pth" \
       "$dir/vgg19.pth" step cuda
