@@ -352,6 +352,13 @@ fn main() -> Result<()> {
     foil::backend::init_cpu_threads(None)?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.to_string());
+    if args.len() > 6 || (args.len() == 6 && args[3] != "image") {
+        return Err(Error::out_of_range(
+            "arguments",
+            "DDPM CLASSIFIER VGG19 [load|step|image] [flex|cuda|wgpu] [warm, in image mode]",
+            args.join(" "),
+        ));
+    }
     let files = [arg(0, TINY[0]), arg(1, TINY[1]), arg(2, TINY[2])];
     let tiny = files[0] == TINY[0];
     let mode = match arg(3, if tiny { "step" } else { "load" }).as_str() {

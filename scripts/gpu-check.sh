@@ -5,8 +5,8 @@
 # CelebA-128 settings, two images the whole way after a warm-up pass over them, per-image time
 # (the issue's goal: 0.3 s per image on an H100/H200) from a free-running pass and the network
 # calls' share from a pass that waits for the device around each call, then each network call
-# timed alone, on full-size random-weight files; (3) the parity tests of the networks, LPIPS, the schedules'
-# steps, the EF-DDPM round trip and the three guided samplers' steps against the authors' code,
+# timed alone, on full-size random-weight files; (3) the parity tests of the networks, LPIPS,
+# the schedules' steps, the EF-DDPM round trip and the three guided samplers' steps against the authors' code,
 # instantiated for burn's `Cuda` backend (same fixtures, same tolerances as on the CPU); (4) the
 # benchmark table of scripts/bench.sh against PyTorch CUDA, float32 (foil computes in float32;
 # PyTorch with TF32 off). The goal's measurement comes first, so that a lease cut short still

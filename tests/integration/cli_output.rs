@@ -251,13 +251,28 @@ fn explaining_shows_inputs_done_and_flips_and_warnings_survive_quiet() {
     assert_eq!(last_flips, flips, "{stderr}");
 
     // A rerun with other settings: the warning shows even with -q, progress and
-    // information do not. Waiting for the device around network calls is no setting of the
-    // results (not in the warning's list), and the time split is still printed.
+    // information do not.
     let (ok, stdout, stderr) = explain(
         &["-q"],
+        &["--per-direction", "3", "--tau", "3", "--resume-any"],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("maskdime: 2 explained"), "{stdout}");
+    assert!(
+        stderr.starts_with("warning: --resume-any: mixing"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    // --sync-timings: the network calls wait for the device (said once, at the first call),
+    // the time split is still printed, and it is no setting of the results (the mixing
+    // warning's list of differences does not name it).
+    let (ok, stdout, stderr) = explain(
+        &["-v"],
         &[
             "--per-direction",
-            "3",
+            "4",
             "--tau",
             "3",
             "--resume-any",
@@ -268,11 +283,10 @@ fn explaining_shows_inputs_done_and_flips_and_warnings_survive_quiet() {
     assert!(ok, "{stderr}");
     assert!(stdout.contains("maskdime: 2 explained"), "{stdout}");
     assert_eq!(lines_with(&stdout, "  time: ").len(), 1, "{stdout}");
-    assert!(!stderr.contains("sync"), "{stderr}");
-    assert!(
-        stderr.starts_with("warning: --resume-any: mixing"),
-        "{stderr}"
-    );
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let waits = "--sync-timings: network calls wait for the device";
+    assert_eq!(stderr.matches(waits).count(), 1, "{stderr}");
+    let mixing: Vec<_> = stderr.lines().filter(|l| l.contains("mixing")).collect();
+    assert_eq!(mixing.len(), 1, "{stderr}");
+    assert!(!mixing[0].contains("sync"), "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -40,6 +40,7 @@
 //! wait is set, two waits: on a GPU, the queue drained twice per network call).
 
 use std::cell::RefCell;
+use std::marker::PhantomData;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -80,46 +81,62 @@ struct State {
 /// A wait for the device, shared by the guard that set it and the spans that call it.
 type Wait = Rc<dyn Fn()>;
 
-thread_local! {
-    static STATE: RefCell<State> = RefCell::new(State::default());
-    static WAIT: RefCell<Option<Wait>> = const { RefCell::new(None) };
+/// One thread's waits ([`sync_with`]), by guard, the one in force last.
+#[derive(Default)]
+struct Waits {
+    set: Vec<(u64, Wait)>,
+    next_id: u64,
 }
 
-/// Calls this thread's wait, if one is set ([`sync_with`]), outside any borrow of the wait
+thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State::default());
+    static WAITS: RefCell<Waits> = RefCell::new(Waits::default());
+}
+
+/// Calls this thread's wait, if one is set ([`sync_with`]), outside any borrow of the waits
 /// (a wait that sets another wait is allowed; one that opens a span would recurse).
 fn wait() {
-    if let Some(wait) = WAIT.with(|w| w.borrow().clone()) {
+    if let Some(wait) = WAITS.with(|w| w.borrow().set.last().map(|(_, wait)| Rc::clone(wait))) {
         wait();
     }
 }
 
 /// Until the returned guard is dropped, every span on this thread calls `wait` before starting
-/// its clock and again before stopping it: give it the backend's `sync` (`let _ = B::sync(&device)`)
-/// to time a GPU's kernels rather than their queueing. Guards nest: dropping one restores the
-/// wait that was set before it.
+/// its clock and again before stopping it: give it the backend's `sync`
+/// (`let _ = B::sync(&device)`) to time a GPU's kernels rather than their queueing. Guards
+/// nest: the newest guard's wait is the one in force, and dropping a guard (in any order)
+/// removes only its own wait.
 pub fn sync_with(wait: impl Fn() + 'static) -> SyncGuard {
-    let previous = WAIT.with(|w| w.replace(Some(Rc::new(wait))));
-    SyncGuard { previous }
+    let id = WAITS.with(|w| {
+        let mut waits = w.borrow_mut();
+        let id = waits.next_id;
+        waits.next_id += 1;
+        waits.set.push((id, Rc::new(wait)));
+        id
+    });
+    SyncGuard {
+        id,
+        _thread: PhantomData,
+    }
 }
 
 /// Keeps a [`sync_with`] wait set on its thread (not `Send`: the wait belongs to the thread).
 #[must_use = "the wait is unset when the guard is dropped"]
+#[derive(Debug)]
 pub struct SyncGuard {
-    previous: Option<Wait>,
-}
-
-impl std::fmt::Debug for SyncGuard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SyncGuard")
-            .field("restores_a_wait", &self.previous.is_some())
-            .finish()
-    }
+    id: u64,
+    _thread: PhantomData<Rc<()>>,
 }
 
 impl Drop for SyncGuard {
     fn drop(&mut self) {
-        let previous = self.previous.take();
-        WAIT.with(|w| *w.borrow_mut() = previous);
+        // Dropped outside the closure: a wait's own drop may touch the waits.
+        let removed = WAITS.with(|w| {
+            let mut waits = w.borrow_mut();
+            let at = waits.set.iter().position(|(id, _)| *id == self.id)?;
+            Some(waits.set.remove(at))
+        });
+        drop(removed);
     }
 }
 
@@ -152,7 +169,10 @@ pub fn span(name: &'static str) -> Span {
 
 impl Drop for Span {
     fn drop(&mut self) {
-        wait();
+        // Not while unwinding: a failing wait (a lost device) would turn the panic into an abort.
+        if !std::thread::panicking() {
+            wait();
+        }
         let elapsed = self.start.elapsed();
         STATE.with(|state| {
             let mut state = state.borrow_mut();

@@ -73,6 +73,24 @@ fn a_wait_runs_at_each_spans_start_and_end_and_is_unset_with_its_guard() {
 }
 
 #[test]
+fn guards_dropped_out_of_order_remove_only_their_own_wait() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let (first, second) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+    let (f, s) = (Rc::clone(&first), Rc::clone(&second));
+    let a = profile::sync_with(move || f.set(f.get() + 1));
+    let b = profile::sync_with(move || s.set(s.get() + 1));
+    drop(a);
+    // The newer wait stays in force; the older one is gone for good.
+    drop(profile::span(profile::DENOISER));
+    assert_eq!((first.get(), second.get()), (0, 2));
+    drop(b);
+    drop(profile::span(profile::DENOISER));
+    assert_eq!((first.get(), second.get()), (0, 2));
+    profile::reset();
+}
+
+#[test]
 fn a_spans_closing_wait_is_its_time_and_its_opening_wait_the_enclosing_spans() {
     use std::cell::Cell;
     use std::rc::Rc;

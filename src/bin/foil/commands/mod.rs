@@ -137,7 +137,9 @@ pub struct RunArgs {
     pub shard: Option<Shard>,
     /// Wait for the device at the start and end of every network call, so that the time split
     /// printed after each run is the device's: on a GPU the calls otherwise hold only the time
-    /// to queue their work. Costs a little speed there; no effect on the CPU.
+    /// to queue their work. It slows a GPU run (the host no longer queues ahead, and fusion
+    /// stops at each call's edges): time a run without it for the seconds per image. Nothing
+    /// changes on the CPU.
     #[arg(long)]
     pub sync_timings: bool,
 }
@@ -159,8 +161,12 @@ impl RunArgs {
     /// `device` at their start and end (`foil::core::profile::sync_with`).
     pub fn sync_timings<B: Backend>(&self, device: &B::Device) -> Option<SyncGuard> {
         let device = device.clone();
+        let first = std::cell::Cell::new(true);
         self.sync_timings.then(|| {
             profile::sync_with(move || {
+                if first.replace(false) {
+                    tracing::debug!("--sync-timings: network calls wait for the device");
+                }
                 if let Err(err) = B::sync(&device) {
                     tracing::warn!("waiting for the device: {err}");
                 }
