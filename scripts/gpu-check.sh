@@ -6,12 +6,12 @@
 # (the issue's goal: 0.3 s per image on an H100/H200) from a free-running pass and the network
 # calls' share from a pass that waits for the device around each call, then each network call
 # timed alone, on full-size random-weight files; (3) the parity tests of the networks, LPIPS,
-# the schedules' steps, the EF-DDPM round trip and the three guided samplers' steps against the authors' code,
-# instantiated for burn's `Cuda` backend (same fixtures, same tolerances as on the CPU); (4) the
-# benchmark table of scripts/bench.sh against PyTorch CUDA, float32 (foil computes in float32;
-# PyTorch with TF32 off). The goal's measurement comes first, so that a lease cut short still
-# returns it; each step has a time limit, and a failed or timed-out step is named at the end
-# without stopping the ones after it.
+# the schedules' steps, the EF-DDPM round trip and the three guided samplers' steps against the
+# authors' code, instantiated for burn's `Cuda` backend (same fixtures, same tolerances as on
+# the CPU); (4) the benchmark table of scripts/bench.sh against PyTorch CUDA, float32 (foil
+# computes in float32; PyTorch with TF32 off). The goal's measurement comes first, so that a
+# lease cut short still returns it; each step has a time limit, and a failed or timed-out step
+# is named at the end without stopping the ones after it.
 # Nothing in CI depends on it; run it whenever a machine with a GPU is available and record
 # the output in docs/performance.md (date, machine, commit).
 #

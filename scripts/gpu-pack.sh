@@ -33,9 +33,8 @@ step() { printf '\n=== %s (%s UTC)\n' "$1" "$(date -u +%H:%M:%S)" >&2; }
 
 source scripts/gpu-tests.bash
 gpu_test_args cuda
-TESTS=("${GPU_TEST_TARGETS[@]}")
 tests=()
-for t in "${TESTS[@]}"; do tests+=(--test "$t"); done
+for t in "${GPU_TEST_TARGETS[@]}"; do tests+=(--test "$t"); done
 
 # The executables cargo built, one path per line, from its JSON messages on stdin.
 executables() {
@@ -69,12 +68,12 @@ cargo test --release --no-run "${packages[@]}" --features "$feature_list" "${tes
 while read -r exe; do
   name=$(basename "$exe")
   name=${name%-*}
-  [[ $name == maskdime_step || " networks ${TESTS[*]} " == *" $name "* ]] || continue
+  [[ $name == maskdime_step || " networks ${GPU_TEST_TARGETS[*]} " == *" $name "* ]] || continue
   cp "$exe" "$stage/bin/$name"
   strip "$stage/bin/$name"
 done <"$list"
 rm -f "$list"
-for want in maskdime_step networks "${TESTS[@]}"; do
+for want in maskdime_step networks "${GPU_TEST_TARGETS[@]}"; do
   [[ -x $stage/bin/$want ]] || { echo "no $want among the built binaries" >&2; exit 1; }
 done
 step "archive"

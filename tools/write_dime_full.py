@@ -141,9 +141,10 @@ def write_classifier(out, seed):
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         authors = import_authors(tmp)
-        assert layout(authors.DenseNet121()) == layout(StandInDenseNet121()), \
+        features = authors.DenseNet121()
+        assert layout(features) == layout(StandInDenseNet121()), \
             "--without-authors's stand-in no longer matches the authors' DenseNet121"
-        assert isinstance(authors.DenseNet121().feat_extract.classifier, authors.Identity)
+        assert isinstance(features.feat_extract.classifier, authors.Identity)
         path, n = save_classifier(authors.DenseNet121, out, seed)
         # The authors' explaining side loads it (DiME's main.py: ClassificationModel(path, 31)).
         model = authors.ClassificationModel(str(path), 31).eval()
